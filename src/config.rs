@@ -1,0 +1,1028 @@
+//! The TOML policy file: its shape, its defaults, and its errors.
+//!
+//! Every value is checked while it is read, so a mistake is reported as
+//! `FILE:LINE:COL: message` pointing at the value itself. Nothing here is
+//! ever read through a map that could hide a duplicate, and a key the guard
+//! does not know is an error, never silently ignored: a typo in a policy
+//! file must not switch a protection off.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::de::{self, Deserializer};
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::phone::{NumberType, Region};
+
+/// A configuration error with the place it was found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub line: usize,
+    pub col: usize,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.file.display(),
+            self.line,
+            self.col,
+            self.message
+        )
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub listen: Listen,
+    #[serde(default)]
+    pub upstream: Upstream,
+    pub admin: Option<Admin>,
+    pub ca: Option<Ca>,
+    #[serde(default)]
+    pub actions: Actions,
+    #[serde(default)]
+    pub geo: Geo,
+    #[serde(default)]
+    pub numbers: Numbers,
+    pub backoff: Option<Backoff>,
+    #[serde(default, rename = "limit")]
+    pub limits: Vec<Limit>,
+    pub budget: Option<Budget>,
+    pub balance: Option<Balance>,
+    #[serde(default)]
+    pub store: Store,
+    #[serde(default)]
+    pub log: Log,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Listen {
+    pub addr: SocketAddr,
+    pub tls: bool,
+    pub proxy: bool,
+    /// Largest send body the guard reads; a larger one is rejected, not forwarded.
+    #[serde(deserialize_with = "de_bytes")]
+    pub max_body: usize,
+    #[serde(with = "humantime_serde")]
+    pub drain_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub header_timeout: Duration,
+    pub max_connections: usize,
+}
+
+impl Default for Listen {
+    fn default() -> Self {
+        Listen {
+            addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            tls: false,
+            proxy: false,
+            max_body: 64 * 1024,
+            drain_timeout: Duration::from_secs(10),
+            header_timeout: Duration::from_secs(30),
+            max_connections: 10_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Upstream {
+    #[serde(deserialize_with = "de_base_url")]
+    pub api: String,
+    #[serde(deserialize_with = "de_base_url")]
+    pub verify: String,
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub pool_idle_timeout: Duration,
+    /// Remove `RiskCheck=disable` from forwarded sends so Twilio's own
+    /// protection stays on.
+    pub strip_risk_check: bool,
+}
+
+impl Default for Upstream {
+    fn default() -> Self {
+        Upstream {
+            api: "https://api.twilio.com".into(),
+            verify: "https://verify.twilio.com".into(),
+            timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(5),
+            pool_idle_timeout: Duration::from_secs(90),
+            strip_risk_check: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Admin {
+    pub addr: SocketAddr,
+    #[serde(default = "default_token_env")]
+    pub token_env: String,
+}
+
+fn default_token_env() -> String {
+    "SMSGUARD_ADMIN_TOKEN".into()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ca {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// What a blocking verdict does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Action {
+    /// Forward as if nothing had been found.
+    Allow,
+    /// Answer with a fake success; Twilio is not contacted.
+    Shadow,
+    /// Answer with Twilio's own error for the reason.
+    Reject,
+    /// Forward, but record that the send would have been blocked.
+    Monitor,
+}
+
+impl Action {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Action::Allow => "allow",
+            Action::Shadow => "shadow",
+            Action::Reject => "reject",
+            Action::Monitor => "monitor",
+        }
+    }
+
+    /// Whether this action stops the send from reaching Twilio.
+    pub fn blocks(&self) -> bool {
+        matches!(self, Action::Shadow | Action::Reject)
+    }
+}
+
+impl FromStr for Action {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "allow" => Ok(Action::Allow),
+            "shadow" => Ok(Action::Shadow),
+            "reject" => Ok(Action::Reject),
+            "monitor" => Ok(Action::Monitor),
+            _ => Err(format!(
+                "unknown action {s:?}: expected \"allow\", \"shadow\", \"reject\" or \"monitor\""
+            )),
+        }
+    }
+}
+
+/// Per-stage actions. Fraud signals default to `default` (shadow), invalid
+/// input to `reject`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Actions {
+    #[serde(deserialize_with = "de_from_str")]
+    pub default: Action,
+    #[serde(deserialize_with = "de_from_str")]
+    pub invalid: Action,
+    #[serde(deserialize_with = "de_opt_from_str")]
+    pub number: Option<Action>,
+    #[serde(deserialize_with = "de_opt_from_str")]
+    pub blocks: Option<Action>,
+    #[serde(deserialize_with = "de_opt_from_str")]
+    pub backoff: Option<Action>,
+    #[serde(deserialize_with = "de_opt_from_str")]
+    pub limits: Option<Action>,
+    #[serde(deserialize_with = "de_opt_from_str")]
+    pub budget: Option<Action>,
+    #[serde(deserialize_with = "de_opt_from_str")]
+    pub balance: Option<Action>,
+}
+
+impl Default for Actions {
+    fn default() -> Self {
+        Actions {
+            default: Action::Shadow,
+            invalid: Action::Reject,
+            number: None,
+            blocks: None,
+            backoff: None,
+            limits: None,
+            budget: None,
+            balance: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Geo {
+    /// Regions sends may go to; empty means every region not denied.
+    #[serde(deserialize_with = "de_seq_from_str")]
+    pub allow: Vec<Region>,
+    #[serde(deserialize_with = "de_seq_from_str")]
+    pub deny: Vec<Region>,
+    /// Numbers without a region (+882, +883, ...) are blocked unless this is set.
+    pub allow_no_region: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Numbers {
+    #[serde(deserialize_with = "de_opt_from_str")]
+    pub default_region: Option<Region>,
+    #[serde(deserialize_with = "de_seq_from_str")]
+    pub block_types: Vec<NumberType>,
+    /// Numbers libphonenumber calls invalid are blocked (action `invalid`).
+    pub require_valid: bool,
+    /// Exact numbers that are never limited (E.164).
+    pub safe: Vec<String>,
+    /// Number prefixes (E.164, with `+`) that are never limited.
+    pub safe_prefixes: Vec<String>,
+    /// Client networks that are never limited.
+    #[serde(deserialize_with = "de_seq_from_str")]
+    pub safe_clients: Vec<IpNet>,
+    /// Capacity of the classification cache.
+    pub cache: u64,
+}
+
+impl Default for Numbers {
+    fn default() -> Self {
+        Numbers {
+            default_region: None,
+            block_types: Vec::new(),
+            require_valid: true,
+            safe: Vec::new(),
+            safe_prefixes: Vec::new(),
+            safe_clients: Vec::new(),
+            cache: 100_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Backoff {
+    #[serde(default = "one")]
+    pub free: u32,
+    #[serde(with = "humantime_serde")]
+    pub base: Duration,
+    #[serde(default = "two")]
+    pub factor: f64,
+    #[serde(with = "humantime_serde")]
+    pub max: Duration,
+    #[serde(with = "humantime_serde")]
+    pub reset_after: Duration,
+    #[serde(default, with = "humantime_serde")]
+    pub hold_up_to: Option<Duration>,
+}
+
+fn one() -> u32 {
+    1
+}
+fn two() -> f64 {
+    2.0
+}
+
+/// `N/PERIOD`, e.g. `5/1h`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    pub count: u64,
+    pub period: Duration,
+}
+
+impl FromStr for Rate {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (n, p) = s
+            .split_once('/')
+            .ok_or_else(|| format!("rate {s:?} must look like \"5/1h\" (count/period)"))?;
+        let count: u64 = n
+            .trim()
+            .parse()
+            .map_err(|_| format!("rate {s:?}: {n:?} is not a whole number"))?;
+        if count == 0 {
+            return Err(format!("rate {s:?}: the count must be at least 1"));
+        }
+        let period = humantime::parse_duration(p.trim())
+            .map_err(|e| format!("rate {s:?}: period {p:?}: {e}"))?;
+        if period < Duration::from_secs(1) {
+            return Err(format!("rate {s:?}: the period must be at least 1s"));
+        }
+        Ok(Rate { count, period })
+    }
+}
+
+impl fmt::Display for Rate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}/{}",
+            self.count,
+            humantime::format_duration(self.period)
+        )
+    }
+}
+
+/// One part of a limit key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum KeyPart {
+    To,
+    Prefix(u8),
+    Region,
+    Account,
+    ClientIp,
+    User,
+    Global,
+}
+
+impl fmt::Display for KeyPart {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KeyPart::To => f.write_str("to"),
+            KeyPart::Prefix(n) => write!(f, "prefix:{n}"),
+            KeyPart::Region => f.write_str("region"),
+            KeyPart::Account => f.write_str("account"),
+            KeyPart::ClientIp => f.write_str("client_ip"),
+            KeyPart::User => f.write_str("user"),
+            KeyPart::Global => f.write_str("global"),
+        }
+    }
+}
+
+impl FromStr for KeyPart {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "to" => KeyPart::To,
+            "region" => KeyPart::Region,
+            "account" => KeyPart::Account,
+            "client_ip" => KeyPart::ClientIp,
+            "user" => KeyPart::User,
+            "global" => KeyPart::Global,
+            _ => {
+                if let Some(n) = s.strip_prefix("prefix:") {
+                    let n: u8 = n
+                        .parse()
+                        .map_err(|_| format!("key part {s:?}: prefix length must be 1..=15"))?;
+                    if !(1..=15).contains(&n) {
+                        return Err(format!("key part {s:?}: prefix length must be 1..=15"));
+                    }
+                    KeyPart::Prefix(n)
+                } else {
+                    return Err(format!(
+                        "unknown key part {s:?}: expected to, prefix:N, region, account, client_ip, user or global (joined with '+')"
+                    ));
+                }
+            }
+        })
+    }
+}
+
+/// A limit key: one part or several joined with `+` (`client_ip+region`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct KeySpec {
+    pub parts: Vec<KeyPart>,
+    text: String,
+}
+
+impl KeySpec {
+    pub fn single(part: KeyPart) -> Self {
+        KeySpec {
+            parts: vec![part],
+            text: part.to_string(),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+}
+
+impl fmt::Display for KeySpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl FromStr for KeySpec {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let mut parts = Vec::new();
+        for p in s.split('+') {
+            let part: KeyPart = p.trim().parse()?;
+            if parts.contains(&part) {
+                return Err(format!("key {s:?} names {part} twice"));
+            }
+            parts.push(part);
+        }
+        if parts.contains(&KeyPart::Global) && parts.len() > 1 {
+            return Err(format!("key {s:?}: global cannot be combined with other parts"));
+        }
+        let text = parts
+            .iter()
+            .map(|p| p.to_string())
+            .collect::<Vec<_>>()
+            .join("+");
+        Ok(KeySpec { parts, text })
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limit {
+    pub name: Spanned<String>,
+    #[serde(deserialize_with = "de_from_str")]
+    pub key: KeySpec,
+    #[serde(deserialize_with = "de_seq_from_str")]
+    pub rates: Vec<Rate>,
+    /// When the limit trips, block the key for this long.
+    #[serde(default, with = "humantime_serde")]
+    pub block: Option<Duration>,
+    /// Each repeat offence multiplies the block by this.
+    #[serde(default = "two")]
+    pub escalate: f64,
+    /// The longest an escalated block may last.
+    #[serde(default = "default_block_max", with = "humantime_serde")]
+    pub block_max: Duration,
+    /// Offences older than this are forgotten.
+    #[serde(default = "default_forgive", with = "humantime_serde")]
+    pub forgive_after: Duration,
+    #[serde(default, deserialize_with = "de_opt_from_str")]
+    pub action: Option<Action>,
+}
+
+fn default_block_max() -> Duration {
+    Duration::from_secs(30 * 24 * 3600)
+}
+fn default_forgive() -> Duration {
+    Duration::from_secs(7 * 24 * 3600)
+}
+
+/// An amount of money in millionths of the currency unit, so sums are exact.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Hash)]
+pub struct Money(pub u64);
+
+impl Money {
+    pub const SCALE: u64 = 1_000_000;
+}
+
+impl FromStr for Money {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let t = s.trim();
+        let (whole, frac) = t.split_once('.').unwrap_or((t, ""));
+        let ok = !whole.is_empty()
+            && whole.bytes().all(|b| b.is_ascii_digit())
+            && frac.bytes().all(|b| b.is_ascii_digit())
+            && frac.len() <= 6;
+        if !ok {
+            return Err(format!(
+                "amount {s:?} must be a non-negative decimal with at most 6 decimals, e.g. \"0.0079\""
+            ));
+        }
+        let w: u64 = whole.parse().map_err(|_| format!("amount {s:?} is too large"))?;
+        let mut f: u64 = if frac.is_empty() {
+            0
+        } else {
+            frac.parse().map_err(|_| format!("amount {s:?}"))?
+        };
+        for _ in frac.len()..6 {
+            f *= 10;
+        }
+        w.checked_mul(Money::SCALE)
+            .and_then(|v| v.checked_add(f))
+            .map(Money)
+            .ok_or_else(|| format!("amount {s:?} is too large"))
+    }
+}
+
+impl fmt::Display for Money {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let frac = self.0 % Money::SCALE;
+        // Two decimals at least, more only when they carry information.
+        let mut s = format!("{:06}", frac);
+        while s.len() > 2 && s.ends_with('0') {
+            s.pop();
+        }
+        write!(f, "{}.{}", self.0 / Money::SCALE, s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Money {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl de::Visitor<'_> for V {
+            type Value = Money;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an amount such as \"0.0079\"")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Money, E> {
+                v.parse().map_err(E::custom)
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Money, E> {
+                format!("{v}").parse().map_err(E::custom)
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Money, E> {
+                format!("{v}").parse().map_err(E::custom)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Budget {
+    #[serde(default = "usd")]
+    pub currency: String,
+    pub hourly: Option<Money>,
+    pub daily: Option<Money>,
+    /// Price of one segment by region, with `default` for the rest.
+    #[serde(default)]
+    pub prices: Prices,
+    /// Per-region caps: `regions = { UZ = { daily = "1.00" } }`.
+    #[serde(default)]
+    pub regions: BTreeMap<String, RegionCaps>,
+}
+
+fn usd() -> String {
+    "USD".into()
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegionCaps {
+    pub hourly: Option<Money>,
+    pub daily: Option<Money>,
+}
+
+/// A price table: `{ default = "0.0079", UZ = "0.30" }`.
+#[derive(Debug, Clone, Default)]
+pub struct Prices {
+    pub default: Money,
+    pub by_region: BTreeMap<Region, Money>,
+}
+
+impl Prices {
+    pub fn for_region(&self, region: Option<Region>) -> Money {
+        region
+            .and_then(|r| self.by_region.get(&r).copied())
+            .unwrap_or(self.default)
+    }
+}
+
+impl<'de> Deserialize<'de> for Prices {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        // A BTreeMap from the TOML table is safe here: TOML itself rejects
+        // duplicate keys, so nothing can be hidden.
+        let raw: BTreeMap<String, Money> = BTreeMap::deserialize(d)?;
+        let mut p = Prices::default();
+        for (k, v) in raw {
+            if k == "default" {
+                p.default = v;
+            } else {
+                let r: Region = k.parse().map_err(de::Error::custom)?;
+                p.by_region.insert(r, v);
+            }
+        }
+        Ok(p)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Balance {
+    pub min: Money,
+    #[serde(default = "sixty", with = "humantime_serde")]
+    pub refresh: Duration,
+    #[serde(default, deserialize_with = "de_from_str")]
+    pub on_error: OnError,
+}
+
+fn sixty() -> Duration {
+    Duration::from_secs(60)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnError {
+    #[default]
+    Allow,
+    Block,
+}
+
+impl FromStr for OnError {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "allow" => Ok(OnError::Allow),
+            "block" => Ok(OnError::Block),
+            _ => Err(format!(
+                "unknown on_error {s:?}: expected \"allow\" or \"block\""
+            )),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Store {
+    /// Most keys each state table tracks (counters, backoff); memory stays
+    /// bounded whatever the number of distinct numbers.
+    pub capacity: u64,
+    /// Most blocks held at once.
+    pub block_capacity: u64,
+    pub redis: Option<Spanned<String>>,
+}
+
+impl Default for Store {
+    fn default() -> Self {
+        Store {
+            capacity: 1_000_000,
+            block_capacity: 100_000,
+            redis: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    #[default]
+    Human,
+    Json,
+}
+
+impl FromStr for LogFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "human" => Ok(LogFormat::Human),
+            "json" => Ok(LogFormat::Json),
+            _ => Err(format!(
+                "unknown log format {s:?}: expected \"human\" or \"json\""
+            )),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Log {
+    #[serde(deserialize_with = "de_from_str")]
+    pub format: LogFormat,
+    pub level: String,
+    /// Digits of the number shown as `prefix` in decision events.
+    pub prefix_digits: u8,
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        Log {
+            format: LogFormat::Human,
+            level: "info".into(),
+            prefix_digits: 8,
+        }
+    }
+}
+
+// ---- deserialization helpers: parse through FromStr so errors carry the value's span
+
+fn de_from_str<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: FromStr,
+    T::Err: fmt::Display,
+{
+    let s = String::deserialize(d)?;
+    s.parse().map_err(de::Error::custom)
+}
+
+fn de_opt_from_str<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: FromStr,
+    T::Err: fmt::Display,
+{
+    let s = String::deserialize(d)?;
+    s.parse().map(Some).map_err(de::Error::custom)
+}
+
+fn de_seq_from_str<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: FromStr,
+    T::Err: fmt::Display,
+{
+    let v: Vec<String> = Vec::deserialize(d)?;
+    v.iter()
+        .map(|s| s.parse().map_err(de::Error::custom))
+        .collect()
+}
+
+fn de_bytes<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    struct V;
+    impl de::Visitor<'_> for V {
+        type Value = usize;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a size such as 65536 or \"64KiB\"")
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<usize, E> {
+            usize::try_from(v).map_err(|_| E::custom("size must not be negative"))
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<usize, E> {
+            parse_size(v).map_err(E::custom)
+        }
+    }
+    d.deserialize_any(V)
+}
+
+fn parse_size(s: &str) -> Result<usize, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (n, unit) = t.split_at(split);
+    let n: usize = n
+        .parse()
+        .map_err(|_| format!("size {s:?} must be a number with an optional unit (KiB, MiB)"))?;
+    let mul = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" | "K" | "KB" => 1024,
+        "MiB" | "M" | "MB" => 1024 * 1024,
+        _ => return Err(format!("size {s:?}: unknown unit (use B, KiB or MiB)")),
+    };
+    n.checked_mul(mul)
+        .ok_or_else(|| format!("size {s:?} is too large"))
+}
+
+fn de_base_url<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let s = String::deserialize(d)?;
+    let uri: http::Uri = s
+        .parse()
+        .map_err(|e| de::Error::custom(format!("upstream {s:?} is not a URL: {e}")))?;
+    match uri.scheme_str() {
+        Some("http") | Some("https") => {}
+        _ => {
+            return Err(de::Error::custom(format!(
+                "upstream {s:?} must start with http:// or https://"
+            )))
+        }
+    }
+    if uri.authority().is_none() || !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+        return Err(de::Error::custom(format!(
+            "upstream {s:?} must be a scheme and host only, e.g. \"https://api.twilio.com\""
+        )));
+    }
+    Ok(s.trim_end_matches('/').to_string())
+}
+
+impl Config {
+    /// Reads and checks a policy file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.to_path_buf(),
+            line: 1,
+            col: 1,
+            message: format!("cannot read the file: {e}"),
+        })?;
+        Config::parse(path, &text)
+    }
+
+    /// Parses and checks policy text; `path` only names it in errors.
+    pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        let at = |span: Option<std::ops::Range<usize>>, message: String| {
+            let (line, col) = line_col(text, span.map(|s| s.start).unwrap_or(0));
+            ConfigError {
+                file: path.to_path_buf(),
+                line,
+                col,
+                message,
+            }
+        };
+        let config: Config =
+            toml::from_str(text).map_err(|e| at(e.span(), e.message().trim().to_string()))?;
+        config
+            .validate()
+            .map_err(|(span, message)| at(span, message))?;
+        Ok(config)
+    }
+
+    /// Checks that need several values at once.
+    fn validate(&self) -> Result<(), (Option<std::ops::Range<usize>>, String)> {
+        let mut names: Vec<&str> = Vec::new();
+        for limit in &self.limits {
+            let name = limit.name.get_ref().as_str();
+            if name.is_empty()
+                || !name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+            {
+                return Err((
+                    Some(limit.name.span()),
+                    format!("limit name {name:?} must be letters, digits, '_' or '-'"),
+                ));
+            }
+            if names.contains(&name) {
+                return Err((
+                    Some(limit.name.span()),
+                    format!("limit name {name:?} is used twice"),
+                ));
+            }
+            names.push(name);
+            if limit.rates.is_empty() {
+                return Err((
+                    Some(limit.name.span()),
+                    format!("limit {name:?} has no rates"),
+                ));
+            }
+            if limit.rates.len() > 8 {
+                return Err((
+                    Some(limit.name.span()),
+                    format!("limit {name:?} has more than 8 rates"),
+                ));
+            }
+            if limit.escalate < 1.0 || !limit.escalate.is_finite() {
+                return Err((
+                    Some(limit.name.span()),
+                    format!("limit {name:?}: escalate must be at least 1"),
+                ));
+            }
+        }
+        if let Some(b) = &self.backoff {
+            if b.factor < 1.0 || !b.factor.is_finite() {
+                return Err((None, "backoff.factor must be at least 1".into()));
+            }
+            if b.max < b.base {
+                return Err((None, "backoff.max must not be shorter than backoff.base".into()));
+            }
+        }
+        if let Some(redis) = &self.store.redis {
+            return Err((
+                Some(redis.span()),
+                "store.redis is not supported by this build yet; remove it to keep state in memory"
+                    .into(),
+            ));
+        }
+        if let Some(r) = self.geo.allow.iter().find(|r| self.geo.deny.contains(r)) {
+            return Err((None, format!("geo: region {r} is both allowed and denied")));
+        }
+        if let Some(b) = &self.budget {
+            for k in b.regions.keys() {
+                k.parse::<Region>()
+                    .map_err(|e| (None, format!("budget.regions: {e}")))?;
+            }
+        }
+        for s in &self.numbers.safe {
+            if crate::phone::normalize(s, None).is_err() {
+                return Err((
+                    None,
+                    format!("numbers.safe: {s:?} is not an E.164 number"),
+                ));
+            }
+        }
+        for p in &self.numbers.safe_prefixes {
+            let digits = p.strip_prefix('+').unwrap_or("");
+            if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+                return Err((
+                    None,
+                    format!("numbers.safe_prefixes: {p:?} must be '+' and digits"),
+                ));
+            }
+        }
+        if !(1..=15).contains(&self.log.prefix_digits) {
+            return Err((None, "log.prefix_digits must be 1..=15".into()));
+        }
+        Ok(())
+    }
+}
+
+/// 1-based line and column (in characters) of a byte offset.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = &text[..text.floor_char_boundary(offset)];
+    let line = before.matches('\n').count() + 1;
+    let col = before
+        .rsplit_once('\n')
+        .map_or(before, |(_, rest)| rest)
+        .chars()
+        .count()
+        + 1;
+    (line, col)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(Path::new("p.toml"), text)
+    }
+
+    #[test]
+    fn the_example_policy_parses() {
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/config.example.toml"
+        ))
+        .unwrap();
+        let c = parse(&text).unwrap();
+        assert!(!c.limits.is_empty());
+        assert!(c.backoff.is_some());
+    }
+
+    #[test]
+    fn a_bad_rate_names_line_and_column_of_the_value() {
+        let e = parse("[[limit]]\nname = \"n\"\nkey = \"to\"\nrates = [\"5/1h\", \"5 per hour\"]\n")
+            .unwrap_err();
+        assert_eq!((e.line, e.col), (4, 9), "{e}");
+        assert!(e.to_string().starts_with("p.toml:4:9: "), "{e}");
+        assert!(e.message.contains("5 per hour"), "{e}");
+    }
+
+    #[test]
+    fn an_unknown_key_is_an_error_not_ignored() {
+        let e = parse("[geo]\nallow = [\"US\"]\nalow_no_region = true\n").unwrap_err();
+        assert_eq!(e.line, 3, "{e}");
+        assert!(e.message.contains("alow_no_region"), "{e}");
+    }
+
+    #[test]
+    fn a_bad_key_part_and_a_duplicate_limit_name_are_reported_where_they_are() {
+        let e = parse("[[limit]]\nname = \"a\"\nkey = \"client_ip+phone\"\nrates = [\"1/1m\"]\n")
+            .unwrap_err();
+        assert_eq!(e.line, 3, "{e}");
+        let e = parse(
+            "[[limit]]\nname = \"a\"\nkey = \"to\"\nrates = [\"1/1m\"]\n[[limit]]\nname = \"a\"\nkey = \"to\"\nrates = [\"1/1m\"]\n",
+        )
+        .unwrap_err();
+        assert_eq!((e.line, e.col), (6, 8), "{e}");
+    }
+
+    #[test]
+    fn key_specs_join_parts_and_refuse_nonsense() {
+        let k: KeySpec = "client_ip+region".parse().unwrap();
+        assert_eq!(k.parts, vec![KeyPart::ClientIp, KeyPart::Region]);
+        assert_eq!("prefix:8".parse::<KeySpec>().unwrap().parts, vec![KeyPart::Prefix(8)]);
+        assert!("prefix:0".parse::<KeySpec>().is_err());
+        assert!("prefix:16".parse::<KeySpec>().is_err());
+        assert!("to+to".parse::<KeySpec>().is_err());
+        assert!("global+to".parse::<KeySpec>().is_err());
+    }
+
+    #[test]
+    fn rates_and_money_parse_exactly() {
+        assert_eq!(
+            "20/10m".parse::<Rate>().unwrap(),
+            Rate { count: 20, period: Duration::from_secs(600) }
+        );
+        assert!("0/1h".parse::<Rate>().is_err());
+        assert!("5/0s".parse::<Rate>().is_err());
+        assert_eq!("0.0079".parse::<Money>().unwrap(), Money(7_900));
+        assert_eq!("50".parse::<Money>().unwrap(), Money(50_000_000));
+        assert!("-1".parse::<Money>().is_err());
+        assert!("0.0000001".parse::<Money>().is_err());
+        assert_eq!(Money(7_900).to_string(), "0.0079");
+        assert_eq!(Money(50_000_000).to_string(), "50.00");
+        let c = parse("[budget]\nprices = { default = 0.0079, UZ = \"0.30\" }\n").unwrap();
+        let p = &c.budget.unwrap().prices;
+        assert_eq!(p.default, Money(7_900));
+        assert_eq!(p.for_region("UZ".parse().ok()), Money(300_000));
+    }
+
+    #[test]
+    fn redis_is_refused_rather_than_silently_ignored() {
+        let e = parse("[store]\nredis = \"redis://127.0.0.1\"\n").unwrap_err();
+        assert_eq!(e.line, 2, "{e}");
+    }
+
+    #[test]
+    fn upstream_must_be_a_bare_base_url() {
+        assert!(parse("[upstream]\napi = \"ftp://x\"\n").is_err());
+        assert!(parse("[upstream]\napi = \"https://x/2010-04-01\"\n").is_err());
+        let c = parse("[upstream]\napi = \"http://127.0.0.1:9/\"\n").unwrap();
+        assert_eq!(c.upstream.api, "http://127.0.0.1:9");
+    }
+
+    #[test]
+    fn sizes_accept_units() {
+        assert_eq!(parse_size("64KiB").unwrap(), 65536);
+        assert_eq!(parse_size("100").unwrap(), 100);
+        assert!(parse_size("1GB").is_err());
+    }
+}

@@ -1,0 +1,120 @@
+//! Stage 3: active blocks on a number, prefix, region, client IP, user or
+//! any key a limit blocks when it trips.
+//!
+//! A block is stored under `SPEC=VALUE` (`prefix:8=+99899394`), so a block
+//! set by hand and one set by a limit on the same key are the same block.
+
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{Attempt, Reason, Stage, Step, Verdict};
+use crate::clock::{ms, Millis};
+use crate::config::{Action, Config, KeyPart, KeySpec};
+use crate::store::{BlockEntry, Store};
+
+/// A block set by hand.
+#[derive(Debug, Clone)]
+pub struct BlockRequest {
+    /// `to`, `prefix:N`, `region`, `client_ip`, `user`, `account`, or a
+    /// `+`-joined key of a limit.
+    pub key: KeySpec,
+    /// The value: `+99899394`, `UZ`, `203.0.113.7`; parts joined with `|`.
+    pub value: String,
+    pub duration: Duration,
+    pub action: Option<Action>,
+}
+
+pub(crate) struct Blocks {
+    /// Single-part keys always checked, then the keys limits block.
+    specs: Vec<KeySpec>,
+    /// Prefix lengths with a manual block (bit n = prefix:n), checked too.
+    manual_prefixes: AtomicU16,
+}
+
+impl Blocks {
+    pub(crate) fn new(_config: &Config, limit_specs: Vec<KeySpec>) -> Self {
+        let mut specs: Vec<KeySpec> = [
+            KeyPart::To,
+            KeyPart::Region,
+            KeyPart::ClientIp,
+            KeyPart::User,
+            KeyPart::Account,
+        ]
+        .into_iter()
+        .map(KeySpec::single)
+        .collect();
+        for s in limit_specs {
+            if !specs.contains(&s) {
+                specs.push(s);
+            }
+        }
+        Blocks {
+            specs,
+            manual_prefixes: AtomicU16::new(0),
+        }
+    }
+
+    pub(crate) fn check(&self, a: &Attempt, store: &dyn Store, now: Millis) -> Step {
+        let mask = self.manual_prefixes.load(Ordering::Relaxed);
+        let manual = (1..=15u8)
+            .filter(|n| mask & (1 << n) != 0)
+            .map(|n| KeySpec::single(KeyPart::Prefix(n)))
+            .filter(|s| !self.specs.contains(s));
+        for spec in self.specs.iter().cloned().chain(manual) {
+            let Some(value) = a.key_value(&spec) else {
+                continue;
+            };
+            let key = format!("{spec}={value}");
+            if let Some(b) = store.block(&key, now) {
+                return Step::Block(Verdict {
+                    stage: Stage::Blocks,
+                    rule: b.rule.to_string(),
+                    detail: Some(key),
+                    reason: Reason::Blocked,
+                    action: b.action,
+                });
+            }
+        }
+        Step::Pass("no active block".into())
+    }
+
+    pub(crate) fn add(
+        &self,
+        req: &BlockRequest,
+        store: &dyn Store,
+        now: Millis,
+        default_action: Action,
+    ) -> Result<String, String> {
+        if req.value.is_empty() {
+            return Err("a block needs a value".into());
+        }
+        if let [KeyPart::Prefix(n)] = req.key.parts[..] {
+            let digits = req.value.strip_prefix('+').unwrap_or("");
+            if digits.len() != n as usize || !digits.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(format!(
+                    "a prefix:{n} block needs '+' and exactly {n} digits, got {:?}",
+                    req.value
+                ));
+            }
+            self.manual_prefixes.fetch_or(1 << n, Ordering::Relaxed);
+        } else if !self.specs.contains(&req.key) {
+            return Err(format!(
+                "no rule looks at key {}: block one of to, prefix:N, region, client_ip, user, account or a limit's key",
+                req.key
+            ));
+        }
+        let key = format!("{}={}", req.key, req.value);
+        store.set_block(
+            &key,
+            BlockEntry {
+                since: now,
+                until: now.saturating_add(ms(req.duration)),
+                rule: Arc::from("manual"),
+                action: req.action.unwrap_or(default_action),
+                offence: 1,
+            },
+        );
+        Ok(key)
+    }
+}

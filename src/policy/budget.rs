@@ -1,0 +1,128 @@
+//! Stage 6: money. Each send costs price(region) × segments; caps per hour
+//! and per day, globally and per region, over UTC calendar windows.
+//!
+//! Spending is check-and-add in one atomic step per cap, so concurrent sends
+//! can never push a window past its cap; only forwarded sends spend (a
+//! reservation is refunded when a later stage blocks the send).
+
+use super::{Attempt, Policy, Reason, Stage, Step, Verdict};
+use crate::clock::Millis;
+use crate::config::{self, Action, Config, Money, Prices};
+use crate::phone::Region;
+use crate::store::Store;
+
+const HOUR: Millis = 3_600_000;
+const DAY: Millis = 24 * HOUR;
+
+struct Cap {
+    /// `hour:*`, `day:UZ`, ...
+    name: String,
+    region: Option<Region>,
+    window: Millis,
+    cap: Money,
+}
+
+pub(crate) struct Budget {
+    prices: Prices,
+    caps: Vec<Cap>,
+    action: Action,
+}
+
+/// What `check` spent, so it can be refunded.
+#[derive(Debug, Clone)]
+pub(crate) struct Spend {
+    keys: Vec<String>,
+    amount: u64,
+}
+
+impl Budget {
+    pub(crate) fn new(b: &config::Budget, config: &Config) -> Self {
+        let mut caps = Vec::new();
+        let mut push = |name: String, region, window, cap: Option<Money>| {
+            if let Some(cap) = cap {
+                caps.push(Cap { name, region, window, cap });
+            }
+        };
+        push("hour:*".into(), None, HOUR, b.hourly);
+        push("day:*".into(), None, DAY, b.daily);
+        for (r, c) in &b.regions {
+            // Validated at load.
+            let region: Option<Region> = r.parse().ok();
+            push(format!("hour:{r}"), region, HOUR, c.hourly);
+            push(format!("day:{r}"), region, DAY, c.daily);
+        }
+        Budget {
+            prices: b.prices.clone(),
+            caps,
+            action: Policy::stage_action(config, config.actions.budget),
+        }
+    }
+
+    pub(crate) fn cost(&self, a: &Attempt) -> u64 {
+        self.prices.for_region(a.class.region).0 * u64::from(a.segments.max(1))
+    }
+
+    fn applies(&self, cap: &Cap, a: &Attempt) -> bool {
+        cap.region.is_none() || cap.region == a.class.region
+    }
+
+    fn key(cap: &Cap, now: Millis) -> String {
+        format!("{}@{}", cap.name, now - now % cap.window)
+    }
+
+    fn verdict(&self, cap: &Cap, spent: u64, cost: u64) -> Step {
+        Step::Block(Verdict {
+            stage: Stage::Budget,
+            rule: format!("budget:{}", cap.name),
+            detail: Some(format!(
+                "spent {} of {} this window; this send costs {}",
+                Money(spent),
+                cap.cap,
+                Money(cost)
+            )),
+            reason: Reason::Budget,
+            action: self.action,
+        })
+    }
+
+    /// Spends the attempt's cost on every cap that applies, or none of them.
+    pub(crate) fn check(&self, a: &Attempt, store: &dyn Store, now: Millis) -> (Step, Option<Spend>) {
+        let cost = self.cost(a);
+        let mut spend = Spend { keys: Vec::new(), amount: cost };
+        for cap in self.caps.iter().filter(|c| self.applies(c, a)) {
+            let key = Self::key(cap, now);
+            match store.spend(&key, cost, cap.cap.0) {
+                Ok(_) => spend.keys.push(key),
+                Err(spent) => {
+                    let step = self.verdict(cap, spent, cost);
+                    if self.action.blocks() {
+                        self.refund(store, spend);
+                        return (step, None);
+                    }
+                    // Monitored: the send goes out, so it is spent beyond the cap.
+                    store.spend(&key, cost, u64::MAX).ok();
+                    spend.keys.push(key);
+                    return (step, Some(spend));
+                }
+            }
+        }
+        (Step::Pass(format!("costs {}", Money(cost))), Some(spend))
+    }
+
+    pub(crate) fn peek(&self, a: &Attempt, store: &dyn Store, now: Millis) -> Step {
+        let cost = self.cost(a);
+        for cap in self.caps.iter().filter(|c| self.applies(c, a)) {
+            let spent = store.spent(&Self::key(cap, now));
+            if spent.saturating_add(cost) > cap.cap.0 {
+                return self.verdict(cap, spent, cost);
+            }
+        }
+        Step::Pass(format!("costs {}", Money(cost)))
+    }
+
+    pub(crate) fn refund(&self, store: &dyn Store, spend: Spend) {
+        for k in &spend.keys {
+            store.refund(k, spend.amount);
+        }
+    }
+}

@@ -1,0 +1,128 @@
+//! Stage 5: named limits, each on a key with several rates.
+//!
+//! Every attempt that reaches this stage is counted in every limit, allowed
+//! or not, so hammering keeps a key over its rate. A limit with `block`
+//! blocks its key when it trips, for longer on each repeat offence.
+
+use std::sync::Arc;
+
+use super::{Attempt, Policy, Reason, Stage, Step, Verdict};
+use crate::clock::{ms, Millis};
+use crate::config::{Action, Config, KeySpec, Rate};
+use crate::store::{BlockEntry, Store};
+
+struct Limit {
+    name: String,
+    rule: Arc<str>,
+    key: KeySpec,
+    rates: Vec<Rate>,
+    periods: Vec<Millis>,
+    block: Option<Millis>,
+    escalate: f64,
+    block_max: Millis,
+    forgive_after: Millis,
+    action: Action,
+}
+
+pub(crate) struct Limits {
+    limits: Vec<Limit>,
+}
+
+impl Limits {
+    pub(crate) fn new(config: &Config) -> Self {
+        let limits = config
+            .limits
+            .iter()
+            .map(|l| Limit {
+                name: l.name.get_ref().clone(),
+                rule: Arc::from(format!("limit:{}", l.name.get_ref())),
+                key: l.key.clone(),
+                rates: l.rates.clone(),
+                periods: l.rates.iter().map(|r| ms(r.period)).collect(),
+                block: l.block.map(ms),
+                escalate: l.escalate,
+                block_max: ms(l.block_max),
+                forgive_after: ms(l.forgive_after),
+                action: l
+                    .action
+                    .unwrap_or_else(|| Policy::stage_action(config, config.actions.limits)),
+            })
+            .collect();
+        Limits { limits }
+    }
+
+    /// Keys that limits block when they trip: the blocks stage checks them.
+    pub(crate) fn block_specs(&self) -> Vec<KeySpec> {
+        self.limits
+            .iter()
+            .filter(|l| l.block.is_some())
+            .map(|l| l.key.clone())
+            .collect()
+    }
+
+    pub(crate) fn check(
+        &self,
+        a: &Attempt,
+        store: &dyn Store,
+        now: Millis,
+        monitored: &mut Vec<Verdict>,
+    ) -> Step {
+        let mut first: Option<Verdict> = None;
+        let mut counts = [0u64; 8];
+        let mut summary = Vec::new();
+        for l in &self.limits {
+            let Some(value) = a.key_value(&l.key) else {
+                continue;
+            };
+            let n = l.periods.len().min(counts.len());
+            store.hit(&format!("{}={value}", l.name), &l.periods[..n], now, &mut counts[..n]);
+            let over = l.rates[..n]
+                .iter()
+                .zip(&counts[..n])
+                .find(|(r, c)| **c > r.count);
+            let Some((rate, count)) = over else {
+                summary.push(format!("{} {}/{}", l.name, counts[0], l.rates[0]));
+                continue;
+            };
+            let mut detail = format!("{}={value}: {count} attempts, rate {rate}", l.key);
+            if let Some(base) = l.block {
+                let key = format!("{}={value}", l.key);
+                let offence = store.offend(&key, now, l.forgive_after);
+                let factor = l.escalate.powi(offence.saturating_sub(1).min(1_000) as i32);
+                let dur = (base as f64 * factor).min(l.block_max as f64) as Millis;
+                store.set_block(
+                    &key,
+                    BlockEntry {
+                        since: now,
+                        until: now.saturating_add(dur),
+                        rule: l.rule.clone(),
+                        action: l.action,
+                        offence,
+                    },
+                );
+                detail.push_str(&format!(
+                    "; blocked for {} (offence {offence})",
+                    humantime::format_duration(std::time::Duration::from_secs(dur / 1000))
+                ));
+            }
+            let v = Verdict {
+                stage: Stage::Limits,
+                rule: l.rule.to_string(),
+                detail: Some(detail),
+                reason: Reason::RateLimited,
+                action: l.action,
+            };
+            match l.action {
+                Action::Monitor => monitored.push(v),
+                Action::Allow => {}
+                _ if first.is_none() => first = Some(v),
+                _ => {}
+            }
+        }
+        match first {
+            Some(v) => Step::Block(v),
+            None if self.limits.is_empty() => Step::Pass("no limits configured".into()),
+            None => Step::Pass(summary.join(", ")),
+        }
+    }
+}

@@ -1,0 +1,328 @@
+//! Pure judgement: `decide(&Attempt, now) -> Decision`.
+//!
+//! Stages run in the order of the spec (safe list, number, blocks, backoff,
+//! limits, budget); the first stage whose verdict blocks decides, and a stage
+//! in `monitor` mode records "would block" and lets evaluation go on. The
+//! clock and the store are injected, so every rule can be tested without a
+//! network or a real clock. This module never does I/O and never sees a
+//! message body.
+
+mod backoff;
+mod blocks;
+mod budget;
+mod limits;
+mod number;
+mod safe;
+
+use std::fmt;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::clock::Millis;
+use crate::config::{Action, Config, KeyPart, KeySpec};
+use crate::phone::{Classification, Destination};
+use crate::store::Store;
+use crate::twilio::routes::Product;
+
+pub use blocks::BlockRequest;
+
+/// One send as the policy sees it.
+#[derive(Debug, Clone)]
+pub struct Attempt<'a> {
+    pub product: Product,
+    /// Account sid of the request path (or the Verify service's account).
+    pub account: &'a str,
+    pub to: &'a Destination,
+    pub class: Classification,
+    pub client_ip: IpAddr,
+    pub user: Option<&'a str>,
+    /// Segments Twilio would bill (1 for calls and verifications).
+    pub segments: u32,
+}
+
+impl Attempt<'_> {
+    /// The value of a limit or block key for this attempt; `None` when a part
+    /// is unknown (no `user` given, say), in which case the key does not apply.
+    pub fn key_value(&self, spec: &KeySpec) -> Option<String> {
+        let mut out = String::new();
+        for (i, part) in spec.parts.iter().enumerate() {
+            if i > 0 {
+                out.push('|');
+            }
+            match part {
+                KeyPart::To => out.push_str(&self.to.e164),
+                KeyPart::Prefix(n) => out.push_str(self.to.prefix(*n as usize)),
+                KeyPart::Region => match self.class.region {
+                    Some(r) => out.push_str(r.as_str()),
+                    None => out.push_str("none"),
+                },
+                KeyPart::Account => out.push_str(self.account),
+                KeyPart::ClientIp => out.push_str(&self.client_ip.to_string()),
+                KeyPart::User => out.push_str(self.user?),
+                KeyPart::Global => out.push('*'),
+            }
+        }
+        Some(out)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Stage {
+    Safe,
+    Number,
+    Blocks,
+    Backoff,
+    Limits,
+    Budget,
+}
+
+impl Stage {
+    pub const ALL: [Stage; 6] = [
+        Stage::Safe,
+        Stage::Number,
+        Stage::Blocks,
+        Stage::Backoff,
+        Stage::Limits,
+        Stage::Budget,
+    ];
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Stage::Safe => "safe",
+            Stage::Number => "number",
+            Stage::Blocks => "blocks",
+            Stage::Backoff => "backoff",
+            Stage::Limits => "limits",
+            Stage::Budget => "budget",
+        }
+    }
+}
+
+impl fmt::Display for Stage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a stage blocks; decides which Twilio error a `reject` answers with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reason {
+    Invalid,
+    Geo,
+    NumberType,
+    Blocked,
+    Backoff,
+    RateLimited,
+    Budget,
+}
+
+/// What one stage found.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verdict {
+    pub stage: Stage,
+    /// Stable name of the rule: `geo`, `type:premium_rate`, `limit:prefix`, ...
+    pub rule: String,
+    /// The key or value that matched (`prefix:8=+99899394`), when useful.
+    pub detail: Option<String>,
+    pub reason: Reason,
+    pub action: Action,
+}
+
+/// The outcome of judging one attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    /// `Allow` or `Monitor` forward the send; `Shadow` and `Reject` do not.
+    pub action: Action,
+    /// The verdict that blocked the send, if one did.
+    pub verdict: Option<Verdict>,
+    /// Verdicts of stages or limits in monitor mode.
+    pub would_block: Vec<Verdict>,
+    /// Wait this long before forwarding (backoff `hold_up_to`).
+    pub hold: Option<Duration>,
+    /// Every stage's outcome, in order (filled by `explain` only).
+    pub trace: Vec<(Stage, StageOutcome)>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum StageOutcome {
+    Pass(String),
+    Block(Verdict),
+    Skipped,
+}
+
+impl Decision {
+    pub fn forwarded(&self) -> bool {
+        !self.action.blocks()
+    }
+
+    /// The stage and rule to report: the blocking verdict, else the first
+    /// monitor finding.
+    pub fn deciding(&self) -> Option<&Verdict> {
+        self.verdict.as_ref().or(self.would_block.first())
+    }
+}
+
+/// What one stage returns.
+pub(crate) enum Step {
+    Pass(String),
+    Block(Verdict),
+}
+
+/// A compiled policy over a store. Cheap to share; reload builds a new one.
+pub struct Policy {
+    config: Arc<Config>,
+    store: Arc<dyn Store>,
+    safe: safe::SafeList,
+    number: number::NumberRules,
+    blocks: blocks::Blocks,
+    backoff: Option<backoff::Backoff>,
+    limits: limits::Limits,
+    budget: Option<budget::Budget>,
+}
+
+impl Policy {
+    pub fn new(config: Arc<Config>, store: Arc<dyn Store>) -> Policy {
+        let limits = limits::Limits::new(&config);
+        Policy {
+            safe: safe::SafeList::new(&config),
+            number: number::NumberRules::new(&config),
+            blocks: blocks::Blocks::new(&config, limits.block_specs()),
+            backoff: config.backoff.as_ref().map(|b| backoff::Backoff::new(b, &config)),
+            budget: config.budget.as_ref().map(|b| budget::Budget::new(b, &config)),
+            limits,
+            store,
+            config,
+        }
+    }
+
+    pub fn config(&self) -> &Arc<Config> {
+        &self.config
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// Judges one attempt and records its effects (counters, backoff,
+    /// spend) as if the decision is carried out.
+    pub fn decide(&self, attempt: &Attempt, now: Millis) -> Decision {
+        self.run(attempt, now, false)
+    }
+
+    /// Like `decide`, but goes through every stage and records each
+    /// outcome, for `smsguard explain`.
+    pub fn explain(&self, attempt: &Attempt, now: Millis) -> Decision {
+        self.run(attempt, now, true)
+    }
+
+    fn run(&self, a: &Attempt, now: Millis, trace: bool) -> Decision {
+        let mut d = Decision {
+            action: Action::Allow,
+            verdict: None,
+            would_block: Vec::new(),
+            hold: None,
+            trace: Vec::new(),
+        };
+        if let Some(why) = self.safe.matches(a) {
+            if trace {
+                d.trace.push((Stage::Safe, StageOutcome::Pass(why)));
+                for s in &Stage::ALL[1..] {
+                    d.trace.push((*s, StageOutcome::Skipped));
+                }
+            }
+            return d;
+        }
+        if trace {
+            d.trace
+                .push((Stage::Safe, StageOutcome::Pass("not on the safe list".into())));
+        }
+
+        // Effects that must be undone if a later stage blocks the send.
+        let mut reserved_backoff = None;
+        let mut reserved_spend = None;
+
+        for stage in &Stage::ALL[1..] {
+            if d.verdict.is_some() && !trace {
+                break;
+            }
+            let step = match stage {
+                Stage::Number => self.number.check(a),
+                Stage::Blocks => self.blocks.check(a, &*self.store, now),
+                Stage::Backoff => match &self.backoff {
+                    None => Step::Pass("no backoff configured".into()),
+                    Some(b) if d.verdict.is_none() => {
+                        let (step, hold, token) = b.check(a, &*self.store, now);
+                        d.hold = hold;
+                        reserved_backoff = token;
+                        step
+                    }
+                    Some(b) => b.peek(a, &*self.store, now),
+                },
+                Stage::Limits => self.limits.check(a, &*self.store, now, &mut d.would_block),
+                Stage::Budget => match &self.budget {
+                    None => Step::Pass("no budget configured".into()),
+                    Some(b) if d.verdict.is_none() => {
+                        let (step, spend) = b.check(a, &*self.store, now);
+                        reserved_spend = spend;
+                        step
+                    }
+                    Some(b) => b.peek(a, &*self.store, now),
+                },
+                Stage::Safe => unreachable!("handled above"),
+            };
+            match step {
+                Step::Pass(why) => {
+                    if trace {
+                        d.trace.push((*stage, StageOutcome::Pass(why)));
+                    }
+                }
+                Step::Block(v) => {
+                    if trace {
+                        d.trace.push((*stage, StageOutcome::Block(v.clone())));
+                    }
+                    match v.action {
+                        Action::Shadow | Action::Reject => {
+                            if d.verdict.is_none() {
+                                d.action = v.action;
+                                d.verdict = Some(v);
+                            }
+                        }
+                        Action::Monitor => d.would_block.push(v),
+                        Action::Allow => {}
+                    }
+                }
+            }
+        }
+
+        if d.verdict.is_some() {
+            d.hold = None;
+            if let (Some(b), Some(t)) = (&self.backoff, reserved_backoff) {
+                b.undo(a, &*self.store, t);
+            }
+            if let (Some(b), Some(s)) = (&self.budget, reserved_spend) {
+                b.refund(&*self.store, s);
+            }
+        } else if !d.would_block.is_empty() {
+            d.action = Action::Monitor;
+        }
+        d
+    }
+
+    /// Sets a block by hand (admin API, tests).
+    pub fn add_block(&self, req: &BlockRequest, now: Millis) -> Result<String, String> {
+        self.blocks.add(req, &*self.store, now, self.config.actions.blocks.unwrap_or(self.config.actions.default))
+    }
+
+    pub fn remove_block(&self, key: &str) -> bool {
+        self.store.remove_block(key)
+    }
+
+    /// The action a stage's verdicts get: its own setting, else the default.
+    pub(crate) fn stage_action(config: &Config, own: Option<Action>) -> Action {
+        own.unwrap_or(config.actions.default)
+    }
+}
+
+#[cfg(test)]
+mod tests;

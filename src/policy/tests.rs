@@ -1,0 +1,371 @@
+//! Policy scenarios under a controlled clock: no sleeps, no network.
+
+use std::net::IpAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::*;
+use crate::config::{Action, Config};
+use crate::phone::{Channel, Classification, Destination, NumberType, Region};
+use crate::store::MemoryStore;
+
+const T0: Millis = 1_700_000_000_000;
+const SEC: Millis = 1_000;
+const MIN: Millis = 60 * SEC;
+const HOUR: Millis = 60 * MIN;
+
+fn policy(toml: &str) -> Policy {
+    let c = Config::parse(Path::new("t.toml"), toml).expect("test policy parses");
+    Policy::new(Arc::new(c), Arc::new(MemoryStore::new(10_000, 1_000)))
+}
+
+fn region(r: &str) -> Option<Region> {
+    Some(r.parse().unwrap())
+}
+
+struct Send {
+    to: Destination,
+    class: Classification,
+    ip: IpAddr,
+    user: Option<&'static str>,
+    segments: u32,
+}
+
+fn send(e164: &str, r: &str) -> Send {
+    Send {
+        to: Destination {
+            channel: Channel::Sms,
+            e164: e164.into(),
+        },
+        class: Classification {
+            calling_code: 1,
+            region: region(r),
+            kind: NumberType::Mobile,
+            valid: true,
+        },
+        ip: "198.51.100.1".parse().unwrap(),
+        user: None,
+        segments: 1,
+    }
+}
+
+impl Send {
+    fn ip(mut self, ip: &str) -> Self {
+        self.ip = ip.parse().unwrap();
+        self
+    }
+    fn attempt(&self) -> Attempt<'_> {
+        Attempt {
+            product: Product::Messaging,
+            account: "AC00000000000000000000000000000001",
+            to: &self.to,
+            class: self.class,
+            client_ip: self.ip,
+            user: self.user,
+            segments: self.segments,
+        }
+    }
+}
+
+fn rule(d: &Decision) -> &str {
+    d.deciding().map(|v| v.rule.as_str()).unwrap_or("-")
+}
+
+#[test]
+fn the_safe_list_skips_every_stage() {
+    let p = policy(
+        "[geo]\nallow = [\"US\"]\n[numbers]\nsafe = [\"+998 99 394 1234\"]\nsafe_clients = [\"10.0.0.0/8\"]\n",
+    );
+    let d = p.decide(&send("+998993941234", "UZ").attempt(), T0);
+    assert_eq!(d.action, Action::Allow);
+    assert!(d.verdict.is_none());
+    let d = p.decide(&send("+998993940000", "UZ").ip("10.1.2.3").attempt(), T0);
+    assert_eq!(d.action, Action::Allow);
+    let d = p.decide(&send("+998993940000", "UZ").attempt(), T0);
+    assert_eq!((d.action, rule(&d)), (Action::Shadow, "geo:UZ"));
+}
+
+#[test]
+fn the_number_stage_judges_validity_region_and_type() {
+    let p = policy("[geo]\nallow = [\"US\", \"GB\"]\n[numbers]\nblock_types = [\"premium_rate\"]\n");
+    let mut s = send("+15555550100", "US");
+    s.class.valid = false;
+    let d = p.decide(&s.attempt(), T0);
+    assert_eq!((d.action, rule(&d)), (Action::Reject, "invalid"));
+    assert_eq!(d.verdict.unwrap().reason, Reason::Invalid);
+
+    let d = p.decide(&send("+998993941234", "UZ").attempt(), T0);
+    assert_eq!((d.action, rule(&d)), (Action::Shadow, "geo:UZ"));
+
+    let mut s = send("+882161234567", "US");
+    s.class.region = None;
+    let d = p.decide(&s.attempt(), T0);
+    assert_eq!((d.action, rule(&d)), (Action::Shadow, "no_region"));
+
+    let mut s = send("+449091234567", "GB");
+    s.class.kind = NumberType::PremiumRate;
+    let d = p.decide(&s.attempt(), T0);
+    assert_eq!((d.action, rule(&d)), (Action::Shadow, "type:premium_rate"));
+
+    let d = p.decide(&send("+14155550100", "US").attempt(), T0);
+    assert_eq!(d.action, Action::Allow);
+}
+
+#[test]
+fn geo_deny_blocks_even_without_an_allow_list() {
+    let p = policy("[geo]\ndeny = [\"UZ\"]\n");
+    assert_eq!(p.decide(&send("+998993941234", "UZ").attempt(), T0).action, Action::Shadow);
+    assert_eq!(p.decide(&send("+4915112345678", "DE").attempt(), T0).action, Action::Allow);
+}
+
+#[test]
+fn a_monitored_stage_records_would_block_and_forwards() {
+    let p = policy("[actions]\nnumber = \"monitor\"\n[geo]\nallow = [\"US\"]\n[[limit]]\nname = \"n\"\nkey = \"to\"\nrates = [\"1/1h\"]\n");
+    let s = send("+998993941234", "UZ");
+    let d = p.decide(&s.attempt(), T0);
+    assert_eq!(d.action, Action::Monitor);
+    assert!(d.forwarded());
+    assert_eq!(d.would_block[0].rule, "geo:UZ");
+    // Evaluation went on: the second send trips the limit and is shadowed.
+    let d = p.decide(&s.attempt(), T0 + 1);
+    assert_eq!((d.action, d.verdict.unwrap().rule.as_str()), (Action::Shadow, "limit:n"));
+}
+
+const BACKOFF: &str =
+    "[backoff]\nfree = 1\nbase = \"30s\"\nfactor = 2\nmax = \"2m\"\nreset_after = \"2h\"\n";
+
+#[test]
+fn backoff_doubles_the_wait_after_each_send_up_to_max() {
+    let p = policy(BACKOFF);
+    let s = send("+14155550123", "US");
+    let at = |t: Millis| p.decide(&s.attempt(), t);
+    assert_eq!(at(T0).action, Action::Allow, "the free send");
+    assert_eq!(at(T0 + 29 * SEC).action, Action::Shadow, "29s < 30s");
+    assert_eq!(rule(&at(T0 + 29 * SEC)), "backoff");
+    assert_eq!(at(T0 + 30 * SEC).action, Action::Allow, "30s after the first");
+    let t2 = T0 + 30 * SEC;
+    assert_eq!(at(t2 + 59 * SEC).action, Action::Shadow, "now 60s are needed");
+    assert_eq!(at(t2 + 60 * SEC).action, Action::Allow);
+    let t3 = t2 + 60 * SEC;
+    assert_eq!(at(t3 + 119 * SEC).action, Action::Shadow, "120s = max");
+    assert_eq!(at(t3 + 120 * SEC).action, Action::Allow);
+    let t4 = t3 + 120 * SEC;
+    // 240s would be next, but max caps it at 2m.
+    assert_eq!(at(t4 + 120 * SEC).action, Action::Allow);
+    // Blocked attempts keep the streak alive; a quiet 2h resets it.
+    let t5 = t4 + 120 * SEC;
+    assert_eq!(at(t5 + 2 * HOUR).action, Action::Allow);
+    assert_eq!(at(t5 + 2 * HOUR + 30 * SEC).action, Action::Allow, "level reset to the first step");
+}
+
+#[test]
+fn backoff_holds_a_send_whose_wait_is_short() {
+    let p = policy(&format!("{BACKOFF}hold_up_to = \"10s\"\n"));
+    let s = send("+14155550123", "US");
+    assert_eq!(p.decide(&s.attempt(), T0).hold, None);
+    let d = p.decide(&s.attempt(), T0 + 25 * SEC);
+    assert_eq!(d.action, Action::Allow);
+    assert_eq!(d.hold, Some(Duration::from_secs(5)));
+    // The held send took the slot at T0+30s: the next needs 60s from there.
+    let d = p.decide(&s.attempt(), T0 + 26 * SEC);
+    assert_eq!(d.action, Action::Shadow);
+    let d = p.decide(&s.attempt(), T0 + 85 * SEC);
+    assert_eq!((d.action, d.hold), (Action::Allow, Some(Duration::from_secs(5))));
+}
+
+#[test]
+fn a_send_blocked_by_a_later_stage_does_not_use_a_backoff_slot() {
+    let p = policy(&format!(
+        "{BACKOFF}[[limit]]\nname = \"ip\"\nkey = \"client_ip\"\nrates = [\"1/1h\"]\n"
+    ));
+    let s = send("+14155550123", "US").ip("203.0.113.9");
+    assert_eq!(p.decide(&send("+14155550999", "US").ip("203.0.113.9").attempt(), T0).action, Action::Allow);
+    // Passes backoff (free send) but the IP limit blocks it.
+    assert_eq!(rule(&p.decide(&s.attempt(), T0 + 1)), "limit:ip");
+    // From another IP, the number's free send is still free.
+    let other = send("+14155550123", "US").ip("203.0.113.10");
+    assert_eq!(p.decide(&other.attempt(), T0 + 2).action, Action::Allow);
+}
+
+const PREFIX_LIMIT: &str = "[[limit]]\nname = \"prefix\"\nkey = \"prefix:8\"\nrates = [\"20/10m\"]\nblock = \"12h\"\n";
+
+#[test]
+fn twenty_sends_to_one_prefix_in_ten_minutes_get_the_twenty_first_shadowed_and_the_prefix_blocked() {
+    let p = policy(PREFIX_LIMIT);
+    for i in 0..20 {
+        let s = send(&format!("+4474001234{i:02}"), "GB");
+        assert_eq!(p.decide(&s.attempt(), T0 + i * SEC).action, Action::Allow, "send {i}");
+    }
+    let d = p.decide(&send("+447400123499", "GB").attempt(), T0 + 30 * SEC);
+    assert_eq!((d.action, rule(&d)), (Action::Shadow, "limit:prefix"));
+    // The prefix is now blocked for 12h: the blocks stage stops it, even slowly.
+    let d = p.decide(&send("+447400120000", "GB").attempt(), T0 + 6 * HOUR);
+    assert_eq!(d.verdict.as_ref().unwrap().stage, Stage::Blocks);
+    assert_eq!(d.verdict.as_ref().unwrap().detail.as_deref(), Some("prefix:8=+44740012"));
+    // Another prefix is untouched.
+    assert_eq!(p.decide(&send("+447500123456", "GB").attempt(), T0 + 6 * HOUR).action, Action::Allow);
+    // After 12h it is free again.
+    let t = T0 + 30 * SEC + 12 * HOUR;
+    assert_eq!(p.decide(&send("+447400120001", "GB").attempt(), t).action, Action::Allow);
+}
+
+#[test]
+fn a_repeat_offence_doubles_the_block() {
+    let p = policy(PREFIX_LIMIT);
+    let burst = |start: Millis| {
+        for i in 0..21 {
+            p.decide(&send(&format!("+4474001234{i:02}"), "GB").attempt(), start + i);
+        }
+    };
+    burst(T0);
+    let blocks = p.store().blocks(T0 + 100);
+    assert_eq!(blocks.len(), 1);
+    assert_eq!(blocks[0].1.until - blocks[0].1.since, 12 * HOUR);
+    let second = T0 + 13 * HOUR;
+    burst(second);
+    let blocks = p.store().blocks(second + 100);
+    assert_eq!(blocks[0].1.offence, 2);
+    assert_eq!(blocks[0].1.until - blocks[0].1.since, 24 * HOUR);
+    assert_eq!(
+        p.decide(&send("+447400120000", "GB").attempt(), second + 20 * HOUR).action,
+        Action::Shadow
+    );
+}
+
+#[test]
+fn every_attempt_counts_so_hammering_keeps_a_key_blocked() {
+    let p = policy("[[limit]]\nname = \"number\"\nkey = \"to\"\nrates = [\"5/1h\"]\n");
+    let s = send("+14155550123", "US");
+    for i in 0..5 {
+        assert_eq!(p.decide(&s.attempt(), T0 + i * MIN).action, Action::Allow);
+    }
+    // Keep trying every 10 minutes: each try counts, so the sliding hour
+    // never empties and the number stays limited.
+    for i in 1..=12 {
+        assert_eq!(p.decide(&s.attempt(), T0 + 5 * MIN + i * 10 * MIN).action, Action::Shadow, "try {i}");
+    }
+    // Stop for two hours and the number is free again.
+    assert_eq!(p.decide(&s.attempt(), T0 + 5 * MIN + 120 * MIN + 2 * HOUR).action, Action::Allow);
+}
+
+#[test]
+fn a_limit_with_several_rates_catches_slow_and_fast_attacks() {
+    let p = policy("[[limit]]\nname = \"n\"\nkey = \"to\"\nrates = [\"3/1m\", \"5/1d\"]\n");
+    let s = send("+14155550123", "US");
+    for i in 0..3 {
+        assert_eq!(p.decide(&s.attempt(), T0 + i).action, Action::Allow);
+    }
+    assert_eq!(p.decide(&s.attempt(), T0 + 10).action, Action::Shadow, "fast: 4th in a minute");
+    // Slowly: the 5th attempt of the day (the blocked one counted) passes,
+    // the 6th does not, however far apart they are.
+    assert_eq!(p.decide(&s.attempt(), T0 + 10 * MIN).action, Action::Allow);
+    assert_eq!(p.decide(&s.attempt(), T0 + 5 * HOUR).action, Action::Shadow);
+}
+
+#[test]
+fn a_combined_key_counts_each_combination_apart() {
+    let p = policy("[[limit]]\nname = \"ipreg\"\nkey = \"client_ip+region\"\nrates = [\"2/1h\"]\n");
+    let a = |n: &str, r: &str, ip: &str| p.decide(&send(n, r).ip(ip).attempt(), T0).action;
+    assert_eq!(a("+14155550001", "US", "192.0.2.1"), Action::Allow);
+    assert_eq!(a("+14155550002", "US", "192.0.2.1"), Action::Allow);
+    assert_eq!(a("+447400000003", "GB", "192.0.2.1"), Action::Allow, "other region");
+    assert_eq!(a("+14155550004", "US", "192.0.2.2"), Action::Allow, "other ip");
+    assert_eq!(a("+14155550005", "US", "192.0.2.1"), Action::Shadow);
+}
+
+#[test]
+fn a_user_limit_does_not_apply_without_a_user() {
+    let p = policy("[[limit]]\nname = \"u\"\nkey = \"user\"\nrates = [\"1/1h\"]\n");
+    let mut s = send("+14155550001", "US");
+    assert_eq!(p.decide(&s.attempt(), T0).action, Action::Allow);
+    assert_eq!(p.decide(&s.attempt(), T0).action, Action::Allow);
+    s.user = Some("u-1");
+    assert_eq!(p.decide(&s.attempt(), T0).action, Action::Allow);
+    assert_eq!(p.decide(&s.attempt(), T0).action, Action::Shadow);
+}
+
+#[test]
+fn a_monitored_limit_forwards_and_a_reject_limit_rejects_with_its_reason() {
+    let p = policy(
+        "[[limit]]\nname = \"watch\"\nkey = \"global\"\nrates = [\"1/1m\"]\naction = \"monitor\"\n[[limit]]\nname = \"global\"\nkey = \"global\"\nrates = [\"2/1m\"]\naction = \"reject\"\n",
+    );
+    let s = send("+14155550001", "US");
+    assert_eq!(p.decide(&s.attempt(), T0).action, Action::Allow);
+    let d = p.decide(&s.attempt(), T0);
+    assert_eq!((d.action, rule(&d)), (Action::Monitor, "limit:watch"));
+    let d = p.decide(&s.attempt(), T0);
+    assert_eq!(d.action, Action::Reject);
+    assert_eq!(d.verdict.as_ref().unwrap().reason, Reason::RateLimited);
+    assert_eq!(d.would_block[0].rule, "limit:watch");
+}
+
+#[test]
+fn a_manual_block_on_any_prefix_length_applies_and_can_be_removed() {
+    let p = policy("");
+    let req = BlockRequest {
+        key: "prefix:6".parse().unwrap(),
+        value: "+998993".into(),
+        duration: Duration::from_secs(3600),
+        action: Some(Action::Reject),
+    };
+    let key = p.add_block(&req, T0).unwrap();
+    assert_eq!(key, "prefix:6=+998993");
+    let d = p.decide(&send("+998993941234", "UZ").attempt(), T0 + 1);
+    assert_eq!((d.action, rule(&d)), (Action::Reject, "manual"));
+    assert!(p.remove_block(&key));
+    assert_eq!(p.decide(&send("+998993941234", "UZ").attempt(), T0 + 2).action, Action::Allow);
+    let bad = BlockRequest { value: "+99899".into(), ..req };
+    assert!(p.add_block(&bad, T0).is_err());
+}
+
+#[test]
+fn the_budget_caps_spend_and_only_forwarded_sends_spend() {
+    let p = policy(
+        "[geo]\ndeny = [\"UZ\"]\n[budget]\ndaily = \"0.05\"\nprices = { default = \"0.01\", UZ = \"0.30\" }\n",
+    );
+    // Shadowed sends (geo) spend nothing.
+    for _ in 0..10 {
+        assert_eq!(p.decide(&send("+998993941234", "UZ").attempt(), T0).action, Action::Shadow);
+    }
+    for i in 0..5 {
+        let d = p.decide(&send(&format!("+1415555010{i}"), "US").attempt(), T0 + i);
+        assert_eq!(d.action, Action::Allow, "send {i}");
+    }
+    let d = p.decide(&send("+14155550109", "US").attempt(), T0 + 10);
+    assert_eq!((d.action, rule(&d)), (Action::Shadow, "budget:day:*"));
+    // Two segments cost twice: still refused. The next UTC day is fresh.
+    let next_day = T0 - T0 % (24 * HOUR) + 24 * HOUR;
+    assert_eq!(p.decide(&send("+14155550109", "US").attempt(), next_day).action, Action::Allow);
+}
+
+#[test]
+fn the_budget_holds_exactly_under_concurrent_sends() {
+    let p = Arc::new(policy("[budget]\nhourly = \"1.00\"\nprices = { default = \"0.01\" }\n"));
+    let allowed = std::sync::atomic::AtomicU64::new(0);
+    std::thread::scope(|sc| {
+        for t in 0..8 {
+            let p = p.clone();
+            let allowed = &allowed;
+            sc.spawn(move || {
+                for i in 0..100 {
+                    let s = send(&format!("+1415{t}{i:06}"), "US");
+                    if p.decide(&s.attempt(), T0).forwarded() {
+                        allowed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+            });
+        }
+    });
+    assert_eq!(allowed.into_inner(), 100, "1.00 / 0.01 = exactly 100 sends");
+}
+
+#[test]
+fn explain_reports_every_stage() {
+    let p = policy(&format!("[geo]\nallow = [\"US\"]\n{BACKOFF}{PREFIX_LIMIT}"));
+    let d = p.explain(&send("+998993941234", "UZ").attempt(), T0);
+    let stages: Vec<Stage> = d.trace.iter().map(|(s, _)| *s).collect();
+    assert_eq!(stages, Stage::ALL.to_vec());
+    assert!(matches!(d.trace[1].1, StageOutcome::Block(_)));
+    assert_eq!(d.action, Action::Shadow);
+}

@@ -1,0 +1,146 @@
+//! Where the policy keeps what it remembers: rate counters, backoff levels,
+//! blocks and repeat offences.
+//!
+//! The policy talks to a [`Store`] only, so the in-memory tables can later be
+//! swapped for a shared one. A store must be bounded in memory whatever the
+//! number of distinct keys an attacker sprays, and it must never silently
+//! forget state that still matters: the memory store evicts least-recently
+//! used keys (so a new key is always admitted and hot keys stay) and counts
+//! every eviction of state that was still live.
+
+mod memory;
+
+pub use memory::MemoryStore;
+
+use std::sync::Arc;
+
+use crate::clock::Millis;
+use crate::config::Action;
+
+/// An active block on a key such as `prefix:8=+99899394`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlockEntry {
+    pub since: Millis,
+    pub until: Millis,
+    /// What set it: `limit:prefix`, or `manual`.
+    pub rule: Arc<str>,
+    /// What a send that meets the block gets.
+    pub action: Action,
+    /// 1 for a first offence; escalated blocks count up.
+    pub offence: u32,
+}
+
+/// Backoff state of one destination number.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BackoffState {
+    /// Sends forwarded in the current streak.
+    pub sends: u32,
+    /// When the last forwarded send left (or will leave, when held).
+    pub last_sent: Millis,
+    /// When any attempt was last seen: the streak resets after a quiet spell.
+    pub last_attempt: Millis,
+}
+
+/// A sliding-window counter: two fixed windows, the previous one weighted by
+/// how much of it still overlaps the sliding window.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Window {
+    start: Millis,
+    current: u64,
+    previous: u64,
+}
+
+impl Window {
+    /// Counts one attempt at `now` and returns the attempts in the sliding
+    /// window ending at `now`, this one included.
+    pub fn hit(&mut self, period: Millis, now: Millis) -> u64 {
+        let period = period.max(1);
+        let start = now - now % period;
+        if start != self.start {
+            self.previous = if start == self.start + period {
+                self.current
+            } else {
+                0
+            };
+            self.current = 0;
+            self.start = start;
+        }
+        self.current += 1;
+        self.estimate(period, now)
+    }
+
+    fn estimate(&self, period: Millis, now: Millis) -> u64 {
+        let elapsed = now.saturating_sub(self.start).min(period);
+        // Round the previous window's share up: a limit must never undercount.
+        let carried = (self.previous * (period - elapsed)).div_ceil(period);
+        carried + self.current
+    }
+
+    /// Whether the window still holds attempts that count at `now`.
+    pub fn live(&self, period: Millis, now: Millis) -> bool {
+        now < self.start + 2 * period.max(1) && (self.current > 0 || self.previous > 0)
+    }
+}
+
+/// Counters of one limit key, one window per rate.
+#[derive(Debug, Clone, Default)]
+pub struct Windows {
+    pub windows: Vec<Window>,
+    /// The longest period among the rates: after it, nothing here counts.
+    pub longest: Millis,
+}
+
+/// Sizes and evictions, for metrics and tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    pub counters: u64,
+    pub backoffs: u64,
+    pub blocks: u64,
+    pub offences: u64,
+    /// Entries evicted for space while they still held state that mattered.
+    pub evicted_live: u64,
+}
+
+pub trait Store: Send + Sync + 'static {
+    /// The active block on `key`, if any.
+    fn block(&self, key: &str, now: Millis) -> Option<BlockEntry>;
+    fn set_block(&self, key: &str, entry: BlockEntry);
+    fn remove_block(&self, key: &str) -> bool;
+    /// Active blocks, for the admin API.
+    fn blocks(&self, now: Millis) -> Vec<(String, BlockEntry)>;
+    /// Records one more offence on `key` and returns how many are remembered
+    /// (offences older than `forgive_after` are forgotten).
+    fn offend(&self, key: &str, now: Millis, forgive_after: Millis) -> u32;
+    /// Counts one attempt on `key` in a window per period; writes each
+    /// window's count (this attempt included) into `counts`.
+    fn hit(&self, key: &str, periods: &[Millis], now: Millis, counts: &mut [u64]);
+    /// Reads and updates the backoff state of a number atomically.
+    fn backoff(&self, key: &str, now: Millis, update: &mut dyn FnMut(&mut BackoffState));
+    /// Adds `amount` to the spend under `key` unless that would exceed
+    /// `cap`; returns the new total, or the unchanged total when refused.
+    fn spend(&self, key: &str, amount: u64, cap: u64) -> Result<u64, u64>;
+    fn refund(&self, key: &str, amount: u64);
+    fn spent(&self, key: &str) -> u64;
+    fn stats(&self) -> StoreStats;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_window_counts_every_attempt_and_slides() {
+        let mut w = Window::default();
+        let h = 3_600_000;
+        for i in 1..=5 {
+            assert_eq!(w.hit(h, 10 * h + i), i);
+        }
+        // Half-way into the next window, half of the previous five still count
+        // (rounded up), plus this one.
+        assert_eq!(w.hit(h, 11 * h + h / 2), 3 + 1);
+        // Two windows later nothing from the first remains.
+        assert_eq!(w.hit(h, 13 * h + 1), 1);
+        assert!(w.live(h, 13 * h + 2));
+        assert!(!w.live(h, 16 * h));
+    }
+}

@@ -1,0 +1,3 @@
+//! The Twilio wire contract: which requests are sends, strict form parsing,
+//! the fake resources and error bodies. Knows nothing about policy.
+pub mod routes;
