@@ -435,7 +435,9 @@ impl FromStr for KeySpec {
             parts.push(part);
         }
         if parts.contains(&KeyPart::Global) && parts.len() > 1 {
-            return Err(format!("key {s:?}: global cannot be combined with other parts"));
+            return Err(format!(
+                "key {s:?}: global cannot be combined with other parts"
+            ));
         }
         let text = parts
             .iter()
@@ -499,7 +501,9 @@ impl FromStr for Money {
                 "amount {s:?} must be a non-negative decimal with at most 6 decimals, e.g. \"0.0079\""
             ));
         }
-        let w: u64 = whole.parse().map_err(|_| format!("amount {s:?} is too large"))?;
+        let w: u64 = whole
+            .parse()
+            .map_err(|_| format!("amount {s:?} is too large"))?;
         let mut f: u64 = if frac.is_empty() {
             0
         } else {
@@ -869,7 +873,10 @@ impl Config {
                 return Err((None, "backoff.factor must be at least 1".into()));
             }
             if b.max < b.base {
-                return Err((None, "backoff.max must not be shorter than backoff.base".into()));
+                return Err((
+                    None,
+                    "backoff.max must not be shorter than backoff.base".into(),
+                ));
             }
         }
         if let Some(redis) = &self.store.redis {
@@ -890,10 +897,7 @@ impl Config {
         }
         for s in &self.numbers.safe {
             if crate::phone::normalize(s, None).is_err() {
-                return Err((
-                    None,
-                    format!("numbers.safe: {s:?} is not an E.164 number"),
-                ));
+                return Err((None, format!("numbers.safe: {s:?} is not an E.164 number")));
             }
         }
         for p in &self.numbers.safe_prefixes {
@@ -936,11 +940,9 @@ mod tests {
 
     #[test]
     fn the_example_policy_parses() {
-        let text = std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/config.example.toml"
-        ))
-        .unwrap();
+        let text =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.toml"))
+                .unwrap();
         let c = parse(&text).unwrap();
         assert!(!c.limits.is_empty());
         assert!(c.backoff.is_some());
@@ -948,8 +950,9 @@ mod tests {
 
     #[test]
     fn a_bad_rate_names_line_and_column_of_the_value() {
-        let e = parse("[[limit]]\nname = \"n\"\nkey = \"to\"\nrates = [\"5/1h\", \"5 per hour\"]\n")
-            .unwrap_err();
+        let e =
+            parse("[[limit]]\nname = \"n\"\nkey = \"to\"\nrates = [\"5/1h\", \"5 per hour\"]\n")
+                .unwrap_err();
         assert_eq!((e.line, e.col), (4, 9), "{e}");
         assert!(e.to_string().starts_with("p.toml:4:9: "), "{e}");
         assert!(e.message.contains("5 per hour"), "{e}");
@@ -978,7 +981,10 @@ mod tests {
     fn key_specs_join_parts_and_refuse_nonsense() {
         let k: KeySpec = "client_ip+region".parse().unwrap();
         assert_eq!(k.parts, vec![KeyPart::ClientIp, KeyPart::Region]);
-        assert_eq!("prefix:8".parse::<KeySpec>().unwrap().parts, vec![KeyPart::Prefix(8)]);
+        assert_eq!(
+            "prefix:8".parse::<KeySpec>().unwrap().parts,
+            vec![KeyPart::Prefix(8)]
+        );
         assert!("prefix:0".parse::<KeySpec>().is_err());
         assert!("prefix:16".parse::<KeySpec>().is_err());
         assert!("to+to".parse::<KeySpec>().is_err());
@@ -989,7 +995,10 @@ mod tests {
     fn rates_and_money_parse_exactly() {
         assert_eq!(
             "20/10m".parse::<Rate>().unwrap(),
-            Rate { count: 20, period: Duration::from_secs(600) }
+            Rate {
+                count: 20,
+                period: Duration::from_secs(600)
+            }
         );
         assert!("0/1h".parse::<Rate>().is_err());
         assert!("5/0s".parse::<Rate>().is_err());

@@ -2,9 +2,17 @@
 //! every paid send against a policy and stops SMS traffic pumping.
 #![forbid(unsafe_code)]
 
+pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod demo;
+pub mod fake_twilio;
+pub mod guard;
 pub mod phone;
+pub mod pipeline;
 pub mod policy;
+pub mod server;
 pub mod store;
+pub mod telemetry;
 pub mod twilio;
+pub mod upstream;

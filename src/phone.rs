@@ -1,54 +1,1366 @@
-//! TEMPORARY STUB: replaced by the real module.
+//! Destination numbers: turns the raw `To` of a Twilio send into a normalized
+//! E.164 [`Destination`] (SPEC §4 steps 1–3) and classifies it with
+//! libphonenumber metadata (step 4) behind a bounded cache.
+//!
+//! This module must never guess. The number it returns is the number Twilio
+//! will be asked to reach, so anything it cannot read with certainty is a
+//! [`NumberError`]: exotic digits, invisible characters, odd separators, a
+//! second `+`, an extension. Twilio would quietly normalize some of those, and
+//! an attacker could use the difference to slip past a rule keyed on the
+//! number. It never panics on any input, and it knows nothing about policy.
+
 use std::fmt;
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
+use std::panic::{self, AssertUnwindSafe};
+use std::str::FromStr;
+
+use phonenumber::country::Id;
+use phonenumber::metadata::DATABASE;
+use phonenumber::{Metadata, PhoneNumber, Type};
+use serde::{Deserialize, Serialize};
+
+/// E.164 allows at most 15 digits after the `+`, country code included.
+const MAX_DIGITS: usize = 15;
+
+/// Fewer digits than this is a typo or a probe, never a number; longer but
+/// still bogus numbers are left to classification (`valid: false`).
+const MIN_DIGITS: usize = 4;
+
+/// ISO 3166-1 alpha-2 region, upper case, e.g. "US", "GG", "UZ". Copy, 2 bytes.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct Region([u8; 2]);
+
 impl Region {
     pub fn as_str(&self) -> &str {
-        std::str::from_utf8(&self.0).unwrap_or("??")
+        // Only `known` builds a Region, from two ASCII letters, so this cannot
+        // fail; "ZZ" is libphonenumber's own "unknown region".
+        std::str::from_utf8(&self.0).unwrap_or("ZZ")
     }
-}
-impl std::str::FromStr for Region {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let b = s.as_bytes();
-        if b.len() == 2 && b.iter().all(|c| c.is_ascii_alphabetic()) {
-            Ok(Region([b[0].to_ascii_uppercase(), b[1].to_ascii_uppercase()]))
-        } else {
-            Err(format!("unknown region {s:?}"))
+
+    /// A region libphonenumber has metadata for. Metadata ids that are not
+    /// regions (the "001" of +800, +882, +883, +979…) yield None.
+    fn known(code: &str) -> Option<Region> {
+        match code.as_bytes() {
+            &[a, b] if a.is_ascii_alphabetic() && b.is_ascii_alphabetic() => {
+                let region = Region([a.to_ascii_uppercase(), b.to_ascii_uppercase()]);
+                region.id().map(|_| region)
+            }
+            _ => None,
         }
     }
+
+    fn id(&self) -> Option<Id> {
+        Id::from_str(self.as_str()).ok()
+    }
 }
+
+impl FromStr for Region {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Region::known(s).ok_or_else(|| {
+            format!("unknown region {s:?}: expected an ISO 3166-1 alpha-2 code known to libphonenumber, e.g. \"US\" or \"GB\"")
+        })
+    }
+}
+
+impl TryFrom<String> for Region {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
+impl From<Region> for String {
+    fn from(region: Region) -> String {
+        region.as_str().to_owned()
+    }
+}
+
 impl fmt::Display for Region {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
 }
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
-pub enum NumberType { FixedLine, Mobile, FixedLineOrMobile, TollFree, PremiumRate, SharedCost, Voip, PersonalNumber, Pager, Uan, Voicemail, Unknown }
+
+/// Number types, named as operators write them in config (snake_case).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NumberType {
+    FixedLine,
+    Mobile,
+    FixedLineOrMobile,
+    TollFree,
+    PremiumRate,
+    SharedCost,
+    Voip,
+    PersonalNumber,
+    Pager,
+    Uan,
+    Voicemail,
+    Unknown,
+}
+
 impl NumberType {
-    pub fn as_str(&self) -> &'static str { "unknown" }
+    pub const ALL: [NumberType; 12] = [
+        NumberType::FixedLine,
+        NumberType::Mobile,
+        NumberType::FixedLineOrMobile,
+        NumberType::TollFree,
+        NumberType::PremiumRate,
+        NumberType::SharedCost,
+        NumberType::Voip,
+        NumberType::PersonalNumber,
+        NumberType::Pager,
+        NumberType::Uan,
+        NumberType::Voicemail,
+        NumberType::Unknown,
+    ];
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            NumberType::FixedLine => "fixed_line",
+            NumberType::Mobile => "mobile",
+            NumberType::FixedLineOrMobile => "fixed_line_or_mobile",
+            NumberType::TollFree => "toll_free",
+            NumberType::PremiumRate => "premium_rate",
+            NumberType::SharedCost => "shared_cost",
+            NumberType::Voip => "voip",
+            NumberType::PersonalNumber => "personal_number",
+            NumberType::Pager => "pager",
+            NumberType::Uan => "uan",
+            NumberType::Voicemail => "voicemail",
+            NumberType::Unknown => "unknown",
+        }
+    }
 }
-impl std::str::FromStr for NumberType {
+
+impl FromStr for NumberType {
     type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> { if s == "unknown" { Ok(NumberType::Unknown) } else { Ok(NumberType::PremiumRate) } }
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        NumberType::ALL
+            .into_iter()
+            .find(|kind| kind.as_str() == s)
+            .ok_or_else(|| {
+                let names: Vec<&str> = NumberType::ALL.iter().map(NumberType::as_str).collect();
+                format!(
+                    "unknown number type {s:?}: expected one of {}",
+                    names.join(", ")
+                )
+            })
+    }
 }
+
+impl fmt::Display for NumberType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum Channel { Sms, Whatsapp }
+pub enum Channel {
+    /// No channel prefix.
+    Sms,
+    /// `whatsapp:` prefix.
+    Whatsapp,
+}
+
+/// A destination after normalization (SPEC §4 steps 1–3).
 #[derive(Clone, PartialEq, Eq, Debug)]
-pub struct Destination { pub channel: Channel, pub e164: String }
+pub struct Destination {
+    pub channel: Channel,
+    /// "+998993941234": '+' then 1..=15 ASCII digits, nothing else.
+    pub e164: String,
+}
+
 impl Destination {
-    pub fn display(&self) -> String { self.e164.clone() }
-    pub fn prefix(&self, n: usize) -> &str { &self.e164[..(n + 1).min(self.e164.len())] }
+    /// The value Twilio would echo in `to`: "+1555..." or "whatsapp:+1555...".
+    pub fn display(&self) -> String {
+        match self.channel {
+            Channel::Sms => self.e164.clone(),
+            Channel::Whatsapp => format!("whatsapp:{}", self.e164),
+        }
+    }
+
+    /// `prefix:N`: '+' followed by the first N digits (country code included);
+    /// the whole number if it has fewer digits.
+    pub fn prefix(&self, n: usize) -> &str {
+        // The fields are public, so do not trust e164 to be ASCII: fall back
+        // to the whole value rather than slice inside a character.
+        self.e164.get(..n.saturating_add(1)).unwrap_or(&self.e164)
+    }
 }
+
+/// Why a `To` value was refused. Messages never echo the raw value: it may
+/// hold invisible characters or be large, and it ends up in logs.
 #[derive(Clone, PartialEq, Eq, Debug)]
-pub enum NumberError { Bad }
-impl fmt::Display for NumberError { fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result { f.write_str("bad") } }
-pub fn normalize(raw: &str, _r: Option<Region>) -> Result<Destination, NumberError> { Ok(Destination { channel: Channel::Sms, e164: raw.to_string() }) }
+pub enum NumberError {
+    /// Nothing left after the channel prefix and white space.
+    Empty,
+    /// A `name:` prefix other than `whatsapp:` (lower-cased, truncated).
+    UnsupportedChannel(String),
+    /// A character that is not an ASCII digit, a leading `+` or a separator.
+    InvalidCharacter(char),
+    /// A `+` anywhere but at the very start, or more than one.
+    MisplacedPlus,
+    /// A separator that does not sit singly between two digit groups.
+    MisplacedSeparator(char),
+    /// `(` without `)`, `)` without `(`, or nested parentheses.
+    UnbalancedParenthesis,
+    /// Fewer than 4 digits after the `+`.
+    TooShort(usize),
+    /// More than the 15 digits E.164 allows after the `+`.
+    TooLong(usize),
+    /// `+0…`: no country calling code starts with 0.
+    LeadingZero,
+    /// No `+` or `00`, and no default region to read a national number in.
+    NoCountry,
+    /// libphonenumber could not read the value as a national number of the
+    /// default region (or read it as another country's number).
+    NotNational(Region),
+}
+
+impl fmt::Display for NumberError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NumberError::Empty => f.write_str("the phone number is empty"),
+            NumberError::UnsupportedChannel(name) => write!(
+                f,
+                "unsupported channel prefix \"{name}:\"; only \"whatsapp:\" is supported"
+            ),
+            NumberError::InvalidCharacter(c) => write!(
+                f,
+                "the phone number contains {} {}; only ASCII digits 0-9, a leading '+' and single separators (space - . ( )) are allowed",
+                describe(*c),
+                code_point(*c)
+            ),
+            NumberError::MisplacedPlus => {
+                f.write_str("'+' may appear only once, at the start of the phone number")
+            }
+            NumberError::MisplacedSeparator(c) => write!(
+                f,
+                "separator {} must stand alone between two groups of digits",
+                code_point(*c)
+            ),
+            NumberError::UnbalancedParenthesis => {
+                f.write_str("the phone number has unbalanced or nested parentheses")
+            }
+            NumberError::TooShort(n) => write!(
+                f,
+                "the phone number is too short: {n} digits, at least {MIN_DIGITS} expected"
+            ),
+            NumberError::TooLong(n) => write!(
+                f,
+                "the phone number is too long: {n} digits, E.164 allows at most {MAX_DIGITS}"
+            ),
+            NumberError::LeadingZero => {
+                f.write_str("the country calling code cannot start with 0 (\"+0…\")")
+            }
+            NumberError::NoCountry => f.write_str(
+                "the phone number has no country code ('+' or '00') and no default region is configured",
+            ),
+            NumberError::NotNational(region) => {
+                write!(f, "the phone number is not a national number of {region}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for NumberError {}
+
+/// `'x' (U+0078)` for visible ASCII, `U+200B` for everything else, so a log
+/// line shows exactly what was sent without reproducing invisible text.
+fn code_point(c: char) -> String {
+    if c.is_ascii_graphic() || c == ' ' {
+        format!("'{c}' (U+{:04X})", u32::from(c))
+    } else {
+        format!("U+{:04X}", u32::from(c))
+    }
+}
+
+fn describe(c: char) -> &'static str {
+    let invisible = matches!(
+        u32::from(c),
+        0x00AD | 0x034F | 0x061C | 0x180E | 0x200B..=0x200F | 0x202A..=0x202E
+            | 0x2060..=0x206F | 0xFE00..=0xFE0F | 0xFEFF | 0xFFF9..=0xFFFB
+    );
+    if c.is_ascii_alphabetic() {
+        "the letter"
+    } else if c.is_numeric() {
+        "a non-ASCII digit"
+    } else if invisible {
+        "the invisible character"
+    } else if c.is_control() {
+        "the control character"
+    } else if c.is_whitespace() {
+        "the non-ASCII space"
+    } else {
+        "the character"
+    }
+}
+
+/// Normalize a raw `To` value (already form-decoded).
+pub fn normalize(raw: &str, default_region: Option<Region>) -> Result<Destination, NumberError> {
+    let (channel, rest) = split_channel(raw)?;
+
+    // Form decoding turns an unencoded '+' into a space; a space right before
+    // the digits can only have been that '+'.
+    let plus_lost = rest.starts_with(' ')
+        && rest
+            .trim_start_matches(' ')
+            .starts_with(|c: char| c.is_ascii_digit());
+    let body = rest.trim_matches([' ', '\t']);
+    if body.is_empty() {
+        return Err(NumberError::Empty);
+    }
+    if let Some(c) = body.chars().find(|c| !is_allowed(*c)) {
+        return Err(NumberError::InvalidCharacter(c));
+    }
+
+    let (international, body) = match body.strip_prefix('+') {
+        Some(after) => (true, after),
+        None => (plus_lost, body),
+    };
+    let digits = strip_separators(body)?;
+
+    let e164 = if international {
+        international_e164(&digits)?
+    } else if let Some(after_idd) = digits.strip_prefix("00") {
+        international_e164(after_idd)?
+    } else {
+        national_e164(&digits, default_region.ok_or(NumberError::NoCountry)?)?
+    };
+    Ok(Destination { channel, e164 })
+}
+
+fn split_channel(raw: &str) -> Result<(Channel, &str), NumberError> {
+    let Some((name, rest)) = raw.split_once(':') else {
+        return Ok((Channel::Sms, raw));
+    };
+    if name.eq_ignore_ascii_case("whatsapp") {
+        return Ok((Channel::Whatsapp, rest));
+    }
+    if !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphabetic()) {
+        let shown = name.get(..16).unwrap_or(name).to_ascii_lowercase();
+        return Err(NumberError::UnsupportedChannel(shown));
+    }
+    // Not a channel: the ':' is reported as an invalid character.
+    Ok((Channel::Sms, raw))
+}
+
+fn is_allowed(c: char) -> bool {
+    c.is_ascii_digit() || matches!(c, '+' | ' ' | '-' | '.' | '(' | ')')
+}
+
+/// Returns the digits of a number written as digit groups with single
+/// separators between them: "1 (415) 555-0100", "44.7911.123456".
+fn strip_separators(body: &str) -> Result<String, NumberError> {
+    #[derive(PartialEq)]
+    enum Last {
+        Start,
+        Digit,
+        Plain(char),
+        Open,
+        Close,
+    }
+
+    let mut digits = String::with_capacity(MAX_DIGITS + 1);
+    let mut last = Last::Start;
+    let mut open = false;
+    for c in body.chars() {
+        last = match c {
+            '0'..='9' => {
+                digits.push(c);
+                Last::Digit
+            }
+            ' ' | '-' | '.' if matches!(last, Last::Digit | Last::Close) => Last::Plain(c),
+            '(' if open => return Err(NumberError::UnbalancedParenthesis),
+            '(' if matches!(last, Last::Start | Last::Digit | Last::Plain(_)) => {
+                open = true;
+                Last::Open
+            }
+            ')' if !open => return Err(NumberError::UnbalancedParenthesis),
+            ')' if last == Last::Digit => {
+                open = false;
+                Last::Close
+            }
+            '+' => return Err(NumberError::MisplacedPlus),
+            ' ' | '-' | '.' | '(' | ')' => return Err(NumberError::MisplacedSeparator(c)),
+            _ => return Err(NumberError::InvalidCharacter(c)),
+        };
+    }
+    match last {
+        _ if open => Err(NumberError::UnbalancedParenthesis),
+        Last::Plain(c) => Err(NumberError::MisplacedSeparator(c)),
+        _ => Ok(digits),
+    }
+}
+
+/// `digits` follow a '+' or an international "00".
+fn international_e164(digits: &str) -> Result<String, NumberError> {
+    if digits.starts_with('0') {
+        return Err(NumberError::LeadingZero);
+    }
+    if digits.len() < MIN_DIGITS {
+        return Err(NumberError::TooShort(digits.len()));
+    }
+    if digits.len() > MAX_DIGITS {
+        return Err(NumberError::TooLong(digits.len()));
+    }
+    Ok(format!("+{digits}"))
+}
+
+fn national_e164(digits: &str, region: Region) -> Result<String, NumberError> {
+    if digits.len() > MAX_DIGITS {
+        return Err(NumberError::TooLong(digits.len()));
+    }
+    let not_national = NumberError::NotNational(region);
+    let id = region.id().ok_or_else(|| not_national.clone())?;
+    let home_code = DATABASE
+        .by_id(region.as_str())
+        .map(Metadata::country_code)
+        .ok_or_else(|| not_national.clone())?;
+    let number = without_panic(|| phonenumber::parse(Some(id), digits).ok())
+        .ok_or_else(|| not_national.clone())?;
+    // libphonenumber also accepts an IDD ("011 44…" in the US) here. That is
+    // not a national number, and Twilio may read it differently: refuse it.
+    if number.code().value() != home_code {
+        return Err(not_national);
+    }
+    let e164 = e164_of(&number);
+    // The library built this string; hold it to the same rules as ours.
+    match e164.strip_prefix('+') {
+        Some(rest) if rest.bytes().all(|b| b.is_ascii_digit()) => international_e164(rest),
+        _ => Err(not_national),
+    }
+}
+
+/// The library unwraps its metadata lookups and the mutex of its shared regex
+/// cache: should that ever panic, the request gets "unreadable" (fail
+/// closed) rather than a crashed handler.
+fn without_panic<T>(f: impl FnOnce() -> Option<T>) -> Option<T> {
+    panic::catch_unwind(AssertUnwindSafe(f)).ok().flatten()
+}
+
+/// What the library's E.164 formatter writes, without calling it: it first
+/// searches the region's display formats, which costs regex compilations in
+/// its small shared cache, and its `to_string()` panics if the calling code
+/// has no metadata.
+fn e164_of(number: &PhoneNumber) -> String {
+    format!("+{}{}", number.code().value(), number.national())
+}
+
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub struct Classification { pub calling_code: u16, pub region: Option<Region>, pub kind: NumberType, pub valid: bool }
-pub struct Classifier;
+pub struct Classification {
+    pub calling_code: u16,
+    /// None for non-geographic codes (+800, +882, +883, +979…) and for numbers
+    /// no region claims.
+    pub region: Option<Region>,
+    pub kind: NumberType,
+    pub valid: bool,
+}
+
+/// Classifies E.164 numbers with libphonenumber metadata, behind a bounded cache.
+///
+/// Cloning is cheap and shares the cache.
+#[derive(Clone)]
+pub struct Classifier {
+    cache: moka::sync::Cache<String, Classification>,
+}
+
 impl Classifier {
-    pub fn new(_c: u64) -> Self { Classifier }
-    pub fn classify(&self, _e: &str) -> Classification { Classification { calling_code: 1, region: "US".parse().ok(), kind: NumberType::Mobile, valid: true } }
-    pub fn cached(&self) -> u64 { 0 }
+    pub fn new(capacity: u64) -> Self {
+        Classifier {
+            cache: moka::sync::Cache::new(capacity),
+        }
+    }
+
+    /// Anything but a well-formed E.164 string is `valid: false`, `Unknown`.
+    pub fn classify(&self, e164: &str) -> Classification {
+        if !is_e164(e164) {
+            // Not cached: rejecting it costs less than a cache lookup, and
+            // junk must not push real numbers out.
+            return unreadable(e164);
+        }
+        self.cache
+            // A panic is answered as unreadable but not cached, so the
+            // number is looked at again next time.
+            .optionally_get_with_by_ref(e164, || without_panic(|| Some(classify_uncached(e164))))
+            .unwrap_or_else(|| unreadable(e164))
+    }
+
+    /// Entries currently cached.
+    pub fn cached(&self) -> u64 {
+        self.cache.run_pending_tasks();
+        self.cache.entry_count()
+    }
+}
+
+impl fmt::Debug for Classifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Classifier")
+            .field("capacity", &self.cache.policy().max_capacity())
+            .field("entries", &self.cache.entry_count())
+            .finish()
+    }
+}
+
+fn is_e164(s: &str) -> bool {
+    s.strip_prefix('+').is_some_and(|digits| {
+        (1..=MAX_DIGITS).contains(&digits.len())
+            && !digits.starts_with('0')
+            && digits.bytes().all(|b| b.is_ascii_digit())
+    })
+}
+
+fn unreadable(e164: &str) -> Classification {
+    Classification {
+        calling_code: calling_code_of(e164),
+        region: None,
+        kind: NumberType::Unknown,
+        valid: false,
+    }
+}
+
+/// Country calling codes are prefix-free, so the first 1-, 2- or 3-digit
+/// prefix that is a known code is the code.
+fn calling_code_of(e164: &str) -> u16 {
+    let digits = e164.strip_prefix('+').unwrap_or_default();
+    (1..=3)
+        .filter_map(|n| digits.get(..n)?.parse::<u16>().ok())
+        .find(|code| DATABASE.region(code).is_some())
+        .unwrap_or(0)
+}
+
+fn classify_uncached(e164: &str) -> Classification {
+    let Ok(number) = phonenumber::parse(None, e164) else {
+        return unreadable(e164);
+    };
+    // The library strips a "national prefix" even after '+' (+7 800… becomes
+    // +7 00…, +370 8… loses its 8): it would then classify another number
+    // than the one Twilio is asked to reach.
+    if e164_of(&number) != e164 {
+        return unreadable(e164);
+    }
+    let national = number.national().to_string();
+    let meta = metadata_for(number.code().value(), &national);
+    let kind = meta.map_or(NumberType::Unknown, |meta| kind_in(meta, &national));
+    Classification {
+        calling_code: number.code().value(),
+        region: meta.and_then(|meta| Region::known(meta.id())),
+        kind,
+        // libphonenumber's own definition of a valid number.
+        valid: kind != NumberType::Unknown,
+    }
+}
+
+/// The metadata (region) a number belongs to.
+///
+/// The library's `number_type` and `country().id()` do this lookup on the
+/// national number without its significant leading zeros, so Italian
+/// landlines (+39 02…), Ivorian (+225 07…) or Beninese (+229 01…) numbers come
+/// out Unknown (Italy's without a region) while `is_valid` accepts them; and
+/// `number_type`, `country().id()` and `is_valid` each repeat the lookup under
+/// the library's global regex lock. This and [`kind_in`] do it once, zeros
+/// kept, over the same metadata and in the same order of precedence; tests
+/// hold them to the library's answers wherever it has no zeros to lose.
+fn metadata_for(code: u16, national: &str) -> Option<&'static Metadata> {
+    let regions = DATABASE.region(&code)?;
+    if let [only] = regions.as_slice() {
+        // Non-geographic entities all share the id "001": look them up by code.
+        return if *only == "001" {
+            DATABASE.by_code(&code)?.into_iter().next()
+        } else {
+            DATABASE.by_id(*only)
+        };
+    }
+    regions.into_iter().find_map(|id| {
+        let meta = DATABASE.by_id(id)?;
+        let claims = match meta.leading_digits() {
+            Some(leading) => leading.find(national).is_some_and(|m| m.start() == 0),
+            None => kind_in(meta, national) != NumberType::Unknown,
+        };
+        claims.then_some(meta)
+    })
+}
+
+/// libphonenumber's number type of `national` in one region's metadata.
+fn kind_in(meta: &Metadata, national: &str) -> NumberType {
+    const BY_PRECEDENCE: [(Type, NumberType); 8] = [
+        (Type::PremiumRate, NumberType::PremiumRate),
+        (Type::TollFree, NumberType::TollFree),
+        (Type::SharedCost, NumberType::SharedCost),
+        (Type::Voip, NumberType::Voip),
+        (Type::PersonalNumber, NumberType::PersonalNumber),
+        (Type::Pager, NumberType::Pager),
+        (Type::Uan, NumberType::Uan),
+        (Type::Voicemail, NumberType::Voicemail),
+    ];
+    let descriptors = meta.descriptors();
+    if !descriptors.general().is_match(national) {
+        return NumberType::Unknown;
+    }
+    let matches = |kind| descriptors.get(kind).is_some_and(|d| d.is_match(national));
+    if let Some((_, kind)) = BY_PRECEDENCE.iter().find(|(t, _)| matches(*t)) {
+        return *kind;
+    }
+    if matches(Type::FixedLine) {
+        // Regions that cannot tell the two apart (NANP) give both the same
+        // pattern.
+        let same_pattern = match (descriptors.fixed_line(), descriptors.mobile()) {
+            (Some(fixed), Some(mobile)) => {
+                fixed.national_number().as_str() == mobile.national_number().as_str()
+            }
+            _ => false,
+        };
+        if same_pattern || matches(Type::Mobile) {
+            NumberType::FixedLineOrMobile
+        } else {
+            NumberType::FixedLine
+        }
+    } else if matches(Type::Mobile) {
+        NumberType::Mobile
+    } else {
+        NumberType::Unknown
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn region(s: &str) -> Region {
+        s.parse().expect("test region")
+    }
+
+    fn e164(raw: &str) -> Result<String, NumberError> {
+        normalize(raw, None).map(|d| d.e164)
+    }
+
+    // --- normalization --------------------------------------------------
+
+    #[test]
+    fn whatsapp_prefix_in_any_case_is_stripped_and_echoed_in_lower_case() {
+        for raw in [
+            "whatsapp:+14155550100",
+            "WhatsApp:+14155550100",
+            "WHATSAPP:+14155550100",
+        ] {
+            let dest = normalize(raw, None).unwrap();
+            assert_eq!(dest.channel, Channel::Whatsapp, "{raw}");
+            assert_eq!(dest.e164, "+14155550100");
+            assert_eq!(dest.display(), "whatsapp:+14155550100");
+        }
+        let sms = normalize("+14155550100", None).unwrap();
+        assert_eq!(sms.channel, Channel::Sms);
+        assert_eq!(sms.display(), "+14155550100");
+    }
+
+    #[test]
+    fn other_channel_prefixes_are_refused() {
+        assert_eq!(
+            normalize("messenger:+14155550100", None),
+            Err(NumberError::UnsupportedChannel("messenger".into()))
+        );
+        assert_eq!(
+            normalize("TEL:+14155550100", None),
+            Err(NumberError::UnsupportedChannel("tel".into()))
+        );
+        // Two prefixes: the second ':' is not part of a number.
+        assert_eq!(
+            normalize("whatsapp:whatsapp:+14155550100", None),
+            Err(NumberError::InvalidCharacter('w'))
+        );
+    }
+
+    #[test]
+    fn a_leading_space_is_the_plus_form_decoding_ate() {
+        assert_eq!(e164(" 14155550100").unwrap(), "+14155550100");
+        assert_eq!(e164("   998993941234").unwrap(), "+998993941234");
+        assert_eq!(
+            normalize("whatsapp: 14155550100", None).unwrap().display(),
+            "whatsapp:+14155550100"
+        );
+        // Without the space it is a national number, which needs a region.
+        assert_eq!(e164("14155550100"), Err(NumberError::NoCountry));
+        // Spaces before an explicit '+' are only trimmed.
+        assert_eq!(e164("  +14155550100\t").unwrap(), "+14155550100");
+    }
+
+    #[test]
+    fn blank_values_are_empty() {
+        for raw in ["", "   ", "\t", "whatsapp:", "whatsapp: \t "] {
+            assert_eq!(normalize(raw, None), Err(NumberError::Empty), "{raw:?}");
+        }
+        assert_eq!(e164("+"), Err(NumberError::TooShort(0)));
+    }
+
+    #[test]
+    fn single_separators_between_digit_groups_are_dropped() {
+        assert_eq!(e164("+1 (415) 555-0100").unwrap(), "+14155550100");
+        assert_eq!(e164("+44.7911.123456").unwrap(), "+447911123456");
+        assert_eq!(e164("+998 99-394-12-34").unwrap(), "+998993941234");
+        assert_eq!(e164("+1(415)555.0100").unwrap(), "+14155550100");
+    }
+
+    #[test]
+    fn separators_out_of_place_are_refused() {
+        let cases = [
+            ("+1  4155550100", NumberError::MisplacedSeparator(' ')),
+            ("+1 -4155550100", NumberError::MisplacedSeparator('-')),
+            ("+14155550100-", NumberError::MisplacedSeparator('-')),
+            ("+-14155550100", NumberError::MisplacedSeparator('-')),
+            ("+ 14155550100", NumberError::MisplacedSeparator(' ')),
+            ("+1 (415 555-0100", NumberError::UnbalancedParenthesis),
+            ("+1 415) 555-0100", NumberError::UnbalancedParenthesis),
+            ("+1 ((415)) 5550100", NumberError::UnbalancedParenthesis),
+            ("+1 () 4155550100", NumberError::MisplacedSeparator(')')),
+            ("+1 (415)(555) 0100", NumberError::MisplacedSeparator('(')),
+        ];
+        for (raw, want) in cases {
+            assert_eq!(normalize(raw, None), Err(want), "{raw:?}");
+        }
+    }
+
+    #[test]
+    fn a_second_plus_is_refused() {
+        assert_eq!(e164("++14155550100"), Err(NumberError::MisplacedPlus));
+        assert_eq!(e164("+1415+5550100"), Err(NumberError::MisplacedPlus));
+        assert_eq!(e164("1415+5550100"), Err(NumberError::MisplacedPlus));
+    }
+
+    #[test]
+    fn double_zero_is_the_international_prefix() {
+        assert_eq!(e164("00998993941234").unwrap(), "+998993941234");
+        assert_eq!(e164("0044 7911 123456").unwrap(), "+447911123456");
+        // Even with a default region "00" is not read as a national number.
+        assert_eq!(
+            normalize("00447911123456", Some(region("US")))
+                .unwrap()
+                .e164,
+            "+447911123456"
+        );
+        assert_eq!(e164("000447911123456"), Err(NumberError::LeadingZero));
+    }
+
+    #[test]
+    fn national_numbers_need_a_default_region() {
+        let us = Some(region("US"));
+        assert_eq!(normalize("4155550100", us).unwrap().e164, "+14155550100");
+        assert_eq!(
+            normalize("(415) 555-0100", us).unwrap().e164,
+            "+14155550100"
+        );
+        assert_eq!(
+            normalize("07911 123456", Some(region("GB"))).unwrap().e164,
+            "+447911123456"
+        );
+        assert_eq!(normalize("4155550100", None), Err(NumberError::NoCountry));
+    }
+
+    #[test]
+    fn a_national_number_that_dials_abroad_is_refused() {
+        // libphonenumber reads US "011" as the international prefix.
+        assert_eq!(
+            normalize("011447911123456", Some(region("US"))),
+            Err(NumberError::NotNational(region("US")))
+        );
+    }
+
+    #[test]
+    fn national_numbers_get_the_same_character_checks() {
+        let us = Some(region("US"));
+        assert_eq!(
+            normalize("415\u{200B}5550100", us),
+            Err(NumberError::InvalidCharacter('\u{200B}'))
+        );
+        assert_eq!(
+            normalize("415555010\u{0663}", us),
+            Err(NumberError::InvalidCharacter('\u{0663}'))
+        );
+    }
+
+    #[test]
+    fn arabic_indic_digits_are_refused() {
+        assert_eq!(
+            e164("+1415555010\u{0663}"),
+            Err(NumberError::InvalidCharacter('\u{0663}'))
+        );
+    }
+
+    #[test]
+    fn full_width_digits_are_refused() {
+        assert_eq!(
+            e164("+\u{FF11}4155550100"),
+            Err(NumberError::InvalidCharacter('\u{FF11}'))
+        );
+    }
+
+    #[test]
+    fn devanagari_digits_are_refused() {
+        assert_eq!(
+            e164("+141555501\u{0966}\u{0966}"),
+            Err(NumberError::InvalidCharacter('\u{0966}'))
+        );
+    }
+
+    #[test]
+    fn zero_width_space_is_refused() {
+        assert_eq!(
+            e164("+1415\u{200B}5550100"),
+            Err(NumberError::InvalidCharacter('\u{200B}'))
+        );
+    }
+
+    #[test]
+    fn direction_marks_and_word_joiner_are_refused() {
+        for c in ['\u{200E}', '\u{200F}', '\u{2060}'] {
+            assert_eq!(
+                e164(&format!("+1415{c}5550100")),
+                Err(NumberError::InvalidCharacter(c))
+            );
+        }
+    }
+
+    #[test]
+    fn non_breaking_space_is_refused() {
+        assert_eq!(
+            e164("+1\u{00A0}4155550100"),
+            Err(NumberError::InvalidCharacter('\u{00A0}'))
+        );
+        // Also where an ASCII space would have been the lost '+'.
+        assert_eq!(
+            e164("\u{00A0}14155550100"),
+            Err(NumberError::InvalidCharacter('\u{00A0}'))
+        );
+    }
+
+    #[test]
+    fn byte_order_mark_is_refused() {
+        assert_eq!(
+            e164("\u{FEFF}+14155550100"),
+            Err(NumberError::InvalidCharacter('\u{FEFF}'))
+        );
+    }
+
+    #[test]
+    fn other_unicode_spaces_and_controls_are_refused() {
+        for c in ['\u{2009}', '\u{3000}', '\u{0000}', '\n', '\t'] {
+            assert_eq!(
+                e164(&format!("+1415{c}5550100")),
+                Err(NumberError::InvalidCharacter(c)),
+                "U+{:04X}",
+                u32::from(c)
+            );
+        }
+    }
+
+    #[test]
+    fn letters_are_refused() {
+        assert_eq!(
+            e164("+1800FLOWERS"),
+            Err(NumberError::InvalidCharacter('F'))
+        );
+        assert_eq!(
+            e164("+1415555O100"),
+            Err(NumberError::InvalidCharacter('O'))
+        );
+    }
+
+    #[test]
+    fn extensions_are_refused() {
+        assert_eq!(
+            e164("+14155550100x12"),
+            Err(NumberError::InvalidCharacter('x'))
+        );
+        assert_eq!(
+            e164("+14155550100 ext 12"),
+            Err(NumberError::InvalidCharacter('e'))
+        );
+        assert_eq!(
+            e164("+14155550100;ext=12"),
+            Err(NumberError::InvalidCharacter(';'))
+        );
+    }
+
+    #[test]
+    fn dialling_symbols_are_refused() {
+        for c in ['*', '#', ',', ';', '/'] {
+            assert_eq!(
+                e164(&format!("+14155550100{c}")),
+                Err(NumberError::InvalidCharacter(c))
+            );
+        }
+    }
+
+    #[test]
+    fn lengths_outside_e164_are_refused() {
+        assert_eq!(e164("+123"), Err(NumberError::TooShort(3)));
+        assert_eq!(e164("+1234").unwrap(), "+1234");
+        assert_eq!(e164("+123456789012345").unwrap(), "+123456789012345");
+        assert_eq!(e164("+1234567890123456"), Err(NumberError::TooLong(16)));
+        assert_eq!(
+            normalize("4155550100123456", Some(region("US"))),
+            Err(NumberError::TooLong(16))
+        );
+        assert_eq!(e164("+0123456789"), Err(NumberError::LeadingZero));
+    }
+
+    #[test]
+    fn error_messages_name_the_character_without_echoing_it() {
+        let zwsp = NumberError::InvalidCharacter('\u{200B}').to_string();
+        assert!(zwsp.contains("invisible character U+200B"), "{zwsp}");
+        assert!(!zwsp.contains('\u{200B}'));
+        let digit = NumberError::InvalidCharacter('\u{0663}').to_string();
+        assert!(digit.contains("non-ASCII digit U+0663"), "{digit}");
+        let letter = NumberError::InvalidCharacter('x').to_string();
+        assert!(letter.contains("letter 'x' (U+0078)"), "{letter}");
+        let nbsp = NumberError::InvalidCharacter('\u{00A0}').to_string();
+        assert!(nbsp.contains("non-ASCII space U+00A0"), "{nbsp}");
+    }
+
+    #[test]
+    fn prefix_counts_digits_after_the_plus() {
+        let dest = normalize("+998993941234", None).unwrap();
+        assert_eq!(dest.prefix(8), "+99899394");
+        assert_eq!(dest.prefix(3), "+998");
+        assert_eq!(dest.prefix(0), "+");
+        assert_eq!(dest.prefix(12), "+998993941234");
+        assert_eq!(dest.prefix(40), "+998993941234");
+        assert_eq!(dest.prefix(usize::MAX), "+998993941234");
+    }
+
+    #[test]
+    fn normalized_numbers_always_hold_the_e164_invariant() {
+        // A deterministic pseudo-random walk over inputs built from the
+        // characters the parser treats specially.
+        const ALPHABET: [&str; 16] = [
+            "0",
+            "1",
+            "4",
+            "9",
+            "+",
+            " ",
+            "-",
+            ".",
+            "(",
+            ")",
+            "00",
+            "\t",
+            ":",
+            "whatsapp:",
+            "\u{0663}",
+            "\u{200B}",
+        ];
+        let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
+        for _ in 0..20_000 {
+            let mut raw = String::new();
+            for _ in 0..(seed % 24) {
+                seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+                raw.push_str(ALPHABET[(seed >> 60) as usize]);
+            }
+            for default in [None, Some(region("US"))] {
+                if let Ok(dest) = normalize(&raw, default) {
+                    assert!(is_e164(&dest.e164), "{raw:?} -> {:?}", dest.e164);
+                    assert!(dest.e164.len() > MIN_DIGITS, "{raw:?}");
+                }
+            }
+        }
+    }
+
+    // --- classification -------------------------------------------------
+
+    fn classify(e164: &str) -> Classification {
+        Classifier::new(100).classify(e164)
+    }
+
+    #[test]
+    fn uzbek_mobile() {
+        let c = classify("+998993941234");
+        assert_eq!(
+            c,
+            Classification {
+                calling_code: 998,
+                region: Some(region("UZ")),
+                kind: NumberType::Mobile,
+                valid: true,
+            }
+        );
+    }
+
+    #[test]
+    fn uk_mobile_range_7911_belongs_to_guernsey() {
+        let c = classify("+447911123456");
+        assert_eq!(c.region, Some(region("GG")));
+        assert_eq!(c.calling_code, 44);
+        assert_eq!(c.kind, NumberType::Mobile);
+        assert!(c.valid);
+    }
+
+    #[test]
+    fn uk_mobile_range_7400_is_gb() {
+        let c = classify("+447400123456");
+        assert_eq!(c.region, Some(region("GB")));
+        assert_eq!(c.kind, NumberType::Mobile);
+        assert!(c.valid);
+    }
+
+    #[test]
+    fn nanp_numbers_are_fixed_line_or_mobile() {
+        let c = classify("+14155550100");
+        assert_eq!(c.region, Some(region("US")));
+        assert_eq!(c.calling_code, 1);
+        assert_eq!(c.kind, NumberType::FixedLineOrMobile);
+        assert!(c.valid);
+    }
+
+    #[test]
+    fn international_networks_have_no_region() {
+        let c = classify("+882160000000");
+        assert_eq!(c.calling_code, 882);
+        assert_eq!(c.region, None);
+        assert!(c.valid, "{c:?}");
+        let toll_free = classify("+80012345678");
+        assert_eq!(
+            (toll_free.region, toll_free.kind),
+            (None, NumberType::TollFree)
+        );
+    }
+
+    #[test]
+    fn uk_premium_rate() {
+        let c = classify("+449091234567");
+        assert_eq!(c.region, Some(region("GB")));
+        assert_eq!(c.kind, NumberType::PremiumRate);
+        assert!(c.valid);
+    }
+
+    #[test]
+    fn significant_leading_zeros_keep_their_region_and_type() {
+        // Milan landline, Vatican landline and an Ivorian mobile: the library
+        // alone reports these as Unknown (and Italy without a region).
+        let milan = classify("+390212345678");
+        assert_eq!(
+            (milan.region, milan.kind),
+            (Some(region("IT")), NumberType::FixedLine)
+        );
+        assert!(milan.valid);
+        let vatican = classify("+390669812345");
+        assert_eq!(vatican.region, Some(region("VA")));
+        assert!(vatican.valid);
+        let abidjan = classify("+2250712345678");
+        assert_eq!(
+            (abidjan.region, abidjan.kind),
+            (Some(region("CI")), NumberType::Mobile)
+        );
+        assert!(abidjan.valid);
+    }
+
+    #[test]
+    fn a_number_the_library_would_rewrite_is_unreadable() {
+        // The library drops the "8" after +7 as if it were a trunk prefix:
+        // +7 8 916 123 45 67 (one digit too many) would be read as the valid
+        // Moscow mobile +7 916 123 45 67.
+        let library = phonenumber::parse(None, "+789161234567").unwrap();
+        assert_eq!(e164_of(&library), "+79161234567");
+        let c = classify("+789161234567");
+        assert_eq!(
+            c,
+            Classification {
+                calling_code: 7,
+                region: None,
+                kind: NumberType::Unknown,
+                valid: false
+            }
+        );
+        // Russian toll-free numbers are refused for the same reason.
+        assert!(!classify("+78001234567").valid);
+    }
+
+    #[test]
+    fn garbage_is_invalid_and_never_panics() {
+        for junk in [
+            "",
+            "+",
+            "+0",
+            "+1",
+            "+12",
+            "+123",
+            "+999999",
+            "+99999999999999",
+            "1415555010",
+            "+1415555010a",
+            "+1234567890123456",
+            "+\u{0663}",
+            "whatsapp:+14155550100",
+        ] {
+            let c = classify(junk);
+            assert!(!c.valid, "{junk:?}");
+            assert_eq!((c.region, c.kind), (None, NumberType::Unknown), "{junk:?}");
+        }
+        assert_eq!(classify("+999999").calling_code, 0);
+        assert_eq!(classify("+12").calling_code, 1);
+    }
+
+    #[test]
+    fn every_short_prefix_classifies_without_panic() {
+        // Every possible calling code, followed by numbers of several lengths.
+        let classifier = Classifier::new(10);
+        for code in 1..1000u32 {
+            for tail in ["", "00000", "99999999999"] {
+                let number = format!("+{code}{tail}");
+                let c = classifier.classify(&number);
+                // The calling code is read from the digits even when the
+                // rest of the number is junk.
+                let known = DATABASE.region(&(code as u16)).is_some();
+                let digits = number.len() - 1;
+                if known && digits >= MIN_DIGITS.max(code.to_string().len() + 1) {
+                    assert_eq!(u32::from(c.calling_code), code, "{number}: {c:?}");
+                }
+                assert!(
+                    c.calling_code == 0 || number[1..].starts_with(&c.calling_code.to_string()),
+                    "{number}: {c:?}"
+                );
+            }
+        }
+    }
+
+    /// The library's own answers, for numbers it reads without losing
+    /// anything: its number_type and country().id() drop leading zeros, and
+    /// its parser rewrites +7 8…, +370 8… and +375 80….
+    fn library_answer(e164: &str) -> Option<Classification> {
+        let number = phonenumber::parse(None, e164).ok()?;
+        if number.national().zeros() != 0 || e164_of(&number) != e164 {
+            return None;
+        }
+        Some(Classification {
+            calling_code: number.code().value(),
+            region: number
+                .country()
+                .id()
+                .and_then(|id| Region::known(id.as_ref())),
+            kind: from_library(number.number_type(&DATABASE)),
+            valid: phonenumber::is_valid(&number),
+        })
+    }
+
+    #[test]
+    fn metadata_examples_classify_as_their_own_type() {
+        // Every example number in the metadata, for every type policy can
+        // name, must come back valid with that type, and agree with the
+        // library wherever the library reads it right.
+        let (mut checked, mut compared) = (0, 0);
+        for meta in DATABASE.iter() {
+            for kind in NumberType::ALL {
+                let Some(example) = library_type(kind)
+                    .and_then(|t| meta.descriptors().get(t))
+                    .and_then(|d| d.example())
+                else {
+                    continue;
+                };
+                let number = format!("+{}{example}", meta.country_code());
+                let c = classify_uncached(&number);
+                if ["+78", "+3708", "+37580"]
+                    .iter()
+                    .any(|p| number.starts_with(p))
+                {
+                    assert!(!c.valid, "{number}");
+                    continue;
+                }
+                assert!(c.valid, "{} {kind} {number}: {c:?}", meta.id());
+                let same = c.kind == kind
+                    || (c.kind == NumberType::FixedLineOrMobile
+                        && matches!(kind, NumberType::FixedLine | NumberType::Mobile));
+                assert!(same, "{} {kind} {number}: {c:?}", meta.id());
+                checked += 1;
+                if let Some(library) = library_answer(&number) {
+                    assert_eq!(c, library, "{number}");
+                    compared += 1;
+                }
+            }
+        }
+        assert!(checked > 1000 && compared > 1000, "{checked} {compared}");
+    }
+
+    #[test]
+    fn random_numbers_classify_as_the_library_does() {
+        // Mostly invalid numbers under every calling code: the lookup must
+        // refuse them exactly where the library does.
+        let mut seed: u64 = 0x2545_F491_4F6C_DD1D;
+        let mut compared = 0;
+        for code in (1..1000u16).filter(|code| DATABASE.region(code).is_some()) {
+            for _ in 0..4 {
+                seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+                let tail = (seed >> 16) % 10_000_000_000;
+                let width = 6 + (seed >> 8) as usize % 5;
+                let mut number = format!("+{code}{tail:0width$}");
+                number.truncate(MAX_DIGITS + 1);
+                if let Some(library) = library_answer(&number) {
+                    assert_eq!(classify_uncached(&number), library, "{number}");
+                    compared += 1;
+                }
+            }
+        }
+        assert!(compared > 800, "{compared}");
+    }
+
+    fn from_library(kind: Type) -> NumberType {
+        NumberType::ALL
+            .into_iter()
+            .find(|ours| library_type(*ours) == Some(kind))
+            .unwrap_or(match kind {
+                Type::FixedLineOrMobile => NumberType::FixedLineOrMobile,
+                _ => NumberType::Unknown,
+            })
+    }
+
+    fn library_type(kind: NumberType) -> Option<Type> {
+        match kind {
+            NumberType::FixedLine => Some(Type::FixedLine),
+            NumberType::Mobile => Some(Type::Mobile),
+            NumberType::TollFree => Some(Type::TollFree),
+            NumberType::PremiumRate => Some(Type::PremiumRate),
+            NumberType::SharedCost => Some(Type::SharedCost),
+            NumberType::Voip => Some(Type::Voip),
+            NumberType::PersonalNumber => Some(Type::PersonalNumber),
+            NumberType::Pager => Some(Type::Pager),
+            NumberType::Uan => Some(Type::Uan),
+            NumberType::Voicemail => Some(Type::Voicemail),
+            NumberType::FixedLineOrMobile | NumberType::Unknown => None,
+        }
+    }
+
+    #[test]
+    fn classification_is_cached() {
+        let classifier = Classifier::new(100);
+        assert_eq!(classifier.cached(), 0);
+        let first = classifier.classify("+998993941234");
+        assert_eq!(classifier.cached(), 1);
+        assert_eq!(classifier.classify("+998993941234"), first);
+        assert_eq!(classifier.cached(), 1);
+        // Malformed input is answered without taking a cache slot.
+        classifier.classify("+1415555010a");
+        assert_eq!(classifier.cached(), 1);
+    }
+
+    #[test]
+    fn the_cache_stays_bounded() {
+        let classifier = Classifier::new(100);
+        for i in 0..300u64 {
+            classifier.classify(&format!("+1415555{:04}", i));
+        }
+        assert!(classifier.cached() <= 100, "{}", classifier.cached());
+    }
+
+    // --- names ------------------------------------------------------------
+
+    #[test]
+    fn regions_parse_in_any_case_and_only_if_known() {
+        assert_eq!(region("gb").as_str(), "GB");
+        assert_eq!(region("Gg").to_string(), "GG");
+        assert_eq!(region("UZ"), region("uz"));
+        for bad in ["XX", "UK", "G", "GBR", "", "001", "G\u{0130}"] {
+            let err = bad.parse::<Region>().unwrap_err();
+            assert!(err.contains("unknown region"), "{bad:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn regions_deserialize_from_config_strings() {
+        use serde::de::{value::Error, IntoDeserializer};
+        let gb: Result<Region, Error> = Region::deserialize("gb".into_deserializer());
+        assert_eq!(gb, Ok(region("GB")));
+        let xx: Result<Region, Error> = Region::deserialize("XX".into_deserializer());
+        assert!(xx.is_err());
+        assert_eq!(String::from(region("uz")), "UZ");
+    }
+
+    #[test]
+    fn number_type_names_round_trip() {
+        use serde::de::{value::Error, IntoDeserializer};
+        for kind in NumberType::ALL {
+            assert_eq!(kind.as_str().parse::<NumberType>(), Ok(kind));
+            assert_eq!(kind.to_string(), kind.as_str());
+            let from_config: Result<NumberType, Error> =
+                NumberType::deserialize(kind.as_str().into_deserializer());
+            assert_eq!(from_config, Ok(kind));
+        }
+        let distinct: std::collections::HashSet<_> = NumberType::ALL.iter().collect();
+        assert_eq!(distinct.len(), NumberType::ALL.len());
+        let err = "premium".parse::<NumberType>().unwrap_err();
+        assert!(
+            err.contains("premium_rate") && err.contains("voicemail"),
+            "{err}"
+        );
+        assert!("Mobile".parse::<NumberType>().is_err());
+    }
+
+    /// `cargo test --release --lib -- --ignored --nocapture classify_timing`
+    #[test]
+    #[ignore]
+    fn classify_timing() {
+        use std::time::{Duration, Instant};
+        fn report(label: &str, numbers: impl Iterator<Item = String>, classifier: &Classifier) {
+            let mut times: Vec<Duration> = numbers
+                .map(|number| {
+                    let started = Instant::now();
+                    std::hint::black_box(classifier.classify(&number));
+                    started.elapsed()
+                })
+                .collect();
+            times.sort_unstable();
+            let mean = times.iter().sum::<Duration>() / times.len().max(1) as u32;
+            let p99 = times
+                .get(times.len() * 99 / 100)
+                .copied()
+                .unwrap_or_default();
+            let max = times.last().copied().unwrap_or_default();
+            println!("{label:36} mean {mean:>10.1?}  p99 {p99:>10.1?}  max {max:>10.1?}");
+        }
+
+        let classifier = Classifier::new(1_000_000);
+        let started = Instant::now();
+        classifier.classify("+998993941234");
+        println!("first classify (loads metadata): {:?}", started.elapsed());
+
+        report(
+            "new number, +1 415",
+            (0..20_000).map(|i| format!("+1415{i:07}")),
+            &classifier,
+        );
+        report(
+            "new number, +998 99",
+            (0..20_000).map(|i| format!("+99899{i:07}")),
+            &classifier,
+        );
+        let codes = [
+            "1", "44", "49", "33", "39", "998", "7", "91", "86", "55", "234", "225",
+        ];
+        report(
+            "new number, 12 countries in turn",
+            (0..20_000).map(|i| format!("+{}9{i:08}", codes[i % codes.len()])),
+            &classifier,
+        );
+        // Every calling code in turn with random lengths: the library's
+        // shared regex cache holds 100 compiled patterns, so this recompiles
+        // patterns on almost every number. It is what an attacker spraying
+        // random destinations costs.
+        let mut seed: u64 = 1;
+        let random = (0..60_000).map(move |i| {
+            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            let width = 4 + (seed >> 40) as usize % 9;
+            let tail = (seed >> 8) % 10u64.pow(width as u32);
+            let mut number = format!("+{}{tail:0width$}", 1 + i % 999);
+            number.truncate(MAX_DIGITS + 1);
+            number
+        });
+        report("new number, random calling code", random, &classifier);
+        report(
+            "cached number",
+            (0..20_000).map(|_| "+998993941234".to_owned()),
+            &classifier,
+        );
+    }
 }

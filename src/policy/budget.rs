@@ -40,7 +40,12 @@ impl Budget {
         let mut caps = Vec::new();
         let mut push = |name: String, region, window, cap: Option<Money>| {
             if let Some(cap) = cap {
-                caps.push(Cap { name, region, window, cap });
+                caps.push(Cap {
+                    name,
+                    region,
+                    window,
+                    cap,
+                });
             }
         };
         push("hour:*".into(), None, HOUR, b.hourly);
@@ -86,9 +91,17 @@ impl Budget {
     }
 
     /// Spends the attempt's cost on every cap that applies, or none of them.
-    pub(crate) fn check(&self, a: &Attempt, store: &dyn Store, now: Millis) -> (Step, Option<Spend>) {
+    pub(crate) fn check(
+        &self,
+        a: &Attempt,
+        store: &dyn Store,
+        now: Millis,
+    ) -> (Step, Option<Spend>) {
         let cost = self.cost(a);
-        let mut spend = Spend { keys: Vec::new(), amount: cost };
+        let mut spend = Spend {
+            keys: Vec::new(),
+            amount: cost,
+        };
         for cap in self.caps.iter().filter(|c| self.applies(c, a)) {
             let key = Self::key(cap, now);
             match store.spend(&key, cost, cap.cap.0) {

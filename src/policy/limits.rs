@@ -75,7 +75,12 @@ impl Limits {
                 continue;
             };
             let n = l.periods.len().min(counts.len());
-            store.hit(&format!("{}={value}", l.name), &l.periods[..n], now, &mut counts[..n]);
+            store.hit(
+                &format!("{}={value}", l.name),
+                &l.periods[..n],
+                now,
+                &mut counts[..n],
+            );
             let over = l.rates[..n]
                 .iter()
                 .zip(&counts[..n])

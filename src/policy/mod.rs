@@ -188,8 +188,14 @@ impl Policy {
             safe: safe::SafeList::new(&config),
             number: number::NumberRules::new(&config),
             blocks: blocks::Blocks::new(&config, limits.block_specs()),
-            backoff: config.backoff.as_ref().map(|b| backoff::Backoff::new(b, &config)),
-            budget: config.budget.as_ref().map(|b| budget::Budget::new(b, &config)),
+            backoff: config
+                .backoff
+                .as_ref()
+                .map(|b| backoff::Backoff::new(b, &config)),
+            budget: config
+                .budget
+                .as_ref()
+                .map(|b| budget::Budget::new(b, &config)),
             limits,
             store,
             config,
@@ -234,8 +240,10 @@ impl Policy {
             return d;
         }
         if trace {
-            d.trace
-                .push((Stage::Safe, StageOutcome::Pass("not on the safe list".into())));
+            d.trace.push((
+                Stage::Safe,
+                StageOutcome::Pass("not on the safe list".into()),
+            ));
         }
 
         // Effects that must be undone if a later stage blocks the send.
@@ -311,7 +319,15 @@ impl Policy {
 
     /// Sets a block by hand (admin API, tests).
     pub fn add_block(&self, req: &BlockRequest, now: Millis) -> Result<String, String> {
-        self.blocks.add(req, &*self.store, now, self.config.actions.blocks.unwrap_or(self.config.actions.default))
+        self.blocks.add(
+            req,
+            &*self.store,
+            now,
+            self.config
+                .actions
+                .blocks
+                .unwrap_or(self.config.actions.default),
+        )
     }
 
     pub fn remove_block(&self, key: &str) -> bool {

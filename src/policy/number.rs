@@ -48,12 +48,13 @@ impl NumberRules {
             None if !self.allow_no_region => {
                 return verdict("no_region".into(), Reason::Geo, self.action);
             }
-            None => {}
-            Some(r) => {
-                if self.deny.contains(&r) || (!self.allow.is_empty() && !self.allow.contains(&r)) {
-                    return verdict(format!("geo:{r}"), Reason::Geo, self.action);
-                }
+            Some(r)
+                if self.deny.contains(&r)
+                    || (!self.allow.is_empty() && !self.allow.contains(&r)) =>
+            {
+                return verdict(format!("geo:{r}"), Reason::Geo, self.action);
             }
+            _ => {}
         }
         if self.block_types.contains(&c.kind) {
             return verdict(

@@ -37,7 +37,11 @@ impl SafeList {
         if self.numbers.contains(&a.to.e164) {
             return Some(format!("{} is on the safe list", a.to.e164));
         }
-        if let Some(p) = self.prefixes.iter().find(|p| a.to.e164.starts_with(p.as_str())) {
+        if let Some(p) = self
+            .prefixes
+            .iter()
+            .find(|p| a.to.e164.starts_with(p.as_str()))
+        {
             return Some(format!("prefix {p} is on the safe list"));
         }
         if let Some(net) = self.clients.iter().find(|n| n.contains(&a.client_ip)) {

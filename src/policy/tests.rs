@@ -88,7 +88,8 @@ fn the_safe_list_skips_every_stage() {
 
 #[test]
 fn the_number_stage_judges_validity_region_and_type() {
-    let p = policy("[geo]\nallow = [\"US\", \"GB\"]\n[numbers]\nblock_types = [\"premium_rate\"]\n");
+    let p =
+        policy("[geo]\nallow = [\"US\", \"GB\"]\n[numbers]\nblock_types = [\"premium_rate\"]\n");
     let mut s = send("+15555550100", "US");
     s.class.valid = false;
     let d = p.decide(&s.attempt(), T0);
@@ -115,8 +116,14 @@ fn the_number_stage_judges_validity_region_and_type() {
 #[test]
 fn geo_deny_blocks_even_without_an_allow_list() {
     let p = policy("[geo]\ndeny = [\"UZ\"]\n");
-    assert_eq!(p.decide(&send("+998993941234", "UZ").attempt(), T0).action, Action::Shadow);
-    assert_eq!(p.decide(&send("+4915112345678", "DE").attempt(), T0).action, Action::Allow);
+    assert_eq!(
+        p.decide(&send("+998993941234", "UZ").attempt(), T0).action,
+        Action::Shadow
+    );
+    assert_eq!(
+        p.decide(&send("+4915112345678", "DE").attempt(), T0).action,
+        Action::Allow
+    );
 }
 
 #[test]
@@ -129,7 +136,10 @@ fn a_monitored_stage_records_would_block_and_forwards() {
     assert_eq!(d.would_block[0].rule, "geo:UZ");
     // Evaluation went on: the second send trips the limit and is shadowed.
     let d = p.decide(&s.attempt(), T0 + 1);
-    assert_eq!((d.action, d.verdict.unwrap().rule.as_str()), (Action::Shadow, "limit:n"));
+    assert_eq!(
+        (d.action, d.verdict.unwrap().rule.as_str()),
+        (Action::Shadow, "limit:n")
+    );
 }
 
 const BACKOFF: &str =
@@ -143,9 +153,17 @@ fn backoff_doubles_the_wait_after_each_send_up_to_max() {
     assert_eq!(at(T0).action, Action::Allow, "the free send");
     assert_eq!(at(T0 + 29 * SEC).action, Action::Shadow, "29s < 30s");
     assert_eq!(rule(&at(T0 + 29 * SEC)), "backoff");
-    assert_eq!(at(T0 + 30 * SEC).action, Action::Allow, "30s after the first");
+    assert_eq!(
+        at(T0 + 30 * SEC).action,
+        Action::Allow,
+        "30s after the first"
+    );
     let t2 = T0 + 30 * SEC;
-    assert_eq!(at(t2 + 59 * SEC).action, Action::Shadow, "now 60s are needed");
+    assert_eq!(
+        at(t2 + 59 * SEC).action,
+        Action::Shadow,
+        "now 60s are needed"
+    );
     assert_eq!(at(t2 + 60 * SEC).action, Action::Allow);
     let t3 = t2 + 60 * SEC;
     assert_eq!(at(t3 + 119 * SEC).action, Action::Shadow, "120s = max");
@@ -156,7 +174,11 @@ fn backoff_doubles_the_wait_after_each_send_up_to_max() {
     // Blocked attempts keep the streak alive; a quiet 2h resets it.
     let t5 = t4 + 120 * SEC;
     assert_eq!(at(t5 + 2 * HOUR).action, Action::Allow);
-    assert_eq!(at(t5 + 2 * HOUR + 30 * SEC).action, Action::Allow, "level reset to the first step");
+    assert_eq!(
+        at(t5 + 2 * HOUR + 30 * SEC).action,
+        Action::Allow,
+        "level reset to the first step"
+    );
 }
 
 #[test]
@@ -171,7 +193,10 @@ fn backoff_holds_a_send_whose_wait_is_short() {
     let d = p.decide(&s.attempt(), T0 + 26 * SEC);
     assert_eq!(d.action, Action::Shadow);
     let d = p.decide(&s.attempt(), T0 + 85 * SEC);
-    assert_eq!((d.action, d.hold), (Action::Allow, Some(Duration::from_secs(5))));
+    assert_eq!(
+        (d.action, d.hold),
+        (Action::Allow, Some(Duration::from_secs(5)))
+    );
 }
 
 #[test]
@@ -180,7 +205,11 @@ fn a_send_blocked_by_a_later_stage_does_not_use_a_backoff_slot() {
         "{BACKOFF}[[limit]]\nname = \"ip\"\nkey = \"client_ip\"\nrates = [\"1/1h\"]\n"
     ));
     let s = send("+14155550123", "US").ip("203.0.113.9");
-    assert_eq!(p.decide(&send("+14155550999", "US").ip("203.0.113.9").attempt(), T0).action, Action::Allow);
+    assert_eq!(
+        p.decide(&send("+14155550999", "US").ip("203.0.113.9").attempt(), T0)
+            .action,
+        Action::Allow
+    );
     // Passes backoff (free send) but the IP limit blocks it.
     assert_eq!(rule(&p.decide(&s.attempt(), T0 + 1)), "limit:ip");
     // From another IP, the number's free send is still free.
@@ -188,26 +217,42 @@ fn a_send_blocked_by_a_later_stage_does_not_use_a_backoff_slot() {
     assert_eq!(p.decide(&other.attempt(), T0 + 2).action, Action::Allow);
 }
 
-const PREFIX_LIMIT: &str = "[[limit]]\nname = \"prefix\"\nkey = \"prefix:8\"\nrates = [\"20/10m\"]\nblock = \"12h\"\n";
+const PREFIX_LIMIT: &str =
+    "[[limit]]\nname = \"prefix\"\nkey = \"prefix:8\"\nrates = [\"20/10m\"]\nblock = \"12h\"\n";
 
 #[test]
-fn twenty_sends_to_one_prefix_in_ten_minutes_get_the_twenty_first_shadowed_and_the_prefix_blocked() {
+fn twenty_sends_to_one_prefix_in_ten_minutes_get_the_twenty_first_shadowed_and_the_prefix_blocked()
+{
     let p = policy(PREFIX_LIMIT);
     for i in 0..20 {
         let s = send(&format!("+4474001234{i:02}"), "GB");
-        assert_eq!(p.decide(&s.attempt(), T0 + i * SEC).action, Action::Allow, "send {i}");
+        assert_eq!(
+            p.decide(&s.attempt(), T0 + i * SEC).action,
+            Action::Allow,
+            "send {i}"
+        );
     }
     let d = p.decide(&send("+447400123499", "GB").attempt(), T0 + 30 * SEC);
     assert_eq!((d.action, rule(&d)), (Action::Shadow, "limit:prefix"));
     // The prefix is now blocked for 12h: the blocks stage stops it, even slowly.
     let d = p.decide(&send("+447400120000", "GB").attempt(), T0 + 6 * HOUR);
     assert_eq!(d.verdict.as_ref().unwrap().stage, Stage::Blocks);
-    assert_eq!(d.verdict.as_ref().unwrap().detail.as_deref(), Some("prefix:8=+44740012"));
+    assert_eq!(
+        d.verdict.as_ref().unwrap().detail.as_deref(),
+        Some("prefix:8=+44740012")
+    );
     // Another prefix is untouched.
-    assert_eq!(p.decide(&send("+447500123456", "GB").attempt(), T0 + 6 * HOUR).action, Action::Allow);
+    assert_eq!(
+        p.decide(&send("+447500123456", "GB").attempt(), T0 + 6 * HOUR)
+            .action,
+        Action::Allow
+    );
     // After 12h it is free again.
     let t = T0 + 30 * SEC + 12 * HOUR;
-    assert_eq!(p.decide(&send("+447400120001", "GB").attempt(), t).action, Action::Allow);
+    assert_eq!(
+        p.decide(&send("+447400120001", "GB").attempt(), t).action,
+        Action::Allow
+    );
 }
 
 #[test]
@@ -215,7 +260,10 @@ fn a_repeat_offence_doubles_the_block() {
     let p = policy(PREFIX_LIMIT);
     let burst = |start: Millis| {
         for i in 0..21 {
-            p.decide(&send(&format!("+4474001234{i:02}"), "GB").attempt(), start + i);
+            p.decide(
+                &send(&format!("+4474001234{i:02}"), "GB").attempt(),
+                start + i,
+            );
         }
     };
     burst(T0);
@@ -228,7 +276,8 @@ fn a_repeat_offence_doubles_the_block() {
     assert_eq!(blocks[0].1.offence, 2);
     assert_eq!(blocks[0].1.until - blocks[0].1.since, 24 * HOUR);
     assert_eq!(
-        p.decide(&send("+447400120000", "GB").attempt(), second + 20 * HOUR).action,
+        p.decide(&send("+447400120000", "GB").attempt(), second + 20 * HOUR)
+            .action,
         Action::Shadow
     );
 }
@@ -243,10 +292,18 @@ fn every_attempt_counts_so_hammering_keeps_a_key_blocked() {
     // Keep trying every 10 minutes: each try counts, so the sliding hour
     // never empties and the number stays limited.
     for i in 1..=12 {
-        assert_eq!(p.decide(&s.attempt(), T0 + 5 * MIN + i * 10 * MIN).action, Action::Shadow, "try {i}");
+        assert_eq!(
+            p.decide(&s.attempt(), T0 + 5 * MIN + i * 10 * MIN).action,
+            Action::Shadow,
+            "try {i}"
+        );
     }
     // Stop for two hours and the number is free again.
-    assert_eq!(p.decide(&s.attempt(), T0 + 5 * MIN + 120 * MIN + 2 * HOUR).action, Action::Allow);
+    assert_eq!(
+        p.decide(&s.attempt(), T0 + 5 * MIN + 120 * MIN + 2 * HOUR)
+            .action,
+        Action::Allow
+    );
 }
 
 #[test]
@@ -256,7 +313,11 @@ fn a_limit_with_several_rates_catches_slow_and_fast_attacks() {
     for i in 0..3 {
         assert_eq!(p.decide(&s.attempt(), T0 + i).action, Action::Allow);
     }
-    assert_eq!(p.decide(&s.attempt(), T0 + 10).action, Action::Shadow, "fast: 4th in a minute");
+    assert_eq!(
+        p.decide(&s.attempt(), T0 + 10).action,
+        Action::Shadow,
+        "fast: 4th in a minute"
+    );
     // Slowly: the 5th attempt of the day (the blocked one counted) passes,
     // the 6th does not, however far apart they are.
     assert_eq!(p.decide(&s.attempt(), T0 + 10 * MIN).action, Action::Allow);
@@ -269,8 +330,16 @@ fn a_combined_key_counts_each_combination_apart() {
     let a = |n: &str, r: &str, ip: &str| p.decide(&send(n, r).ip(ip).attempt(), T0).action;
     assert_eq!(a("+14155550001", "US", "192.0.2.1"), Action::Allow);
     assert_eq!(a("+14155550002", "US", "192.0.2.1"), Action::Allow);
-    assert_eq!(a("+447400000003", "GB", "192.0.2.1"), Action::Allow, "other region");
-    assert_eq!(a("+14155550004", "US", "192.0.2.2"), Action::Allow, "other ip");
+    assert_eq!(
+        a("+447400000003", "GB", "192.0.2.1"),
+        Action::Allow,
+        "other region"
+    );
+    assert_eq!(
+        a("+14155550004", "US", "192.0.2.2"),
+        Action::Allow,
+        "other ip"
+    );
     assert_eq!(a("+14155550005", "US", "192.0.2.1"), Action::Shadow);
 }
 
@@ -314,8 +383,15 @@ fn a_manual_block_on_any_prefix_length_applies_and_can_be_removed() {
     let d = p.decide(&send("+998993941234", "UZ").attempt(), T0 + 1);
     assert_eq!((d.action, rule(&d)), (Action::Reject, "manual"));
     assert!(p.remove_block(&key));
-    assert_eq!(p.decide(&send("+998993941234", "UZ").attempt(), T0 + 2).action, Action::Allow);
-    let bad = BlockRequest { value: "+99899".into(), ..req };
+    assert_eq!(
+        p.decide(&send("+998993941234", "UZ").attempt(), T0 + 2)
+            .action,
+        Action::Allow
+    );
+    let bad = BlockRequest {
+        value: "+99899".into(),
+        ..req
+    };
     assert!(p.add_block(&bad, T0).is_err());
 }
 
@@ -326,7 +402,10 @@ fn the_budget_caps_spend_and_only_forwarded_sends_spend() {
     );
     // Shadowed sends (geo) spend nothing.
     for _ in 0..10 {
-        assert_eq!(p.decide(&send("+998993941234", "UZ").attempt(), T0).action, Action::Shadow);
+        assert_eq!(
+            p.decide(&send("+998993941234", "UZ").attempt(), T0).action,
+            Action::Shadow
+        );
     }
     for i in 0..5 {
         let d = p.decide(&send(&format!("+1415555010{i}"), "US").attempt(), T0 + i);
@@ -336,12 +415,18 @@ fn the_budget_caps_spend_and_only_forwarded_sends_spend() {
     assert_eq!((d.action, rule(&d)), (Action::Shadow, "budget:day:*"));
     // Two segments cost twice: still refused. The next UTC day is fresh.
     let next_day = T0 - T0 % (24 * HOUR) + 24 * HOUR;
-    assert_eq!(p.decide(&send("+14155550109", "US").attempt(), next_day).action, Action::Allow);
+    assert_eq!(
+        p.decide(&send("+14155550109", "US").attempt(), next_day)
+            .action,
+        Action::Allow
+    );
 }
 
 #[test]
 fn the_budget_holds_exactly_under_concurrent_sends() {
-    let p = Arc::new(policy("[budget]\nhourly = \"1.00\"\nprices = { default = \"0.01\" }\n"));
+    let p = Arc::new(policy(
+        "[budget]\nhourly = \"1.00\"\nprices = { default = \"0.01\" }\n",
+    ));
     let allowed = std::sync::atomic::AtomicU64::new(0);
     std::thread::scope(|sc| {
         for t in 0..8 {

@@ -215,9 +215,7 @@ impl Store for MemoryStore {
     }
 
     fn spend(&self, key: &str, amount: u64, cap: u64) -> Result<u64, u64> {
-        let e = self
-            .spend
-            .get_with_by_ref(key, || Arc::new(Mutex::new(0)));
+        let e = self.spend.get_with_by_ref(key, || Arc::new(Mutex::new(0)));
         let mut s = e.lock().unwrap_or_else(|p| p.into_inner());
         match s.checked_add(amount) {
             Some(total) if total <= cap => {

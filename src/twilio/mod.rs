@@ -1,3 +1,5 @@
 //! The Twilio wire contract: which requests are sends, strict form parsing,
 //! the fake resources and error bodies. Knows nothing about policy.
+pub mod form;
+pub mod responses;
 pub mod routes;

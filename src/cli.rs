@@ -1,0 +1,340 @@
+//! The command line: `serve`, `check`, `explain`, `demo`.
+//!
+//! Output for people goes to stdout; errors to stderr with a non-zero exit.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+
+use crate::clock::{Clock, SystemClock};
+use crate::config::Config;
+use crate::guard::Guard;
+use crate::phone::Classifier;
+use crate::policy::{Attempt, Policy, StageOutcome};
+use crate::store::MemoryStore;
+use crate::twilio::routes::Product;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "smsguard",
+    version,
+    about = "A guard in front of the Twilio API that stops SMS traffic pumping"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the guard until SIGINT or SIGTERM.
+    Serve {
+        #[arg(long, default_value = "smsguard.toml")]
+        config: PathBuf,
+    },
+    /// Validate a policy file and summarize it.
+    Check {
+        #[arg(long, default_value = "smsguard.toml")]
+        config: PathBuf,
+    },
+    /// Judge one hypothetical send with empty state and show every stage.
+    Explain {
+        #[arg(long, default_value = "smsguard.toml")]
+        config: PathBuf,
+        /// Destination number, e.g. +998993941234
+        #[arg(long)]
+        to: String,
+        #[arg(long, default_value = "192.0.2.1")]
+        ip: std::net::IpAddr,
+        #[arg(long)]
+        user: Option<String>,
+        #[arg(long, default_value = "AC00000000000000000000000000000000")]
+        account: String,
+        /// messaging, voice or verify
+        #[arg(long, default_value = "messaging")]
+        product: String,
+    },
+    /// Replay a day of legitimate traffic and a pumping attack through a
+    /// guard in front of a built-in fake Twilio, offline.
+    Demo {
+        /// Policy to use (the built-in example policy by default).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+}
+
+/// Runs a command; returns the process exit code.
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Check { config } => check(&config),
+        Command::Explain {
+            config,
+            to,
+            ip,
+            user,
+            account,
+            product,
+        } => explain(&config, &to, ip, user.as_deref(), &account, &product),
+        Command::Serve { config } => serve(&config),
+        Command::Demo { config } => crate::demo::main(config.as_deref()),
+    }
+}
+
+fn load(path: &Path) -> Result<Config, i32> {
+    Config::load(path).map_err(|e| {
+        eprintln!("{e}");
+        1
+    })
+}
+
+pub fn check(path: &Path) -> i32 {
+    let c = match load(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    println!("{}: ok", path.display());
+    print!("{}", summary(&c));
+    0
+}
+
+/// A short description of the effective policy.
+pub fn summary(c: &Config) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    let list = |v: Vec<String>| {
+        if v.is_empty() {
+            "-".to_string()
+        } else {
+            v.join(", ")
+        }
+    };
+    let _ = writeln!(
+        s,
+        "  listen      {}{}{}",
+        c.listen.addr,
+        if c.listen.tls { " tls" } else { "" },
+        if c.listen.proxy { " proxy" } else { "" }
+    );
+    let _ = writeln!(
+        s,
+        "  upstream    api={} verify={} timeout={}",
+        c.upstream.api,
+        c.upstream.verify,
+        humantime::format_duration(c.upstream.timeout)
+    );
+    let _ = writeln!(
+        s,
+        "  actions     default={} invalid={}",
+        c.actions.default.as_str(),
+        c.actions.invalid.as_str()
+    );
+    let _ = writeln!(
+        s,
+        "  geo         allow={} deny={} no_region={}",
+        list(c.geo.allow.iter().map(|r| r.to_string()).collect()),
+        list(c.geo.deny.iter().map(|r| r.to_string()).collect()),
+        if c.geo.allow_no_region {
+            "allowed"
+        } else {
+            "blocked"
+        }
+    );
+    let _ = writeln!(
+        s,
+        "  numbers     block_types={} safe={} safe_prefixes={} safe_clients={}",
+        list(
+            c.numbers
+                .block_types
+                .iter()
+                .map(|t| t.as_str().to_string())
+                .collect()
+        ),
+        c.numbers.safe.len(),
+        c.numbers.safe_prefixes.len(),
+        c.numbers.safe_clients.len()
+    );
+    match &c.backoff {
+        Some(b) => {
+            let _ = writeln!(
+                s,
+                "  backoff     free={} base={} factor={} max={} reset_after={}{}",
+                b.free,
+                humantime::format_duration(b.base),
+                b.factor,
+                humantime::format_duration(b.max),
+                humantime::format_duration(b.reset_after),
+                b.hold_up_to
+                    .map(|h| format!(" hold_up_to={}", humantime::format_duration(h)))
+                    .unwrap_or_default()
+            );
+        }
+        None => s.push_str("  backoff     off\n"),
+    }
+    for l in &c.limits {
+        let rates: Vec<String> = l.rates.iter().map(|r| r.to_string()).collect();
+        let _ = writeln!(
+            s,
+            "  limit       {} key={} rates={}{}{}",
+            l.name.get_ref(),
+            l.key,
+            rates.join(","),
+            l.block
+                .map(|b| format!(
+                    " block={} escalate={}",
+                    humantime::format_duration(b),
+                    l.escalate
+                ))
+                .unwrap_or_default(),
+            l.action
+                .map(|a| format!(" action={}", a.as_str()))
+                .unwrap_or_default()
+        );
+    }
+    match &c.budget {
+        Some(b) => {
+            let _ = writeln!(
+                s,
+                "  budget      hourly={} daily={} {} default price={} regions priced={} region caps={}",
+                b.hourly.map_or("-".into(), |m| m.to_string()),
+                b.daily.map_or("-".into(), |m| m.to_string()),
+                b.currency,
+                b.prices.default,
+                b.prices.by_region.len(),
+                b.regions.len()
+            );
+        }
+        None => s.push_str("  budget      off\n"),
+    }
+    s
+}
+
+pub fn explain(
+    path: &Path,
+    to: &str,
+    ip: std::net::IpAddr,
+    user: Option<&str>,
+    account: &str,
+    product: &str,
+) -> i32 {
+    let c = match load(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let product = match product {
+        "messaging" => Product::Messaging,
+        "voice" => Product::Voice,
+        "verify" => Product::Verify,
+        other => {
+            eprintln!("unknown product {other:?}: expected messaging, voice or verify");
+            return 2;
+        }
+    };
+    let dest = match crate::phone::normalize(to, c.numbers.default_region) {
+        Ok(d) => d,
+        Err(e) => {
+            println!("number   {to:?}: {e}");
+            println!(
+                "action   {} (invalid number, Twilio error 21211)",
+                c.actions.invalid.as_str()
+            );
+            return 0;
+        }
+    };
+    let class = Classifier::new(16).classify(&dest.e164);
+    let store = MemoryStore::new(1_000, 1_000);
+    let policy = Policy::new(Arc::new(c), Arc::new(store));
+    let attempt = Attempt {
+        product,
+        account,
+        to: &dest,
+        class,
+        client_ip: ip,
+        user,
+        segments: 1,
+    };
+    let d = policy.explain(&attempt, SystemClock.now());
+    println!(
+        "number   {} region={} type={} valid={}",
+        dest.e164,
+        class.region.map_or("none".to_string(), |r| r.to_string()),
+        class.kind.as_str(),
+        class.valid
+    );
+    for (stage, outcome) in &d.trace {
+        match outcome {
+            StageOutcome::Pass(why) => println!("{:<8} pass   {why}", stage.as_str()),
+            StageOutcome::Skipped => println!("{:<8} skip   (safe list)", stage.as_str()),
+            StageOutcome::Block(v) => println!(
+                "{:<8} {:<6} {}{}",
+                stage.as_str(),
+                v.action.as_str(),
+                v.rule,
+                v.detail
+                    .as_ref()
+                    .map(|d| format!(" ({d})"))
+                    .unwrap_or_default()
+            ),
+        }
+    }
+    match d.deciding() {
+        Some(v) => println!("action   {} by {} {}", d.action.as_str(), v.stage, v.rule),
+        None => println!("action   {}", d.action.as_str()),
+    }
+    0
+}
+
+fn serve(path: &Path) -> i32 {
+    let c = match load(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    crate::telemetry::init(c.log.format, &c.log.level);
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return 1;
+        }
+    };
+    rt.block_on(async move {
+        let guard = match Guard::start(c, Arc::new(SystemClock)).await {
+            Ok(g) => g,
+            Err(e) => {
+                eprintln!("{}: {e}", path.display());
+                return 1;
+            }
+        };
+        tracing::info!(addr = %guard.addr(), "smsguard listening");
+        wait_for_signal().await;
+        tracing::info!("stopping: finishing requests in flight");
+        guard.stop().await;
+        0
+    })
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,85 @@
+//! A running guard: the listener, the shared application state, and a way
+//! to stop it. Tests, the demo and `serve` all start the guard this way, so
+//! tests exercise the real server on port 0.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::pipeline::{self, App};
+use crate::server::{self, ServerOptions};
+use crate::store::MemoryStore;
+
+pub struct Guard {
+    addr: SocketAddr,
+    app: Arc<App>,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<()>,
+}
+
+impl Guard {
+    /// Binds `listen.addr` (port 0 picks a free port) and starts serving.
+    pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Guard, String> {
+        let listener = TcpListener::bind(config.listen.addr)
+            .await
+            .map_err(|e| format!("cannot listen on {}: {e}", config.listen.addr))?;
+        let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        let store = MemoryStore::new(config.store.capacity, config.store.block_capacity);
+        if let Some(b) = &config.backoff {
+            store.set_backoff_lifetime(crate::clock::ms(b.reset_after));
+        }
+        let opts = ServerOptions {
+            max_connections: config.listen.max_connections,
+            header_timeout: config.listen.header_timeout,
+            drain_timeout: config.listen.drain_timeout,
+        };
+        let app = Arc::new(App::new(Arc::new(config), Arc::new(store), clock)?);
+        let (stop, stopped) = oneshot::channel::<()>();
+        let handler_app = app.clone();
+        let task = tokio::spawn(server::run(
+            listener,
+            opts,
+            move |req, peer| pipeline::handle(handler_app.clone(), req, peer),
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        Ok(Guard {
+            addr,
+            app,
+            stop: Some(stop),
+            task,
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn app(&self) -> &Arc<App> {
+        &self.app
+    }
+
+    /// Stops accepting, lets in-flight requests finish (bounded by the drain
+    /// timeout), and returns when the server is done.
+    pub async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        let _ = (&mut self.task).await;
+    }
+
+    /// Resolves when the server stops on its own (it only does when told).
+    pub async fn wait(&mut self) {
+        let _ = (&mut self.task).await;
+    }
+}

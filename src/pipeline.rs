@@ -1,0 +1,594 @@
+//! One request's way through the guard: route → parse → decide → act →
+//! record.
+//!
+//! Non-sends are streamed through untouched. A send is read whole (bounded),
+//! parsed strictly, judged, and then forwarded with its body bytes exactly as
+//! received (bar `RiskCheck=disable`), or answered here. A send that cannot
+//! be read with certainty is answered with a Twilio-shaped error and never
+//! reaches Twilio. A decision becomes an HTTP response only in [`act`].
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::request::Parts;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Either, Limited};
+use hyper::body::Incoming;
+
+use crate::clock::Clock;
+use crate::config::{Action, Config};
+use crate::phone::{Classifier, Destination};
+use crate::policy::{Attempt, Decision, Policy, Reason, Verdict};
+use crate::store::Store;
+use crate::telemetry::{self, DecisionEvent};
+use crate::twilio::form::{self, FormError};
+use crate::twilio::responses::{self, TwilioError};
+use crate::twilio::routes::{self, Endpoint, Product, Route};
+use crate::upstream::{self, Body, Upstream, UpstreamError};
+
+/// The application's end user's IP, for `client_ip` limits.
+pub const CLIENT_IP_HEADER: HeaderName = HeaderName::from_static("x-smsguard-client-ip");
+/// The application's own user id, for `user` limits.
+pub const USER_HEADER: HeaderName = HeaderName::from_static("x-smsguard-user");
+
+/// Longest request path the guard reads.
+const MAX_PATH: usize = 8 * 1024;
+
+/// Headers some servers read as "use this method instead": never forwarded,
+/// so a send cannot travel as a GET that becomes a POST upstream.
+const METHOD_OVERRIDES: [&str; 3] = [
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+];
+
+/// Everything a request needs, shared by all connections.
+/// Receives every decision event (the demo's tally, the admin's recent list).
+pub type DecisionSink = Arc<dyn Fn(&DecisionEvent) + Send + Sync>;
+
+pub struct App {
+    policy: RwLock<Arc<Policy>>,
+    sink: std::sync::OnceLock<DecisionSink>,
+    pub classifier: Classifier,
+    pub upstream: Upstream,
+    pub clock: Arc<dyn Clock>,
+}
+
+impl App {
+    pub fn new(
+        config: Arc<Config>,
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<App, String> {
+        let upstream = Upstream::new(&config.upstream)?;
+        Ok(App {
+            classifier: Classifier::new(config.numbers.cache),
+            policy: RwLock::new(Arc::new(Policy::new(config, store))),
+            sink: std::sync::OnceLock::new(),
+            upstream,
+            clock,
+        })
+    }
+
+    pub fn policy(&self) -> Arc<Policy> {
+        self.policy
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Sends every later decision event to `sink` too (set once).
+    pub fn set_decision_sink(&self, sink: DecisionSink) -> bool {
+        self.sink.set(sink).is_ok()
+    }
+
+    fn record(&self, event: &DecisionEvent) {
+        telemetry::record(event);
+        if let Some(s) = self.sink.get() {
+            s(event);
+        }
+    }
+
+    /// Swaps the policy atomically; requests in flight finish on the old one.
+    pub fn replace_policy(&self, config: Arc<Config>) {
+        let store = self.policy().store().clone();
+        let next = Arc::new(Policy::new(config, store));
+        *self.policy.write().unwrap_or_else(|p| p.into_inner()) = next;
+    }
+}
+
+/// The guard's request handler.
+pub async fn handle(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+    let started = Instant::now();
+    // Matching a path tries every way a server could read it; a huge,
+    // crafted path would make that costly. No Twilio path comes near this.
+    if req.uri().path().len() > MAX_PATH {
+        let e = TwilioError::new(
+            StatusCode::URI_TOO_LONG,
+            20414,
+            format!("The request path is longer than {MAX_PATH} bytes"),
+        );
+        let mut resp = Response::new(upstream::full(e.body()));
+        *resp.status_mut() = e.status;
+        return resp;
+    }
+    let route = routes::route(req.method(), req.uri().path());
+    if route.endpoint.send_product().is_some() {
+        handle_send(&app, req, route, peer, started).await
+    } else {
+        forward_stream(&app, req, route).await
+    }
+}
+
+/// Who is behind a request, from the context headers or the TCP peer.
+struct Context {
+    client_ip: IpAddr,
+    user: Option<String>,
+}
+
+fn context(headers: &HeaderMap, peer: SocketAddr) -> Context {
+    let one = |name: &HeaderName| {
+        let mut values = headers.get_all(name).iter();
+        match (values.next(), values.next()) {
+            (Some(v), None) => v.to_str().ok().map(str::trim).filter(|v| !v.is_empty()),
+            _ => None,
+        }
+    };
+    let client_ip = match one(&CLIENT_IP_HEADER).map(|v| v.parse::<IpAddr>()) {
+        Some(Ok(ip)) => ip,
+        Some(Err(_)) => {
+            tracing::warn!("X-SMSGuard-Client-IP is not an IP address; using the TCP peer");
+            peer.ip()
+        }
+        None => peer.ip(),
+    };
+    let user = one(&USER_HEADER)
+        .filter(|u| u.len() <= 256)
+        .map(str::to_string);
+    Context { client_ip, user }
+}
+
+/// Request headers as they go upstream: no hop-by-hop, no context headers.
+fn upstream_headers(mut headers: HeaderMap) -> HeaderMap {
+    upstream::strip_hop_by_hop(&mut headers);
+    headers.remove(&CLIENT_IP_HEADER);
+    headers.remove(&USER_HEADER);
+    for h in METHOD_OVERRIDES {
+        headers.remove(h);
+    }
+    headers
+}
+
+fn api_domain(route: &Route) -> &'static str {
+    match route.upstream {
+        routes::Upstream::Api => "api.twilio.com",
+        routes::Upstream::Verify => "verify.twilio.com",
+    }
+}
+
+async fn forward_stream(app: &App, req: Request<Incoming>, route: Route) -> Response<Body> {
+    let (parts, body) = req.into_parts();
+    let headers = upstream_headers(parts.headers);
+    let result = app
+        .upstream
+        .send(
+            route.upstream,
+            parts.method,
+            parts.uri.path_and_query(),
+            headers,
+            Either::Left(body),
+        )
+        .await;
+    match result {
+        Ok(resp) => resp.map(Either::Left),
+        Err(e) => {
+            tracing::warn!(endpoint = route.endpoint.name(), error = %e, "forwarding failed");
+            upstream_error(&route, &e)
+        }
+    }
+}
+
+fn upstream_error(route: &Route, e: &UpstreamError) -> Response<Body> {
+    let status = match e {
+        UpstreamError::Timeout => StatusCode::GATEWAY_TIMEOUT,
+        UpstreamError::Unreachable(_) => StatusCode::BAD_GATEWAY,
+    };
+    error_response(
+        route,
+        &TwilioError::upstream_unavailable(status),
+        Duration::ZERO,
+    )
+}
+
+fn error_response(route: &Route, e: &TwilioError, took: Duration) -> Response<Body> {
+    let mut resp = Response::new(upstream::full(e.body()));
+    *resp.status_mut() = e.status;
+    *resp.headers_mut() = responses::twilio_headers(api_domain(route), took);
+    resp
+}
+
+fn form_error(e: &FormError) -> TwilioError {
+    let status = match e {
+        FormError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+        FormError::NotForm | FormError::Compressed => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        _ => StatusCode::BAD_REQUEST,
+    };
+    match e {
+        FormError::MissingTo => TwilioError::missing_to(),
+        _ => TwilioError::malformed(status, &e.to_string()),
+    }
+}
+
+/// What is known of a send once its form is read.
+struct SendForm<'a> {
+    route: &'a Route,
+    product: Product,
+    account: String,
+    form: form::Form,
+    body: Bytes,
+}
+
+async fn handle_send(
+    app: &App,
+    req: Request<Incoming>,
+    route: Route,
+    peer: SocketAddr,
+    started: Instant,
+) -> Response<Body> {
+    let policy = app.policy();
+    let config = policy.config().clone();
+    let (parts, body) = req.into_parts();
+    let ctx = context(&parts.headers, peer);
+    let mut event = DecisionEvent::new(route.endpoint.name(), &ctx.client_ip, ctx.user.as_deref());
+
+    let limit = config.listen.max_body;
+    let read = async {
+        form::check_headers(&parts.headers, limit)?;
+        let bytes = match Limited::new(body, limit).collect().await {
+            Ok(c) => c.to_bytes(),
+            Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+                return Err(FormError::TooLarge { limit })
+            }
+            Err(_) => return Err(FormError::Unreadable),
+        };
+        let (form, to) = form::parse_send(parts.uri.query(), &bytes)?;
+        // To in the query is reported as such above; anything else there
+        // (RiskCheck=disable, say) would escape the judge.
+        if parts.uri.query().is_some_and(|q| !q.is_empty()) {
+            return Err(FormError::QueryOnSend);
+        }
+        Ok((bytes, form, to))
+    };
+    let (bytes, form, raw_to) = match read.await {
+        Ok(x) => x,
+        Err(e) => {
+            event.malformed(&e.to_string());
+            app.record(&event);
+            return error_response(&route, &form_error(&e), started.elapsed());
+        }
+    };
+
+    let product = route.endpoint.send_product().unwrap_or(Product::Messaging);
+    if let Endpoint::VerificationCreate { .. } = route.endpoint {
+        match form.one("Channel") {
+            Err(_) => {
+                let e = TwilioError::malformed(
+                    StatusCode::BAD_REQUEST,
+                    "Channel is given more than once",
+                );
+                event.malformed("duplicate Channel");
+                app.record(&event);
+                return error_response(&route, &e, started.elapsed());
+            }
+            // Email and silent network auth cost nothing per destination
+            // number: they pass unjudged.
+            Ok(Some(c)) if c.eq_ignore_ascii_case("email") || c.eq_ignore_ascii_case("sna") => {
+                return forward_send(app, &config, &route, parts, bytes).await;
+            }
+            Ok(_) => {}
+        }
+    }
+
+    let account = account_of(&route.endpoint, &parts.headers);
+    event.account = Some(account.clone());
+    let send = SendForm {
+        route: &route,
+        product,
+        account,
+        form,
+        body: bytes,
+    };
+
+    let dest = match crate::phone::normalize(&raw_to, config.numbers.default_region) {
+        Ok(d) => d,
+        Err(e) => {
+            let verdict = Verdict {
+                stage: crate::policy::Stage::Number,
+                rule: "invalid".into(),
+                detail: Some(e.to_string()),
+                reason: Reason::Invalid,
+                action: config.actions.invalid,
+            };
+            let decision = Decision {
+                action: if config.actions.invalid.blocks() {
+                    config.actions.invalid
+                } else {
+                    Action::Reject
+                },
+                verdict: Some(verdict),
+                would_block: Vec::new(),
+                hold: None,
+                trace: Vec::new(),
+            };
+            event.decided(&decision);
+            app.record(&event);
+            return act(
+                app, &config, &send, parts, &raw_to, None, &decision, started,
+            )
+            .await;
+        }
+    };
+    let class = app.classifier.classify(&dest.e164);
+    event.number(&dest, &class, config.log.prefix_digits);
+
+    let segments = match send.form.one("Body") {
+        Ok(Some(b)) => responses::segments(b).1,
+        _ => 1,
+    };
+    let attempt = Attempt {
+        product,
+        account: &send.account,
+        to: &dest,
+        class,
+        client_ip: ctx.client_ip,
+        user: ctx.user.as_deref(),
+        segments,
+    };
+    let decision = policy.decide(&attempt, app.clock.now());
+    event.decided(&decision);
+    app.record(&event);
+    act(
+        app,
+        &config,
+        &send,
+        parts,
+        &raw_to,
+        Some(&dest),
+        &decision,
+        started,
+    )
+    .await
+}
+
+/// The account a send is billed to: the path's for the 2010 API; for Verify
+/// the Basic-auth user when it is an account sid (never the secret).
+fn account_of(endpoint: &Endpoint, headers: &HeaderMap) -> String {
+    match endpoint {
+        Endpoint::MessageCreate { account_sid } | Endpoint::CallCreate { account_sid } => {
+            account_sid.clone()
+        }
+        Endpoint::VerificationCreate { service_sid } => basic_user(headers)
+            .filter(|u| u.starts_with("AC"))
+            .unwrap_or_else(|| service_sid.clone()),
+        _ => String::new(),
+    }
+}
+
+fn basic_user(headers: &HeaderMap) -> Option<String> {
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, b64) = v.trim().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = base64_decode(b64.trim())?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (user, _secret) = text.split_once(':')?;
+    Some(user.to_string())
+}
+
+/// Standard base64 without padding requirements; only to read the Basic
+/// user name.
+fn base64_decode(s: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(s.len() * 3 / 4);
+    let mut acc = 0u32;
+    let mut bits = 0;
+    for c in s.bytes().filter(|&c| c != b'=') {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        } as u32;
+        acc = (acc << 6) | v;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    Some(out)
+}
+
+/// Turns a decision into the response: the one place this happens.
+#[allow(clippy::too_many_arguments)]
+async fn act(
+    app: &App,
+    config: &Config,
+    send: &SendForm<'_>,
+    parts: Parts,
+    raw_to: &str,
+    dest: Option<&Destination>,
+    decision: &Decision,
+    started: Instant,
+) -> Response<Body> {
+    match decision.action {
+        Action::Allow | Action::Monitor => {
+            if let Some(hold) = decision.hold {
+                tokio::time::sleep(hold).await;
+            }
+            forward_send(app, config, send.route, parts, send.body.clone()).await
+        }
+        Action::Shadow => shadow(app, send, raw_to, dest, started),
+        Action::Reject => {
+            let reason = decision
+                .verdict
+                .as_ref()
+                .map(|v| v.reason)
+                .unwrap_or(Reason::Invalid);
+            let shown = dest
+                .map(|d| d.display())
+                .unwrap_or_else(|| raw_to.to_string());
+            let e = rejection(send.product, reason, &shown);
+            error_response(send.route, &e, started.elapsed())
+        }
+    }
+}
+
+/// The error Twilio itself would answer for this reason and product.
+fn rejection(product: Product, reason: Reason, to: &str) -> TwilioError {
+    match (product, reason) {
+        (Product::Verify, Reason::Invalid) => TwilioError::new(
+            StatusCode::BAD_REQUEST,
+            60200,
+            format!("Invalid parameter `To`: {to}"),
+        ),
+        (Product::Verify, Reason::Geo | Reason::NumberType) => TwilioError::verify_geo(),
+        (Product::Verify, Reason::Blocked) => TwilioError::verify_fraud_block(),
+        (Product::Verify, _) => TwilioError::verify_max_attempts(),
+        (_, Reason::Invalid) => TwilioError::invalid_number(to),
+        (Product::Voice, Reason::Geo | Reason::NumberType) => TwilioError::new(
+            StatusCode::BAD_REQUEST,
+            21215,
+            format!("Account not authorized to call {to}. Perhaps you need to enable some international permissions."),
+        ),
+        (_, Reason::Geo | Reason::NumberType) => TwilioError::region_not_enabled(to),
+        _ => TwilioError::too_many_requests(),
+    }
+}
+
+fn shadow(
+    app: &App,
+    send: &SendForm<'_>,
+    raw_to: &str,
+    dest: Option<&Destination>,
+    started: Instant,
+) -> Response<Body> {
+    let now = app.clock.system_time();
+    let to = dest
+        .map(|d| d.display())
+        .unwrap_or_else(|| raw_to.to_string());
+    let one = |k: &str| send.form.one(k).ok().flatten();
+    let (_sid, body) = match (&send.route.endpoint, send.product) {
+        (Endpoint::CallCreate { account_sid }, _) => responses::fake_call(
+            &responses::CallRequest {
+                account_sid,
+                to: &to,
+                from: one("From"),
+            },
+            now,
+        ),
+        (Endpoint::VerificationCreate { service_sid }, _) => responses::fake_verification(
+            &responses::VerificationRequest {
+                account_sid: &send.account,
+                service_sid,
+                to: &to,
+                channel: &one("Channel").unwrap_or("sms").to_ascii_lowercase(),
+            },
+            now,
+        ),
+        _ => responses::fake_message(
+            &responses::MessageRequest {
+                account_sid: &send.account,
+                to: &to,
+                from: one("From"),
+                messaging_service_sid: one("MessagingServiceSid"),
+                body: one("Body"),
+                num_media: send.form.count("MediaUrl"),
+            },
+            now,
+        ),
+    };
+    let mut resp = Response::new(upstream::full(body));
+    *resp.status_mut() = StatusCode::CREATED;
+    *resp.headers_mut() = responses::twilio_headers(api_domain(send.route), started.elapsed());
+    resp
+}
+
+/// Forwards a send whose body was read whole: the same bytes, minus
+/// `RiskCheck=disable` when configured.
+async fn forward_send(
+    app: &App,
+    config: &Config,
+    route: &Route,
+    parts: Parts,
+    body: Bytes,
+) -> Response<Body> {
+    let mut headers = upstream_headers(parts.headers);
+    let body = if config.upstream.strip_risk_check {
+        match form::remove_pair(&body, "RiskCheck", "disable") {
+            Some(stripped) => {
+                headers.insert(header::CONTENT_LENGTH, HeaderValue::from(stripped.len()));
+                stripped
+            }
+            None => body,
+        }
+    } else {
+        body
+    };
+    match app
+        .upstream
+        .send(
+            route.upstream,
+            parts.method,
+            parts.uri.path_and_query(),
+            headers,
+            upstream::full(body),
+        )
+        .await
+    {
+        Ok(resp) => resp.map(Either::Left),
+        Err(e) => {
+            tracing::warn!(endpoint = route.endpoint.name(), error = %e, "forwarding a send failed");
+            upstream_error(route, &e)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_basic_user_is_read_without_the_secret() {
+        let mut h = HeaderMap::new();
+        // "AC123:secret"
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Basic QUMxMjM6c2VjcmV0"),
+        );
+        assert_eq!(basic_user(&h).as_deref(), Some("AC123"));
+        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer x"));
+        assert_eq!(basic_user(&h), None);
+    }
+
+    #[test]
+    fn context_headers_feed_ip_and_user_and_fall_back_to_the_peer() {
+        let peer: SocketAddr = "192.0.2.1:5000".parse().unwrap();
+        let mut h = HeaderMap::new();
+        assert_eq!(context(&h, peer).client_ip, peer.ip());
+        h.insert(&CLIENT_IP_HEADER, HeaderValue::from_static("203.0.113.5"));
+        h.insert(&USER_HEADER, HeaderValue::from_static("user-42"));
+        let c = context(&h, peer);
+        assert_eq!(c.client_ip.to_string(), "203.0.113.5");
+        assert_eq!(c.user.as_deref(), Some("user-42"));
+        h.insert(&CLIENT_IP_HEADER, HeaderValue::from_static("not-an-ip"));
+        assert_eq!(context(&h, peer).client_ip, peer.ip());
+        let h = upstream_headers(h);
+        assert!(h.get(&CLIENT_IP_HEADER).is_none() && h.get(&USER_HEADER).is_none());
+    }
+}

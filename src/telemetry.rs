@@ -1,0 +1,99 @@
+//! Decision events: one structured `tracing` event per judged send, on the
+//! target `smsguard::decision`, printed as human text or JSON lines.
+//!
+//! An event carries where the send came from and went, and what was decided
+//! and why. It never carries the auth token, the message body or any other
+//! form field: nothing here is given them.
+
+use std::net::IpAddr;
+
+use crate::phone::{Classification, Destination};
+use crate::policy::Decision;
+
+/// The fields of one decision, filled in as the request goes through.
+#[derive(Debug, Clone, Default)]
+pub struct DecisionEvent {
+    pub endpoint: &'static str,
+    pub account: Option<String>,
+    pub to: Option<String>,
+    pub region: Option<String>,
+    pub prefix: Option<String>,
+    pub client_ip: String,
+    pub user: Option<String>,
+    pub stage: Option<&'static str>,
+    pub rule: Option<String>,
+    pub action: &'static str,
+    pub detail: Option<String>,
+    pub would_block: Vec<String>,
+}
+
+impl DecisionEvent {
+    pub fn new(endpoint: &'static str, client_ip: &IpAddr, user: Option<&str>) -> Self {
+        DecisionEvent {
+            endpoint,
+            client_ip: client_ip.to_string(),
+            user: user.map(str::to_string),
+            action: "allow",
+            ..Default::default()
+        }
+    }
+
+    pub fn number(&mut self, to: &Destination, class: &Classification, prefix_digits: u8) {
+        self.to = Some(to.e164.clone());
+        self.region = Some(class.region.map_or("none".into(), |r| r.to_string()));
+        self.prefix = Some(to.prefix(prefix_digits as usize).to_string());
+    }
+
+    /// A send that could not be read with certainty.
+    pub fn malformed(&mut self, why: &str) {
+        self.stage = Some("parse");
+        self.rule = Some("malformed".into());
+        self.action = "reject";
+        self.detail = Some(why.to_string());
+    }
+
+    pub fn decided(&mut self, d: &Decision) {
+        self.action = d.action.as_str();
+        if let Some(v) = d.deciding() {
+            self.stage = Some(v.stage.as_str());
+            self.rule = Some(v.rule.clone());
+            self.detail = v.detail.clone();
+        }
+        self.would_block = d.would_block.iter().map(|v| v.rule.clone()).collect();
+    }
+}
+
+pub fn record(e: &DecisionEvent) {
+    let would_block = e.would_block.join(",");
+    tracing::info!(
+        target: "smsguard::decision",
+        endpoint = e.endpoint,
+        account = e.account.as_deref().unwrap_or(""),
+        to = e.to.as_deref().unwrap_or(""),
+        region = e.region.as_deref().unwrap_or(""),
+        prefix = e.prefix.as_deref().unwrap_or(""),
+        client_ip = %e.client_ip,
+        user = e.user.as_deref().unwrap_or(""),
+        stage = e.stage.unwrap_or(""),
+        rule = e.rule.as_deref().unwrap_or(""),
+        action = e.action,
+        detail = e.detail.as_deref().unwrap_or(""),
+        would_block = %would_block,
+        "decision"
+    );
+}
+
+/// Installs the global subscriber: human text or JSON lines on stderr.
+pub fn init(format: crate::config::LogFormat, level: &str) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("SMSGUARD_LOG")
+        .or_else(|_| EnvFilter::try_new(level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        crate::config::LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        crate::config::LogFormat::Human => builder.try_init(),
+    };
+}

@@ -1,0 +1,226 @@
+//! Forwarding to Twilio: pooled HTTP/1.1 and HTTP/2 connections over rustls.
+//!
+//! A forwarded request keeps its method, path, query, body and headers
+//! (`Authorization` untouched) except hop-by-hop headers and the guard's own
+//! context headers; `Host` names the upstream. This module never decides
+//! anything and never logs a header value or a body.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{Request, Response, Uri};
+use http_body_util::{Either, Full};
+use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use crate::config;
+use crate::twilio::routes;
+
+/// A body that is either streamed through or was read whole.
+pub type Body = Either<Incoming, Full<Bytes>>;
+
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    Either::Right(Full::new(bytes.into()))
+}
+
+/// Why a request could not be forwarded.
+#[derive(Debug)]
+pub enum UpstreamError {
+    /// No answer within `upstream.timeout`.
+    Timeout,
+    /// Connection refused, reset, TLS failure, ...
+    Unreachable(String),
+}
+
+impl std::fmt::Display for UpstreamError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            UpstreamError::Timeout => f.write_str("upstream timed out"),
+            UpstreamError::Unreachable(e) => write!(f, "upstream unreachable: {e}"),
+        }
+    }
+}
+
+#[derive(Clone)]
+struct Base {
+    scheme: Scheme,
+    authority: Authority,
+    host: HeaderValue,
+}
+
+impl Base {
+    fn parse(url: &str) -> Result<Base, String> {
+        let uri: Uri = url.parse().map_err(|e| format!("{url}: {e}"))?;
+        let scheme = uri
+            .scheme()
+            .cloned()
+            .ok_or_else(|| format!("{url}: no scheme"))?;
+        let authority = uri
+            .authority()
+            .cloned()
+            .ok_or_else(|| format!("{url}: no host"))?;
+        let host = HeaderValue::from_str(authority.as_str()).map_err(|e| e.to_string())?;
+        Ok(Base {
+            scheme,
+            authority,
+            host,
+        })
+    }
+}
+
+#[derive(Clone)]
+pub struct Upstream {
+    client: Client<HttpsConnector<HttpConnector>, Body>,
+    api: Base,
+    verify: Base,
+    timeout: Duration,
+}
+
+/// Headers that describe one connection, not the message (RFC 9110 §7.6.1),
+/// plus the proxy ones; never forwarded in either direction.
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+];
+
+/// Removes hop-by-hop headers, including any the `Connection` header names.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for n in named.iter().chain(HOP_BY_HOP.iter()) {
+        headers.remove(n);
+    }
+    headers.remove(header::UPGRADE);
+}
+
+impl Upstream {
+    pub fn new(cfg: &config::Upstream) -> Result<Upstream, String> {
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_connect_timeout(Some(cfg.connect_timeout));
+        http.set_nodelay(true);
+        let mut roots = rustls::RootCertStore::empty();
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(cfg.pool_idle_timeout)
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .build(https);
+        Ok(Upstream {
+            client,
+            api: Base::parse(&cfg.api)?,
+            verify: Base::parse(&cfg.verify)?,
+            timeout: cfg.timeout,
+        })
+    }
+
+    /// Sends a request to the upstream that serves `to`. The caller's
+    /// headers have already had hop-by-hop and context headers removed.
+    pub async fn send(
+        &self,
+        to: routes::Upstream,
+        method: http::Method,
+        path_and_query: Option<&PathAndQuery>,
+        mut headers: HeaderMap,
+        body: Body,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        let base = match to {
+            routes::Upstream::Api => &self.api,
+            routes::Upstream::Verify => &self.verify,
+        };
+        let uri = Uri::builder()
+            .scheme(base.scheme.clone())
+            .authority(base.authority.clone())
+            .path_and_query(
+                path_and_query
+                    .cloned()
+                    .unwrap_or_else(|| PathAndQuery::from_static("/")),
+            )
+            .build()
+            .map_err(|e| UpstreamError::Unreachable(e.to_string()))?;
+        headers.insert(header::HOST, base.host.clone());
+        let mut req = Request::builder()
+            .method(method)
+            .uri(uri)
+            .body(body)
+            .map_err(|e| UpstreamError::Unreachable(e.to_string()))?;
+        *req.headers_mut() = headers;
+        match tokio::time::timeout(self.timeout, self.client.request(req)).await {
+            Err(_) => Err(UpstreamError::Timeout),
+            Ok(Err(e)) => Err(UpstreamError::Unreachable(error_chain(&e))),
+            Ok(Ok(mut resp)) => {
+                strip_hop_by_hop(resp.headers_mut());
+                Ok(resp)
+            }
+        }
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_and_those_connection_names_are_removed() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("close, x-private"),
+        );
+        h.insert("x-private", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        h.insert(
+            header::PROXY_AUTHORIZATION,
+            HeaderValue::from_static("Basic x"),
+        );
+        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic y"));
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        strip_hop_by_hop(&mut h);
+        let left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, vec!["authorization", "content-type"]);
+    }
+}
