@@ -483,12 +483,19 @@ fn shadow(
         .map(|d| d.display())
         .unwrap_or_else(|| raw_to.to_string());
     let one = |k: &str| send.form.one(k).ok().flatten();
+    // Twilio echoes a phone-number From in E.164 even when the client forgot
+    // to encode its '+'; alphanumeric senders and short codes stay as given.
+    let from = one("From").map(|f| match crate::phone::normalize(f, None) {
+        Ok(d) => d.display(),
+        Err(_) => f.to_string(),
+    });
+    let from = from.as_deref();
     let (_sid, body) = match (&send.route.endpoint, send.product) {
         (Endpoint::CallCreate { account_sid }, _) => responses::fake_call(
             &responses::CallRequest {
                 account_sid,
                 to: &to,
-                from: one("From"),
+                from,
             },
             now,
         ),
@@ -505,7 +512,7 @@ fn shadow(
             &responses::MessageRequest {
                 account_sid: &send.account,
                 to: &to,
-                from: one("From"),
+                from,
                 messaging_service_sid: one("MessagingServiceSid"),
                 body: one("Body"),
                 num_media: send.form.count("MediaUrl"),

@@ -428,3 +428,67 @@ async fn stopping_finishes_the_request_in_flight() {
     assert_eq!(inflight.await.unwrap().unwrap(), StatusCode::CREATED);
     assert_eq!(fake.count(), 1);
 }
+
+#[tokio::test]
+async fn the_user_header_feeds_the_user_limit_and_never_reaches_twilio() {
+    let env = start("[[limit]]\nname = \"user\"\nkey = \"user\"\nrates = [\"1/1h\"]\n").await;
+    let form = "To=%2B14155550123&Body=x";
+    env.post_with(MESSAGES, form, &[("x-smsguard-user", "u-1")])
+        .await;
+    env.post_with(
+        MESSAGES,
+        "To=%2B14155550124&Body=x",
+        &[("x-smsguard-user", "u-1")],
+    )
+    .await;
+    assert_eq!(env.upstream_count(), 1, "second send of u-1 is limited");
+    env.post_with(
+        MESSAGES,
+        "To=%2B14155550125&Body=x",
+        &[("x-smsguard-user", "u-2")],
+    )
+    .await;
+    assert_eq!(env.upstream_count(), 2);
+    assert!(env
+        .fake
+        .requests()
+        .iter()
+        .all(|r| r.headers.get("x-smsguard-user").is_none()));
+}
+
+#[tokio::test]
+async fn a_shadowed_fake_echoes_from_in_e164_like_twilio() {
+    let env = start(GEO).await;
+    // "+" not percent-encoded: the form decodes it to a space.
+    let v = env
+        .post_form(MESSAGES, "To=+998993941234&From=+15017122661&Body=x")
+        .await
+        .json();
+    assert_eq!(v["to"], "+998993941234");
+    assert_eq!(v["from"], "+15017122661");
+    let v = env
+        .post_form(
+            MESSAGES,
+            "To=whatsapp:%2B998993941234&From=whatsapp:%2B15017122661",
+        )
+        .await
+        .json();
+    assert_eq!(v["to"], "whatsapp:+998993941234");
+    assert_eq!(v["from"], "whatsapp:+15017122661");
+}
+
+#[tokio::test]
+async fn a_send_with_a_query_string_or_a_huge_path_is_refused() {
+    let env = start("").await;
+    let r = env
+        .post_form(
+            &format!("{MESSAGES}?RiskCheck=disable"),
+            "To=%2B14155550123",
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    let long = format!("/2010-04-01/Accounts/{}/Messages.json", "A".repeat(9_000));
+    let r = env.post_form(&long, "To=%2B14155550123").await;
+    assert_eq!(r.status, StatusCode::URI_TOO_LONG);
+    assert_eq!(env.upstream_count(), 0);
+}
