@@ -253,6 +253,9 @@ pub fn explain(
         client_ip: ip,
         user,
         segments: 1,
+        media: 0,
+        // explain never uses the network: the balance is not asked.
+        balance: crate::policy::BalanceView::NotAsked,
     };
     let d = policy.explain(&attempt, SystemClock.now());
     println!(

@@ -68,6 +68,38 @@ pub struct Config {
     pub store: Store,
     #[serde(default)]
     pub log: Log,
+    #[serde(default)]
+    pub shadow: Shadow,
+}
+
+/// How shadow answers stay indistinguishable from real ones.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Shadow {
+    /// Delay fake answers like Twilio's recent real answers.
+    pub timing: bool,
+    /// Delay before any real answer was observed.
+    #[serde(with = "humantime_serde")]
+    pub default_latency: Duration,
+    /// Real latencies remembered per endpoint.
+    pub window: usize,
+    /// How long a fake sid keeps answering GETs.
+    #[serde(with = "humantime_serde")]
+    pub retention: Duration,
+    /// Most fakes remembered.
+    pub capacity: u64,
+}
+
+impl Default for Shadow {
+    fn default() -> Self {
+        Shadow {
+            timing: true,
+            default_latency: Duration::from_millis(150),
+            window: 200,
+            retention: Duration::from_secs(24 * 3600),
+            capacity: 100_000,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -560,9 +592,15 @@ pub struct Budget {
     pub currency: String,
     pub hourly: Option<Money>,
     pub daily: Option<Money>,
-    /// Price of one segment by region, with `default` for the rest.
+    /// Price of one SMS segment by region, with `default` for the rest.
     #[serde(default)]
     pub prices: Prices,
+    /// Price of one MMS (a message with `MediaUrl`); `prices` if absent.
+    pub mms_prices: Option<Prices>,
+    /// Price of one call (its first minute); `prices` if absent.
+    pub voice_prices: Option<Prices>,
+    /// Price of one verification (channel fee included); `prices` if absent.
+    pub verify_prices: Option<Prices>,
     /// Per-region caps: `regions = { UZ = { daily = "1.00" } }`.
     #[serde(default)]
     pub regions: BTreeMap<String, RegionCaps>,
@@ -878,6 +916,9 @@ impl Config {
                     "backoff.max must not be shorter than backoff.base".into(),
                 ));
             }
+        }
+        if self.shadow.window == 0 {
+            return Err((None, "shadow.window must be at least 1".into()));
         }
         if let Some(redis) = &self.store.redis {
             return Err((

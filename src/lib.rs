@@ -2,6 +2,7 @@
 //! every paid send against a policy and stops SMS traffic pumping.
 #![forbid(unsafe_code)]
 
+pub mod balance;
 pub mod cli;
 pub mod clock;
 pub mod config;
@@ -12,6 +13,7 @@ pub mod phone;
 pub mod pipeline;
 pub mod policy;
 pub mod server;
+pub mod shadow;
 pub mod store;
 pub mod telemetry;
 pub mod twilio;

@@ -18,10 +18,12 @@ use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Either, Limited};
 use hyper::body::Incoming;
 
+use crate::balance::{BalanceView, Balances};
 use crate::clock::Clock;
 use crate::config::{Action, Config};
 use crate::phone::{Classifier, Destination};
 use crate::policy::{Attempt, Decision, Policy, Reason, Verdict};
+use crate::shadow::{FakeStore, LatencyModel};
 use crate::store::Store;
 use crate::telemetry::{self, DecisionEvent};
 use crate::twilio::form::{self, FormError};
@@ -53,6 +55,9 @@ pub struct App {
     policy: RwLock<Arc<Policy>>,
     sink: std::sync::OnceLock<DecisionSink>,
     pub classifier: Classifier,
+    pub fakes: FakeStore,
+    pub latency: LatencyModel,
+    pub balances: Option<Balances>,
     pub upstream: Upstream,
     pub clock: Arc<dyn Clock>,
 }
@@ -66,6 +71,9 @@ impl App {
         let upstream = Upstream::new(&config.upstream)?;
         Ok(App {
             classifier: Classifier::new(config.numbers.cache),
+            fakes: FakeStore::new(config.shadow.capacity, config.shadow.retention),
+            latency: LatencyModel::new(&config.shadow),
+            balances: config.balance.as_ref().map(|b| Balances::new(b.refresh)),
             policy: RwLock::new(Arc::new(Policy::new(config, store))),
             sink: std::sync::OnceLock::new(),
             upstream,
@@ -117,9 +125,84 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> 
     }
     let route = routes::route(req.method(), req.uri().path());
     if route.endpoint.send_product().is_some() {
-        handle_send(&app, req, route, peer, started).await
-    } else {
-        forward_stream(&app, req, route).await
+        return handle_send(&app, req, route, peer, started).await;
+    }
+    match &route.endpoint {
+        Endpoint::MessageFetch { sid, .. }
+        | Endpoint::CallFetch { sid, .. }
+        | Endpoint::VerificationFetch { sid, .. }
+            if req.method() == http::Method::GET =>
+        {
+            if let Some(fake) = app.fakes.get(sid) {
+                let mut resp = Response::new(upstream::full(fake.body.clone()));
+                *resp.headers_mut() =
+                    responses::twilio_headers(api_domain(&route), started.elapsed());
+                return resp;
+            }
+            forward_stream(&app, req, route).await
+        }
+        Endpoint::VerificationCheck { .. } => verification_check(&app, req, route, started).await,
+        _ => forward_stream(&app, req, route).await,
+    }
+}
+
+/// A check of a verification the guard shadowed is answered as Twilio
+/// answers a check with no pending verification; any other check goes to
+/// Twilio unchanged.
+async fn verification_check(
+    app: &App,
+    req: Request<Incoming>,
+    route: Route,
+    started: Instant,
+) -> Response<Body> {
+    let Endpoint::VerificationCheck { service_sid } = &route.endpoint else {
+        return forward_stream(app, req, route).await;
+    };
+    let service_sid = service_sid.clone();
+    let limit = app.policy().config().listen.max_body;
+    let (parts, body) = req.into_parts();
+    let bytes = match Limited::new(body, limit).collect().await {
+        Ok(c) => c.to_bytes(),
+        Err(_) => {
+            let e = TwilioError::malformed(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "the request body could not be read",
+            );
+            return error_response(&route, &e, started.elapsed());
+        }
+    };
+    if let Ok(form) = form::Form::parse(&bytes) {
+        let by_sid = form
+            .one("VerificationSid")
+            .ok()
+            .flatten()
+            .is_some_and(|sid| app.fakes.get(sid).is_some());
+        let by_number = form
+            .one("To")
+            .ok()
+            .flatten()
+            .and_then(|to| {
+                crate::phone::normalize(to, app.policy().config().numbers.default_region).ok()
+            })
+            .is_some_and(|d| {
+                app.fakes
+                    .shadowed_verification(&service_sid, &d.e164)
+                    .is_some()
+            });
+        if by_sid || by_number {
+            pace(app, route.endpoint.name(), started).await;
+            let e = TwilioError::not_found(&format!("/Services/{service_sid}/VerificationCheck"));
+            return error_response(&route, &e, started.elapsed());
+        }
+    }
+    forward_send(app, app.policy().config(), &route, parts, bytes).await
+}
+
+/// Waits until a fake answer has taken about as long as Twilio's real ones.
+async fn pace(app: &App, endpoint: &'static str, started: Instant) {
+    let target = app.latency.target(endpoint);
+    if let Some(left) = target.checked_sub(started.elapsed()) {
+        tokio::time::sleep(left).await;
     }
 }
 
@@ -338,6 +421,19 @@ async fn handle_send(
         Ok(Some(b)) => responses::segments(b).1,
         _ => 1,
     };
+    let balance = match &app.balances {
+        Some(b) if send.account.starts_with("AC") => {
+            b.view(
+                &send.account,
+                parts.headers.get(header::AUTHORIZATION),
+                &app.upstream,
+                &app.clock,
+            )
+            .await
+        }
+        Some(_) => BalanceView::Unavailable,
+        None => BalanceView::NotAsked,
+    };
     let attempt = Attempt {
         product,
         account: &send.account,
@@ -346,6 +442,8 @@ async fn handle_send(
         client_ip: ctx.client_ip,
         user: ctx.user.as_deref(),
         segments,
+        media: send.form.count("MediaUrl"),
+        balance,
     };
     let decision = policy.decide(&attempt, app.clock.now());
     event.decided(&decision);
@@ -431,9 +529,14 @@ async fn act(
             if let Some(hold) = decision.hold {
                 tokio::time::sleep(hold).await;
             }
+            if let (Endpoint::VerificationCreate { service_sid }, Some(d)) =
+                (&send.route.endpoint, dest)
+            {
+                app.fakes.forget_verification(service_sid, &d.e164);
+            }
             forward_send(app, config, send.route, parts, send.body.clone()).await
         }
-        Action::Shadow => shadow(app, send, raw_to, dest, started),
+        Action::Shadow => shadow(app, send, raw_to, dest, started).await,
         Action::Reject => {
             let reason = decision
                 .verdict
@@ -471,7 +574,7 @@ fn rejection(product: Product, reason: Reason, to: &str) -> TwilioError {
     }
 }
 
-fn shadow(
+async fn shadow(
     app: &App,
     send: &SendForm<'_>,
     raw_to: &str,
@@ -490,7 +593,7 @@ fn shadow(
         Err(_) => f.to_string(),
     });
     let from = from.as_deref();
-    let (_sid, body) = match (&send.route.endpoint, send.product) {
+    let (sid, body) = match (&send.route.endpoint, send.product) {
         (Endpoint::CallCreate { account_sid }, _) => responses::fake_call(
             &responses::CallRequest {
                 account_sid,
@@ -520,6 +623,11 @@ fn shadow(
             now,
         ),
     };
+    app.fakes.remember(&sid, body.clone());
+    if let (Endpoint::VerificationCreate { service_sid }, Some(d)) = (&send.route.endpoint, dest) {
+        app.fakes.remember_verification(service_sid, &d.e164, &sid);
+    }
+    pace(app, send.route.endpoint.name(), started).await;
     let mut resp = Response::new(upstream::full(body));
     *resp.status_mut() = StatusCode::CREATED;
     *resp.headers_mut() = responses::twilio_headers(api_domain(send.route), started.elapsed());
@@ -547,6 +655,7 @@ async fn forward_send(
     } else {
         body
     };
+    let sent = Instant::now();
     match app
         .upstream
         .send(
@@ -558,7 +667,13 @@ async fn forward_send(
         )
         .await
     {
-        Ok(resp) => resp.map(Either::Left),
+        Ok(resp) => {
+            // Only real successes teach the fakes how long Twilio takes.
+            if resp.status().is_success() && route.endpoint.send_product().is_some() {
+                app.latency.observe(route.endpoint.name(), sent.elapsed());
+            }
+            resp.map(Either::Left)
+        }
         Err(e) => {
             tracing::warn!(endpoint = route.endpoint.name(), error = %e, "forwarding a send failed");
             upstream_error(route, &e)

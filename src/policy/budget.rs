@@ -10,6 +10,7 @@ use crate::clock::Millis;
 use crate::config::{self, Action, Config, Money, Prices};
 use crate::phone::Region;
 use crate::store::Store;
+use crate::twilio::routes::Product;
 
 const HOUR: Millis = 3_600_000;
 const DAY: Millis = 24 * HOUR;
@@ -24,6 +25,9 @@ struct Cap {
 
 pub(crate) struct Budget {
     prices: Prices,
+    mms: Prices,
+    voice: Prices,
+    verify: Prices,
     caps: Vec<Cap>,
     action: Action,
 }
@@ -58,13 +62,24 @@ impl Budget {
         }
         Budget {
             prices: b.prices.clone(),
+            mms: b.mms_prices.clone().unwrap_or_else(|| b.prices.clone()),
+            voice: b.voice_prices.clone().unwrap_or_else(|| b.prices.clone()),
+            verify: b.verify_prices.clone().unwrap_or_else(|| b.prices.clone()),
             caps,
             action: Policy::stage_action(config, config.actions.budget),
         }
     }
 
+    /// An SMS costs a price per segment; an MMS, a call (its first minute)
+    /// and a verification cost one price each.
     pub(crate) fn cost(&self, a: &Attempt) -> u64 {
-        self.prices.for_region(a.class.region).0 * u64::from(a.segments.max(1))
+        let r = a.class.region;
+        match a.product {
+            Product::Messaging if a.media > 0 => self.mms.for_region(r).0,
+            Product::Messaging => self.prices.for_region(r).0 * u64::from(a.segments.max(1)),
+            Product::Voice => self.voice.for_region(r).0,
+            Product::Verify => self.verify.for_region(r).0,
+        }
     }
 
     fn applies(&self, cap: &Cap, a: &Attempt) -> bool {

@@ -8,6 +8,7 @@
 //! message body.
 
 mod backoff;
+mod balance;
 mod blocks;
 mod budget;
 mod limits;
@@ -25,6 +26,8 @@ use crate::phone::{Classification, Destination};
 use crate::store::Store;
 use crate::twilio::routes::Product;
 
+pub use crate::balance::BalanceView;
+
 pub use blocks::BlockRequest;
 
 /// One send as the policy sees it.
@@ -39,6 +42,10 @@ pub struct Attempt<'a> {
     pub user: Option<&'a str>,
     /// Segments Twilio would bill (1 for calls and verifications).
     pub segments: u32,
+    /// `MediaUrl` parameters: a message with media is an MMS.
+    pub media: usize,
+    /// The account's balance, as the balance stage should see it.
+    pub balance: BalanceView,
 }
 
 impl Attempt<'_> {
@@ -75,16 +82,18 @@ pub enum Stage {
     Backoff,
     Limits,
     Budget,
+    Balance,
 }
 
 impl Stage {
-    pub const ALL: [Stage; 6] = [
+    pub const ALL: [Stage; 7] = [
         Stage::Safe,
         Stage::Number,
         Stage::Blocks,
         Stage::Backoff,
         Stage::Limits,
         Stage::Budget,
+        Stage::Balance,
     ];
 
     pub fn as_str(&self) -> &'static str {
@@ -95,6 +104,7 @@ impl Stage {
             Stage::Backoff => "backoff",
             Stage::Limits => "limits",
             Stage::Budget => "budget",
+            Stage::Balance => "balance",
         }
     }
 }
@@ -115,6 +125,7 @@ pub enum Reason {
     Backoff,
     RateLimited,
     Budget,
+    Balance,
 }
 
 /// What one stage found.
@@ -179,6 +190,7 @@ pub struct Policy {
     backoff: Option<backoff::Backoff>,
     limits: limits::Limits,
     budget: Option<budget::Budget>,
+    balance: Option<balance::BalanceRule>,
 }
 
 impl Policy {
@@ -196,6 +208,10 @@ impl Policy {
                 .budget
                 .as_ref()
                 .map(|b| budget::Budget::new(b, &config)),
+            balance: config
+                .balance
+                .as_ref()
+                .map(|b| balance::BalanceRule::new(b, &config)),
             limits,
             store,
             config,
@@ -276,6 +292,10 @@ impl Policy {
                         step
                     }
                     Some(b) => b.peek(a, &*self.store, now),
+                },
+                Stage::Balance => match &self.balance {
+                    None => Step::Pass("no balance check configured".into()),
+                    Some(b) => b.check(a),
                 },
                 Stage::Safe => unreachable!("handled above"),
             };

@@ -30,6 +30,7 @@ struct Send {
     ip: IpAddr,
     user: Option<&'static str>,
     segments: u32,
+    balance: BalanceView,
 }
 
 fn send(e164: &str, r: &str) -> Send {
@@ -47,6 +48,7 @@ fn send(e164: &str, r: &str) -> Send {
         ip: "198.51.100.1".parse().unwrap(),
         user: None,
         segments: 1,
+        balance: BalanceView::NotAsked,
     }
 }
 
@@ -64,6 +66,8 @@ impl Send {
             client_ip: self.ip,
             user: self.user,
             segments: self.segments,
+            media: 0,
+            balance: self.balance,
         }
     }
 }
@@ -453,4 +457,39 @@ fn explain_reports_every_stage() {
     assert_eq!(stages, Stage::ALL.to_vec());
     assert!(matches!(d.trace[1].1, StageOutcome::Block(_)));
     assert_eq!(d.action, Action::Shadow);
+}
+
+#[test]
+fn the_balance_stage_blocks_below_the_minimum_and_follows_on_error() {
+    let p = policy("[balance]\nmin = \"1.00\"\non_error = \"block\"\n");
+    let mut s = send("+14155550123", "US");
+    s.balance = BalanceView::Known(crate::config::Money(999_999));
+    let d = p.decide(&s.attempt(), T0);
+    assert_eq!((d.action, rule(&d)), (Action::Shadow, "balance:min"));
+    s.balance = BalanceView::Known(crate::config::Money(1_000_000));
+    assert_eq!(p.decide(&s.attempt(), T0).action, Action::Allow);
+    s.balance = BalanceView::Unavailable;
+    assert_eq!(rule(&p.decide(&s.attempt(), T0)), "balance:unavailable");
+    let open = policy("[balance]\nmin = \"1.00\"\non_error = \"allow\"\n");
+    assert_eq!(open.decide(&s.attempt(), T0).action, Action::Allow);
+}
+
+#[test]
+fn a_send_blocked_by_the_balance_stage_spends_no_budget() {
+    let p = policy(
+        "[budget]\nhourly = \"0.02\"\nprices = { default = \"0.01\" }\n[balance]\nmin = \"1.00\"\n",
+    );
+    let mut s = send("+14155550123", "US");
+    s.balance = BalanceView::Known(crate::config::Money(0));
+    for _ in 0..5 {
+        assert_eq!(p.decide(&s.attempt(), T0).action, Action::Shadow);
+    }
+    s.balance = BalanceView::Known(crate::config::Money(50_000_000));
+    assert_eq!(p.decide(&s.attempt(), T0).action, Action::Allow);
+    assert_eq!(
+        p.decide(&s.attempt(), T0 + 1).action,
+        Action::Allow,
+        "refunded: 2 sends still fit"
+    );
+    assert_eq!(rule(&p.decide(&s.attempt(), T0 + 2)), "budget:hour:*");
 }

@@ -65,7 +65,15 @@ pub async fn start_with(fake: FakeTwilio, policy: &str) -> Env {
         }
     }
     text.push_str(&upstream);
-    text.push_str(&without(policy, &["listen", "upstream"]));
+    // Fake answers are paced like Twilio's unless a test is about that.
+    let shadow = section(policy, "shadow");
+    let default_timing = if shadow.contains("timing") {
+        ""
+    } else {
+        "timing = false\n"
+    };
+    text.push_str(&format!("[shadow]\n{default_timing}{shadow}\n"));
+    text.push_str(&without(policy, &["listen", "upstream", "shadow"]));
     let config = Config::parse(Path::new("test.toml"), &text)
         .unwrap_or_else(|e| panic!("test policy: {e}\n{text}"));
     let clock = ManualClock::starting_now();
