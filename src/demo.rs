@@ -31,6 +31,7 @@ use crate::telemetry::DecisionEvent;
 pub const EXAMPLE_POLICY: &str = include_str!("../config.example.toml");
 
 const ACCOUNT: &str = "AC5ef8732a3c49700934481addd5ce1659";
+const SERVICE: &str = "VA3e1f2b5c7d9a0b4c6e8f1a3b5c7d9e0f";
 
 /// How much traffic to replay.
 #[derive(Debug, Clone, Copy)]
@@ -41,6 +42,10 @@ pub struct Plan {
     pub attack_blocked_country: usize,
     /// Attack sends to a few prefixes of an allowed country.
     pub attack_allowed_country: usize,
+    /// Attack verifications (Verify API, channel sms) to the same block.
+    pub attack_verify: usize,
+    /// Share of legitimate sends made through Verify, in percent.
+    pub legit_verify_percent: u32,
     /// Distinct client IPs the attack comes from.
     pub attack_ips: usize,
     pub seed: u64,
@@ -52,6 +57,8 @@ impl Default for Plan {
             legit: 4_000,
             attack_blocked_country: 13_000,
             attack_allowed_country: 1_000,
+            attack_verify: 1_000,
+            legit_verify_percent: 25,
             attack_ips: 20_000,
             seed: 20_231_122,
         }
@@ -63,6 +70,7 @@ pub enum Class {
     Legitimate,
     AttackBlockedCountry,
     AttackAllowedCountry,
+    AttackVerify,
 }
 
 impl Class {
@@ -71,6 +79,7 @@ impl Class {
             Class::Legitimate => "legitimate",
             Class::AttackBlockedCountry => "attack +99899394… (UZ)",
             Class::AttackAllowedCountry => "attack, allowed country",
+            Class::AttackVerify => "attack via Verify (UZ)",
         }
     }
     pub fn is_attack(&self) -> bool {
@@ -86,6 +95,8 @@ struct Send {
     ip: IpAddr,
     user: Option<String>,
     body: String,
+    /// Sent as a Verify verification instead of a message.
+    verify: bool,
 }
 
 /// Per-class tallies.
@@ -104,8 +115,10 @@ pub struct Tally {
 #[derive(Debug, Clone)]
 pub struct Report {
     pub classes: BTreeMap<Class, Tally>,
-    /// Requests the fake Twilio actually received.
+    /// Sends the fake Twilio actually received.
     pub upstream_received: usize,
+    /// Balance requests the guard made (balance stage).
+    pub balance_checks: usize,
     pub currency: String,
     pub seconds: f64,
 }
@@ -184,9 +197,10 @@ impl Report {
         );
         let _ = writeln!(
             s,
-            "fake Twilio received:     {} requests ({} forwarded by the guard)",
+            "fake Twilio received:     {} sends ({} forwarded by the guard) and {} balance checks",
             self.upstream_received,
-            self.forwarded()
+            self.forwarded(),
+            self.balance_checks
         );
         let _ = writeln!(
             s,
@@ -280,17 +294,27 @@ pub async fn run(mut config: Config, plan: Plan) -> Result<Report, String> {
         "{}/2010-04-01/Accounts/{ACCOUNT}/Messages.json",
         guard.url()
     );
+    let verify_url = format!("{}/v2/Services/{SERVICE}/Verifications", guard.url());
     let auth = "Basic QUM1ZWY4NzMyYTNjNDk3MDA5MzQ0ODFhZGRkNWNlMTY1OTpkZW1vLXRva2Vu";
     let started = Instant::now();
     let mut classes: BTreeMap<Class, Tally> = BTreeMap::new();
     for s in &sends {
         clock.set(s.at);
-        let form = form_urlencoded::Serializer::new(String::new())
-            .append_pair("To", &s.to)
-            .append_pair("From", "+15017122661")
-            .append_pair("Body", &s.body)
-            .finish();
-        let mut req = http::Request::post(&url)
+        let (url, form) = if s.verify {
+            let form = form_urlencoded::Serializer::new(String::new())
+                .append_pair("To", &s.to)
+                .append_pair("Channel", "sms")
+                .finish();
+            (&verify_url, form)
+        } else {
+            let form = form_urlencoded::Serializer::new(String::new())
+                .append_pair("To", &s.to)
+                .append_pair("From", "+15017122661")
+                .append_pair("Body", &s.body)
+                .finish();
+            (&url, form)
+        };
+        let mut req = http::Request::post(url)
             .header("content-type", "application/x-www-form-urlencoded")
             .header("authorization", auth)
             .header("x-smsguard-client-ip", s.ip.to_string());
@@ -335,12 +359,18 @@ pub async fn run(mut config: Config, plan: Plan) -> Result<Report, String> {
         }
     }
     let seconds = started.elapsed().as_secs_f64();
-    let upstream_received = fake.count();
+    let seen = fake.requests();
+    let balance_checks = seen
+        .iter()
+        .filter(|r| r.uri.path().ends_with("/Balance.json"))
+        .count();
+    let upstream_received = seen.len() - balance_checks;
     guard.stop().await;
     fake.shutdown();
     Ok(Report {
         classes,
         upstream_received,
+        balance_checks,
         currency,
         seconds,
     })
@@ -421,6 +451,7 @@ fn traffic(config: &Config, plan: Plan, day: Millis) -> Result<Vec<Send>, String
         };
         let ip = IpAddr::V4(Ipv4Addr::from(rng.gen_range(0x0b00_0000u32..0xdf00_0000)));
         let mut t = at;
+        let verify = rng.gen_range(0..100) < plan.legit_verify_percent;
         let resends = match rng.gen_range(0..100) {
             0..=2 => 2,
             3..=14 => 1,
@@ -442,6 +473,7 @@ fn traffic(config: &Config, plan: Plan, day: Millis) -> Result<Vec<Send>, String
                 ip,
                 user: Some(format!("user-{user}")),
                 body: body(&mut rng),
+                verify,
             });
             made += 1;
         }
@@ -463,6 +495,20 @@ fn traffic(config: &Config, plan: Plan, day: Millis) -> Result<Vec<Send>, String
             ip: ips[rng.gen_range(0..ips.len())],
             user: None,
             body: body(&mut rng),
+            verify: false,
+        });
+    }
+    // The same block through a sign-up form that uses Verify.
+    for _ in 0..plan.attack_verify {
+        sends.push(Send {
+            at: day + start + rng.gen_range(0..3_600_000),
+            class: Class::AttackVerify,
+            to: format!("+99899394{:04}", rng.gen_range(0..10_000)),
+            region: Some(uz),
+            ip: ips[rng.gen_range(0..ips.len())],
+            user: None,
+            body: String::new(),
+            verify: true,
         });
     }
     // ...and a share aimed at a few mobile ranges of an allowed country,
@@ -492,6 +538,7 @@ fn traffic(config: &Config, plan: Plan, day: Millis) -> Result<Vec<Send>, String
             ip: ips[rng.gen_range(0..ips.len())],
             user: None,
             body: body(&mut rng),
+            verify: false,
         });
     }
     sends.sort_by_key(|s| s.at);

@@ -58,6 +58,9 @@ pub struct App {
     pub fakes: FakeStore,
     pub latency: LatencyModel,
     pub balances: Option<Balances>,
+    /// Domains named in answers made here (`X-API-Domain`).
+    api_domain: String,
+    verify_domain: String,
     pub upstream: Upstream,
     pub clock: Arc<dyn Clock>,
 }
@@ -74,6 +77,8 @@ impl App {
             fakes: FakeStore::new(config.shadow.capacity, config.shadow.retention),
             latency: LatencyModel::new(&config.shadow),
             balances: config.balance.as_ref().map(|b| Balances::new(b.refresh)),
+            api_domain: twilio_domain(&config.upstream.api, "api.twilio.com"),
+            verify_domain: twilio_domain(&config.upstream.verify, "verify.twilio.com"),
             policy: RwLock::new(Arc::new(Policy::new(config, store))),
             sink: std::sync::OnceLock::new(),
             upstream,
@@ -86,6 +91,13 @@ impl App {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    fn domain(&self, route: &Route) -> &str {
+        match route.upstream {
+            routes::Upstream::Api => &self.api_domain,
+            routes::Upstream::Verify => &self.verify_domain,
+        }
     }
 
     /// Sends every later decision event to `sink` too (set once).
@@ -136,7 +148,7 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> 
             if let Some(fake) = app.fakes.get(sid) {
                 let mut resp = Response::new(upstream::full(fake.body.clone()));
                 *resp.headers_mut() =
-                    responses::twilio_headers(api_domain(&route), started.elapsed());
+                    responses::twilio_headers(app.domain(&route), started.elapsed());
                 return resp;
             }
             forward_stream(&app, req, route).await
@@ -168,7 +180,7 @@ async fn verification_check(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "the request body could not be read",
             );
-            return error_response(&route, &e, started.elapsed());
+            return error_response(app, &route, &e, started.elapsed());
         }
     };
     if let Ok(form) = form::Form::parse(&bytes) {
@@ -192,7 +204,7 @@ async fn verification_check(
         if by_sid || by_number {
             pace(app, route.endpoint.name(), started).await;
             let e = TwilioError::not_found(&format!("/Services/{service_sid}/VerificationCheck"));
-            return error_response(&route, &e, started.elapsed());
+            return error_response(app, &route, &e, started.elapsed());
         }
     }
     forward_send(app, app.policy().config(), &route, parts, bytes).await
@@ -245,10 +257,21 @@ fn upstream_headers(mut headers: HeaderMap) -> HeaderMap {
     headers
 }
 
-fn api_domain(route: &Route) -> &'static str {
-    match route.upstream {
-        routes::Upstream::Api => "api.twilio.com",
-        routes::Upstream::Verify => "verify.twilio.com",
+/// The Twilio domain an answer made here claims to come from: the
+/// configured upstream's when it is a Twilio host (a regional one such as
+/// `api.sydney.au1.twilio.com`), else the main one.
+fn twilio_domain(base_url: &str, main: &str) -> String {
+    let host = base_url
+        .split_once("://")
+        .map_or(base_url, |(_, rest)| rest)
+        .split([':', '/'])
+        .next()
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    if host.ends_with(".twilio.com") {
+        host
+    } else {
+        main.to_string()
     }
 }
 
@@ -269,27 +292,28 @@ async fn forward_stream(app: &App, req: Request<Incoming>, route: Route) -> Resp
         Ok(resp) => resp.map(Either::Left),
         Err(e) => {
             tracing::warn!(endpoint = route.endpoint.name(), error = %e, "forwarding failed");
-            upstream_error(&route, &e)
+            upstream_error(app, &route, &e)
         }
     }
 }
 
-fn upstream_error(route: &Route, e: &UpstreamError) -> Response<Body> {
+fn upstream_error(app: &App, route: &Route, e: &UpstreamError) -> Response<Body> {
     let status = match e {
         UpstreamError::Timeout => StatusCode::GATEWAY_TIMEOUT,
         UpstreamError::Unreachable(_) => StatusCode::BAD_GATEWAY,
     };
     error_response(
+        app,
         route,
         &TwilioError::upstream_unavailable(status),
         Duration::ZERO,
     )
 }
 
-fn error_response(route: &Route, e: &TwilioError, took: Duration) -> Response<Body> {
+fn error_response(app: &App, route: &Route, e: &TwilioError, took: Duration) -> Response<Body> {
     let mut resp = Response::new(upstream::full(e.body()));
     *resp.status_mut() = e.status;
-    *resp.headers_mut() = responses::twilio_headers(api_domain(route), took);
+    *resp.headers_mut() = responses::twilio_headers(app.domain(route), took);
     resp
 }
 
@@ -350,7 +374,7 @@ async fn handle_send(
         Err(e) => {
             event.malformed(&e.to_string());
             app.record(&event);
-            return error_response(&route, &form_error(&e), started.elapsed());
+            return error_response(app, &route, &form_error(&e), started.elapsed());
         }
     };
 
@@ -364,7 +388,7 @@ async fn handle_send(
                 );
                 event.malformed("duplicate Channel");
                 app.record(&event);
-                return error_response(&route, &e, started.elapsed());
+                return error_response(app, &route, &e, started.elapsed());
             }
             // Email and silent network auth cost nothing per destination
             // number: they pass unjudged.
@@ -547,7 +571,7 @@ async fn act(
                 .map(|d| d.display())
                 .unwrap_or_else(|| raw_to.to_string());
             let e = rejection(send.product, reason, &shown);
-            error_response(send.route, &e, started.elapsed())
+            error_response(app, send.route, &e, started.elapsed())
         }
     }
 }
@@ -630,7 +654,7 @@ async fn shadow(
     pace(app, send.route.endpoint.name(), started).await;
     let mut resp = Response::new(upstream::full(body));
     *resp.status_mut() = StatusCode::CREATED;
-    *resp.headers_mut() = responses::twilio_headers(api_domain(send.route), started.elapsed());
+    *resp.headers_mut() = responses::twilio_headers(app.domain(send.route), started.elapsed());
     resp
 }
 
@@ -676,7 +700,7 @@ async fn forward_send(
         }
         Err(e) => {
             tracing::warn!(endpoint = route.endpoint.name(), error = %e, "forwarding a send failed");
-            upstream_error(route, &e)
+            upstream_error(app, route, &e)
         }
     }
 }
@@ -684,6 +708,29 @@ async fn forward_send(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn answers_made_here_name_the_configured_regional_twilio_host() {
+        assert_eq!(
+            twilio_domain("https://api.sydney.au1.twilio.com", "api.twilio.com"),
+            "api.sydney.au1.twilio.com"
+        );
+        assert_eq!(
+            twilio_domain(
+                "https://VERIFY.dublin.ie1.twilio.com:443",
+                "verify.twilio.com"
+            ),
+            "verify.dublin.ie1.twilio.com"
+        );
+        assert_eq!(
+            twilio_domain("http://127.0.0.1:9000", "api.twilio.com"),
+            "api.twilio.com"
+        );
+        assert_eq!(
+            twilio_domain("https://twilio.com.evil.example", "api.twilio.com"),
+            "api.twilio.com"
+        );
+    }
 
     #[test]
     fn the_basic_user_is_read_without_the_secret() {

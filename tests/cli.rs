@@ -49,7 +49,9 @@ fn explain_prints_every_stage_and_the_final_action() {
         "+998993941234",
     ]);
     assert_eq!(code, 0, "{err}");
-    for stage in ["safe", "number", "blocks", "backoff", "limits", "budget"] {
+    for stage in [
+        "safe", "number", "blocks", "backoff", "limits", "budget", "balance",
+    ] {
         assert!(
             out.lines().any(|l| l.starts_with(stage)),
             "no {stage} line:\n{out}"

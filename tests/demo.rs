@@ -23,6 +23,14 @@ async fn the_example_policy_stops_the_attack_and_spares_legitimate_users() {
     assert_eq!(legit.sends, Plan::default().legit as u64);
     let uz = &report.classes[&Class::AttackBlockedCountry];
     assert_eq!(uz.forwarded, 0);
+    let verify = &report.classes[&Class::AttackVerify];
+    assert_eq!((verify.sends, verify.forwarded), (1_000, 0));
+    // The example policy asks the balance, once per refresh at most.
+    assert!(
+        report.balance_checks >= 1 && report.balance_checks <= 24 * 60 + 1,
+        "{}",
+        report.balance_checks
+    );
     let allowed = &report.classes[&Class::AttackAllowedCountry];
     assert!(
         allowed

@@ -45,7 +45,7 @@ impl BalanceRule {
             BalanceView::Unavailable => {
                 Step::Pass("the balance could not be read (on_error = allow)".into())
             }
-            BalanceView::NotAsked => Step::Pass("balance not asked".into()),
+            BalanceView::NotAsked => Step::Pass("not asked (explain uses no network)".into()),
         }
     }
 }
