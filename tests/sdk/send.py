@@ -1,0 +1,39 @@
+"""Drives the official twilio-python SDK against smsguard for the tests.
+
+Environment: SMSGUARD_URL (base-URL mode) or nothing (environment-only mode:
+HTTPS_PROXY and REQUESTS_CA_BUNDLE set by the test), ALLOWED_TO, BLOCKED_TO,
+VERIFY_SERVICE. Prints one JSON object with what the SDK returned.
+"""
+import json
+import os
+import sys
+
+from twilio.rest import Client
+
+ACCOUNT = "AC0123456789abcdef0123456789abcdef"
+TOKEN = "planted-auth-token-7f3a"
+
+
+def main():
+    client = Client(ACCOUNT, TOKEN)
+    guard = os.environ.get("SMSGUARD_URL")
+    if guard:
+        client.api.base_url = guard
+        client.verify.base_url = guard
+    out = {}
+    for name, to in (("allowed", os.environ["ALLOWED_TO"]), ("blocked", os.environ["BLOCKED_TO"])):
+        m = client.messages.create(to=to, from_="+15017122661", body="Your code is 123456")
+        out[name] = {"sid": m.sid, "status": m.status, "to": m.to, "type": type(m).__name__}
+    v = client.verify.v2.services(os.environ["VERIFY_SERVICE"]).verifications.create(
+        to=os.environ["BLOCKED_TO"], channel="sms"
+    )
+    out["verify"] = {"sid": v.sid, "status": v.status, "to": v.to, "type": type(v).__name__}
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except Exception as e:  # the test reads the reason from stderr
+        print(f"{type(e).__name__}: {e}", file=sys.stderr)
+        sys.exit(1)
