@@ -121,7 +121,7 @@ async fn fetch(upstream: &Upstream, account: &str, auth: HeaderValue) -> Balance
     headers.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
     let resp = match upstream
         .send(
-            routes::Upstream::Api,
+            upstream::Target::Configured(routes::Upstream::Api),
             Method::GET,
             Some(&pq),
             headers,

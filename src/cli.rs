@@ -55,12 +55,29 @@ pub enum Command {
         #[arg(long, default_value = "messaging")]
         product: String,
     },
+    /// Manage the local CA used to intercept TLS (egress-proxy and DNS modes).
+    Ca {
+        #[command(subcommand)]
+        command: CaCommand,
+    },
     /// Replay a day of legitimate traffic and a pumping attack through a
     /// guard in front of a built-in fake Twilio, offline.
     Demo {
         /// Policy to use (the built-in example policy by default).
         #[arg(long)]
         config: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CaCommand {
+    /// Create ca.pem and ca.key (mode 0600); never overwrites.
+    Init {
+        #[arg(long, default_value = "certs")]
+        dir: PathBuf,
+        /// The proxy address to show in the trust instructions.
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        proxy: String,
     },
 }
 
@@ -79,6 +96,33 @@ pub fn main() -> i32 {
         } => explain(&config, &to, ip, user.as_deref(), &account, &product),
         Command::Serve { config } => serve(&config),
         Command::Demo { config } => crate::demo::main(config.as_deref()),
+        Command::Ca {
+            command: CaCommand::Init { dir, proxy },
+        } => ca_init(&dir, &proxy),
+    }
+}
+
+fn ca_init(dir: &Path, proxy: &str) -> i32 {
+    match crate::tls::init_ca(dir) {
+        Ok(files) => {
+            let cert = std::fs::canonicalize(&files.cert).unwrap_or(files.cert.clone());
+            println!(
+                "created {} and {} (mode 0600)\n",
+                files.cert.display(),
+                files.key.display()
+            );
+            println!(
+                "[ca]\ncert = \"{}\"\nkey = \"{}\"\n",
+                files.cert.display(),
+                files.key.display()
+            );
+            print!("{}", crate::tls::trust_instructions(&cert, proxy));
+            0
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            1
+        }
     }
 }
 

@@ -70,6 +70,18 @@ pub struct Config {
     pub log: Log,
     #[serde(default)]
     pub shadow: Shadow,
+    #[serde(default)]
+    pub egress: Egress,
+}
+
+/// Egress-proxy mode: what CONNECT may reach besides the Twilio hosts.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Egress {
+    /// `host:port` targets passed through as blind tunnels (not inspected).
+    pub tunnel: Vec<String>,
+    /// Extra host names intercepted like Twilio's (exact names).
+    pub intercept: Vec<String>,
 }
 
 /// How shadow answers stay indistinguishable from real ones.
@@ -148,6 +160,12 @@ pub struct Upstream {
     /// Remove `RiskCheck=disable` from forwarded sends so Twilio's own
     /// protection stays on.
     pub strip_risk_check: bool,
+    /// Fixed addresses for upstream host names (tests, private networks, and
+    /// DNS mode, where the public name resolves to the guard itself).
+    pub resolve: BTreeMap<String, SocketAddr>,
+    /// An extra CA (PEM) trusted for upstream connections, besides the
+    /// public roots.
+    pub extra_ca: Option<PathBuf>,
 }
 
 impl Default for Upstream {
@@ -159,6 +177,8 @@ impl Default for Upstream {
             connect_timeout: Duration::from_secs(5),
             pool_idle_timeout: Duration::from_secs(90),
             strip_risk_check: true,
+            resolve: BTreeMap::new(),
+            extra_ca: None,
         }
     }
 }
@@ -917,6 +937,22 @@ impl Config {
                 ));
             }
         }
+        if (self.listen.tls || self.listen.proxy) && self.ca.is_none() {
+            return Err((
+                None,
+                "listen.tls and listen.proxy need a [ca] section (create one with `smsguard ca init`)".into(),
+            ));
+        }
+        for t in &self.egress.tunnel {
+            let ok = t
+                .rsplit_once(':')
+                .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
+            if !ok {
+                return Err((None, format!("egress.tunnel: {t:?} must be host:port")));
+            }
+        }
+        crate::tls::HostPolicy::try_new(self.egress.intercept.clone())
+            .map_err(|e| (None, format!("egress.intercept: {e}")))?;
         if self.shadow.window == 0 {
             return Err((None, "shadow.window must be at least 1".into()));
         }

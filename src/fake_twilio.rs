@@ -75,6 +75,7 @@ struct Handle {
     addr: SocketAddr,
     shared: Arc<Shared>,
     stop: watch::Sender<bool>,
+    https: bool,
 }
 
 impl Drop for Handle {
@@ -109,6 +110,17 @@ impl FakeTwilio {
     /// on it; returns once the socket is listening. Must be called inside a
     /// Tokio runtime, which runs the server's tasks.
     pub async fn start() -> std::io::Result<FakeTwilio> {
+        Self::serve(None).await
+    }
+
+    /// Like `start`, but speaks TLS with `tls` (a certificate the guard
+    /// trusts through `upstream.extra_ca`), as the real Twilio does.
+    pub async fn start_tls(tls: Arc<rustls::ServerConfig>) -> std::io::Result<FakeTwilio> {
+        Self::serve(Some(tokio_rustls::TlsAcceptor::from(tls))).await
+    }
+
+    async fn serve(tls: Option<tokio_rustls::TlsAcceptor>) -> std::io::Result<FakeTwilio> {
+        let https = tls.is_some();
         let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
@@ -120,9 +132,14 @@ impl FakeTwilio {
             }),
         });
         let (stop, stop_rx) = watch::channel(false);
-        tokio::spawn(accept_loop(listener, shared.clone(), stop_rx));
+        tokio::spawn(accept_loop(listener, shared.clone(), stop_rx, tls));
         Ok(FakeTwilio {
-            handle: Arc::new(Handle { addr, shared, stop }),
+            handle: Arc::new(Handle {
+                addr,
+                shared,
+                stop,
+                https,
+            }),
         })
     }
 
@@ -130,9 +147,10 @@ impl FakeTwilio {
         self.handle.addr
     }
 
-    /// `http://127.0.0.1:PORT`, to use as the guard's upstream.
+    /// `http://127.0.0.1:PORT` (or `https://`), to use as the guard's upstream.
     pub fn url(&self) -> String {
-        format!("http://{}", self.handle.addr)
+        let scheme = if self.handle.https { "https" } else { "http" };
+        format!("{scheme}://{}", self.handle.addr)
     }
 
     /// Everything that reached the fake, in arrival order.
@@ -180,7 +198,12 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
     }
 }
 
-async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) {
     loop {
         let stream = tokio::select! {
             _ = stopped(&mut stop) => return,
@@ -198,14 +221,29 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut stop: watch
         let _ = stream.set_nodelay(true);
         let shared = shared.clone();
         let mut stop = stop.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
             let service = service_fn(move |req| answer(shared.clone(), req));
             let builder = auto::Builder::new(TokioExecutor::new());
-            let connection = builder.serve_connection(TokioIo::new(stream), service);
-            tokio::select! {
-                _ = connection => {}
-                // Dropping the connection closes the socket.
-                _ = stopped(&mut stop) => {}
+            match tls {
+                None => {
+                    let connection = builder.serve_connection(TokioIo::new(stream), service);
+                    tokio::select! {
+                        _ = connection => {}
+                        // Dropping the connection closes the socket.
+                        _ = stopped(&mut stop) => {}
+                    }
+                }
+                Some(acceptor) => {
+                    let Ok(stream) = acceptor.accept(stream).await else {
+                        return;
+                    };
+                    let connection = builder.serve_connection(TokioIo::new(stream), service);
+                    tokio::select! {
+                        _ = connection => {}
+                        _ = stopped(&mut stop) => {}
+                    }
+                }
             }
         });
     }

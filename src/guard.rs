@@ -11,12 +11,14 @@ use tokio::task::JoinHandle;
 
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::pipeline::{self, App};
+use crate::egress::{self, Interceptor};
+use crate::pipeline::App;
 use crate::server::{self, ServerOptions};
 use crate::store::MemoryStore;
 
 pub struct Guard {
     addr: SocketAddr,
+    tls: bool,
     app: Arc<App>,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<()>,
@@ -33,24 +35,31 @@ impl Guard {
         if let Some(b) = &config.backoff {
             store.set_backoff_lifetime(crate::clock::ms(b.reset_after));
         }
+        let interceptor = Interceptor::from_config(&config)?;
         let opts = ServerOptions {
             max_connections: config.listen.max_connections,
             header_timeout: config.listen.header_timeout,
             drain_timeout: config.listen.drain_timeout,
+            tls: interceptor
+                .as_ref()
+                .filter(|_| config.listen.tls)
+                .map(|i| i.tls.clone()),
         };
+        let opts_tls = opts.tls.is_some();
         let app = Arc::new(App::new(Arc::new(config), Arc::new(store), clock)?);
         let (stop, stopped) = oneshot::channel::<()>();
         let handler_app = app.clone();
         let task = tokio::spawn(server::run(
             listener,
             opts,
-            move |req, peer| pipeline::handle(handler_app.clone(), req, peer),
+            move |req, conn| egress::handle(handler_app.clone(), interceptor.clone(), req, conn),
             async move {
                 let _ = stopped.await;
             },
         ));
         Ok(Guard {
             addr,
+            tls: opts_tls,
             app,
             stop: Some(stop),
             task,
@@ -62,7 +71,8 @@ impl Guard {
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     pub fn app(&self) -> &Arc<App> {

@@ -29,7 +29,25 @@ use crate::telemetry::{self, DecisionEvent};
 use crate::twilio::form::{self, FormError};
 use crate::twilio::responses::{self, TwilioError};
 use crate::twilio::routes::{self, Endpoint, Product, Route};
-use crate::upstream::{self, Body, Upstream, UpstreamError};
+use crate::upstream::{self, Body, Target, Upstream, UpstreamError};
+
+/// The Twilio host a request was addressed to when the guard intercepted it
+/// (CONNECT or TLS SNI); absent in base-URL mode. Carried in the request's
+/// extensions.
+#[derive(Clone, Debug)]
+pub struct Intercepted(pub Arc<str>);
+
+/// Where to forward: an intercepted main host goes to its configured
+/// upstream (tests and DNS mode may point those elsewhere); any other
+/// intercepted host (regional, or configured) to that same host.
+fn target<'a>(route: &Route, intercepted: Option<&'a Intercepted>) -> Target<'a> {
+    match intercepted.map(|i| i.0.as_ref()) {
+        Some("api.twilio.com") => Target::Configured(routes::Upstream::Api),
+        Some("verify.twilio.com") => Target::Configured(routes::Upstream::Verify),
+        Some(host) => Target::Host(host),
+        None => Target::Configured(route.upstream),
+    }
+}
 
 /// The application's end user's IP, for `client_ip` limits.
 pub const CLIENT_IP_HEADER: HeaderName = HeaderName::from_static("x-smsguard-client-ip");
@@ -276,12 +294,13 @@ fn twilio_domain(base_url: &str, main: &str) -> String {
 }
 
 async fn forward_stream(app: &App, req: Request<Incoming>, route: Route) -> Response<Body> {
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
+    let intercepted = parts.extensions.remove::<Intercepted>();
     let headers = upstream_headers(parts.headers);
     let result = app
         .upstream
         .send(
-            route.upstream,
+            target(&route, intercepted.as_ref()),
             parts.method,
             parts.uri.path_and_query(),
             headers,
@@ -664,9 +683,10 @@ async fn forward_send(
     app: &App,
     config: &Config,
     route: &Route,
-    parts: Parts,
+    mut parts: Parts,
     body: Bytes,
 ) -> Response<Body> {
+    let intercepted = parts.extensions.remove::<Intercepted>();
     let mut headers = upstream_headers(parts.headers);
     let body = if config.upstream.strip_risk_check {
         match form::remove_pair(&body, "RiskCheck", "disable") {
@@ -683,7 +703,7 @@ async fn forward_send(
     match app
         .upstream
         .send(
-            route.upstream,
+            target(route, intercepted.as_ref()),
             parts.method,
             parts.uri.path_and_query(),
             headers,

@@ -28,6 +28,16 @@ pub struct ServerOptions {
     pub max_connections: usize,
     pub header_timeout: Duration,
     pub drain_timeout: Duration,
+    /// Serve TLS with this config (certificates chosen by SNI).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+/// What the handler learns about the connection a request came on.
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    pub peer: SocketAddr,
+    /// The TLS server name the client asked for, on a TLS listener.
+    pub sni: Option<Arc<str>>,
 }
 
 /// Serves `listener` until `shutdown` resolves, then stops accepting and
@@ -38,7 +48,7 @@ pub async fn run<H, F>(
     handler: H,
     shutdown: impl Future<Output = ()>,
 ) where
-    H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
+    H: Fn(Request<Incoming>, ConnInfo) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {
     let graceful = GracefulShutdown::new();
@@ -75,20 +85,60 @@ pub async fn run<H, F>(
         };
         let _ = stream.set_nodelay(true);
         let h = handler.clone();
-        let svc = service_fn(move |req| {
-            let h = h.clone();
-            async move { Ok::<_, Infallible>(h(req, peer).await) }
-        });
-        let conn = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), svc)
-            .into_owned();
-        let conn = graceful.watch(conn);
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, %peer, "connection ended with an error");
+        match &opts.tls {
+            None => {
+                let info = ConnInfo { peer, sni: None };
+                let svc = service_fn(move |req| {
+                    let (h, info) = (h.clone(), info.clone());
+                    async move { Ok::<_, Infallible>(h(req, info).await) }
+                });
+                let conn = builder
+                    .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+                    .into_owned();
+                let conn = graceful.watch(conn);
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(error = %e, %peer, "connection ended with an error");
+                    }
+                    drop(permit);
+                });
             }
-            drop(permit);
-        });
+            Some(tls) => {
+                let (acceptor, builder, watcher) = (
+                    tokio_rustls::TlsAcceptor::from(tls.clone()),
+                    builder.clone(),
+                    graceful.watcher(),
+                );
+                let handshake_timeout = opts.header_timeout;
+                tokio::spawn(async move {
+                    let accepted =
+                        tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await;
+                    let stream = match accepted {
+                        Ok(Ok(s)) => s,
+                        Ok(Err(e)) => {
+                            return tracing::debug!(error = %e, %peer, "TLS handshake failed")
+                        }
+                        Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
+                    };
+                    let sni =
+                        stream.get_ref().1.server_name().map(|s| {
+                            Arc::<str>::from(s.trim_end_matches('.').to_ascii_lowercase())
+                        });
+                    let info = ConnInfo { peer, sni };
+                    let svc = service_fn(move |req| {
+                        let (h, info) = (h.clone(), info.clone());
+                        async move { Ok::<_, Infallible>(h(req, info).await) }
+                    });
+                    let conn = builder
+                        .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+                        .into_owned();
+                    if let Err(e) = watcher.watch(conn).await {
+                        tracing::debug!(error = %e, %peer, "connection ended with an error");
+                    }
+                    drop(permit);
+                });
+            }
+        }
     }
     drop(listener);
     if tokio::time::timeout(opts.drain_timeout, graceful.shutdown())

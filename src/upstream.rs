@@ -5,6 +5,12 @@
 //! context headers; `Host` names the upstream. This module never decides
 //! anything and never logs a header value or a body.
 
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -14,6 +20,7 @@ use http::{Request, Response, Uri};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::dns::{GaiResolver, Name};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
@@ -73,9 +80,51 @@ impl Base {
     }
 }
 
+/// Resolves configured host names to fixed addresses, the rest through the
+/// system resolver.
+#[derive(Clone)]
+pub struct Resolver {
+    fixed: Arc<BTreeMap<String, SocketAddr>>,
+    system: GaiResolver,
+}
+
+type Resolved = std::vec::IntoIter<SocketAddr>;
+
+impl tower_service::Service<Name> for Resolver {
+    type Response = Resolved;
+    type Error = std::io::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Resolved, std::io::Error>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, name: Name) -> Self::Future {
+        if let Some(addr) = self.fixed.get(&name.as_str().to_ascii_lowercase()) {
+            let addr = *addr;
+            return Box::pin(async move { Ok(vec![addr].into_iter()) });
+        }
+        let mut system = self.system.clone();
+        Box::pin(async move {
+            let addrs = system.call(name).await?;
+            Ok(addrs.collect::<Vec<_>>().into_iter())
+        })
+    }
+}
+
+/// Where a request goes.
+#[derive(Debug, Clone, Copy)]
+pub enum Target<'a> {
+    /// The configured upstream for the path (`upstream.api` or `.verify`).
+    Configured(routes::Upstream),
+    /// A Twilio host the client asked for by name (CONNECT or SNI), such as
+    /// a regional `api.sydney.au1.twilio.com`: forwarded to that same host.
+    Host(&'a str),
+}
+
 #[derive(Clone)]
 pub struct Upstream {
-    client: Client<HttpsConnector<HttpConnector>, Body>,
+    client: Client<HttpsConnector<HttpConnector<Resolver>>, Body>,
     api: Base,
     verify: Base,
     timeout: Duration,
@@ -111,13 +160,29 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 
 impl Upstream {
     pub fn new(cfg: &config::Upstream) -> Result<Upstream, String> {
-        let mut http = HttpConnector::new();
+        let resolver = Resolver {
+            fixed: Arc::new(
+                cfg.resolve
+                    .iter()
+                    .map(|(k, v)| (k.to_ascii_lowercase(), *v))
+                    .collect(),
+            ),
+            system: GaiResolver::new(),
+        };
+        let mut http = HttpConnector::new_with_resolver(resolver);
         http.enforce_http(false);
         http.set_connect_timeout(Some(cfg.connect_timeout));
         http.set_nodelay(true);
         let mut roots = rustls::RootCertStore::empty();
         roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        if let Some(path) = &cfg.extra_ca {
+            let pem = std::fs::read(path)
+                .map_err(|e| format!("upstream.extra_ca {}: {e}", path.display()))?;
+            let extra = crate::tls::root_store_with(&pem)
+                .map_err(|e| format!("upstream.extra_ca {}: {e}", path.display()))?;
+            roots.roots.extend(extra.roots);
+        }
+        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
             rustls::crypto::ring::default_provider(),
         ))
         .with_safe_default_protocol_versions()
@@ -147,15 +212,21 @@ impl Upstream {
     /// headers have already had hop-by-hop and context headers removed.
     pub async fn send(
         &self,
-        to: routes::Upstream,
+        to: Target<'_>,
         method: http::Method,
         path_and_query: Option<&PathAndQuery>,
         mut headers: HeaderMap,
         body: Body,
     ) -> Result<Response<Incoming>, UpstreamError> {
+        let named;
         let base = match to {
-            routes::Upstream::Api => &self.api,
-            routes::Upstream::Verify => &self.verify,
+            Target::Configured(routes::Upstream::Api) => &self.api,
+            Target::Configured(routes::Upstream::Verify) => &self.verify,
+            Target::Host(host) => {
+                named =
+                    Base::parse(&format!("https://{host}")).map_err(UpstreamError::Unreachable)?;
+                &named
+            }
         };
         let uri = Uri::builder()
             .scheme(base.scheme.clone())
