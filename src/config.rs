@@ -128,6 +128,8 @@ pub struct Listen {
     #[serde(with = "humantime_serde")]
     pub header_timeout: Duration,
     pub max_connections: usize,
+    /// Runtime worker threads for `serve`; 0 = one per CPU.
+    pub workers: usize,
 }
 
 impl Default for Listen {
@@ -140,6 +142,7 @@ impl Default for Listen {
             drain_timeout: Duration::from_secs(10),
             header_timeout: Duration::from_secs(30),
             max_connections: 10_000,
+            workers: 0,
         }
     }
 }
