@@ -64,6 +64,19 @@ impl Balances {
         now.saturating_sub(v.1) < ttl
     }
 
+    /// Last known balances by account (for metrics).
+    pub fn known(&self) -> Vec<(String, Money)> {
+        self.entries
+            .iter()
+            .filter_map(
+                |(account, e)| match *e.value.lock().unwrap_or_else(|p| p.into_inner()) {
+                    Some((BalanceView::Known(m), _)) => Some((account.to_string(), m)),
+                    _ => None,
+                },
+            )
+            .collect()
+    }
+
     /// The balance of `account` as of at most `refresh` ago.
     pub async fn view(
         &self,

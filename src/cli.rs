@@ -356,12 +356,32 @@ fn serve(path: &Path) -> i32 {
                 return 1;
             }
         };
-        tracing::info!(addr = %guard.addr(), "smsguard listening");
+        guard.app().set_config_path(path.to_path_buf());
+        tracing::info!(addr = %guard.addr(), admin = ?guard.admin_addr(), "smsguard listening");
+        reload_on_sighup(guard.app().clone());
         wait_for_signal().await;
         tracing::info!("stopping: finishing requests in flight");
         guard.stop().await;
         0
     })
+}
+
+/// SIGHUP reads the policy file again; a bad file keeps the running policy.
+fn reload_on_sighup(app: std::sync::Arc<crate::pipeline::App>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else {
+            return;
+        };
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                if let Err(e) = app.reload() {
+                    tracing::error!(error = %e, "reload failed; keeping the running policy");
+                }
+            }
+        });
+    }
 }
 
 async fn wait_for_signal() {

@@ -72,6 +72,83 @@ pub struct Config {
     pub shadow: Shadow,
     #[serde(default)]
     pub egress: Egress,
+    pub audit: Option<Audit>,
+    pub alerts: Option<Alerts>,
+}
+
+/// The audit log file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Audit {
+    pub file: PathBuf,
+    /// Rotate past this size.
+    #[serde(default = "ten_mib", deserialize_with = "de_bytes")]
+    pub max_size: usize,
+    /// Rotated files kept (`audit.log.1` ..).
+    #[serde(default = "five")]
+    pub keep: usize,
+}
+
+fn ten_mib() -> usize {
+    10 * 1024 * 1024
+}
+fn five() -> usize {
+    5
+}
+
+/// Webhook alerts.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Alerts {
+    /// Receives a JSON POST with a Slack-compatible `text` field.
+    #[serde(deserialize_with = "de_url")]
+    pub webhook: String,
+    /// At most one alert per cause per interval.
+    #[serde(default = "ten_minutes", with = "humantime_serde")]
+    pub interval: Duration,
+    /// A region's sends this minute above `spike_factor` × its recent
+    /// average per minute (and at least `spike_min`) alert.
+    #[serde(default = "spike_factor")]
+    pub spike_factor: f64,
+    #[serde(default = "spike_min")]
+    pub spike_min: u32,
+    /// Minutes averaged for the recent rate.
+    #[serde(default = "spike_window")]
+    pub spike_window: usize,
+    /// Alert when today's spend reaches this.
+    pub spend_threshold: Option<Money>,
+    /// Delivery retries after a failed POST.
+    #[serde(default = "three")]
+    pub retries: u32,
+}
+
+fn ten_minutes() -> Duration {
+    Duration::from_secs(600)
+}
+fn spike_factor() -> f64 {
+    5.0
+}
+fn spike_min() -> u32 {
+    50
+}
+fn spike_window() -> usize {
+    30
+}
+fn three() -> u32 {
+    3
+}
+
+fn de_url<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let s = String::deserialize(d)?;
+    let uri: http::Uri = s
+        .parse()
+        .map_err(|e| de::Error::custom(format!("{s:?} is not a URL: {e}")))?;
+    if !matches!(uri.scheme_str(), Some("http") | Some("https")) || uri.authority().is_none() {
+        return Err(de::Error::custom(format!(
+            "{s:?} must be an http:// or https:// URL"
+        )));
+    }
+    Ok(s)
 }
 
 /// Egress-proxy mode: what CONNECT may reach besides the Twilio hosts.
@@ -756,6 +833,9 @@ pub struct Log {
     pub level: String,
     /// Digits of the number shown as `prefix` in decision events.
     pub prefix_digits: u8,
+    /// Hide the last four digits of numbers in the log, the audit file and
+    /// the admin API (`+99899394****`).
+    pub mask_numbers: bool,
 }
 
 impl Default for Log {
@@ -764,6 +844,7 @@ impl Default for Log {
             format: LogFormat::Human,
             level: "info".into(),
             prefix_digits: 8,
+            mask_numbers: false,
         }
     }
 }

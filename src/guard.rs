@@ -18,9 +18,11 @@ use crate::store::MemoryStore;
 
 pub struct Guard {
     addr: SocketAddr,
+    admin_addr: Option<SocketAddr>,
     tls: bool,
     app: Arc<App>,
     stop: Option<oneshot::Sender<()>>,
+    admin_stop: tokio::sync::watch::Sender<bool>,
     task: JoinHandle<()>,
 }
 
@@ -48,6 +50,54 @@ impl Guard {
         let opts_tls = opts.tls.is_some();
         let app = Arc::new(App::new(Arc::new(config), Arc::new(store), clock)?);
         let (stop, stopped) = oneshot::channel::<()>();
+        let (admin_stop, admin_stopped) = tokio::sync::watch::channel(false);
+        let admin_addr = match &app.policy().config().admin {
+            None => None,
+            Some(admin) => {
+                let auth = crate::admin::Auth::from_config(admin)?;
+                let listener = TcpListener::bind(admin.addr)
+                    .await
+                    .map_err(|e| format!("cannot listen on admin.addr {}: {e}", admin.addr))?;
+                let admin_addr = listener.local_addr().map_err(|e| e.to_string())?;
+                let (a, mut stopped) = (app.clone(), admin_stopped.clone());
+                let admin_opts = ServerOptions {
+                    tls: None,
+                    ..opts.clone()
+                };
+                tokio::spawn(server::run(
+                    listener,
+                    admin_opts,
+                    move |req, _conn| crate::admin::handle(a.clone(), auth.clone(), req),
+                    async move {
+                        let _ = stopped.wait_for(|s| *s).await;
+                    },
+                ));
+                Some(admin_addr)
+            }
+        };
+        if app.watch.alerts.is_some() {
+            // Spikes and spend are checked on a timer, decisions on arrival.
+            let (a, mut stopped) = (app.clone(), admin_stopped.clone());
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(std::time::Duration::from_secs(2));
+                loop {
+                    tokio::select! {
+                        _ = tick.tick() => {}
+                        _ = stopped.wait_for(|s| *s) => return,
+                    }
+                    let now = a.clock.now();
+                    let spent = a
+                        .policy()
+                        .budget_status(now)
+                        .into_iter()
+                        .find(|(n, _, _)| n == "day:*")
+                        .map(|(_, s, _)| s);
+                    if let Some(alerts) = &a.watch.alerts {
+                        alerts.check(&a.watch.activity, spent, now);
+                    }
+                }
+            });
+        }
         let handler_app = app.clone();
         let task = tokio::spawn(server::run(
             listener,
@@ -59,6 +109,8 @@ impl Guard {
         ));
         Ok(Guard {
             addr,
+            admin_addr,
+            admin_stop,
             tls: opts_tls,
             app,
             stop: Some(stop),
@@ -75,6 +127,11 @@ impl Guard {
         format!("{scheme}://{}", self.addr)
     }
 
+    /// The admin listener's address, when `[admin]` is configured.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
+    }
+
     pub fn app(&self) -> &Arc<App> {
         &self.app
     }
@@ -85,6 +142,7 @@ impl Guard {
         if let Some(s) = self.stop.take() {
             let _ = s.send(());
         }
+        let _ = self.admin_stop.send(true);
         let _ = (&mut self.task).await;
     }
 

@@ -2,6 +2,7 @@
 //! every paid send against a policy and stops SMS traffic pumping.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod balance;
 pub mod cli;
 pub mod clock;

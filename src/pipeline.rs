@@ -25,7 +25,11 @@ use crate::phone::{Classifier, Destination};
 use crate::policy::{Attempt, Decision, Policy, Reason, Verdict};
 use crate::shadow::{FakeStore, LatencyModel};
 use crate::store::Store;
-use crate::telemetry::{self, DecisionEvent};
+use crate::telemetry::activity::Activity;
+use crate::telemetry::alerts::Alerts;
+use crate::telemetry::audit::Audit;
+use crate::telemetry::metrics::Metrics;
+use crate::telemetry::{self, DecisionEvent, Watch};
 use crate::twilio::form::{self, FormError};
 use crate::twilio::responses::{self, TwilioError};
 use crate::twilio::routes::{self, Endpoint, Product, Route};
@@ -76,6 +80,9 @@ pub struct App {
     pub fakes: FakeStore,
     pub latency: LatencyModel,
     pub balances: Option<Balances>,
+    pub watch: Watch,
+    /// The policy file, for reloads (none when started from text).
+    config_path: RwLock<Option<std::path::PathBuf>>,
     /// Domains named in answers made here (`X-API-Domain`).
     api_domain: String,
     verify_domain: String,
@@ -90,7 +97,23 @@ impl App {
         clock: Arc<dyn Clock>,
     ) -> Result<App, String> {
         let upstream = Upstream::new(&config.upstream)?;
+        let audit = match &config.audit {
+            Some(a) => Some(Audit::open(&a.file, a.max_size as u64, a.keep)?),
+            None => None,
+        };
+        let watch = Watch {
+            metrics: Metrics::default(),
+            activity: Activity::default(),
+            audit,
+            alerts: config
+                .alerts
+                .as_ref()
+                .map(|a| Alerts::start(a, upstream.clone())),
+            mask_numbers: config.log.mask_numbers,
+        };
         Ok(App {
+            watch,
+            config_path: RwLock::new(None),
             classifier: Classifier::new(config.numbers.cache),
             fakes: FakeStore::new(config.shadow.capacity, config.shadow.retention),
             latency: LatencyModel::new(&config.shadow),
@@ -124,10 +147,41 @@ impl App {
     }
 
     fn record(&self, event: &DecisionEvent) {
+        let masked;
+        let event = if self.watch.mask_numbers {
+            let mut e = event.clone();
+            e.mask();
+            masked = e;
+            &masked
+        } else {
+            event
+        };
         telemetry::record(event);
+        self.watch.record(event, self.clock.now());
         if let Some(s) = self.sink.get() {
             s(event);
         }
+    }
+
+    pub fn set_config_path(&self, path: std::path::PathBuf) {
+        *self.config_path.write().unwrap_or_else(|p| p.into_inner()) = Some(path);
+    }
+
+    /// Reads the policy file again and swaps the policy in atomically; a
+    /// bad file keeps the running policy and its error is returned
+    /// (`FILE:LINE:COL: message`). Listener, upstream and shadow settings
+    /// keep their values until a restart.
+    pub fn reload(&self) -> Result<(), String> {
+        let path = self
+            .config_path
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .ok_or("the guard was not started from a file")?;
+        let config = Config::load(&path).map_err(|e| e.to_string())?;
+        self.replace_policy(Arc::new(config));
+        tracing::info!(file = %path.display(), "policy reloaded");
+        Ok(())
     }
 
     /// Swaps the policy atomically; requests in flight finish on the old one.
@@ -297,6 +351,7 @@ async fn forward_stream(app: &App, req: Request<Incoming>, route: Route) -> Resp
     let (mut parts, body) = req.into_parts();
     let intercepted = parts.extensions.remove::<Intercepted>();
     let headers = upstream_headers(parts.headers);
+    let sent = Instant::now();
     let result = app
         .upstream
         .send(
@@ -308,7 +363,14 @@ async fn forward_stream(app: &App, req: Request<Incoming>, route: Route) -> Resp
         )
         .await;
     match result {
-        Ok(resp) => resp.map(Either::Left),
+        Ok(resp) => {
+            app.watch.metrics.upstream(
+                route.endpoint.name(),
+                resp.status().as_u16(),
+                sent.elapsed(),
+            );
+            resp.map(Either::Left)
+        }
         Err(e) => {
             tracing::warn!(endpoint = route.endpoint.name(), error = %e, "forwarding failed");
             upstream_error(app, &route, &e)
@@ -369,6 +431,10 @@ async fn handle_send(
     let (parts, body) = req.into_parts();
     let ctx = context(&parts.headers, peer);
     let mut event = DecisionEvent::new(route.endpoint.name(), &ctx.client_ip, ctx.user.as_deref());
+    event.product = route
+        .endpoint
+        .send_product()
+        .map_or("messaging", |p| p.as_str());
 
     let limit = config.listen.max_body;
     let read = async {
@@ -437,6 +503,7 @@ async fn handle_send(
                 detail: Some(e.to_string()),
                 reason: Reason::Invalid,
                 action: config.actions.invalid,
+                blocked: None,
             };
             let decision = Decision {
                 action: if config.actions.invalid.blocks() {
@@ -712,6 +779,11 @@ async fn forward_send(
         .await
     {
         Ok(resp) => {
+            app.watch.metrics.upstream(
+                route.endpoint.name(),
+                resp.status().as_u16(),
+                sent.elapsed(),
+            );
             // Only real successes teach the fakes how long Twilio takes.
             if resp.status().is_success() && route.endpoint.send_product().is_some() {
                 app.latency.observe(route.endpoint.name(), sent.elapsed());

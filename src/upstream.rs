@@ -256,6 +256,22 @@ impl Upstream {
     }
 }
 
+impl Upstream {
+    /// POSTs a JSON body to any URL over the same pooled client (alert
+    /// webhooks).
+    pub async fn post_json(&self, url: &str, body: Bytes) -> Result<http::StatusCode, String> {
+        let req = Request::post(url)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(full(body))
+            .map_err(|e| e.to_string())?;
+        match tokio::time::timeout(self.timeout, self.client.request(req)).await {
+            Err(_) => Err("timed out".into()),
+            Ok(Err(e)) => Err(error_chain(&e)),
+            Ok(Ok(resp)) => Ok(resp.status()),
+        }
+    }
+}
+
 fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();

@@ -95,6 +95,7 @@ impl Backoff {
             )),
             reason: Reason::Backoff,
             action: self.action,
+            blocked: None,
         })
     }
 

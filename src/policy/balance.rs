@@ -31,6 +31,7 @@ impl BalanceRule {
                 detail: Some(detail),
                 reason: Reason::Balance,
                 action: self.action,
+                blocked: None,
             })
         };
         match a.balance {

@@ -73,6 +73,7 @@ impl Blocks {
                     detail: Some(key),
                     reason: Reason::Blocked,
                     action: b.action,
+                    blocked: None,
                 });
             }
         }

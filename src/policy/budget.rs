@@ -52,8 +52,20 @@ impl Budget {
                 });
             }
         };
-        push("hour:*".into(), None, HOUR, b.hourly);
-        push("day:*".into(), None, DAY, b.daily);
+        // The global windows are always counted (for metrics and spend
+        // alerts); without a configured cap they never block.
+        push(
+            "hour:*".into(),
+            None,
+            HOUR,
+            Some(b.hourly.unwrap_or(Money(u64::MAX))),
+        );
+        push(
+            "day:*".into(),
+            None,
+            DAY,
+            Some(b.daily.unwrap_or(Money(u64::MAX))),
+        );
         for (r, c) in &b.regions {
             // Validated at load.
             let region: Option<Region> = r.parse().ok();
@@ -102,6 +114,7 @@ impl Budget {
             )),
             reason: Reason::Budget,
             action: self.action,
+            blocked: None,
         })
     }
 
@@ -146,6 +159,21 @@ impl Budget {
             }
         }
         Step::Pass(format!("costs {}", Money(cost)))
+    }
+
+    /// Spend in the current window of every cap: (name, spent, cap).
+    pub(crate) fn status(
+        &self,
+        store: &dyn Store,
+        now: Millis,
+    ) -> Vec<(String, Money, Option<Money>)> {
+        self.caps
+            .iter()
+            .map(|c| {
+                let cap = (c.cap.0 != u64::MAX).then_some(c.cap);
+                (c.name.clone(), Money(store.spent(&Self::key(c, now))), cap)
+            })
+            .collect()
     }
 
     pub(crate) fn refund(&self, store: &dyn Store, spend: Spend) {

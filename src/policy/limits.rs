@@ -90,8 +90,10 @@ impl Limits {
                 continue;
             };
             let mut detail = format!("{}={value}: {count} attempts, rate {rate}", l.key);
+            let mut blocked = None;
             if let Some(base) = l.block {
                 let key = format!("{}={value}", l.key);
+                blocked = Some(key.clone());
                 let offence = store.offend(&key, now, l.forgive_after);
                 let factor = l.escalate.powi(offence.saturating_sub(1).min(1_000) as i32);
                 let dur = (base as f64 * factor).min(l.block_max as f64) as Millis;
@@ -116,6 +118,7 @@ impl Limits {
                 detail: Some(detail),
                 reason: Reason::RateLimited,
                 action: l.action,
+                blocked,
             };
             match l.action {
                 Action::Monitor => monitored.push(v),

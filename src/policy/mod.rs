@@ -138,6 +138,8 @@ pub struct Verdict {
     pub detail: Option<String>,
     pub reason: Reason,
     pub action: Action,
+    /// The key this verdict blocked (a limit that trips with `block`).
+    pub blocked: Option<String>,
 }
 
 /// The outcome of judging one attempt.
@@ -348,6 +350,17 @@ impl Policy {
                 .blocks
                 .unwrap_or(self.config.actions.default),
         )
+    }
+
+    /// Spend of the current budget windows: (`hour:*`, spent, cap), ...
+    pub fn budget_status(
+        &self,
+        now: Millis,
+    ) -> Vec<(String, crate::config::Money, Option<crate::config::Money>)> {
+        self.budget
+            .as_ref()
+            .map(|b| b.status(&*self.store, now))
+            .unwrap_or_default()
     }
 
     pub fn remove_block(&self, key: &str) -> bool {

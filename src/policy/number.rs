@@ -38,6 +38,7 @@ impl NumberRules {
                 detail: Some(a.to.e164.clone()),
                 reason,
                 action,
+                blocked: None,
             })
         };
         let c = &a.class;

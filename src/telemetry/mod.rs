@@ -5,15 +5,46 @@
 //! and why. It never carries the auth token, the message body or any other
 //! form field: nothing here is given them.
 
+pub mod activity;
+pub mod alerts;
+pub mod audit;
+pub mod metrics;
+
 use std::net::IpAddr;
 
+use crate::clock::Millis;
 use crate::phone::{Classification, Destination};
 use crate::policy::Decision;
+
+/// Everything that watches decisions: metrics, the activity shown by the
+/// dashboard, the audit file and alerts.
+pub struct Watch {
+    pub metrics: metrics::Metrics,
+    pub activity: activity::Activity,
+    pub audit: Option<audit::Audit>,
+    pub alerts: Option<alerts::Alerts>,
+    pub mask_numbers: bool,
+}
+
+impl Watch {
+    pub fn record(&self, e: &DecisionEvent, now: Millis) {
+        self.metrics.decision(e);
+        self.activity.record(e, now);
+        if let Some(a) = &self.audit {
+            a.record(e, now);
+        }
+        if let Some(a) = &self.alerts {
+            a.decision(e, now);
+        }
+    }
+}
 
 /// The fields of one decision, filled in as the request goes through.
 #[derive(Debug, Clone, Default)]
 pub struct DecisionEvent {
     pub endpoint: &'static str,
+    /// `messaging`, `voice` or `verify`.
+    pub product: &'static str,
     pub account: Option<String>,
     pub to: Option<String>,
     pub region: Option<String>,
@@ -25,6 +56,8 @@ pub struct DecisionEvent {
     pub action: &'static str,
     pub detail: Option<String>,
     pub would_block: Vec<String>,
+    /// Keys this decision blocked (a limit tripped with `block`).
+    pub blocked: Vec<String>,
 }
 
 impl DecisionEvent {
@@ -60,6 +93,23 @@ impl DecisionEvent {
             self.detail = v.detail.clone();
         }
         self.would_block = d.would_block.iter().map(|v| v.rule.clone()).collect();
+        self.blocked = d
+            .verdict
+            .iter()
+            .chain(&d.would_block)
+            .filter_map(|v| v.blocked.clone())
+            .collect();
+    }
+
+    /// Hides the last four digits of the number wherever it appears.
+    pub fn mask(&mut self) {
+        if let Some(to) = self.to.take() {
+            let masked = audit::mask_number(&to);
+            if let Some(d) = self.detail.as_mut() {
+                *d = d.replace(&to, &masked);
+            }
+            self.to = Some(masked);
+        }
     }
 }
 
@@ -68,6 +118,7 @@ pub fn record(e: &DecisionEvent) {
     tracing::info!(
         target: "smsguard::decision",
         endpoint = e.endpoint,
+        product = e.product,
         account = e.account.as_deref().unwrap_or(""),
         to = e.to.as_deref().unwrap_or(""),
         region = e.region.as_deref().unwrap_or(""),

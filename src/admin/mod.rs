@@ -1,0 +1,415 @@
+//! The admin listener: health, Prometheus metrics, a JSON API to see and
+//! steer the guard (recent decisions, blocks, safe list, reload) and the
+//! live dashboard.
+//!
+//! Every route but `/healthz` needs the bearer token named by
+//! `admin.token_env` (compared in constant time); the dashboard page may
+//! also be opened as `/?token=...`, which sets an HttpOnly cookie for its own
+//! calls. The guard refuses to start with an admin address off loopback and
+//! no token. Nothing here shows a credential or a message body.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::config::{Action, Admin};
+use crate::pipeline::App;
+use crate::policy::BlockRequest;
+use crate::telemetry::activity::Filter;
+use crate::upstream::{self, Body};
+
+const DASHBOARD: &str = include_str!("dashboard.html");
+const COOKIE: &str = "smsguard_admin";
+
+/// Who may use the admin routes.
+#[derive(Clone)]
+pub struct Auth {
+    token: Option<Arc<str>>,
+}
+
+impl Auth {
+    /// Reads the token from the environment; refuses an exposed address
+    /// without one.
+    pub fn from_config(admin: &Admin) -> Result<Auth, String> {
+        let token = std::env::var(&admin.token_env)
+            .ok()
+            .filter(|t| !t.is_empty())
+            .map(Arc::from);
+        if token.is_none() {
+            if !admin.addr.ip().is_loopback() {
+                return Err(format!(
+                    "admin.addr {} is not loopback and ${} is not set: refusing to expose the admin API without a token",
+                    admin.addr, admin.token_env
+                ));
+            }
+            tracing::warn!(
+                "${} is not set: the admin API on {} is open to local users",
+                admin.token_env,
+                admin.addr
+            );
+        }
+        Ok(Auth { token })
+    }
+
+    fn allows(&self, req: &Request<Incoming>) -> bool {
+        let Some(token) = &self.token else {
+            return true;
+        };
+        let bearer = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim);
+        let cookie = cookie_value(req, COOKIE);
+        let query = (req.uri().path() == "/")
+            .then(|| query_param(req.uri().query(), "token"))
+            .flatten();
+        [bearer.map(str::to_string), cookie, query]
+            .iter()
+            .flatten()
+            .any(|given| constant_time_eq(given.as_bytes(), token.as_bytes()))
+    }
+}
+
+/// Compares without an early exit, so timing does not reveal how much of a
+/// guess was right.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = (a.len() ^ b.len()) as u8 | u8::from(a.len() != b.len());
+    for i in 0..a.len().max(b.len()) {
+        let x = a.get(i).copied().unwrap_or(0);
+        let y = b.get(i).copied().unwrap_or(0);
+        diff |= x ^ y;
+    }
+    diff == 0
+}
+
+fn cookie_value(req: &Request<Incoming>, name: &str) -> Option<String> {
+    req.headers()
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.to_string())
+}
+
+fn query_param(query: Option<&str>, name: &str) -> Option<String> {
+    form_urlencoded::parse(query?.as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+fn respond(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+) -> Response<Body> {
+    let mut r = Response::new(upstream::full(body.into()));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+fn json_response(status: StatusCode, v: serde_json::Value) -> Response<Body> {
+    respond(status, "application/json", v.to_string())
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response<Body> {
+    json_response(status, json!({ "error": message.into() }))
+}
+
+/// The admin request handler.
+pub async fn handle(app: Arc<App>, auth: Auth, req: Request<Incoming>) -> Response<Body> {
+    let path = req.uri().path().to_string();
+    if path == "/healthz" {
+        return respond(StatusCode::OK, "text/plain", "ok\n");
+    }
+    if !auth.allows(&req) {
+        return if path == "/" {
+            respond(
+                StatusCode::UNAUTHORIZED,
+                "text/html; charset=utf-8",
+                "<!doctype html><title>smsguard</title><p>not authorized: open the dashboard as /?token=...</p>",
+            )
+        } else {
+            error(
+                StatusCode::UNAUTHORIZED,
+                "not authorized: a bearer token is required",
+            )
+        };
+    }
+    let method = req.method().clone();
+    match (method, path.as_str()) {
+        (Method::GET, "/") => dashboard(&auth, &req),
+        (Method::GET, "/readyz") => respond(StatusCode::OK, "text/plain", "ready\n"),
+        (Method::GET, "/metrics") => metrics(&app),
+        (Method::GET, "/api/summary") => {
+            let s = app.watch.activity.summary(app.clock.now());
+            json_response(StatusCode::OK, serde_json::to_value(s).unwrap_or_default())
+        }
+        (Method::GET, "/api/decisions") => decisions(&app, &req),
+        (Method::GET, "/api/blocks") => blocks(&app),
+        (Method::POST, "/api/blocks") => add_block(&app, req).await,
+        (Method::DELETE, "/api/blocks") => remove_block(&app, &req),
+        (Method::POST, "/api/safe") => safe(&app, req, true).await,
+        (Method::DELETE, "/api/safe") => safe(&app, req, false).await,
+        (Method::POST, "/api/reload") => match app.reload() {
+            Ok(()) => json_response(StatusCode::OK, json!({ "reloaded": true })),
+            Err(e) => json_response(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                json!({ "reloaded": false, "error": e }),
+            ),
+        },
+        _ => error(StatusCode::NOT_FOUND, format!("no route {path}")),
+    }
+}
+
+fn dashboard(auth: &Auth, req: &Request<Incoming>) -> Response<Body> {
+    let mut r = respond(StatusCode::OK, "text/html; charset=utf-8", DASHBOARD);
+    // The page's own API calls authenticate with this cookie, so the token
+    // never has to live in the page.
+    if let (Some(token), Some(_)) = (&auth.token, query_param(req.uri().query(), "token")) {
+        if let Ok(v) = HeaderValue::from_str(&format!(
+            "{COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/"
+        )) {
+            r.headers_mut().insert(header::SET_COOKIE, v);
+        }
+    }
+    r.headers_mut().insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src 'self' data:"),
+    );
+    r
+}
+
+fn metrics(app: &App) -> Response<Body> {
+    let m = &app.watch.metrics;
+    let policy = app.policy();
+    let now = app.clock.now();
+    m.blocks.clear();
+    for (key, _) in policy.store().blocks(now) {
+        let kind = key.split('=').next().unwrap_or("").to_string();
+        m.blocks.get_or_create(&vec![("kind", kind)]).inc();
+    }
+    m.spent.clear();
+    for (name, spent, _) in policy.budget_status(now) {
+        let (window, region) = name.split_once(':').unwrap_or((&name, "*"));
+        m.spent
+            .get_or_create(&vec![
+                ("window", window.to_string()),
+                ("region", region.to_string()),
+            ])
+            .set(spent.0 as f64 / 1e6);
+    }
+    if let Some(b) = &app.balances {
+        m.balance.clear();
+        for (account, money) in b.known() {
+            m.balance
+                .get_or_create(&vec![("account", account)])
+                .set(money.0 as f64 / 1e6);
+        }
+    }
+    let st = policy.store().stats();
+    for (table, n) in [
+        ("counters", st.counters),
+        ("backoffs", st.backoffs),
+        ("blocks", st.blocks),
+        ("offences", st.offences),
+        ("classifications", app.classifier.cached()),
+    ] {
+        m.cache_entries
+            .get_or_create(&vec![("table", table.to_string())])
+            .set(n as i64);
+    }
+    m.evicted_live.set(st.evicted_live as i64);
+    respond(
+        StatusCode::OK,
+        "text/plain; version=0.0.4; charset=utf-8",
+        m.encode(),
+    )
+}
+
+fn decisions(app: &App, req: &Request<Incoming>) -> Response<Body> {
+    let q = req.uri().query();
+    let f = Filter {
+        action: query_param(q, "action").filter(|s| !s.is_empty()),
+        region: query_param(q, "region").filter(|s| !s.is_empty()),
+        prefix: query_param(q, "prefix").filter(|s| !s.is_empty()),
+        limit: query_param(q, "limit")
+            .and_then(|l| l.parse().ok())
+            .unwrap_or(100),
+    };
+    json_response(
+        StatusCode::OK,
+        json!({ "decisions": app.watch.activity.recent(&f) }),
+    )
+}
+
+fn blocks(app: &App) -> Response<Body> {
+    let policy = app.policy();
+    let list: Vec<_> = policy
+        .store()
+        .blocks(app.clock.now())
+        .into_iter()
+        .map(|(key, b)| {
+            json!({
+                "key": key,
+                "rule": b.rule.as_ref(),
+                "action": b.action.as_str(),
+                "since": b.since,
+                "until": b.until,
+                "offence": b.offence,
+            })
+        })
+        .collect();
+    json_response(StatusCode::OK, json!({ "blocks": list }))
+}
+
+async fn read_json<T: for<'de> Deserialize<'de>>(
+    req: Request<Incoming>,
+) -> Result<T, Response<Body>> {
+    let bytes = Limited::new(req.into_body(), 64 * 1024)
+        .collect()
+        .await
+        .map_err(|_| {
+            error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body too large or unreadable",
+            )
+        })?
+        .to_bytes();
+    serde_json::from_slice(&bytes)
+        .map_err(|e| error(StatusCode::BAD_REQUEST, format!("bad JSON: {e}")))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewBlock {
+    key: String,
+    value: String,
+    duration: String,
+    action: Option<String>,
+}
+
+async fn add_block(app: &App, req: Request<Incoming>) -> Response<Body> {
+    let b: NewBlock = match read_json(req).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let parsed = (|| -> Result<BlockRequest, String> {
+        Ok(BlockRequest {
+            key: b.key.parse()?,
+            value: b.value.clone(),
+            duration: humantime::parse_duration(&b.duration)
+                .map_err(|e| format!("duration {:?}: {e}", b.duration))?,
+            action: b.action.as_deref().map(str::parse::<Action>).transpose()?,
+        })
+    })();
+    let req = match parsed {
+        Ok(r) => r,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    if req.duration > Duration::from_secs(366 * 24 * 3600) {
+        return error(StatusCode::BAD_REQUEST, "a block lasts at most a year");
+    }
+    match app.policy().add_block(&req, app.clock.now()) {
+        Ok(key) => {
+            tracing::info!(%key, "block added by the admin API");
+            json_response(StatusCode::CREATED, json!({ "key": key }))
+        }
+        Err(e) => error(StatusCode::BAD_REQUEST, e),
+    }
+}
+
+fn remove_block(app: &App, req: &Request<Incoming>) -> Response<Body> {
+    let Some(key) = query_param(req.uri().query(), "key") else {
+        return error(StatusCode::BAD_REQUEST, "give the block as ?key=KIND=VALUE");
+    };
+    if app.policy().remove_block(&key) {
+        tracing::info!(%key, "block removed by the admin API");
+        respond(StatusCode::NO_CONTENT, "application/json", "")
+    } else {
+        error(StatusCode::NOT_FOUND, format!("no active block {key}"))
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SafeEdit {
+    number: Option<String>,
+    prefix: Option<String>,
+}
+
+/// Edits the running safe list (until the next reload from the file).
+async fn safe(app: &App, req: Request<Incoming>, add: bool) -> Response<Body> {
+    let e: SafeEdit = match read_json(req).await {
+        Ok(e) => e,
+        Err(r) => return r,
+    };
+    let mut config = (**app.policy().config()).clone();
+    match (e.number, e.prefix) {
+        (Some(n), None) => {
+            let Ok(d) = crate::phone::normalize(&n, None) else {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!("{n:?} is not an E.164 number"),
+                );
+            };
+            let list = &mut config.numbers.safe;
+            list.retain(|x| crate::phone::normalize(x, None).map(|x| x.e164) != Ok(d.e164.clone()));
+            if add {
+                list.push(d.e164);
+            }
+        }
+        (None, Some(p)) => {
+            let digits = p.strip_prefix('+').unwrap_or("");
+            if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!("prefix {p:?} must be '+' and digits"),
+                );
+            }
+            config.numbers.safe_prefixes.retain(|x| *x != p);
+            if add {
+                config.numbers.safe_prefixes.push(p);
+            }
+        }
+        _ => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "give exactly one of number or prefix",
+            )
+        }
+    }
+    let counts = json!({
+        "safe": config.numbers.safe.len(),
+        "safe_prefixes": config.numbers.safe_prefixes.len(),
+    });
+    app.replace_policy(Arc::new(config));
+    json_response(StatusCode::OK, counts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_comparison_is_exact() {
+        assert!(constant_time_eq(b"secret", b"secret"));
+        assert!(!constant_time_eq(b"secret", b"secreT"));
+        assert!(!constant_time_eq(b"secret", b"secret2"));
+        assert!(!constant_time_eq(b"", b"x"));
+    }
+}

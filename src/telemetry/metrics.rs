@@ -1,0 +1,162 @@
+//! Prometheus metrics (text format) with prometheus-client.
+//!
+//! Counters move as things happen (sends, upstream answers); gauges of
+//! state (blocks, spend, balance, cache sizes) are read when scraped. Labels
+//! come from bounded sets (actions, stages, rule names from the policy file,
+//! ISO regions, endpoint names): never a number, a body or a credential.
+
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+use super::DecisionEvent;
+
+type Labels = Vec<(&'static str, String)>;
+type FloatGauge = Gauge<f64, AtomicU64>;
+
+fn latency_histogram() -> Histogram {
+    // 5 ms .. ~20 s: Twilio answers in tens to hundreds of milliseconds.
+    Histogram::new(exponential_buckets(0.005, 2.0, 13))
+}
+
+pub struct Metrics {
+    registry: Registry,
+    sends: Family<Labels, Counter>,
+    upstream: Family<Labels, Counter>,
+    latency: Family<Labels, Histogram, fn() -> Histogram>,
+    pub blocks: Family<Labels, Gauge>,
+    pub spent: Family<Labels, FloatGauge>,
+    pub balance: Family<Labels, FloatGauge>,
+    pub cache_entries: Family<Labels, Gauge>,
+    pub evicted_live: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("smsguard");
+        let sends = Family::<Labels, Counter>::default();
+        registry.register(
+            "sends",
+            "Judged sends by product, action, stage, rule and region",
+            sends.clone(),
+        );
+        let upstream = Family::<Labels, Counter>::default();
+        registry.register(
+            "upstream_requests",
+            "Requests forwarded to Twilio by endpoint and status",
+            upstream.clone(),
+        );
+        let latency =
+            Family::<Labels, Histogram, fn() -> Histogram>::new_with_constructor(latency_histogram);
+        registry.register(
+            "upstream_latency_seconds",
+            "Time to Twilio's response headers by endpoint",
+            latency.clone(),
+        );
+        let blocks = Family::<Labels, Gauge>::default();
+        registry.register("blocks_active", "Active blocks by key kind", blocks.clone());
+        let spent = Family::<Labels, FloatGauge>::default();
+        registry.register(
+            "budget_spent",
+            "Money spent in the current budget window, by window and region",
+            spent.clone(),
+        );
+        let balance = Family::<Labels, FloatGauge>::default();
+        registry.register(
+            "balance",
+            "Last known account balance, by account",
+            balance.clone(),
+        );
+        let cache_entries = Family::<Labels, Gauge>::default();
+        registry.register(
+            "cache_entries",
+            "Entries held per bounded table",
+            cache_entries.clone(),
+        );
+        let evicted_live = Gauge::default();
+        registry.register(
+            "cache_evicted_live",
+            "State evicted for space while it still mattered (raise store.capacity if this grows)",
+            evicted_live.clone(),
+        );
+        Metrics {
+            registry,
+            sends,
+            upstream,
+            latency,
+            blocks,
+            spent,
+            balance,
+            cache_entries,
+            evicted_live,
+        }
+    }
+}
+
+impl Metrics {
+    pub fn decision(&self, e: &DecisionEvent) {
+        let labels = vec![
+            ("product", e.product.to_string()),
+            ("action", e.action.to_string()),
+            ("stage", e.stage.unwrap_or("none").to_string()),
+            ("rule", e.rule.clone().unwrap_or_else(|| "none".into())),
+            ("region", e.region.clone().unwrap_or_else(|| "none".into())),
+        ];
+        self.sends.get_or_create(&labels).inc();
+    }
+
+    pub fn upstream(&self, endpoint: &'static str, status: u16, took: Duration) {
+        self.upstream
+            .get_or_create(&vec![
+                ("endpoint", endpoint.to_string()),
+                ("status", status.to_string()),
+            ])
+            .inc();
+        self.latency
+            .get_or_create(&vec![("endpoint", endpoint.to_string())])
+            .observe(took.as_secs_f64());
+    }
+
+    /// The Prometheus text format (0.0.4), which every Prometheus and
+    /// `promtool check metrics` read: prometheus-client writes OpenMetrics,
+    /// where a counter's metadata names it without its `_total` samples'
+    /// suffix, and ends with `# EOF`.
+    pub fn encode(&self) -> String {
+        let mut open = String::new();
+        // Writing to a String cannot fail.
+        let _ = encode(&mut open, &self.registry);
+        let counters: Vec<&str> = open
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.strip_suffix(" counter"))
+            .collect();
+        let mut out = String::with_capacity(open.len());
+        for line in open.lines() {
+            if line == "# EOF" {
+                continue;
+            }
+            let meta = ["# HELP ", "# TYPE "]
+                .iter()
+                .find_map(|p| line.strip_prefix(p).map(|rest| (p, rest)));
+            match meta {
+                Some((p, rest)) => {
+                    let name = rest.split(' ').next().unwrap_or("");
+                    if counters.contains(&name) {
+                        out.push_str(&format!("{p}{name}_total{}", &rest[name.len()..]));
+                    } else {
+                        out.push_str(line);
+                    }
+                }
+                None => out.push_str(line),
+            }
+            out.push('\n');
+        }
+        out
+    }
+}

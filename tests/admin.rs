@@ -1,0 +1,526 @@
+//! Seeing and steering an attack: the admin listener (auth, metrics, JSON
+//! API, reload), the audit file, and webhook alerts.
+
+mod common;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::*;
+use http::{Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+
+const GEO: &str = "[geo]\nallow = [\"US\", \"CA\", \"GB\", \"IE\"]\n";
+const TOKEN_ENV: &str = "SMSGUARD_TEST_ADMIN_TOKEN";
+const TOKEN: &str = "admin-token-for-tests-3b9d";
+
+fn temp_dir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(
+        format!(
+            "smsguard-{tag}-{}-{:?}",
+            std::process::id(),
+            std::time::SystemTime::now()
+        )
+        .replace([' ', '{', '}', ':', ','], ""),
+    );
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+async fn admin_env(extra: &str) -> Env {
+    std::env::set_var(TOKEN_ENV, TOKEN);
+    start(&format!(
+        "{GEO}[admin]\naddr = \"127.0.0.1:0\"\ntoken_env = \"{TOKEN_ENV}\"\n{extra}"
+    ))
+    .await
+}
+
+async fn admin(env: &Env, method: Method, path: &str, token: Option<&str>, body: &str) -> Answer {
+    let url = format!("http://{}{}", env.guard.admin_addr().unwrap(), path);
+    let mut b = Request::builder().method(method).uri(url);
+    if let Some(t) = token {
+        b = b.header("authorization", format!("Bearer {t}"));
+    }
+    env.request(b.body(Full::new(Bytes::from(body.to_string()))).unwrap())
+        .await
+}
+
+#[tokio::test]
+async fn every_admin_route_but_healthz_needs_the_token() {
+    let env = admin_env("").await;
+    assert_eq!(
+        admin(&env, Method::GET, "/healthz", None, "").await.status,
+        StatusCode::OK
+    );
+    for path in [
+        "/metrics",
+        "/readyz",
+        "/api/summary",
+        "/api/blocks",
+        "/api/decisions",
+        "/",
+    ] {
+        assert_eq!(
+            admin(&env, Method::GET, path, None, "").await.status,
+            StatusCode::UNAUTHORIZED,
+            "{path}"
+        );
+        assert_eq!(
+            admin(&env, Method::GET, path, Some("wrong"), "")
+                .await
+                .status,
+            StatusCode::UNAUTHORIZED,
+            "{path}"
+        );
+        assert_eq!(
+            admin(&env, Method::GET, path, Some(TOKEN), "").await.status,
+            StatusCode::OK,
+            "{path}"
+        );
+    }
+    // The dashboard opened as /?token= sets an HttpOnly cookie for its calls.
+    let r = admin(&env, Method::GET, &format!("/?token={TOKEN}"), None, "").await;
+    assert_eq!(r.status, StatusCode::OK);
+    let cookie = r.headers["set-cookie"].to_str().unwrap();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+}
+
+#[tokio::test]
+async fn the_guard_refuses_an_exposed_admin_address_without_a_token() {
+    let text = "[listen]\naddr = \"127.0.0.1:0\"\n[admin]\naddr = \"0.0.0.0:0\"\ntoken_env = \"SMSGUARD_TEST_UNSET_TOKEN_VAR\"\n";
+    let config = smsguard::config::Config::parse(std::path::Path::new("t.toml"), text).unwrap();
+    let err = smsguard::guard::Guard::start(config, Arc::new(smsguard::clock::SystemClock))
+        .await
+        .err()
+        .expect("refused");
+    assert!(err.contains("not loopback"), "{err}");
+}
+
+#[tokio::test]
+async fn metrics_count_sends_by_action_rule_and_region_and_pass_promtool() {
+    let env = admin_env("[budget]\nprices = { default = \"0.01\" }\n").await;
+    env.send("+998993941234").await;
+    env.send("+14155550123").await;
+    let r = admin(&env, Method::GET, "/metrics", Some(TOKEN), "").await;
+    let text = r.text();
+    assert!(text.contains(r#"smsguard_sends_total{product="messaging",action="shadow",stage="number",rule="geo:UZ",region="UZ"} 1"#), "{text}");
+    assert!(text.contains(r#"action="allow""#), "{text}");
+    assert!(
+        text.contains(
+            r#"smsguard_upstream_requests_total{endpoint="messages.create",status="201"} 1"#
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("smsguard_upstream_latency_seconds_bucket"),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"smsguard_budget_spent{window="day",region="*"} 0.01"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"smsguard_cache_entries{table="classifications"}"#),
+        "{text}"
+    );
+    assert!(!text.contains("+998993941234"), "no numbers in metrics");
+
+    let promtool = std::path::Path::new("/usr/bin/promtool");
+    if !promtool.exists() {
+        assert_ne!(
+            std::env::var("CI").as_deref(),
+            Ok("true"),
+            "promtool is missing: .ci/run installs the prometheus package"
+        );
+        eprintln!("skipping the promtool check: promtool is missing");
+        return;
+    }
+    let mut child = std::process::Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn recent_decisions_can_be_filtered() {
+    let env = admin_env("").await;
+    env.send("+998993941234").await;
+    env.send("+14155550123").await;
+    env.send("+447400123456").await;
+    let all = admin(&env, Method::GET, "/api/decisions", Some(TOKEN), "")
+        .await
+        .json();
+    assert_eq!(all["decisions"].as_array().unwrap().len(), 3);
+    assert_eq!(all["decisions"][0]["to"], "+447400123456", "newest first");
+    let shadow = admin(
+        &env,
+        Method::GET,
+        "/api/decisions?action=shadow",
+        Some(TOKEN),
+        "",
+    )
+    .await
+    .json();
+    assert_eq!(shadow["decisions"].as_array().unwrap().len(), 1);
+    assert_eq!(shadow["decisions"][0]["rule"], "geo:UZ");
+    let gb = admin(
+        &env,
+        Method::GET,
+        "/api/decisions?region=GB",
+        Some(TOKEN),
+        "",
+    )
+    .await
+    .json();
+    assert_eq!(gb["decisions"][0]["to"], "+447400123456");
+    let p = admin(
+        &env,
+        Method::GET,
+        "/api/decisions?prefix=%2B1415",
+        Some(TOKEN),
+        "",
+    )
+    .await
+    .json();
+    assert_eq!(p["decisions"].as_array().unwrap().len(), 1);
+    let s = admin(&env, Method::GET, "/api/summary", Some(TOKEN), "")
+        .await
+        .json();
+    assert_eq!(s["totals"]["shadow"], 1);
+    assert_eq!(s["totals"]["allow"], 2);
+    assert_eq!(s["top_blocked_prefixes"][0]["prefix"], "+99899394");
+}
+
+#[tokio::test]
+async fn blocks_can_be_added_listed_and_removed() {
+    let env = admin_env("").await;
+    let r = admin(
+        &env,
+        Method::POST,
+        "/api/blocks",
+        Some(TOKEN),
+        r#"{"key": "prefix:6", "value": "+141555", "duration": "1h"}"#,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    assert_eq!(r.json()["key"], "prefix:6=+141555");
+    env.send("+14155550123").await;
+    assert_eq!(env.upstream_count(), 0, "blocked by hand");
+    let list = admin(&env, Method::GET, "/api/blocks", Some(TOKEN), "")
+        .await
+        .json();
+    assert_eq!(list["blocks"][0]["key"], "prefix:6=+141555");
+    assert_eq!(list["blocks"][0]["rule"], "manual");
+    let r = admin(
+        &env,
+        Method::DELETE,
+        "/api/blocks?key=prefix%3A6%3D%2B141555",
+        Some(TOKEN),
+        "",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    env.send("+14155550123").await;
+    assert_eq!(env.upstream_count(), 1);
+    let r = admin(
+        &env,
+        Method::DELETE,
+        "/api/blocks?key=prefix%3A6%3D%2B141555",
+        Some(TOKEN),
+        "",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    let r = admin(
+        &env,
+        Method::POST,
+        "/api/blocks",
+        Some(TOKEN),
+        r#"{"key": "phone", "value": "x", "duration": "1h"}"#,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    for (key, value) in [
+        ("region", "UZ"),
+        ("client_ip", "203.0.113.9"),
+        ("to", "+14155550999"),
+    ] {
+        let body = format!(r#"{{"key": "{key}", "value": "{value}", "duration": "10m"}}"#);
+        assert_eq!(
+            admin(&env, Method::POST, "/api/blocks", Some(TOKEN), &body)
+                .await
+                .status,
+            StatusCode::CREATED,
+            "{key}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_safe_list_can_be_edited_at_runtime() {
+    let env = admin_env("").await;
+    env.send("+998993941234").await;
+    assert_eq!(env.upstream_count(), 0);
+    let r = admin(
+        &env,
+        Method::POST,
+        "/api/safe",
+        Some(TOKEN),
+        r#"{"number": "+998993941234"}"#,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    env.send("+998993941234").await;
+    assert_eq!(env.upstream_count(), 1, "safe now");
+    admin(
+        &env,
+        Method::DELETE,
+        "/api/safe",
+        Some(TOKEN),
+        r#"{"number": "+998993941234"}"#,
+    )
+    .await;
+    env.send("+998993941234").await;
+    assert_eq!(env.upstream_count(), 1, "no longer safe");
+}
+
+#[tokio::test]
+async fn reload_swaps_the_policy_and_a_bad_file_keeps_the_running_one() {
+    let dir = temp_dir("reload");
+    let file = dir.join("policy.toml");
+    std::fs::write(&file, "[geo]\nallow = [\"US\"]\n").unwrap();
+    let env = admin_env("").await;
+    env.guard.app().set_config_path(file.clone());
+    let r = admin(&env, Method::POST, "/api/reload", Some(TOKEN), "").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    env.send("+447400123456").await;
+    assert_eq!(env.upstream_count(), 0, "GB is no longer allowed");
+    std::fs::write(&file, "[geo]\nallow = [\"US\", \"GB\"]\nbogus = 1\n").unwrap();
+    let r = admin(&env, Method::POST, "/api/reload", Some(TOKEN), "").await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let e = r.json()["error"].as_str().unwrap().to_string();
+    assert!(e.contains("policy.toml:3:1:"), "{e}");
+    env.send("+447400123457").await;
+    assert_eq!(env.upstream_count(), 0, "still the running policy");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A local webhook receiver: records bodies; answers 500 to the first
+/// `fail_first` requests.
+async fn receiver(fail_first: usize) -> (String, Arc<Mutex<Vec<serde_json::Value>>>) {
+    let got: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
+    let seen = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let g = got.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((s, _)) = listener.accept().await else {
+                return;
+            };
+            let (g, seen) = (g.clone(), seen.clone());
+            tokio::spawn(async move {
+                let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
+                    let (g, seen) = (g.clone(), seen.clone());
+                    async move {
+                        let body = req.into_body().collect().await.unwrap().to_bytes();
+                        let n = seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        let status = if n < fail_first {
+                            StatusCode::INTERNAL_SERVER_ERROR
+                        } else {
+                            g.lock()
+                                .unwrap()
+                                .push(serde_json::from_slice(&body).unwrap());
+                            StatusCode::OK
+                        };
+                        let mut r = http::Response::new(Full::new(Bytes::new()));
+                        *r.status_mut() = status;
+                        Ok::<_, std::convert::Infallible>(r)
+                    }
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(s), svc)
+                    .await;
+            });
+        }
+    });
+    (url, got)
+}
+
+async fn wait_for(got: &Arc<Mutex<Vec<serde_json::Value>>>, n: usize) {
+    for _ in 0..100 {
+        if got.lock().unwrap().len() >= n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_tripped_block_alerts_once_per_interval_with_retries() {
+    let (url, got) = receiver(1).await;
+    let env = start(&format!(
+        "[[limit]]\nname = \"prefix\"\nkey = \"prefix:8\"\nrates = [\"3/10m\"]\nblock = \"1h\"\n[alerts]\nwebhook = \"{url}\"\ninterval = \"3h\"\n"
+    ))
+    .await;
+    for i in 0..4 {
+        env.send(&format!("+4474001234{i:02}")).await;
+    }
+    wait_for(&got, 1).await;
+    let first = got.lock().unwrap()[0].clone();
+    assert_eq!(first["kind"], "block");
+    assert_eq!(first["cause"], "block:prefix:8=+44740012");
+    assert!(
+        first["text"]
+            .as_str()
+            .unwrap()
+            .contains("prefix:8=+44740012"),
+        "{first}"
+    );
+    // After the block expires (guard time), the same prefix trips again
+    // within the 3h interval: no second alert. Another prefix alerts.
+    env.clock.advance(Duration::from_secs(3601));
+    for i in 0..4 {
+        env.send(&format!("+4474001235{i:02}")).await;
+    }
+    for i in 0..4 {
+        env.send(&format!("+4475001234{i:02}")).await;
+    }
+    wait_for(&got, 2).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let all = got.lock().unwrap().clone();
+    let causes: Vec<&str> = all.iter().map(|a| a["cause"].as_str().unwrap()).collect();
+    assert_eq!(
+        causes,
+        vec!["block:prefix:8=+44740012", "block:prefix:8=+44750012"],
+        "{all:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_region_spike_and_spend_over_the_threshold_alert() {
+    let (url, got) = receiver(0).await;
+    let env = start(&format!(
+        "[budget]\nprices = {{ default = \"0.01\" }}\n[alerts]\nwebhook = \"{url}\"\nspike_factor = 3\nspike_min = 10\nspend_threshold = \"0.05\"\n"
+    ))
+    .await;
+    for i in 0..12 {
+        env.send(&format!("+4474001{i:05}")).await;
+    }
+    wait_for(&got, 2).await;
+    let all = got.lock().unwrap().clone();
+    let kinds: Vec<&str> = all.iter().map(|a| a["kind"].as_str().unwrap()).collect();
+    assert!(kinds.contains(&"spike"), "{all:?}");
+    assert!(kinds.contains(&"spend"), "{all:?}");
+    let spike = all.iter().find(|a| a["kind"] == "spike").unwrap();
+    assert!(spike["text"].as_str().unwrap().contains("GB"), "{spike}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_run_logs_and_audits_without_the_token_or_body_and_masks_numbers() {
+    let dir = temp_dir("audit");
+    let fake = smsguard::fake_twilio::FakeTwilio::start().await.unwrap();
+    let audit = dir.join("audit.log");
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let config = dir.join("smsguard.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[listen]\naddr = \"127.0.0.1:{port}\"\n[upstream]\napi = \"{}\"\n[log]\nformat = \"json\"\nmask_numbers = true\n[audit]\nfile = \"{}\"\n{GEO}[shadow]\ntiming = false\n",
+            fake.url(),
+            audit.display()
+        ),
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_smsguard"))
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .stderr(std::fs::File::create(dir.join("stderr.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let client: hyper_util::client::legacy::Client<_, Full<Bytes>> =
+        hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build_http();
+    let mut ready = false;
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(ready, "the guard did not start");
+    for to in ["%2B998993941234", "%2B14155550123"] {
+        let req = Request::post(format!("http://127.0.0.1:{port}{MESSAGES}"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("authorization", AUTH)
+            .body(Full::new(Bytes::from(format!(
+                "To={to}&Body=planted-secret-body-77e1"
+            ))))
+            .unwrap();
+        assert!(client.request(req).await.unwrap().status().is_success());
+    }
+    // SIGTERM: the guard drains and exits, flushing the audit file.
+    std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status}");
+    let log = std::fs::read_to_string(dir.join("stderr.log")).unwrap();
+    let audit_text = std::fs::read_to_string(&audit).unwrap();
+    for text in [&log, &audit_text] {
+        assert!(
+            !text.contains("planted-secret-body"),
+            "body leaked:\n{text}"
+        );
+        assert!(
+            !text.contains("planted-auth-token"),
+            "token leaked:\n{text}"
+        );
+        assert!(!text.contains(&AUTH[6..]), "credentials leaked:\n{text}");
+        assert!(
+            !text.contains("+998993941234"),
+            "number not masked:\n{text}"
+        );
+    }
+    let lines: Vec<serde_json::Value> = audit_text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2, "{audit_text}");
+    assert_eq!(lines[0]["to"], "+99899394****");
+    assert_eq!(lines[0]["rule"], "geo:UZ");
+    assert_eq!(lines[0]["action"], "shadow");
+    assert_eq!(lines[1]["action"], "allow");
+    assert!(log.contains("\"rule\":\"geo:UZ\""), "{log}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
