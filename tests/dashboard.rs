@@ -1,0 +1,101 @@
+//! The live dashboard in headless Chromium (Debian `chromium`, driven by
+//! playwright-core): after a burst of traffic it shows the burst's figures,
+//! and its Unblock button removes a block. Saves a screenshot to
+//! `docs/dashboard.png`.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use bytes::Bytes;
+use common::*;
+use http::{Method, Request, StatusCode};
+use http_body_util::Full;
+
+const TOKEN: &str = "dashboard-test-token-51f0";
+
+fn required(path: &Path, what: &str) -> bool {
+    if path.exists() {
+        return true;
+    }
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("{what} is missing at {}: .ci/run installs it", path.display());
+    }
+    eprintln!("skipping: {what} is missing at {}", path.display());
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_shows_a_burst_and_unblocks() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let chromium = Path::new("/usr/bin/chromium");
+    if !required(chromium, "chromium") || !required(&root.join("tests/dashboard/node_modules/playwright-core/package.json"), "playwright-core") {
+        return;
+    }
+    std::env::set_var("SMSGUARD_DASHBOARD_TOKEN", TOKEN);
+    let env = start(
+        "[geo]\nallow = [\"US\", \"GB\"]\n[admin]\naddr = \"127.0.0.1:0\"\ntoken_env = \"SMSGUARD_DASHBOARD_TOKEN\"\n[[limit]]\nname = \"prefix\"\nkey = \"prefix:8\"\nrates = [\"3/10m\"]\nblock = \"1h\"\n",
+    )
+    .await;
+    // The burst: 40 sends to the pumped block, a UK range hammered until the
+    // prefix limit blocks it, and some ordinary sends.
+    for i in 0..40 {
+        env.send(&format!("+99899394{i:04}")).await;
+    }
+    for i in 0..6 {
+        env.send(&format!("+4474001234{i:02}")).await;
+    }
+    for area in [212, 312, 415, 617, 718] {
+        env.send(&format!("+1{area}5550123")).await;
+    }
+    let shadow = 40 + 3;
+    let allow = 3 + 5;
+    assert_eq!(env.upstream_count(), allow);
+    let key = "prefix:8=+44740012";
+    let screenshot = root.join("docs/dashboard.png");
+    let admin = format!("http://{}", env.guard.admin_addr().unwrap());
+    let out = tokio::task::spawn_blocking({
+        let (root, admin, screenshot) = (root.to_path_buf(), admin.clone(), screenshot.clone());
+        move || {
+            Command::new("node")
+                .arg("drive.mjs")
+                .current_dir(root.join("tests/dashboard"))
+                .env("ADMIN_URL", admin)
+                .env("ADMIN_TOKEN", TOKEN)
+                .env("EXPECT_SHADOW", shadow.to_string())
+                .env("EXPECT_ALLOW", allow.to_string())
+                .env("UNBLOCK_KEY", key)
+                .env("SCREENSHOT", screenshot)
+                .env("CHROMIUM", "/usr/bin/chromium")
+                .output()
+                .expect("node runs")
+        }
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "drive.mjs failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(screenshot.exists(), "no screenshot");
+    // The click really removed the block: the guard lets the prefix through.
+    let r = env
+        .request(
+            Request::builder()
+                .method(Method::GET)
+                .uri(format!("{admin}/api/blocks"))
+                .header("authorization", format!("Bearer {TOKEN}"))
+                .body(Full::new(Bytes::new()))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.json()["blocks"].as_array().unwrap().len(), 0, "{}", r.text());
+    // Two windows later nothing of the burst counts any more.
+    env.clock.advance(std::time::Duration::from_secs(1201));
+    env.send("+447400123499").await;
+    assert_eq!(env.upstream_count(), allow + 1);
+}
