@@ -20,7 +20,10 @@ fn required(path: &Path, what: &str) -> bool {
         return true;
     }
     if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("{what} is missing at {}: .ci/run installs it", path.display());
+        panic!(
+            "{what} is missing at {}: .ci/run installs it",
+            path.display()
+        );
     }
     eprintln!("skipping: {what} is missing at {}", path.display());
     false
@@ -30,7 +33,12 @@ fn required(path: &Path, what: &str) -> bool {
 async fn the_dashboard_shows_a_burst_and_unblocks() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let chromium = Path::new("/usr/bin/chromium");
-    if !required(chromium, "chromium") || !required(&root.join("tests/dashboard/node_modules/playwright-core/package.json"), "playwright-core") {
+    if !required(chromium, "chromium")
+        || !required(
+            &root.join("tests/dashboard/node_modules/playwright-core/package.json"),
+            "playwright-core",
+        )
+    {
         return;
     }
     std::env::set_var("SMSGUARD_DASHBOARD_TOKEN", TOKEN);
@@ -93,7 +101,12 @@ async fn the_dashboard_shows_a_burst_and_unblocks() {
         )
         .await;
     assert_eq!(r.status, StatusCode::OK);
-    assert_eq!(r.json()["blocks"].as_array().unwrap().len(), 0, "{}", r.text());
+    assert_eq!(
+        r.json()["blocks"].as_array().unwrap().len(),
+        0,
+        "{}",
+        r.text()
+    );
     // Two windows later nothing of the burst counts any more.
     env.clock.advance(std::time::Duration::from_secs(1201));
     env.send("+447400123499").await;
