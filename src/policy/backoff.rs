@@ -106,6 +106,7 @@ impl Backoff {
         a: &Attempt,
         store: &dyn Store,
         now: Millis,
+        trace: bool,
     ) -> (Step, Option<Duration>, Option<Reservation>) {
         let mut out = (Step::Pass(String::new()), None, None);
         store.backoff(&a.to.e164, now, &mut |s| {
@@ -115,12 +116,12 @@ impl Backoff {
             let (at, step, hold) = match self.judge(&before, now) {
                 Outcome::Ready => (
                     now,
-                    Step::Pass(format!("{} earlier sends in this streak", before.sends)),
+                    pass!(trace, "{} earlier sends in this streak", before.sends),
                     None,
                 ),
                 Outcome::Hold(h) => (
                     now + h,
-                    Step::Pass(format!("held for {h} ms, then sent")),
+                    pass!(trace, "held for {h} ms, then sent"),
                     Some(Duration::from_millis(h)),
                 ),
                 Outcome::Wait(w) => {

@@ -23,7 +23,7 @@ impl BalanceRule {
         }
     }
 
-    pub(crate) fn check(&self, a: &Attempt) -> Step {
+    pub(crate) fn check(&self, a: &Attempt, trace: bool) -> Step {
         let block = |rule: &str, detail: String| {
             Step::Block(Verdict {
                 stage: Stage::Balance,
@@ -38,15 +38,15 @@ impl BalanceRule {
             BalanceView::Known(b) if b < self.min => {
                 block("balance:min", format!("balance {b} is below {}", self.min))
             }
-            BalanceView::Known(b) => Step::Pass(format!("balance {b}")),
+            BalanceView::Known(b) => pass!(trace, "balance {b}"),
             BalanceView::Unavailable if self.on_error == OnError::Block => block(
                 "balance:unavailable",
                 "the balance could not be read (on_error = block)".into(),
             ),
             BalanceView::Unavailable => {
-                Step::Pass("the balance could not be read (on_error = allow)".into())
+                pass!(trace, "the balance could not be read (on_error = allow)")
             }
-            BalanceView::NotAsked => Step::Pass("not asked (explain uses no network)".into()),
+            BalanceView::NotAsked => pass!(trace, "not asked (explain uses no network)"),
         }
     }
 }

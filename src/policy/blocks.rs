@@ -26,8 +26,9 @@ pub struct BlockRequest {
 }
 
 pub(crate) struct Blocks {
-    /// Single-part keys always checked, then the keys limits block.
-    specs: Vec<KeySpec>,
+    /// Single-part keys always checked, then the keys limits block, each
+    /// with its kind as block keys spell it (`prefix:8`).
+    specs: Vec<(KeySpec, String)>,
     /// Prefix lengths with a manual block (bit n = prefix:n), checked too.
     manual_prefixes: AtomicU16,
 }
@@ -50,34 +51,69 @@ impl Blocks {
             }
         }
         Blocks {
-            specs,
+            specs: specs
+                .into_iter()
+                .map(|s| {
+                    let kind = s.to_string();
+                    (s, kind)
+                })
+                .collect(),
             manual_prefixes: AtomicU16::new(0),
         }
     }
 
-    pub(crate) fn check(&self, a: &Attempt, store: &dyn Store, now: Millis) -> Step {
-        let mask = self.manual_prefixes.load(Ordering::Relaxed);
-        let manual = (1..=15u8)
-            .filter(|n| mask & (1 << n) != 0)
-            .map(|n| KeySpec::single(KeyPart::Prefix(n)))
-            .filter(|s| !self.specs.contains(s));
-        for spec in self.specs.iter().cloned().chain(manual) {
-            let Some(value) = a.key_value(&spec) else {
-                continue;
-            };
-            let key = format!("{spec}={value}");
-            if let Some(b) = store.block(&key, now) {
-                return Step::Block(Verdict {
-                    stage: Stage::Blocks,
-                    rule: b.rule.to_string(),
-                    detail: Some(key),
-                    reason: Reason::Blocked,
-                    action: b.action,
-                    blocked: None,
-                });
+    fn has(&self, spec: &KeySpec) -> bool {
+        self.specs.iter().any(|(s, _)| s == spec)
+    }
+
+    pub(crate) fn check(&self, a: &Attempt, store: &dyn Store, now: Millis, trace: bool) -> Step {
+        let mut key = String::with_capacity(64);
+        for (spec, kind) in &self.specs {
+            if let Some(step) = Self::probe(a, store, now, spec, kind, &mut key) {
+                return step;
             }
         }
-        Step::Pass("no active block".into())
+        let mask = self.manual_prefixes.load(Ordering::Relaxed);
+        for n in (1..=15u8).filter(|n| mask & (1 << n) != 0) {
+            let spec = KeySpec::single(KeyPart::Prefix(n));
+            if !self.has(&spec) {
+                let kind = spec.to_string();
+                if let Some(step) = Self::probe(a, store, now, &spec, &kind, &mut key) {
+                    return step;
+                }
+            }
+        }
+        pass!(trace, "no active block")
+    }
+
+    /// The block on this attempt's key of one kind, if any.
+    fn probe(
+        a: &Attempt,
+        store: &dyn Store,
+        now: Millis,
+        spec: &KeySpec,
+        kind: &str,
+        key: &mut String,
+    ) -> Option<Step> {
+        // Most kinds have no block at all: no key to build or look up.
+        if !store.may_block(kind) {
+            return None;
+        }
+        key.clear();
+        key.push_str(kind);
+        key.push('=');
+        if !a.write_key(spec, key) {
+            return None;
+        }
+        let b = store.block(key, now)?;
+        Some(Step::Block(Verdict {
+            stage: Stage::Blocks,
+            rule: b.rule.to_string(),
+            detail: Some(key.clone()),
+            reason: Reason::Blocked,
+            action: b.action,
+            blocked: None,
+        }))
     }
 
     pub(crate) fn add(
@@ -99,7 +135,7 @@ impl Blocks {
                 ));
             }
             self.manual_prefixes.fetch_or(1 << n, Ordering::Relaxed);
-        } else if !self.specs.contains(&req.key) {
+        } else if !self.has(&req.key) {
             return Err(format!(
                 "no rule looks at key {}: block one of to, prefix:N, region, client_ip, user, account or a limit's key",
                 req.key

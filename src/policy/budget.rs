@@ -35,7 +35,9 @@ pub(crate) struct Budget {
 /// What `check` spent, so it can be refunded.
 #[derive(Debug, Clone)]
 pub(crate) struct Spend {
-    keys: Vec<String>,
+    /// The caps it was added to (indices into `Budget::caps`), at `at`.
+    caps: Vec<u32>,
+    at: Millis,
     amount: u64,
 }
 
@@ -99,7 +101,17 @@ impl Budget {
     }
 
     fn key(cap: &Cap, now: Millis) -> String {
-        format!("{}@{}", cap.name, now - now % cap.window)
+        let mut key = String::new();
+        Self::write_key(cap, now, &mut key);
+        key
+    }
+
+    /// `hour:*@<window start>`, into a reused buffer.
+    fn write_key(cap: &Cap, now: Millis, out: &mut String) {
+        use std::fmt::Write;
+        out.clear();
+        out.push_str(&cap.name);
+        let _ = write!(out, "@{}", now - now % cap.window);
     }
 
     fn verdict(&self, cap: &Cap, spent: u64, cost: u64) -> Step {
@@ -124,30 +136,35 @@ impl Budget {
         a: &Attempt,
         store: &dyn Store,
         now: Millis,
+        trace: bool,
     ) -> (Step, Option<Spend>) {
         let cost = self.cost(a);
         let mut spend = Spend {
-            keys: Vec::new(),
+            caps: Vec::with_capacity(4),
+            at: now,
             amount: cost,
         };
-        for cap in self.caps.iter().filter(|c| self.applies(c, a)) {
-            let key = Self::key(cap, now);
+        let mut key = String::with_capacity(32);
+        for (i, cap) in self.caps.iter().enumerate() {
+            if !self.applies(cap, a) {
+                continue;
+            }
+            Self::write_key(cap, now, &mut key);
             match store.spend(&key, cost, cap.cap.0) {
-                Ok(_) => spend.keys.push(key),
+                Ok(_) => spend.caps.push(i as u32),
                 Err(spent) => {
                     let step = self.verdict(cap, spent, cost);
                     if self.action.blocks() {
                         self.refund(store, spend);
                         return (step, None);
                     }
-                    // Monitored: the send goes out, so it is spent beyond the cap.
                     store.spend(&key, cost, u64::MAX).ok();
-                    spend.keys.push(key);
+                    spend.caps.push(i as u32);
                     return (step, Some(spend));
                 }
             }
         }
-        (Step::Pass(format!("costs {}", Money(cost))), Some(spend))
+        (pass!(trace, "costs {}", Money(cost)), Some(spend))
     }
 
     pub(crate) fn peek(&self, a: &Attempt, store: &dyn Store, now: Millis) -> Step {
@@ -177,8 +194,12 @@ impl Budget {
     }
 
     pub(crate) fn refund(&self, store: &dyn Store, spend: Spend) {
-        for k in &spend.keys {
-            store.refund(k, spend.amount);
+        let mut key = String::with_capacity(32);
+        for &i in &spend.caps {
+            if let Some(cap) = self.caps.get(i as usize) {
+                Self::write_key(cap, spend.at, &mut key);
+                store.refund(&key, spend.amount);
+            }
         }
     }
 }

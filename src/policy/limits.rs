@@ -11,8 +11,15 @@ use crate::clock::{ms, Millis};
 use crate::config::{Action, Config, KeySpec, Rate};
 use crate::store::{BlockEntry, Store};
 
+/// Most rates one limit may have (`config` refuses more).
+pub(crate) const MAX_RATES: usize = 8;
+
 struct Limit {
     name: String,
+    /// `name=`: what counter keys start with.
+    counter: String,
+    /// `key=`: what block keys start with.
+    block_kind: String,
     rule: Arc<str>,
     key: KeySpec,
     rates: Vec<Rate>,
@@ -35,6 +42,8 @@ impl Limits {
             .iter()
             .map(|l| Limit {
                 name: l.name.get_ref().clone(),
+                counter: format!("{}=", l.name.get_ref()),
+                block_kind: format!("{}=", l.key),
                 rule: Arc::from(format!("limit:{}", l.name.get_ref())),
                 key: l.key.clone(),
                 rates: l.rates.clone(),
@@ -66,33 +75,35 @@ impl Limits {
         store: &dyn Store,
         now: Millis,
         monitored: &mut Vec<Verdict>,
+        trace: bool,
     ) -> Step {
         let mut first: Option<Verdict> = None;
-        let mut counts = [0u64; 8];
+        let mut counts = [0u64; MAX_RATES];
         let mut summary = Vec::new();
+        let mut key = String::with_capacity(64);
         for l in &self.limits {
-            let Some(value) = a.key_value(&l.key) else {
+            key.clear();
+            key.push_str(&l.counter);
+            if !a.write_key(&l.key, &mut key) {
                 continue;
-            };
+            }
+            let value = &key[l.counter.len()..];
             let n = l.periods.len().min(counts.len());
-            store.hit(
-                &format!("{}={value}", l.name),
-                &l.periods[..n],
-                now,
-                &mut counts[..n],
-            );
+            store.hit(&key, &l.periods[..n], now, &mut counts[..n]);
             let over = l.rates[..n]
                 .iter()
                 .zip(&counts[..n])
                 .find(|(r, c)| **c > r.count);
             let Some((rate, count)) = over else {
-                summary.push(format!("{} {}/{}", l.name, counts[0], l.rates[0]));
+                if trace {
+                    summary.push(format!("{} {}/{}", l.name, counts[0], l.rates[0]));
+                }
                 continue;
             };
-            let mut detail = format!("{}={value}: {count} attempts, rate {rate}", l.key);
+            let mut detail = format!("{}{value}: {count} attempts, rate {rate}", l.block_kind);
             let mut blocked = None;
             if let Some(base) = l.block {
-                let key = format!("{}={value}", l.key);
+                let key = format!("{}{value}", l.block_kind);
                 blocked = Some(key.clone());
                 let offence = store.offend(&key, now, l.forgive_after);
                 let factor = l.escalate.powi(offence.saturating_sub(1).min(1_000) as i32);
@@ -129,8 +140,8 @@ impl Limits {
         }
         match first {
             Some(v) => Step::Block(v),
-            None if self.limits.is_empty() => Step::Pass("no limits configured".into()),
-            None => Step::Pass(summary.join(", ")),
+            None if self.limits.is_empty() => pass!(trace, "no limits configured"),
+            None => pass!(trace, "{}", summary.join(", ")),
         }
     }
 }

@@ -7,6 +7,14 @@
 //! network or a real clock. This module never does I/O and never sees a
 //! message body.
 
+/// A stage's "pass" explanation, written only when `explain` asks for one:
+/// a send that is simply allowed builds no text.
+macro_rules! pass {
+    ($trace:expr, $($arg:tt)*) => {
+        Step::Pass(if $trace { format!($($arg)*) } else { String::new() })
+    };
+}
+
 mod backoff;
 mod balance;
 mod blocks;
@@ -53,6 +61,12 @@ impl Attempt<'_> {
     /// is unknown (no `user` given, say), in which case the key does not apply.
     pub fn key_value(&self, spec: &KeySpec) -> Option<String> {
         let mut out = String::new();
+        self.write_key(spec, &mut out).then_some(out)
+    }
+
+    /// Appends the key's value to `out`; `false` (and `out` partly
+    /// written) when a part is unknown.
+    pub fn write_key(&self, spec: &KeySpec, out: &mut String) -> bool {
         for (i, part) in spec.parts.iter().enumerate() {
             if i > 0 {
                 out.push('|');
@@ -65,12 +79,18 @@ impl Attempt<'_> {
                     None => out.push_str("none"),
                 },
                 KeyPart::Account => out.push_str(self.account),
-                KeyPart::ClientIp => out.push_str(&self.client_ip.to_string()),
-                KeyPart::User => out.push_str(self.user?),
+                KeyPart::ClientIp => {
+                    use std::fmt::Write;
+                    let _ = write!(out, "{}", self.client_ip);
+                }
+                KeyPart::User => match self.user {
+                    Some(u) => out.push_str(u),
+                    None => return false,
+                },
                 KeyPart::Global => out.push('*'),
             }
         }
-        Some(out)
+        true
     }
 }
 
@@ -273,31 +293,33 @@ impl Policy {
                 break;
             }
             let step = match stage {
-                Stage::Number => self.number.check(a),
-                Stage::Blocks => self.blocks.check(a, &*self.store, now),
+                Stage::Number => self.number.check(a, trace),
+                Stage::Blocks => self.blocks.check(a, &*self.store, now, trace),
                 Stage::Backoff => match &self.backoff {
-                    None => Step::Pass("no backoff configured".into()),
+                    None => pass!(trace, "no backoff configured"),
                     Some(b) if d.verdict.is_none() => {
-                        let (step, hold, token) = b.check(a, &*self.store, now);
+                        let (step, hold, token) = b.check(a, &*self.store, now, trace);
                         d.hold = hold;
                         reserved_backoff = token;
                         step
                     }
                     Some(b) => b.peek(a, &*self.store, now),
                 },
-                Stage::Limits => self.limits.check(a, &*self.store, now, &mut d.would_block),
+                Stage::Limits => self
+                    .limits
+                    .check(a, &*self.store, now, &mut d.would_block, trace),
                 Stage::Budget => match &self.budget {
-                    None => Step::Pass("no budget configured".into()),
+                    None => pass!(trace, "no budget configured"),
                     Some(b) if d.verdict.is_none() => {
-                        let (step, spend) = b.check(a, &*self.store, now);
+                        let (step, spend) = b.check(a, &*self.store, now, trace);
                         reserved_spend = spend;
                         step
                     }
                     Some(b) => b.peek(a, &*self.store, now),
                 },
                 Stage::Balance => match &self.balance {
-                    None => Step::Pass("no balance check configured".into()),
-                    Some(b) => b.check(a),
+                    None => pass!(trace, "no balance check configured"),
+                    Some(b) => b.check(a, trace),
                 },
                 Stage::Safe => unreachable!("handled above"),
             };

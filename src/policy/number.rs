@@ -30,7 +30,7 @@ impl NumberRules {
         }
     }
 
-    pub(crate) fn check(&self, a: &Attempt) -> Step {
+    pub(crate) fn check(&self, a: &Attempt, trace: bool) -> Step {
         let verdict = |rule: String, reason, action| {
             Step::Block(Verdict {
                 stage: Stage::Number,
@@ -64,12 +64,13 @@ impl NumberRules {
                 self.action,
             );
         }
-        Step::Pass(format!(
+        pass!(
+            trace,
             "{} valid={} region={} type={}",
             a.to.e164,
             c.valid,
             c.region.map_or("none".to_string(), |r| r.to_string()),
             c.kind.as_str()
-        ))
+        )
     }
 }

@@ -1,21 +1,25 @@
-//! The in-memory store: bounded LRU tables (moka) of small mutex-guarded
-//! states.
+//! The in-memory store: bounded LRU tables.
 //!
-//! moka's default TinyLFU admission may refuse a new key when the cache is
-//! full, which for a rate limit means the key is never counted: fail open.
-//! Every table here uses LRU eviction instead, so a new key is always
+//! The per-number tables (rate counters, backoff), which grow with every
+//! distinct number an attack sprays, are compact sharded LRU slabs
+//! ([`Lru`]): a few dozen bytes per key and no allocation per key. Blocks,
+//! offences and spend, which stay small, are moka caches with LRU eviction
+//! (moka's default TinyLFU admission may refuse a new key when full, which
+//! for a limit would mean failing open). Either way a new key is always
 //! admitted and the keys an attack keeps hitting stay resident. Evicting a
 //! state that still mattered is counted (`evicted_live`) and logged, never
 //! silent.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use moka::notification::RemovalCause;
 use moka::policy::EvictionPolicy;
 use moka::sync::Cache;
 
-use super::{BackoffState, BlockEntry, Store, StoreStats, Window, Windows};
+use super::lru::Lru;
+use super::{BackoffState, BlockEntry, Counters, Store, StoreStats, Windows};
 use crate::clock::Millis;
 
 type Shared<T> = Arc<Mutex<T>>;
@@ -27,11 +31,11 @@ struct Offences {
 }
 
 pub struct MemoryStore {
-    counters: Cache<String, Shared<Windows>>,
-    backoffs: Cache<String, Shared<BackoffState>>,
+    counters: Lru<Counters>,
+    backoffs: Lru<BackoffState>,
     blocks: Cache<String, BlockEntry>,
     offences: Cache<String, Shared<Offences>>,
-    spend: Cache<String, Shared<u64>>,
+    spend: Lru<u64>,
     shared: Arc<Watch>,
 }
 
@@ -42,19 +46,50 @@ struct Watch {
     evicted_live: AtomicU64,
     /// Backoff states are live until this long after their last attempt.
     backoff_live_for: AtomicU64,
+    /// Block entries held per key kind (`prefix:8`), expired ones included:
+    /// a kind with none needs no lookup.
+    block_kinds: RwLock<HashMap<Box<str>, u64>>,
+    /// The sum of `block_kinds`: when 0, no lookup at all.
+    block_entries: AtomicU64,
+}
+
+fn kind_of(key: &str) -> &str {
+    key.split_once('=').map_or(key, |(kind, _)| kind)
 }
 
 impl Watch {
-    fn evicted(&self, what: &str, key: &str) {
+    fn evicted(&self, what: &str, kind: &str) {
         let n = self.evicted_live.fetch_add(1, Ordering::Relaxed) + 1;
         // One line per power of two keeps a flood from flooding the log too.
         if n.is_power_of_two() {
             tracing::warn!(
                 table = what,
-                key_kind = key.split('=').next().unwrap_or(""),
+                key_kind = kind,
                 evicted_live = n,
                 "state evicted while still live: raise store.capacity"
             );
+        }
+    }
+
+    fn block_added(&self, key: &str) {
+        let kind = kind_of(key);
+        let mut kinds = self.block_kinds.write().unwrap_or_else(|p| p.into_inner());
+        self.block_entries.fetch_add(1, Ordering::Relaxed);
+        match kinds.get_mut(kind) {
+            Some(n) => *n += 1,
+            None => {
+                kinds.insert(kind.into(), 1);
+            }
+        }
+    }
+
+    fn block_gone(&self, key: &str) {
+        let mut kinds = self.block_kinds.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = kinds.get_mut(kind_of(key)) {
+            if *n > 0 {
+                *n -= 1;
+                self.block_entries.fetch_sub(1, Ordering::Relaxed);
+            }
         }
     }
 }
@@ -65,63 +100,28 @@ impl MemoryStore {
     pub fn new(capacity: u64, block_capacity: u64) -> Self {
         let shared = Arc::new(Watch::default());
         let w = shared.clone();
-        let counters = Cache::builder()
-            .max_capacity(capacity)
-            .eviction_policy(EvictionPolicy::lru())
-            .eviction_listener(move |k: Arc<String>, v: Shared<Windows>, cause| {
-                if cause == RemovalCause::Size {
-                    let now = w.now.load(Ordering::Relaxed);
-                    let live = v
-                        .lock()
-                        .map(|s| s.windows.iter().any(|win| win.live(s.longest, now)))
-                        .unwrap_or(true);
-                    if live {
-                        w.evicted("counters", &k);
-                    }
-                }
-            })
-            .build();
-        let w = shared.clone();
-        let backoffs = Cache::builder()
-            .max_capacity(capacity)
-            .eviction_policy(EvictionPolicy::lru())
-            .eviction_listener(move |k: Arc<String>, v: Shared<BackoffState>, cause| {
-                if cause == RemovalCause::Size {
-                    let now = w.now.load(Ordering::Relaxed);
-                    let window = w.backoff_live_for.load(Ordering::Relaxed);
-                    let live = v
-                        .lock()
-                        .map(|s| s.sends > 0 && now < s.last_attempt.saturating_add(window))
-                        .unwrap_or(true);
-                    if live {
-                        w.evicted("backoff", &k);
-                    }
-                }
-            })
-            .build();
-        let w = shared.clone();
         let blocks = Cache::builder()
             .max_capacity(block_capacity)
             .eviction_policy(EvictionPolicy::lru())
             .eviction_listener(move |k: Arc<String>, v: BlockEntry, cause| {
                 if cause == RemovalCause::Size && v.until > w.now.load(Ordering::Relaxed) {
-                    w.evicted("blocks", &k);
+                    w.evicted("blocks", kind_of(&k));
                 }
+                // Every removal, whatever its cause, ends one entry counted
+                // by `set_block`.
+                w.block_gone(&k);
             })
             .build();
         let offences = Cache::builder()
             .max_capacity(block_capacity)
             .eviction_policy(EvictionPolicy::lru())
             .build();
-        // Spend keys are one per cap and window: few, and old windows age out.
-        let spend = Cache::builder()
-            .max_capacity(10_000)
-            .eviction_policy(EvictionPolicy::lru())
-            .build();
         MemoryStore {
-            spend,
-            counters,
-            backoffs,
+            // Spend keys are one per cap and window: few, and old windows
+            // age out.
+            spend: Lru::new(10_000),
+            counters: Lru::new(capacity),
+            backoffs: Lru::new(capacity),
             blocks,
             offences,
             shared,
@@ -135,16 +135,17 @@ impl MemoryStore {
     }
 
     fn saw(&self, now: Millis) {
-        self.shared.now.fetch_max(now, Ordering::Relaxed);
+        // Most calls see the same or a later instant: a plain load first
+        // spares the cache line a write.
+        if now > self.shared.now.load(Ordering::Relaxed) {
+            self.shared.now.fetch_max(now, Ordering::Relaxed);
+        }
     }
 
     /// Runs moka's pending maintenance so sizes and evictions are current.
     pub fn sync(&self) {
-        self.counters.run_pending_tasks();
-        self.backoffs.run_pending_tasks();
         self.blocks.run_pending_tasks();
         self.offences.run_pending_tasks();
-        self.spend.run_pending_tasks();
     }
 }
 
@@ -155,7 +156,20 @@ impl Store for MemoryStore {
     }
 
     fn set_block(&self, key: &str, entry: BlockEntry) {
+        self.shared.block_added(key);
         self.blocks.insert(key.to_string(), entry);
+    }
+
+    fn may_block(&self, kind: &str) -> bool {
+        if self.shared.block_entries.load(Ordering::Relaxed) == 0 {
+            return false;
+        }
+        let kinds = self
+            .shared
+            .block_kinds
+            .read()
+            .unwrap_or_else(|p| p.into_inner());
+        kinds.get(kind).is_some_and(|n| *n > 0)
     }
 
     fn remove_block(&self, key: &str) -> bool {
@@ -188,62 +202,83 @@ impl Store for MemoryStore {
 
     fn hit(&self, key: &str, periods: &[Millis], now: Millis, counts: &mut [u64]) {
         self.saw(now);
-        let e = self.counters.get_with_by_ref(key, || {
-            Arc::new(Mutex::new(Windows {
-                windows: vec![Window::default(); periods.len()],
-                longest: periods.iter().copied().max().unwrap_or(1),
-            }))
-        });
-        let mut s = e.lock().unwrap_or_else(|p| p.into_inner());
-        if s.windows.len() != periods.len() {
-            // The policy was reloaded with other rates for this key.
-            s.windows = vec![Window::default(); periods.len()];
-            s.longest = periods.iter().copied().max().unwrap_or(1);
-        }
-        for ((w, p), c) in s.windows.iter_mut().zip(periods).zip(counts.iter_mut()) {
-            *c = w.hit(*p, now);
-        }
+        let w = &self.shared;
+        self.counters.with(
+            key,
+            || Counters {
+                windows: Windows::new(periods.len()),
+                live_until: 0,
+            },
+            |old| {
+                if old.value.live_until > now {
+                    w.evicted("counters", kind_of(key));
+                }
+            },
+            |s| {
+                if s.windows.as_slice().len() != periods.len() {
+                    // The policy was reloaded with other rates for this key.
+                    s.windows = Windows::new(periods.len());
+                }
+                let mut until = 0;
+                for ((win, p), c) in s
+                    .windows
+                    .as_mut_slice()
+                    .iter_mut()
+                    .zip(periods)
+                    .zip(counts.iter_mut())
+                {
+                    *c = win.hit(*p, now);
+                    until = until.max(win.live_until(*p));
+                }
+                s.live_until = until;
+            },
+        );
     }
 
     fn backoff(&self, key: &str, now: Millis, update: &mut dyn FnMut(&mut BackoffState)) {
         self.saw(now);
-        let e = self
-            .backoffs
-            .get_with_by_ref(key, || Arc::new(Mutex::new(BackoffState::default())));
-        let mut s = e.lock().unwrap_or_else(|p| p.into_inner());
-        update(&mut s);
+        let w = &self.shared;
+        let window = w.backoff_live_for.load(Ordering::Relaxed);
+        self.backoffs.with(
+            key,
+            BackoffState::default,
+            |old| {
+                let s = old.value;
+                if s.sends > 0 && now < s.last_attempt.saturating_add(window) {
+                    w.evicted("backoff", "to");
+                }
+            },
+            |s| update(s),
+        );
     }
 
     fn spend(&self, key: &str, amount: u64, cap: u64) -> Result<u64, u64> {
-        let e = self.spend.get_with_by_ref(key, || Arc::new(Mutex::new(0)));
-        let mut s = e.lock().unwrap_or_else(|p| p.into_inner());
-        match s.checked_add(amount) {
-            Some(total) if total <= cap => {
-                *s = total;
-                Ok(total)
-            }
-            _ => Err(*s),
-        }
+        self.spend.with(
+            key,
+            || 0,
+            |_| {},
+            |s| match s.checked_add(amount) {
+                Some(total) if total <= cap => {
+                    *s = total;
+                    Ok(total)
+                }
+                _ => Err(*s),
+            },
+        )
     }
 
     fn refund(&self, key: &str, amount: u64) {
-        if let Some(e) = self.spend.get(key) {
-            let mut s = e.lock().unwrap_or_else(|p| p.into_inner());
-            *s = s.saturating_sub(amount);
-        }
+        self.spend.update(key, |s| *s = s.saturating_sub(amount));
     }
 
     fn spent(&self, key: &str) -> u64 {
-        self.spend
-            .get(key)
-            .map(|e| *e.lock().unwrap_or_else(|p| p.into_inner()))
-            .unwrap_or(0)
+        self.spend.update(key, |s| *s).unwrap_or(0)
     }
 
     fn stats(&self) -> StoreStats {
         StoreStats {
-            counters: self.counters.entry_count(),
-            backoffs: self.backoffs.entry_count(),
+            counters: self.counters.entries(),
+            backoffs: self.backoffs.entries(),
             blocks: self.blocks.entry_count(),
             offences: self.offences.entry_count(),
             evicted_live: self.shared.evicted_live.load(Ordering::Relaxed),
@@ -274,6 +309,41 @@ mod tests {
         assert!(st.counters <= 100, "{st:?}");
         // The flood pushed out keys that were still inside their window: counted.
         assert!(st.evicted_live > 0, "{st:?}");
+    }
+
+    #[test]
+    fn a_kind_of_block_is_looked_up_only_while_one_exists() {
+        let s = MemoryStore::new(10, 10);
+        let b = BlockEntry {
+            since: 0,
+            until: 100,
+            rule: "manual".into(),
+            action: crate::config::Action::Shadow,
+            offence: 1,
+        };
+        assert!(!s.may_block("prefix:8"));
+        s.set_block("prefix:8=+99899394", b.clone());
+        s.set_block("prefix:8=+99899395", b.clone());
+        // Replacing a block keeps its kind known.
+        s.set_block("prefix:8=+99899394", b.clone());
+        assert!(s.may_block("prefix:8"));
+        assert!(!s.may_block("to"));
+        assert!(!s.may_block("prefix:6"));
+        assert!(s.remove_block("prefix:8=+99899394"));
+        s.sync();
+        assert!(s.may_block("prefix:8"), "one prefix:8 block is left");
+        assert!(s.remove_block("prefix:8=+99899395"));
+        s.sync();
+        assert!(!s.may_block("prefix:8"));
+        // A flood of blocks past the table's capacity: whatever is evicted,
+        // the blocks still held keep their kind known.
+        for i in 0..100 {
+            s.set_block(&format!("to=+1415555{i:04}"), b.clone());
+        }
+        s.sync();
+        assert!(s.stats().blocks <= 10);
+        assert!(s.may_block("to"));
+        assert!(s.block("to=+14155550099", 1).is_some());
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! used keys (so a new key is always admitted and hot keys stay) and counts
 //! every eviction of state that was still live.
 
+mod lru;
 mod memory;
 
 pub use memory::MemoryStore;
@@ -46,8 +47,8 @@ pub struct BackoffState {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Window {
     start: Millis,
-    current: u64,
-    previous: u64,
+    current: u32,
+    previous: u32,
 }
 
 impl Window {
@@ -65,29 +66,73 @@ impl Window {
             self.current = 0;
             self.start = start;
         }
-        self.current += 1;
+        // Saturates rather than wraps: four billion attempts in one window
+        // stay over any rate.
+        self.current = self.current.saturating_add(1);
         self.estimate(period, now)
     }
 
     fn estimate(&self, period: Millis, now: Millis) -> u64 {
         let elapsed = now.saturating_sub(self.start).min(period);
         // Round the previous window's share up: a limit must never undercount.
-        let carried = (self.previous * (period - elapsed)).div_ceil(period);
-        carried + self.current
+        let carried = (u64::from(self.previous) * (period - elapsed)).div_ceil(period);
+        carried + u64::from(self.current)
     }
 
     /// Whether the window still holds attempts that count at `now`.
     pub fn live(&self, period: Millis, now: Millis) -> bool {
-        now < self.start + 2 * period.max(1) && (self.current > 0 || self.previous > 0)
+        now < self.live_until(period)
+    }
+
+    /// Until when attempts counted here still count (0 when there are none).
+    pub fn live_until(&self, period: Millis) -> Millis {
+        if self.current > 0 || self.previous > 0 {
+            self.start + 2 * period.max(1)
+        } else {
+            0
+        }
     }
 }
 
-/// Counters of one limit key, one window per rate.
-#[derive(Debug, Clone, Default)]
-pub struct Windows {
-    pub windows: Vec<Window>,
-    /// The longest period among the rates: after it, nothing here counts.
-    pub longest: Millis,
+/// Counters of one limit key, one window per rate: inline for the usual
+/// one or two rates, so a tracked key costs no allocation of its own.
+#[derive(Debug, Clone)]
+pub enum Windows {
+    Few(u8, [Window; 2]),
+    Many(Box<[Window]>),
+}
+
+impl Windows {
+    pub fn new(rates: usize) -> Self {
+        if rates <= 2 {
+            Windows::Few(rates as u8, [Window::default(); 2])
+        } else {
+            Windows::Many(vec![Window::default(); rates].into_boxed_slice())
+        }
+    }
+
+    pub fn as_mut_slice(&mut self) -> &mut [Window] {
+        match self {
+            Windows::Few(n, w) => &mut w[..*n as usize],
+            Windows::Many(w) => w,
+        }
+    }
+
+    pub fn as_slice(&self) -> &[Window] {
+        match self {
+            Windows::Few(n, w) => &w[..*n as usize],
+            Windows::Many(w) => w,
+        }
+    }
+}
+
+/// A limit key's counters and until when they matter.
+#[derive(Debug, Clone)]
+pub struct Counters {
+    pub windows: Windows,
+    /// After this instant no window here counts anything: evicting the key
+    /// then forgets nothing.
+    pub live_until: Millis,
 }
 
 /// Sizes and evictions, for metrics and tests.
@@ -105,6 +150,12 @@ pub trait Store: Send + Sync + 'static {
     /// The active block on `key`, if any.
     fn block(&self, key: &str, now: Millis) -> Option<BlockEntry>;
     fn set_block(&self, key: &str, entry: BlockEntry);
+    /// Whether a block may be active on some key of this kind (`to`,
+    /// `prefix:8`: the text before `=`). `false` must mean none is; a store
+    /// that cannot tell cheaply answers `true`.
+    fn may_block(&self, _kind: &str) -> bool {
+        true
+    }
     fn remove_block(&self, key: &str) -> bool;
     /// Active blocks, for the admin API.
     fn blocks(&self, now: Millis) -> Vec<(String, BlockEntry)>;
