@@ -338,10 +338,19 @@ fn serve(path: &Path) -> i32 {
         Err(code) => return code,
     };
     crate::telemetry::init(c.log.format, &c.log.level);
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    // One worker: a single-threaded runtime, which spares every task switch
+    // the synchronisation a work-stealing scheduler needs.
+    let mut builder = match c.listen.workers {
+        1 => tokio::runtime::Builder::new_current_thread(),
+        n => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            if n > 1 {
+                b.worker_threads(n);
+            }
+            b
+        }
+    };
+    let rt = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("cannot start the runtime: {e}");

@@ -218,7 +218,7 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> 
             if req.method() == http::Method::GET =>
         {
             if let Some(fake) = app.fakes.get(sid) {
-                let mut resp = Response::new(upstream::full(fake.body.clone()));
+                let mut resp = Response::new(upstream::full(fake));
                 *resp.headers_mut() =
                     responses::twilio_headers(app.domain(&route), started.elapsed());
                 return resp;
@@ -704,36 +704,46 @@ async fn shadow(
     });
     let from = from.as_deref();
     let (sid, body) = match (&send.route.endpoint, send.product) {
-        (Endpoint::CallCreate { account_sid }, _) => responses::fake_call(
-            &responses::CallRequest {
-                account_sid,
-                to: &to,
-                from,
-            },
-            now,
-        ),
-        (Endpoint::VerificationCreate { service_sid }, _) => responses::fake_verification(
-            &responses::VerificationRequest {
-                account_sid: &send.account,
-                service_sid,
-                to: &to,
-                channel: &one("Channel").unwrap_or("sms").to_ascii_lowercase(),
-            },
-            now,
-        ),
-        _ => responses::fake_message(
-            &responses::MessageRequest {
+        (Endpoint::CallCreate { account_sid }, _) => {
+            let (sid, body) = responses::fake_call(
+                &responses::CallRequest {
+                    account_sid,
+                    to: &to,
+                    from,
+                },
+                now,
+            );
+            app.fakes.remember(&sid, body.clone());
+            (sid, body)
+        }
+        (Endpoint::VerificationCreate { service_sid }, _) => {
+            let (sid, body) = responses::fake_verification(
+                &responses::VerificationRequest {
+                    account_sid: &send.account,
+                    service_sid,
+                    to: &to,
+                    channel: &one("Channel").unwrap_or("sms").to_ascii_lowercase(),
+                },
+                now,
+            );
+            app.fakes.remember(&sid, body.clone());
+            (sid, body)
+        }
+        _ => {
+            let req = responses::MessageRequest {
                 account_sid: &send.account,
                 to: &to,
                 from,
                 messaging_service_sid: one("MessagingServiceSid"),
                 body: one("Body"),
                 num_media: send.form.count("MediaUrl"),
-            },
-            now,
-        ),
+            };
+            let (sid, body) = responses::fake_message(&req, now);
+            app.fakes.remember_message(&sid, &req, now);
+            (sid, body)
+        }
     };
-    app.fakes.remember(&sid, body.clone());
+
     if let (Endpoint::VerificationCreate { service_sid }, Some(d)) = (&send.route.endpoint, dest) {
         app.fakes.remember_verification(service_sid, &d.e164, &sid);
     }

@@ -11,6 +11,7 @@
 mod lru;
 mod memory;
 
+pub use lru::Lru;
 pub use memory::MemoryStore;
 
 use std::sync::Arc;

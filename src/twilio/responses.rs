@@ -189,6 +189,13 @@ pub struct MessageRequest<'a> {
 /// otherwise it is `queued` with the segments Twilio would bill.
 pub fn fake_message(req: &MessageRequest, now: SystemTime) -> (String, Bytes) {
     let sid = random_sid(if req.num_media > 0 { "MM" } else { "SM" });
+    let body = message_json(req, &sid, now);
+    (sid, body)
+}
+
+/// The JSON of the Message `sid` made from `req` at `now`: the same inputs
+/// always give the same bytes, so a fake can be kept as its inputs.
+pub fn message_json(req: &MessageRequest, sid: &str, now: SystemTime) -> Bytes {
     let date = rfc2822(now);
     let accepted = req.messaging_service_sid.is_some() && req.from.is_none();
     let (status, num_segments) = if accepted {
@@ -208,7 +215,7 @@ pub fn fake_message(req: &MessageRequest, now: SystemTime) -> (String, Bytes) {
     subresources.str("media", &media);
 
     let mut obj = JsonObject::new();
-    obj.str("sid", &sid);
+    obj.str("sid", sid);
     obj.str("date_created", &date);
     obj.str("date_updated", &date);
     obj.null("date_sent");
@@ -229,7 +236,7 @@ pub fn fake_message(req: &MessageRequest, now: SystemTime) -> (String, Bytes) {
     obj.null("error_message");
     obj.str("uri", &uri);
     obj.raw("subresource_uris", &subresources.finish());
-    (sid, obj.into_bytes())
+    obj.into_bytes()
 }
 
 /// How a message body is encoded on the air.
@@ -248,6 +255,29 @@ const GSM7_BASIC: &str = "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆ�
 const GSM7_EXTENSION: &str = "\u{c}^{}\\[]~|€";
 
 fn gsm7_septets(c: char) -> Option<u32> {
+    // Most bodies are ASCII: one table lookup instead of a scan of the
+    // alphabet per character.
+    static ASCII: std::sync::OnceLock<[u8; 128]> = std::sync::OnceLock::new();
+    if c.is_ascii() {
+        let table = ASCII.get_or_init(|| {
+            let mut t = [0u8; 128];
+            for (i, w) in t.iter_mut().enumerate() {
+                let c = char::from(i as u8);
+                *w = if GSM7_BASIC.contains(c) {
+                    1
+                } else if GSM7_EXTENSION.contains(c) {
+                    2
+                } else {
+                    0
+                };
+            }
+            t
+        });
+        return match table[c as usize] {
+            0 => None,
+            w => Some(u32::from(w)),
+        };
+    }
     if GSM7_BASIC.contains(c) {
         Some(1)
     } else if GSM7_EXTENSION.contains(c) {
@@ -262,26 +292,25 @@ fn gsm7_septets(c: char) -> Option<u32> {
 /// cut in half); anything else is UCS-2 with 70 / 67 UTF-16 code units
 /// (a surrogate pair is never cut either). An empty body is 1 segment.
 pub fn segments(body: &str) -> (Encoding, u32) {
-    let gsm: Option<Vec<u32>> = body.chars().map(gsm7_septets).collect();
-    match gsm {
-        Some(widths) => (Encoding::Gsm7, parts(&widths, 160, 153)),
-        None => {
-            let widths: Vec<u32> = body.chars().map(|c| c.len_utf16() as u32).collect();
-            (Encoding::Ucs2, parts(&widths, 70, 67))
-        }
+    if body.chars().all(|c| gsm7_septets(c).is_some()) {
+        let widths = body.chars().map(|c| gsm7_septets(c).unwrap_or(1));
+        (Encoding::Gsm7, parts(widths, 160, 153))
+    } else {
+        let widths = body.chars().map(|c| c.len_utf16() as u32);
+        (Encoding::Ucs2, parts(widths, 70, 67))
     }
 }
 
 /// Packs characters of the given widths into parts of `multi` units, unless
 /// the whole fits in one part of `single` units.
-fn parts(widths: &[u32], single: u32, multi: u32) -> u32 {
-    let total: u64 = widths.iter().map(|w| u64::from(*w)).sum();
+fn parts(widths: impl Iterator<Item = u32> + Clone, single: u32, multi: u32) -> u32 {
+    let total: u64 = widths.clone().map(u64::from).sum();
     if total <= u64::from(single) {
         return 1;
     }
     let mut count = 1u32;
     let mut used = 0u32;
-    for &w in widths {
+    for w in widths {
         if used + w > multi {
             count = count.saturating_add(1);
             used = 0;
