@@ -25,7 +25,7 @@ const TOP_TABLE: usize = 10_000;
 const ACTIONS: [&str; 4] = ["allow", "shadow", "reject", "monitor"];
 
 /// One decision as the admin API lists it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct Record {
     pub time: Millis,
     pub endpoint: &'static str,
@@ -126,11 +126,16 @@ impl Activity {
                 g.minutes.pop_front();
             }
         }
-        let region = e.region.clone().unwrap_or_default();
+        let region = e.region.as_deref().unwrap_or_default();
         if let Some(m) = g.minutes.back_mut() {
             m.actions[ai] += 1;
             if !region.is_empty() {
-                *m.regions.entry(region.clone()).or_default() += 1;
+                match m.regions.get_mut(region) {
+                    Some(n) => *n += 1,
+                    None => {
+                        m.regions.insert(region.to_string(), 1);
+                    }
+                }
             }
         }
         g.totals[ai] += 1;
@@ -139,22 +144,32 @@ impl Activity {
                 bump(&mut g.blocked_prefixes, p);
             }
             if !region.is_empty() {
-                bump(&mut g.blocked_regions, &region);
+                bump(&mut g.blocked_regions, region);
             }
         }
-        g.recent.push_front(Record {
-            time: now,
-            endpoint: e.endpoint,
-            account: e.account.clone().unwrap_or_default(),
-            to: e.to.clone().unwrap_or_default(),
-            region,
-            prefix: e.prefix.clone().unwrap_or_default(),
-            client_ip: e.client_ip.clone(),
-            user: e.user.clone().unwrap_or_default(),
-            stage: e.stage.unwrap_or("").to_string(),
-            rule: e.rule.clone().unwrap_or_default(),
-            action: e.action,
-        });
+        // A full ring gives its oldest record's buffers to the newest: no
+        // allocation per decision once the ring has filled.
+        let mut r = if g.recent.len() >= RECENT {
+            g.recent.pop_back().unwrap_or_default()
+        } else {
+            Record::default()
+        };
+        let set = |field: &mut String, value: Option<&str>| {
+            field.clear();
+            field.push_str(value.unwrap_or_default());
+        };
+        r.time = now;
+        r.endpoint = e.endpoint;
+        set(&mut r.account, e.account.as_deref());
+        set(&mut r.to, e.to.as_deref());
+        set(&mut r.region, Some(region));
+        set(&mut r.prefix, e.prefix.as_deref());
+        set(&mut r.client_ip, Some(&e.client_ip));
+        set(&mut r.user, e.user.as_deref());
+        set(&mut r.stage, e.stage);
+        set(&mut r.rule, e.rule.as_deref());
+        r.action = e.action;
+        g.recent.push_front(r);
         g.recent.truncate(RECENT);
     }
 
@@ -319,6 +334,51 @@ mod tests {
         // Three hours later the old minutes have left the window.
         let later = a.summary(t0 + 4 * 60 * MINUTE);
         assert_eq!(later.by_action["shadow"].iter().sum::<u32>(), 0);
+    }
+
+    #[test]
+    fn a_full_ring_reuses_old_records_without_leaking_their_fields() {
+        let a = Activity::default();
+        // Fill the ring with decisions that have every field set...
+        for i in 0..RECENT as u64 {
+            let mut e = event("shadow", "UZ", "+99899394");
+            e.user = Some(format!("user{i}"));
+            e.stage = Some("number");
+            e.rule = Some("geo:UZ".into());
+            a.record(&e, 1_000 + i);
+        }
+        // ...then push them out with decisions that have few.
+        for i in 0..5u64 {
+            let mut e = event("allow", "US", &format!("+1415555{i}"));
+            e.region = None;
+            a.record(&e, 10_000_000 + i);
+        }
+        let f = Filter {
+            limit: 6,
+            ..Default::default()
+        };
+        let r = a.recent(&f);
+        assert_eq!(r.len(), 6);
+        for (k, rec) in r[..5].iter().enumerate() {
+            let i = 4 - k as u64;
+            assert_eq!(rec.time, 10_000_000 + i);
+            assert_eq!(rec.action, "allow");
+            assert_eq!(rec.to, format!("+1415555{i}1234"));
+            assert_eq!(rec.prefix, format!("+1415555{i}"));
+            assert_eq!(
+                (
+                    rec.user.as_str(),
+                    rec.stage.as_str(),
+                    rec.rule.as_str(),
+                    rec.region.as_str()
+                ),
+                ("", "", "", ""),
+                "fields of the reused record leaked"
+            );
+        }
+        assert_eq!(r[5].user, format!("user{}", RECENT - 1));
+        assert_eq!(r[5].rule, "geo:UZ");
+        assert_eq!(a.inner.lock().unwrap().recent.len(), RECENT);
     }
 
     #[test]

@@ -114,6 +114,9 @@ impl DecisionEvent {
 }
 
 pub fn record(e: &DecisionEvent) {
+    if !tracing::enabled!(target: "smsguard::decision", tracing::Level::INFO) {
+        return;
+    }
     let would_block = e.would_block.join(",");
     tracing::info!(
         target: "smsguard::decision",
