@@ -16,7 +16,7 @@
 //! the hash key is random per process, so an attacker cannot aim for one.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
+use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher, RandomState};
 use std::sync::Mutex;
 
 const NIL: u32 = u32::MAX;
@@ -130,7 +130,7 @@ impl<V> Lru<V> {
         }
     }
 
-    pub fn hash(&self, key: &str) -> u64 {
+    pub fn hash<K: Hash + ?Sized>(&self, key: &K) -> u64 {
         self.hasher.hash_one(key)
     }
 
@@ -146,9 +146,9 @@ impl<V> Lru<V> {
     /// Runs `f` on the state of `key`, creating it with `init` when absent.
     /// When that pushes out the least recently used key, `evicted` sees its
     /// state first.
-    pub fn with<R>(
+    pub fn with<K: Hash + ?Sized, R>(
         &self,
-        key: &str,
+        key: &K,
         init: impl FnOnce() -> V,
         evicted: impl FnOnce(Evicted<'_, V>),
         f: impl FnOnce(&mut V) -> R,
@@ -192,9 +192,22 @@ impl<V> Lru<V> {
         f(&mut s.slots[i as usize].value)
     }
 
+    /// A copy of the state of `key`, if present; it becomes the most
+    /// recently used.
+    pub fn get<K: Hash + ?Sized>(&self, key: &K) -> Option<V>
+    where
+        V: Clone,
+    {
+        let hash = self.hash(key);
+        let mut s = self.shard(hash);
+        let i = *s.index.get(&hash)?;
+        s.touch(i);
+        Some(s.slots[i as usize].value.clone())
+    }
+
     /// Runs `f` on the state of `key` if it is present, without creating
     /// it or changing its recency.
-    pub fn update<R>(&self, key: &str, f: impl FnOnce(&mut V) -> R) -> Option<R> {
+    pub fn update<K: Hash + ?Sized, R>(&self, key: &K, f: impl FnOnce(&mut V) -> R) -> Option<R> {
         let hash = self.hash(key);
         let mut s = self.shard(hash);
         let i = *s.index.get(&hash)?;
@@ -204,7 +217,7 @@ impl<V> Lru<V> {
     /// Runs `f` on the state of `key` if it is present, without creating it
     /// or changing its recency.
     #[cfg(test)]
-    pub fn peek<R>(&self, key: &str, f: impl FnOnce(&V) -> R) -> Option<R> {
+    pub fn peek<K: Hash + ?Sized, R>(&self, key: &K, f: impl FnOnce(&V) -> R) -> Option<R> {
         let hash = self.hash(key);
         let s = self.shard(hash);
         s.index.get(&hash).map(|&i| f(&s.slots[i as usize].value))
