@@ -15,29 +15,12 @@
 //! million keys the chance of any such pair is about 3 in 100 million, and
 //! the hash key is random per process, so an attacker cannot aim for one.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher, RandomState};
+use std::hash::{BuildHasher, Hash, RandomState};
 use std::sync::Mutex;
 
+use hashbrown::HashTable;
+
 const NIL: u32 = u32::MAX;
-
-/// The index is keyed by a hash already: hashing it again would waste time.
-#[derive(Default)]
-struct Identity(u64);
-
-impl Hasher for Identity {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = (self.0 << 8) | u64::from(*b);
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
-    }
-}
 
 struct Slot<V> {
     key: u64,
@@ -47,7 +30,8 @@ struct Slot<V> {
 }
 
 struct Shard<V> {
-    index: HashMap<u64, u32, BuildHasherDefault<Identity>>,
+    /// Slot numbers, found by their slot's key hash: 4 bytes a bucket.
+    index: HashTable<u32>,
     slots: Vec<Slot<V>>,
     /// Most recently used.
     head: u32,
@@ -57,6 +41,27 @@ struct Shard<V> {
 }
 
 impl<V> Shard<V> {
+    fn find(&self, hash: u64) -> Option<u32> {
+        let slots = &self.slots;
+        self.index
+            .find(hash, |&i| slots[i as usize].key == hash)
+            .copied()
+    }
+
+    /// Indexes slot `i`, whose key is already set.
+    fn index_slot(&mut self, i: u32) {
+        let Shard { index, slots, .. } = self;
+        let hash = slots[i as usize].key;
+        index.insert_unique(hash, i, |&j| slots[j as usize].key);
+    }
+
+    fn unindex_slot(&mut self, i: u32) {
+        let hash = self.slots[i as usize].key;
+        if let Ok(e) = self.index.find_entry(hash, |&j| j == i) {
+            e.remove();
+        }
+    }
+
     fn unlink(&mut self, i: u32) {
         let (prev, next) = {
             let s = &self.slots[i as usize];
@@ -117,7 +122,7 @@ impl<V> Lru<V> {
             shards: (0..shards)
                 .map(|_| {
                     Mutex::new(Shard {
-                        index: HashMap::default(),
+                        index: HashTable::new(),
                         slots: Vec::new(),
                         head: NIL,
                         tail: NIL,
@@ -155,8 +160,8 @@ impl<V> Lru<V> {
     ) -> R {
         let hash = self.hash(key);
         let mut s = self.shard(hash);
-        let i = match s.index.get(&hash) {
-            Some(&i) => {
+        let i = match s.find(hash) {
+            Some(i) => {
                 s.touch(i);
                 i
             }
@@ -168,14 +173,13 @@ impl<V> Lru<V> {
                     next: NIL,
                     value: init(),
                 });
-                s.index.insert(hash, i);
+                s.index_slot(i);
                 s.push_front(i);
                 i
             }
             None => {
                 let i = s.tail;
-                let old = s.slots[i as usize].key;
-                s.index.remove(&old);
+                s.unindex_slot(i);
                 evicted(Evicted {
                     value: &s.slots[i as usize].value,
                 });
@@ -184,7 +188,7 @@ impl<V> Lru<V> {
                     slot.key = hash;
                     slot.value = init();
                 }
-                s.index.insert(hash, i);
+                s.index_slot(i);
                 s.touch(i);
                 i
             }
@@ -200,7 +204,7 @@ impl<V> Lru<V> {
     {
         let hash = self.hash(key);
         let mut s = self.shard(hash);
-        let i = *s.index.get(&hash)?;
+        let i = s.find(hash)?;
         s.touch(i);
         Some(s.slots[i as usize].value.clone())
     }
@@ -210,7 +214,7 @@ impl<V> Lru<V> {
     pub fn update<K: Hash + ?Sized, R>(&self, key: &K, f: impl FnOnce(&mut V) -> R) -> Option<R> {
         let hash = self.hash(key);
         let mut s = self.shard(hash);
-        let i = *s.index.get(&hash)?;
+        let i = s.find(hash)?;
         Some(f(&mut s.slots[i as usize].value))
     }
 
@@ -220,7 +224,7 @@ impl<V> Lru<V> {
     pub fn peek<K: Hash + ?Sized, R>(&self, key: &K, f: impl FnOnce(&V) -> R) -> Option<R> {
         let hash = self.hash(key);
         let s = self.shard(hash);
-        s.index.get(&hash).map(|&i| f(&s.slots[i as usize].value))
+        s.find(hash).map(|i| f(&s.slots[i as usize].value))
     }
 
     /// Keys held.
