@@ -347,6 +347,15 @@ fn route(
             );
             json_response(StatusCode::CREATED, json)
         }
+        (&Method::POST, ["2010-04-01", "Accounts", account, "Messages", sid, "Feedback.json"]) => {
+            let json = responses::message_feedback(
+                account,
+                sid,
+                form.first("Outcome").unwrap_or("unconfirmed"),
+                now,
+            );
+            json_response(StatusCode::CREATED, json)
+        }
         (&Method::POST, ["2010-04-01", "Accounts", account, "Calls" | "Calls.json"]) => {
             let (_, json) = responses::fake_call(
                 &CallRequest {

@@ -14,6 +14,7 @@ pub mod guard;
 pub mod phone;
 pub mod pipeline;
 pub mod policy;
+pub mod replay;
 pub mod server;
 pub mod shadow;
 pub mod store;

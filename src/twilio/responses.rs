@@ -486,6 +486,33 @@ pub fn verification_check(req: &VerificationCheckRequest, now: SystemTime) -> By
     obj.into_bytes()
 }
 
+/// The JSON of a Message Feedback answer (201), per
+/// `api.v2010.account.message.message_feedback`.
+pub fn message_feedback(
+    account_sid: &str,
+    message_sid: &str,
+    outcome: &str,
+    now: SystemTime,
+) -> Bytes {
+    let date = rfc2822(now);
+    let outcome = if outcome.eq_ignore_ascii_case("confirmed") {
+        "confirmed"
+    } else {
+        "unconfirmed"
+    };
+    let mut obj = JsonObject::new();
+    obj.str("account_sid", account_sid);
+    obj.str("message_sid", message_sid);
+    obj.str("outcome", outcome);
+    obj.str("date_created", &date);
+    obj.str("date_updated", &date);
+    obj.str(
+        "uri",
+        &format!("/{API_VERSION}/Accounts/{account_sid}/Messages/{message_sid}/Feedback.json"),
+    );
+    obj.into_bytes()
+}
+
 /// The channel a Verification reports. `auto` is resolved by Twilio to a
 /// concrete channel; SMS is what it falls back to, so a fake says `sms`.
 /// Values outside the schema's enum also become `sms` rather than echoing

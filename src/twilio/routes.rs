@@ -99,6 +99,9 @@ pub enum Endpoint {
     VerificationFetch { service_sid: String, sid: String },
     /// POST /v2/Services/{ServiceSid}/VerificationCheck
     VerificationCheck { service_sid: String },
+    /// POST .../Accounts/{AccountSid}/Messages/{Sid}/Feedback(.json)?: the
+    /// app telling Twilio the recipient acted on the message.
+    MessageFeedback { account_sid: String, sid: String },
     /// Anything else: forwarded unjudged.
     Other,
 }
@@ -125,6 +128,7 @@ impl Endpoint {
             Endpoint::CallFetch { .. } => "calls.fetch",
             Endpoint::VerificationFetch { .. } => "verifications.fetch",
             Endpoint::VerificationCheck { .. } => "verification_checks.create",
+            Endpoint::MessageFeedback { .. } => "feedback.create",
             Endpoint::Other => "other",
         }
     }
@@ -165,6 +169,7 @@ pub fn route(method: &Method, raw_path: &str) -> Route {
         Endpoint::MessageCreate { .. }
         | Endpoint::CallCreate { .. }
         | Endpoint::MessageFetch { .. }
+        | Endpoint::MessageFeedback { .. }
         | Endpoint::CallFetch { .. } => Upstream::Api,
         Endpoint::VerificationCreate { .. }
         | Endpoint::VerificationFetch { .. }
@@ -197,7 +202,7 @@ pub fn normalize_path(raw_path: &str) -> String {
 
 /// Longest segment list any endpoint has, plus one so that "too long" is
 /// still visible to the matcher as a length mismatch.
-const MAX_SEGMENTS: usize = 6;
+const MAX_SEGMENTS: usize = 7;
 
 /// A plain path has nothing that readings could disagree on: no escapes, no
 /// backslash, no `;`, `?`, `#`, and no dot segments. Empty segments are then
@@ -389,6 +394,20 @@ fn match_non_send<S: AsRef<[u8]>>(method: &Method, segs: &[S]) -> Endpoint {
             }
         }
     } else if *method == Method::POST {
+        if let [ver, acc, account, kind, id, last] = segs {
+            if lit(ver, "2010-04-01")
+                && lit(acc, "accounts")
+                && lit(kind, "messages")
+                && lit_match(last.as_ref(), "feedback", true, false)
+            {
+                if let Some(sid) = resource_id(id.as_ref()) {
+                    return Endpoint::MessageFeedback {
+                        account_sid: sid_string(account.as_ref()),
+                        sid,
+                    };
+                }
+            }
+        }
         if let [ver, svc, sid, last] = segs {
             if lit(ver, "v2")
                 && lit(svc, "services")
