@@ -24,6 +24,8 @@ use crate::phone::{NumberType, Region};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
     pub file: PathBuf,
+    /// 1-based; 0 when the error has no place in the file (it could not
+    /// be read at all).
     pub line: usize,
     pub col: usize,
     pub message: String,
@@ -31,6 +33,9 @@ pub struct ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line == 0 {
+            return write!(f, "{}: {}", self.file.display(), self.message);
+        }
         write!(
             f,
             "{}:{}:{}: {}",
@@ -62,6 +67,7 @@ pub struct Config {
     pub backoff: Option<Backoff>,
     #[serde(default, rename = "limit")]
     pub limits: Vec<Limit>,
+    pub adaptive: Option<Adaptive>,
     pub budget: Option<Budget>,
     pub balance: Option<Balance>,
     #[serde(default)]
@@ -611,6 +617,227 @@ fn default_forgive() -> Duration {
     Duration::from_secs(7 * 24 * 3600)
 }
 
+/// Stage 5½: what static limits miss. Every knob is explained, with the
+/// reasoning behind its default, in README "Catching what limits miss".
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Adaptive {
+    /// `monitor` records "would block" and lets the send go.
+    #[serde(default, deserialize_with = "de_opt_from_str")]
+    pub action: Option<Action>,
+    /// Prefix lengths judged, in digits after the country code.
+    #[serde(default = "adaptive_prefixes", deserialize_with = "de_prefixes")]
+    pub prefixes: Vec<u8>,
+    /// Also judge each number's block: the number minus its last N digits
+    /// (0 turns it off).
+    #[serde(default = "four_u8")]
+    pub block_digits: u8,
+    /// A send is awaited this long before it counts as unconfirmed.
+    #[serde(default = "five_minutes", with = "humantime_serde")]
+    pub grace: Duration,
+    /// Conversion signals act for an account and product only while a
+    /// confirmation for it was seen within this long.
+    #[serde(default = "seven_days", with = "humantime_serde")]
+    pub learn: Duration,
+    /// How long the peak of a key's daily confirmations is remembered.
+    #[serde(default = "fourteen_days", with = "humantime_serde")]
+    pub baseline: Duration,
+    /// Block a key whose signal trips for this long; repeat offences
+    /// multiply it by `escalate`, up to `block_max`.
+    #[serde(default = "twelve_hours", with = "humantime_serde")]
+    pub block: Duration,
+    #[serde(default = "two", deserialize_with = "de_at_least_one")]
+    pub escalate: f64,
+    #[serde(default = "default_block_max", with = "humantime_serde")]
+    pub block_max: Duration,
+    #[serde(default = "default_forgive", with = "humantime_serde")]
+    pub forgive_after: Duration,
+    /// Numbers remembered while awaiting their confirmation (bounded).
+    #[serde(default = "million")]
+    pub capacity: u64,
+    #[serde(default)]
+    pub unconfirmed: Unconfirmed,
+    #[serde(default)]
+    pub surge: Surge,
+    #[serde(default)]
+    pub distinct: Distinct,
+}
+
+/// Unconfirmed sends against confirmed ones: a key trips when its
+/// unconfirmed sends in a window exceed `max(floor, ratio × baseline)`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Unconfirmed {
+    /// Unconfirmed sends tolerated per confirmed one.
+    #[serde(deserialize_with = "de_ratio")]
+    pub ratio: f64,
+    /// Sends past their grace before a key's conversion is judged at all.
+    pub min_sample: u32,
+    /// Floors for a number's block; each digit shorter doubles them.
+    #[serde(deserialize_with = "de_windows")]
+    pub prefix: Vec<Rate>,
+    #[serde(deserialize_with = "de_windows")]
+    pub region: Vec<Rate>,
+    #[serde(deserialize_with = "de_windows")]
+    pub client_ip: Vec<Rate>,
+    #[serde(deserialize_with = "de_windows")]
+    pub user: Vec<Rate>,
+}
+
+impl Default for Unconfirmed {
+    fn default() -> Self {
+        let r = |s: &[&str]| s.iter().filter_map(|s| s.parse().ok()).collect();
+        Unconfirmed {
+            ratio: 1.0,
+            min_sample: 8,
+            prefix: r(&["4/1h", "10/1d"]),
+            region: r(&["50/1h", "200/1d"]),
+            client_ip: r(&["6/1h", "15/1d"]),
+            user: r(&["3/1h", "6/1d"]),
+        }
+    }
+}
+
+/// New numbers (not sent to within a day) per prefix or region in a short
+/// window, against the key's own average per window over the last day.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Surge {
+    #[serde(deserialize_with = "de_surge_window")]
+    pub window: Duration,
+    /// Trips above `factor` × the key's average per window (and the floor).
+    #[serde(deserialize_with = "de_at_least_one")]
+    pub factor: f64,
+    /// Floor for a number's block; each digit shorter doubles it.
+    pub floor: u32,
+    /// Floor for a whole region (0 turns region surges off).
+    pub region: u32,
+}
+
+impl Default for Surge {
+    fn default() -> Self {
+        Surge {
+            window: Duration::from_secs(600),
+            factor: 10.0,
+            floor: 5,
+            region: 500,
+        }
+    }
+}
+
+/// Distinct numbers and regions per sender: client address, user, account.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Distinct {
+    /// Confirmed sends raise a sender's allowance by this many numbers each.
+    #[serde(deserialize_with = "de_ratio")]
+    pub ratio: f64,
+    #[serde(deserialize_with = "de_windows")]
+    pub client_ip: Vec<Rate>,
+    #[serde(deserialize_with = "de_windows")]
+    pub user: Vec<Rate>,
+    #[serde(deserialize_with = "de_windows")]
+    pub account: Vec<Rate>,
+    /// Distinct regions one client address or user may reach per day
+    /// (0 turns it off).
+    pub regions: u32,
+}
+
+impl Default for Distinct {
+    fn default() -> Self {
+        let r = |s: &[&str]| s.iter().filter_map(|s| s.parse().ok()).collect();
+        Distinct {
+            ratio: 2.0,
+            client_ip: r(&["8/1h", "20/1d"]),
+            user: r(&["4/1h", "8/1d"]),
+            account: Vec::new(),
+            regions: 3,
+        }
+    }
+}
+
+/// Adaptive floors: `N/1h` or `N/1d`, the two windows the stage keeps.
+fn de_windows<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Rate>, D::Error> {
+    let rates: Vec<Rate> = de_seq_from_str(d)?;
+    let (hour, day) = (Duration::from_secs(3600), Duration::from_secs(86_400));
+    let mut seen = Vec::new();
+    for r in &rates {
+        if r.period != hour && r.period != day {
+            return Err(de::Error::custom(format!(
+                "adaptive floor {r}: the period must be 1h or 1d"
+            )));
+        }
+        if seen.contains(&r.period) {
+            return Err(de::Error::custom(format!(
+                "adaptive floor {r}: one floor per period"
+            )));
+        }
+        seen.push(r.period);
+    }
+    Ok(rates)
+}
+
+fn de_prefixes<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+    let v: Vec<u8> = Vec::deserialize(d)?;
+    if let Some(k) = v.iter().find(|k| !(1..=12).contains(*k)) {
+        return Err(de::Error::custom(format!(
+            "prefix length {k}: digits after the country code must be 1..=12"
+        )));
+    }
+    Ok(v)
+}
+
+fn de_ratio<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    let v = f64::deserialize(d)?;
+    if !v.is_finite() || v < 0.0 {
+        return Err(de::Error::custom(format!(
+            "ratio {v} must be a number >= 0"
+        )));
+    }
+    Ok(v)
+}
+
+fn de_at_least_one<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    let v = f64::deserialize(d)?;
+    if !v.is_finite() || v < 1.0 {
+        return Err(de::Error::custom(format!("{v} must be a number >= 1")));
+    }
+    Ok(v)
+}
+
+fn de_surge_window<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let v: Duration = humantime_serde::deserialize(d)?;
+    if v < Duration::from_secs(60) || v > Duration::from_secs(6 * 3600) {
+        return Err(de::Error::custom(format!(
+            "surge window {} must be between 1m and 6h",
+            humantime::format_duration(v)
+        )));
+    }
+    Ok(v)
+}
+
+fn adaptive_prefixes() -> Vec<u8> {
+    vec![3, 4, 5, 6]
+}
+fn four_u8() -> u8 {
+    4
+}
+fn five_minutes() -> Duration {
+    Duration::from_secs(300)
+}
+fn seven_days() -> Duration {
+    Duration::from_secs(7 * 86_400)
+}
+fn fourteen_days() -> Duration {
+    Duration::from_secs(14 * 86_400)
+}
+fn twelve_hours() -> Duration {
+    Duration::from_secs(12 * 3600)
+}
+fn million() -> u64 {
+    1_000_000
+}
+
 /// An amount of money in millionths of the currency unit, so sums are exact.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Hash)]
 pub struct Money(pub u64);
@@ -943,8 +1170,9 @@ impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
             file: path.to_path_buf(),
-            line: 1,
-            col: 1,
+            // A file that cannot be read has no line to point at.
+            line: 0,
+            col: 0,
             message: format!("cannot read the file: {e}"),
         })?;
         Config::parse(path, &text)

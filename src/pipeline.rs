@@ -21,6 +21,7 @@ use hyper::body::Incoming;
 use crate::balance::{BalanceView, Balances};
 use crate::clock::Clock;
 use crate::config::{Action, Config};
+use crate::conversion::{self, SentSids};
 use crate::phone::{Classifier, Destination};
 use crate::policy::{Attempt, Decision, Policy, Reason, Verdict};
 use crate::shadow::{FakeStore, LatencyModel};
@@ -80,6 +81,8 @@ pub struct App {
     pub fakes: FakeStore,
     pub latency: LatencyModel,
     pub balances: Option<Balances>,
+    /// Sids of forwarded sends, for confirmations that name only a sid.
+    pub sids: SentSids,
     pub watch: Watch,
     /// The policy file, for reloads (none when started from text).
     config_path: RwLock<Option<std::path::PathBuf>>,
@@ -118,6 +121,7 @@ impl App {
             fakes: FakeStore::new(config.shadow.capacity, config.shadow.retention),
             latency: LatencyModel::new(&config.shadow),
             balances: config.balance.as_ref().map(|b| Balances::new(b.refresh)),
+            sids: SentSids::new(config.adaptive.as_ref().map_or(1, |a| a.capacity)),
             api_domain: twilio_domain(&config.upstream.api, "api.twilio.com"),
             verify_domain: twilio_domain(&config.upstream.verify, "verify.twilio.com"),
             policy: RwLock::new(Arc::new(Policy::new(config, store))),
@@ -184,6 +188,20 @@ impl App {
         Ok(())
     }
 
+    /// A confirmation that the recipient of the last send to `to` got it;
+    /// `via` names where it was seen (`verify`, `feedback`, `api`). False
+    /// when no forwarded send awaited one: it then counts nowhere.
+    pub fn confirm(&self, to: &str, via: &'static str) -> bool {
+        let policy = self.policy();
+        let Ok(dest) = crate::phone::normalize(to, policy.config().numbers.default_region) else {
+            return false;
+        };
+        let class = self.classifier.classify(&dest.e164);
+        let matched = policy.confirm(&dest, &class, self.clock.now());
+        self.watch.metrics.confirmation(via, matched);
+        matched
+    }
+
     /// Swaps the policy atomically; requests in flight finish on the old one.
     pub fn replace_policy(&self, config: Arc<Config>) {
         let store = self.policy().store().clone();
@@ -226,6 +244,9 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> 
             forward_stream(&app, req, route).await
         }
         Endpoint::VerificationCheck { .. } => verification_check(&app, req, route, started).await,
+        Endpoint::MessageFeedback { .. } if req.method() == http::Method::POST => {
+            feedback(&app, req, route, started).await
+        }
         _ => forward_stream(&app, req, route).await,
     }
 }
@@ -279,7 +300,106 @@ async fn verification_check(
             return error_response(app, &route, &e, started.elapsed());
         }
     }
-    forward_send(app, app.policy().config(), &route, parts, bytes).await
+    let config = app.policy().config().clone();
+    let resp = forward_send(app, &config, &route, parts, bytes).await;
+    if config.adaptive.is_none() || !resp.status().is_success() {
+        return resp;
+    }
+    // Twilio's answer says whether the code was right, and for which number.
+    observe(app, &route, resp, |app, answer| {
+        let Some(r) = conversion::resource(answer) else {
+            return;
+        };
+        if r.status.as_deref() != Some("approved") {
+            return;
+        }
+        let to =
+            r.to.filter(|t| !t.is_empty())
+                .or_else(|| r.sid.as_deref().and_then(|sid| app.sids.number(sid)));
+        if let Some(to) = to {
+            app.confirm(&to, "verify");
+        }
+    })
+    .await
+}
+
+/// Messaging Feedback: forwarded unchanged, and an `Outcome=confirmed`
+/// that Twilio accepts confirms the message's send. Feedback on a message
+/// the guard shadowed is answered here as Twilio would: forwarding it would
+/// get a 404 and expose the fake.
+async fn feedback(
+    app: &App,
+    req: Request<Incoming>,
+    route: Route,
+    started: Instant,
+) -> Response<Body> {
+    let Endpoint::MessageFeedback { account_sid, sid } = &route.endpoint else {
+        return forward_stream(app, req, route).await;
+    };
+    let (account_sid, sid) = (account_sid.clone(), sid.clone());
+    let config = app.policy().config().clone();
+    let (parts, body) = req.into_parts();
+    let bytes = match Limited::new(body, config.listen.max_body).collect().await {
+        Ok(c) => c.to_bytes(),
+        Err(_) => {
+            let e = TwilioError::malformed(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "the request body could not be read",
+            );
+            return error_response(app, &route, &e, started.elapsed());
+        }
+    };
+    let outcome = form::Form::parse(&bytes)
+        .ok()
+        .and_then(|f| f.one("Outcome").ok().flatten().map(str::to_string));
+    if app.fakes.get(&sid).is_some() {
+        pace(app, route.endpoint.name(), started).await;
+        let body = responses::message_feedback(
+            &account_sid,
+            &sid,
+            outcome.as_deref().unwrap_or("unconfirmed"),
+            app.clock.system_time(),
+        );
+        let mut resp = Response::new(upstream::full(body));
+        *resp.status_mut() = StatusCode::CREATED;
+        *resp.headers_mut() = responses::twilio_headers(app.domain(&route), started.elapsed());
+        return resp;
+    }
+    let resp = forward_send(app, &config, &route, parts, bytes).await;
+    let confirmed = outcome.is_some_and(|o| o.eq_ignore_ascii_case("confirmed"));
+    if confirmed && resp.status().is_success() && config.adaptive.is_some() {
+        match app.sids.number(&sid) {
+            Some(to) => {
+                app.confirm(&to, "feedback");
+            }
+            None => app.watch.metrics.confirmation("feedback", false),
+        }
+    }
+    resp
+}
+
+/// Reads a (small) answer from Twilio whole, lets `see` look at it, and
+/// passes it on unchanged. An answer that cannot be read whole becomes a
+/// 502, as any upstream failure does.
+async fn observe(
+    app: &App,
+    route: &Route,
+    resp: Response<Body>,
+    see: impl FnOnce(&App, &[u8]),
+) -> Response<Body> {
+    const MAX_ANSWER: usize = 1 << 20;
+    let (parts, body) = resp.into_parts();
+    match Limited::new(body, MAX_ANSWER).collect().await {
+        Ok(c) => {
+            let bytes = c.to_bytes();
+            see(app, &bytes);
+            Response::from_parts(parts, upstream::full(bytes))
+        }
+        Err(e) => {
+            tracing::warn!(endpoint = route.endpoint.name(), error = %e, "reading Twilio's answer failed");
+            upstream_error(app, route, &UpstreamError::Unreachable(e.to_string()))
+        }
+    }
 }
 
 /// Waits until a fake answer has taken about as long as Twilio's real ones.
@@ -644,7 +764,20 @@ async fn act(
             {
                 app.fakes.forget_verification(service_sid, &d.e164);
             }
-            forward_send(app, config, send.route, parts, send.body.clone()).await
+            let resp = forward_send(app, config, send.route, parts, send.body.clone()).await;
+            match dest {
+                // Feedback and checks by sid name the send by the sid
+                // Twilio gives it: remember which number that is.
+                Some(d) if config.adaptive.is_some() && resp.status().is_success() => {
+                    observe(app, send.route, resp, |app, answer| {
+                        if let Some(sid) = conversion::resource(answer).and_then(|r| r.sid) {
+                            app.sids.remember(&sid, &d.e164);
+                        }
+                    })
+                    .await
+                }
+                _ => resp,
+            }
         }
         Action::Shadow => shadow(app, send, raw_to, dest, started).await,
         Action::Reject => {

@@ -163,6 +163,7 @@ pub async fn handle(app: Arc<App>, auth: Auth, req: Request<Incoming>) -> Respon
         (Method::GET, "/api/blocks") => blocks(&app),
         (Method::POST, "/api/blocks") => add_block(&app, req).await,
         (Method::DELETE, "/api/blocks") => remove_block(&app, &req),
+        (Method::POST, "/api/confirm") => confirm(&app, req).await,
         (Method::POST, "/api/safe") => safe(&app, req, true).await,
         (Method::DELETE, "/api/safe") => safe(&app, req, false).await,
         (Method::POST, "/api/reload") => match app.reload() {
@@ -331,6 +332,34 @@ async fn add_block(app: &App, req: Request<Incoming>) -> Response<Body> {
         }
         Err(e) => error(StatusCode::BAD_REQUEST, e),
     }
+}
+
+/// `{"to": "+447911123456"}`: the app's own word that the recipient of
+/// the last send to this number proved receipt (for apps that check their
+/// own codes and send no Feedback to Twilio).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Confirmation {
+    to: String,
+}
+
+async fn confirm(app: &App, req: Request<Incoming>) -> Response<Body> {
+    let c: Confirmation = match read_json(req).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let config = app.policy().config().clone();
+    if config.adaptive.is_none() {
+        return error(
+            StatusCode::CONFLICT,
+            "no [adaptive] section in the policy: confirmations are not used",
+        );
+    }
+    if let Err(e) = crate::phone::normalize(&c.to, config.numbers.default_region) {
+        return error(StatusCode::BAD_REQUEST, format!("to: {e}"));
+    }
+    let matched = app.confirm(&c.to, "api");
+    json_response(StatusCode::OK, json!({ "confirmed": matched }))
 }
 
 fn remove_block(app: &App, req: &Request<Incoming>) -> Response<Body> {

@@ -4,7 +4,6 @@
 //! A block is stored under `SPEC=VALUE` (`prefix:8=+99899394`), so a block
 //! set by hand and one set by a limit on the same key are the same block.
 
-use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,8 +28,11 @@ pub(crate) struct Blocks {
     /// Single-part keys always checked, then the keys limits block, each
     /// with its kind as block keys spell it (`prefix:8`).
     specs: Vec<(KeySpec, String)>,
-    /// Prefix lengths with a manual block (bit n = prefix:n), checked too.
-    manual_prefixes: AtomicU16,
+    /// Every other prefix length: blocks on them are set by hand or by the
+    /// adaptive stage, and the store says cheaply whether any kind has one,
+    /// so they are checked without a lookup while none does (and still
+    /// after a reload).
+    prefixes: Vec<(KeySpec, String)>,
 }
 
 impl Blocks {
@@ -50,6 +52,14 @@ impl Blocks {
                 specs.push(s);
             }
         }
+        let prefixes = (1..=15u8)
+            .map(|n| KeySpec::single(KeyPart::Prefix(n)))
+            .filter(|s| !specs.contains(s))
+            .map(|s| {
+                let kind = s.to_string();
+                (s, kind)
+            })
+            .collect();
         Blocks {
             specs: specs
                 .into_iter()
@@ -58,7 +68,7 @@ impl Blocks {
                     (s, kind)
                 })
                 .collect(),
-            manual_prefixes: AtomicU16::new(0),
+            prefixes,
         }
     }
 
@@ -68,19 +78,9 @@ impl Blocks {
 
     pub(crate) fn check(&self, a: &Attempt, store: &dyn Store, now: Millis, trace: bool) -> Step {
         let mut key = String::with_capacity(64);
-        for (spec, kind) in &self.specs {
+        for (spec, kind) in self.specs.iter().chain(&self.prefixes) {
             if let Some(step) = Self::probe(a, store, now, spec, kind, &mut key) {
                 return step;
-            }
-        }
-        let mask = self.manual_prefixes.load(Ordering::Relaxed);
-        for n in (1..=15u8).filter(|n| mask & (1 << n) != 0) {
-            let spec = KeySpec::single(KeyPart::Prefix(n));
-            if !self.has(&spec) {
-                let kind = spec.to_string();
-                if let Some(step) = Self::probe(a, store, now, &spec, &kind, &mut key) {
-                    return step;
-                }
             }
         }
         pass!(trace, "no active block")
@@ -134,7 +134,6 @@ impl Blocks {
                     req.value
                 ));
             }
-            self.manual_prefixes.fetch_or(1 << n, Ordering::Relaxed);
         } else if !self.has(&req.key) {
             return Err(format!(
                 "no rule looks at key {}: block one of to, prefix:N, region, client_ip, user, account or a limit's key",

@@ -15,6 +15,7 @@ macro_rules! pass {
     };
 }
 
+mod adaptive;
 mod backoff;
 mod balance;
 mod blocks;
@@ -101,17 +102,19 @@ pub enum Stage {
     Blocks,
     Backoff,
     Limits,
+    Adaptive,
     Budget,
     Balance,
 }
 
 impl Stage {
-    pub const ALL: [Stage; 7] = [
+    pub const ALL: [Stage; 8] = [
         Stage::Safe,
         Stage::Number,
         Stage::Blocks,
         Stage::Backoff,
         Stage::Limits,
+        Stage::Adaptive,
         Stage::Budget,
         Stage::Balance,
     ];
@@ -123,6 +126,7 @@ impl Stage {
             Stage::Blocks => "blocks",
             Stage::Backoff => "backoff",
             Stage::Limits => "limits",
+            Stage::Adaptive => "adaptive",
             Stage::Budget => "budget",
             Stage::Balance => "balance",
         }
@@ -211,6 +215,7 @@ pub struct Policy {
     blocks: blocks::Blocks,
     backoff: Option<backoff::Backoff>,
     limits: limits::Limits,
+    adaptive: Option<adaptive::Adaptive>,
     budget: Option<budget::Budget>,
     balance: Option<balance::BalanceRule>,
 }
@@ -226,6 +231,10 @@ impl Policy {
                 .backoff
                 .as_ref()
                 .map(|b| backoff::Backoff::new(b, &config)),
+            adaptive: config
+                .adaptive
+                .as_ref()
+                .map(|a| adaptive::Adaptive::new(a, &config)),
             budget: config
                 .budget
                 .as_ref()
@@ -308,6 +317,11 @@ impl Policy {
                 Stage::Limits => self
                     .limits
                     .check(a, &*self.store, now, &mut d.would_block, trace),
+                Stage::Adaptive => match &self.adaptive {
+                    None => pass!(trace, "no adaptive stage configured"),
+                    Some(ad) if d.verdict.is_none() => ad.check(a, &*self.store, now, trace),
+                    Some(_) => pass!(trace, "not judged: an earlier stage decided"),
+                },
                 Stage::Budget => match &self.budget {
                     None => pass!(trace, "no budget configured"),
                     Some(b) if d.verdict.is_none() => {
@@ -358,7 +372,22 @@ impl Policy {
         } else if !d.would_block.is_empty() {
             d.action = Action::Monitor;
         }
+        if d.forwarded() && !trace {
+            if let Some(ad) = &self.adaptive {
+                ad.forwarded(a, &*self.store, now);
+            }
+        }
         d
+    }
+
+    /// A confirmation that the recipient of the last send to `to` got it
+    /// (a Verify check answered `approved`, Messaging Feedback `confirmed`,
+    /// or the admin API). False when no forwarded send awaited one.
+    pub fn confirm(&self, to: &Destination, class: &Classification, now: Millis) -> bool {
+        match &self.adaptive {
+            Some(ad) => ad.confirm(to, class, &*self.store, now),
+            None => false,
+        }
     }
 
     /// Sets a block by hand (admin API, tests).

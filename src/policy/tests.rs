@@ -493,3 +493,222 @@ fn a_send_blocked_by_the_balance_stage_spends_no_budget() {
     );
     assert_eq!(rule(&p.decide(&s.attempt(), T0 + 2)), "budget:hour:*");
 }
+
+// ---- adaptive stage
+
+/// Only the unconfirmed signal: surges and distinct-number limits off.
+const UNCONFIRMED_ONLY: &str = "[adaptive]\n[adaptive.surge]\nfloor = 100000\nregion = 0\n[adaptive.distinct]\nclient_ip = []\nuser = []\nregions = 0\n[adaptive.unconfirmed]\nclient_ip = []\nuser = []\n";
+
+fn numbered(prefix: &str, i: u64) -> Send {
+    send(&format!("{prefix}{i:04}"), "US")
+}
+
+/// Makes confirmations flow for the test account's messaging.
+fn confirmations_flow(p: &Policy, at: Millis) {
+    let s = send("+19175550000", "US");
+    assert!(p.decide(&s.attempt(), at).forwarded());
+    assert!(p.confirm(&s.to, &s.class, at + 10 * SEC));
+}
+
+#[test]
+fn a_prefix_whose_sends_are_never_confirmed_is_blocked_after_the_minimum_sample() {
+    let p = policy(UNCONFIRMED_ONLY);
+    confirmations_flow(&p, T0);
+    let mut first_stop = None;
+    for i in 0..40 {
+        let s = numbered("+1646555", i);
+        let d = p.decide(&s.attempt(), T0 + MIN + i * MIN);
+        if !d.forwarded() {
+            first_stop = Some((i, d));
+            break;
+        }
+    }
+    let (i, d) = first_stop.expect("an unconverting prefix is stopped");
+    // Nothing is judged before eight sends are past their five-minute grace.
+    assert!(i >= 8 + 4, "stopped after only {i} sends");
+    assert_eq!(d.action, Action::Shadow);
+    assert_eq!(rule(&d), "adaptive:unconfirmed:prefix:7");
+    let detail = d.verdict.as_ref().unwrap().detail.clone().unwrap();
+    assert!(
+        detail.contains("prefix:7=+1646555") && detail.contains("unconfirmed in 1h"),
+        "{detail}"
+    );
+    // The prefix is now blocked: the next send stops at the blocks stage.
+    let d = p.decide(&numbered("+1646555", 99).attempt(), T0 + 50 * MIN);
+    assert_eq!(
+        (d.verdict.as_ref().unwrap().stage, rule(&d)),
+        (Stage::Blocks, "adaptive:unconfirmed:prefix:7")
+    );
+}
+
+#[test]
+fn a_prefix_whose_sends_are_confirmed_is_never_blocked() {
+    let p = policy(UNCONFIRMED_ONLY);
+    confirmations_flow(&p, T0);
+    for i in 0..120 {
+        let s = numbered("+1212555", i);
+        let at = T0 + MIN + i * MIN;
+        let d = p.decide(&s.attempt(), at);
+        assert!(d.forwarded(), "send {i} stopped: {:?}", d.verdict);
+        // Nine in ten people enter their code, 30 s to 3 min later.
+        if i % 10 != 0 {
+            assert!(p.confirm(&s.to, &s.class, at + 30 * SEC + (i % 5) * 40 * SEC));
+        }
+    }
+}
+
+#[test]
+fn an_app_that_never_confirms_is_not_judged_on_conversion() {
+    let p = policy(UNCONFIRMED_ONLY);
+    for i in 0..60 {
+        let d = p.decide(&numbered("+1646555", i).attempt(), T0 + i * MIN);
+        assert!(d.forwarded(), "send {i} stopped: {:?}", d.verdict);
+    }
+}
+
+#[test]
+fn a_new_prefix_inherits_its_parents_baseline() {
+    // Judged: the region and the first digit after the country code.
+    let cfg = format!(
+        "{UNCONFIRMED_ONLY}prefix = [\"2/1d\"]\nregion = [\"100000/1d\"]\nmin_sample = 1\n"
+    )
+    .replace(
+        "[adaptive]\n",
+        "[adaptive]\nprefixes = [1]\nblock_digits = 0\n",
+    );
+    let busy = policy(&cfg);
+    // The region has a confirmed baseline of 400 sends today, all under +12...
+    for i in 0..400 {
+        let s = numbered("+1201555", i);
+        assert!(busy.decide(&s.attempt(), T0 + i * SEC).forwarded());
+        assert!(busy.confirm(&s.to, &s.class, T0 + i * SEC + 5 * SEC));
+    }
+    let quiet = policy(&cfg);
+    confirmations_flow(&quiet, T0);
+    // ...so a prefix it has never seen (+13...) borrows a tenth of it (40):
+    // fifteen unconfirmed sends pass there, and trip the floor of 2 where
+    // the region has no baseline to lend.
+    let mut stopped = [None, None];
+    for (n, p) in [&busy, &quiet].into_iter().enumerate() {
+        for i in 0..15 {
+            let d = p.decide(&numbered("+1303555", i).attempt(), T0 + HOUR + i * 10 * MIN);
+            if !d.forwarded() && stopped[n].is_none() {
+                stopped[n] = Some(rule(&d).to_string());
+            }
+        }
+    }
+    assert_eq!(
+        stopped[0], None,
+        "the inherited baseline lets a busy region's new prefix through"
+    );
+    assert_eq!(stopped[1].as_deref(), Some("adaptive:unconfirmed:prefix:2"));
+}
+
+#[test]
+fn a_surge_of_new_numbers_in_one_block_is_stopped_and_resends_do_not_count() {
+    let p = policy("[adaptive]\n[adaptive.distinct]\nclient_ip = []\nuser = []\nregions = 0\n");
+    // One person asking for codes again and again is not a surge of numbers.
+    for i in 0..20 {
+        assert!(p
+            .decide(&numbered("+1303555", 1).attempt(), T0 + i * SEC)
+            .forwarded());
+    }
+    // New numbers in one block (+1646555....): the sixth within ten minutes
+    // trips the floor of 5 and blocks the block.
+    let mut results = Vec::new();
+    for i in 0..10 {
+        let d = p.decide(
+            &numbered("+1646555", i)
+                .ip(&format!("203.0.113.{i}"))
+                .attempt(),
+            T0 + i * SEC,
+        );
+        results.push((d.forwarded(), rule(&d).to_string()));
+    }
+    assert!(results[..5].iter().all(|r| r.0), "{results:?}");
+    assert_eq!(results[5], (false, "adaptive:surge:prefix:7".to_string()));
+    assert!(results[6..].iter().all(|r| !r.0));
+}
+
+#[test]
+fn one_address_texting_many_numbers_is_stopped_unless_its_sends_are_confirmed() {
+    let cfg = "[adaptive]\n[adaptive.surge]\nfloor = 100000\nregion = 0\n[adaptive.distinct]\nclient_ip = [\"8/1h\"]\nregions = 0\n";
+    let p = policy(cfg);
+    let mut stopped_at = None;
+    for i in 0..30 {
+        let d = p.decide(
+            &numbered(&format!("+1{}55", 201 + i), i).attempt(),
+            T0 + i * MIN,
+        );
+        if !d.forwarded() {
+            assert_eq!(rule(&d), "adaptive:distinct:client_ip");
+            stopped_at = Some(i);
+            break;
+        }
+    }
+    assert_eq!(
+        stopped_at,
+        Some(8),
+        "the ninth distinct number in an hour is stopped"
+    );
+
+    // Behind a carrier NAT, the same address serves people who confirm:
+    // each confirmed send raises the allowance.
+    let p = policy(cfg);
+    for i in 0..30 {
+        let s = numbered(&format!("+1{}55", 201 + i), i);
+        let d = p.decide(&s.attempt(), T0 + i * MIN);
+        assert!(d.forwarded(), "send {i}: {:?}", d.verdict);
+        assert!(p.confirm(&s.to, &s.class, T0 + i * MIN + 20 * SEC));
+    }
+}
+
+#[test]
+fn one_user_reaching_many_regions_is_stopped() {
+    let p = policy("[adaptive]\n[adaptive.distinct]\nclient_ip = []\nuser = []\nregions = 2\n");
+    let mut verdicts = Vec::new();
+    for (i, r) in ["US", "CA", "GB"].iter().enumerate() {
+        let mut s = send(&format!("+1416555{i:04}"), r);
+        s.user = Some("user-7");
+        s.ip = format!("198.51.100.{}", i + 10).parse().unwrap();
+        let d = p.decide(&s.attempt(), T0 + i as u64 * MIN);
+        verdicts.push(rule(&d).to_string());
+    }
+    assert_eq!(verdicts, ["-", "-", "adaptive:regions:user"]);
+}
+
+#[test]
+fn a_monitored_adaptive_stage_records_and_forwards() {
+    let p = policy("[adaptive]\naction = \"monitor\"\n[adaptive.distinct]\nclient_ip = []\nuser = []\nregions = 0\n");
+    let mut would = 0;
+    for i in 0..10 {
+        let d = p.decide(&numbered("+1646555", i).attempt(), T0 + i * SEC);
+        assert!(d.forwarded());
+        if d.action == Action::Monitor {
+            assert!(
+                d.would_block
+                    .iter()
+                    .any(|v| v.rule.starts_with("adaptive:")),
+                "{d:?}"
+            );
+            would += 1;
+        }
+    }
+    assert!(would >= 4, "{would}");
+}
+
+#[test]
+fn a_stopped_send_can_never_be_confirmed() {
+    let p = policy("[geo]\nallow = [\"US\"]\n[adaptive]\n");
+    let s = send("+998993941234", "UZ");
+    assert!(!p.decide(&s.attempt(), T0).forwarded());
+    assert!(
+        !p.confirm(&s.to, &s.class, T0 + SEC),
+        "nothing awaited a confirmation"
+    );
+    let s = send("+14155550123", "US");
+    assert!(p.decide(&s.attempt(), T0).forwarded());
+    assert!(p.confirm(&s.to, &s.class, T0 + SEC));
+    // A second confirmation of the same send counts once.
+    assert!(!p.confirm(&s.to, &s.class, T0 + 2 * SEC));
+}

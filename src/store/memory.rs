@@ -19,7 +19,7 @@ use moka::policy::EvictionPolicy;
 use moka::sync::Cache;
 
 use super::lru::Lru;
-use super::{BackoffState, BlockEntry, Counters, Store, StoreStats, Windows};
+use super::{BackoffState, BlockEntry, Conversion, Counters, Pending, Store, StoreStats, Windows};
 use crate::clock::Millis;
 
 type Shared<T> = Arc<Mutex<T>>;
@@ -36,6 +36,10 @@ pub struct MemoryStore {
     blocks: Cache<String, BlockEntry>,
     offences: Cache<String, Shared<Offences>>,
     spend: Lru<u64>,
+    conversions: Lru<Conversion>,
+    pending: Lru<Pending>,
+    pairs: Lru<Millis>,
+    flows: Lru<Millis>,
     shared: Arc<Watch>,
 }
 
@@ -122,6 +126,11 @@ impl MemoryStore {
             spend: Lru::new(10_000),
             counters: Lru::new(capacity),
             backoffs: Lru::new(capacity),
+            conversions: Lru::new(capacity),
+            pending: Lru::new(capacity),
+            pairs: Lru::new(capacity),
+            // One key per account and product.
+            flows: Lru::new(10_000),
             blocks,
             offences,
             shared,
@@ -273,6 +282,79 @@ impl Store for MemoryStore {
 
     fn spent(&self, key: &str) -> u64 {
         self.spend.update(key, |s| *s).unwrap_or(0)
+    }
+
+    fn conversion(&self, key: &str, create: bool, f: &mut dyn FnMut(&mut Conversion)) -> bool {
+        if create {
+            // A key's state matters while any of its windows counts; the
+            // day window is the longest.
+            self.conversions.with(
+                key,
+                Conversion::default,
+                |old| {
+                    if old.value.sent[1].live(86_400_000, self.shared.now.load(Ordering::Relaxed)) {
+                        self.shared.evicted("conversions", kind_of(key));
+                    }
+                },
+                |c| f(c),
+            );
+            true
+        } else {
+            self.conversions.update(key, |c| f(c)).is_some()
+        }
+    }
+
+    fn pending(&self, number: &str, create: bool, f: &mut dyn FnMut(&mut Pending)) -> bool {
+        if create {
+            self.pending.with(
+                number,
+                Pending::default,
+                |old| {
+                    let now = self.shared.now.load(Ordering::Relaxed);
+                    if old.value.confirmed_at == 0 && old.value.sent_at + 86_400_000 > now {
+                        self.shared.evicted("pending", "to");
+                    }
+                },
+                |p| f(p),
+            );
+            true
+        } else {
+            self.pending.update(number, |p| f(p)).is_some()
+        }
+    }
+
+    fn pair_seen(&self, pair: &str, now: Millis, record: bool) -> Option<Millis> {
+        self.saw(now);
+        if !record {
+            return self.pairs.update(pair, |t| *t);
+        }
+        // A pair pushed out early is counted again: stricter, never looser.
+        self.pairs.with(
+            pair,
+            || 0,
+            |_| {},
+            |t| {
+                let last = (*t > 0).then_some(*t);
+                *t = now;
+                last
+            },
+        )
+    }
+
+    fn confirmations_seen(&self, key: &str, now: Millis, record: bool) -> Option<Millis> {
+        if !record {
+            return self.flows.update(key, |t| *t);
+        }
+        self.flows.with(
+            key,
+            || 0,
+            |_| {},
+            |t| {
+                let last = (*t > 0).then_some(*t);
+                *t = now;
+                last
+            },
+        )
     }
 
     fn stats(&self) -> StoreStats {

@@ -73,6 +73,34 @@ impl Window {
         self.estimate(period, now)
     }
 
+    /// Adds `n` at `now` without reading the count.
+    pub fn add(&mut self, period: Millis, now: Millis, n: u32) {
+        self.roll(period, now);
+        self.current = self.current.saturating_add(n);
+    }
+
+    /// The count in the sliding window ending at `now`, without counting.
+    pub fn count(&self, period: Millis, now: Millis) -> u64 {
+        let mut w = *self;
+        w.roll(period, now);
+        w.estimate(period.max(1), now)
+    }
+
+    /// Moves the fixed windows on to the one holding `now`.
+    fn roll(&mut self, period: Millis, now: Millis) {
+        let period = period.max(1);
+        let start = now - now % period;
+        if start > self.start {
+            self.previous = if start == self.start + period {
+                self.current
+            } else {
+                0
+            };
+            self.current = 0;
+            self.start = start;
+        }
+    }
+
     fn estimate(&self, period: Millis, now: Millis) -> u64 {
         let elapsed = now.saturating_sub(self.start).min(period);
         // Round the previous window's share up: a limit must never undercount.
@@ -136,6 +164,44 @@ pub struct Counters {
     pub live_until: Millis,
 }
 
+/// What the adaptive stage remembers of one key (`prefix:7=+4479111`,
+/// `region=GB`, `client_ip=203.0.113.7`, ...): forwarded sends, their
+/// confirmations and how many numbers were new, per hour and per day.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Conversion {
+    /// Forwarded sends: hour, day.
+    pub sent: [Window; 2],
+    /// Forwarded sends still inside their grace period.
+    pub recent: Window,
+    /// Confirmations: hour, day.
+    pub confirmed: [Window; 2],
+    /// New numbers (for a prefix or region: not sent to within a day; for
+    /// a sender: not sent to by this sender within the window): hour, day.
+    pub fresh: [Window; 2],
+    /// New numbers, and confirmations, in the surge window.
+    pub surge: Window,
+    pub surge_confirmed: Window,
+    /// Distinct regions a sender reached today.
+    pub regions: Window,
+    /// The most confirmations seen in one day, and when: the baseline.
+    pub peak: u32,
+    pub peak_at: Millis,
+}
+
+/// A number the guard forwarded a send to and awaits a confirmation for.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Pending {
+    /// The last forwarded send (0: none).
+    pub sent_at: Millis,
+    /// A confirmation after `sent_at` (0: none yet).
+    pub confirmed_at: Millis,
+    /// Who asked for it, to credit them when it is confirmed.
+    pub client_ip: Option<std::net::IpAddr>,
+    pub user: Option<Box<str>>,
+    pub account: Box<str>,
+    pub product: u8,
+}
+
 /// Sizes and evictions, for metrics and tests.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct StoreStats {
@@ -173,6 +239,18 @@ pub trait Store: Send + Sync + 'static {
     fn spend(&self, key: &str, amount: u64, cap: u64) -> Result<u64, u64>;
     fn refund(&self, key: &str, amount: u64);
     fn spent(&self, key: &str) -> u64;
+    /// Runs `f` on the adaptive state of `key`; when absent it is created
+    /// if `create`, else `f` is not run. Returns whether `f` ran.
+    fn conversion(&self, key: &str, create: bool, f: &mut dyn FnMut(&mut Conversion)) -> bool;
+    /// Runs `f` on the pending state of a number (created empty when
+    /// absent if `create`). Returns whether `f` ran.
+    fn pending(&self, number: &str, create: bool, f: &mut dyn FnMut(&mut Pending)) -> bool;
+    /// When `pair` (a sender and a number or region) was last seen, if it
+    /// was; with `record`, it is now.
+    fn pair_seen(&self, pair: &str, now: Millis, record: bool) -> Option<Millis>;
+    /// When a confirmation for `key` (account and product) was last seen;
+    /// with `record`, one is seen now.
+    fn confirmations_seen(&self, key: &str, now: Millis, record: bool) -> Option<Millis>;
     fn stats(&self) -> StoreStats;
 }
 

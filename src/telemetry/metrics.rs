@@ -39,6 +39,13 @@ struct UpstreamLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ConfirmationLabels {
+    via: &'static str,
+    /// `yes` when a forwarded send awaited it (`no`: it counted nowhere).
+    matched: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct EndpointLabels {
     endpoint: &'static str,
 }
@@ -53,6 +60,7 @@ pub struct Metrics {
     sends: Family<SendLabels, Counter>,
     upstream: Family<UpstreamLabels, Counter>,
     latency: Family<EndpointLabels, Histogram, fn() -> Histogram>,
+    confirmations: Family<ConfirmationLabels, Counter>,
     pub blocks: Family<Labels, Gauge>,
     pub spent: Family<Labels, FloatGauge>,
     pub balance: Family<Labels, FloatGauge>,
@@ -82,6 +90,12 @@ impl Default for Metrics {
             "upstream_latency_seconds",
             "Time to Twilio's response headers by endpoint",
             latency.clone(),
+        );
+        let confirmations = Family::<ConfirmationLabels, Counter>::default();
+        registry.register(
+            "confirmations",
+            "Confirmations seen (Verify approved, Feedback confirmed, admin API), by way and by whether a forwarded send awaited them",
+            confirmations.clone(),
         );
         let blocks = Family::<Labels, Gauge>::default();
         registry.register("blocks_active", "Active blocks by key kind", blocks.clone());
@@ -114,6 +128,7 @@ impl Default for Metrics {
             sends,
             upstream,
             latency,
+            confirmations,
             blocks,
             spent,
             balance,
@@ -142,6 +157,17 @@ impl Metrics {
         self.latency
             .get_or_create(&EndpointLabels { endpoint })
             .observe(took.as_secs_f64());
+    }
+
+    /// A confirmation seen on the wire (`verify`, `feedback`) or the admin
+    /// API (`api`).
+    pub fn confirmation(&self, via: &'static str, matched: bool) {
+        self.confirmations
+            .get_or_create(&ConfirmationLabels {
+                via,
+                matched: if matched { "yes" } else { "no" },
+            })
+            .inc();
     }
 
     /// The Prometheus text format (0.0.4), which every Prometheus and
