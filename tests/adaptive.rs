@@ -1,0 +1,243 @@
+//! Catching what limits miss, through the real HTTP path: conversion seen on
+//! the wire (Verify checks answered `approved`, Messaging Feedback
+//! `confirmed`, the admin API) and the adaptive stage acting on it.
+
+mod common;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::*;
+use http::{Method, Request, StatusCode};
+use http_body_util::Full;
+
+const SERVICE: &str = "VA0123456789abcdef0123456789abcdef";
+/// Geo, an open admin listener on loopback, and the adaptive stage with
+/// only the signal a test is about switched on where it matters.
+const POLICY: &str = "[geo]\nallow = [\"US\", \"CA\", \"GB\", \"IE\"]\n[admin]\naddr = \"127.0.0.1:0\"\ntoken_env = \"SMSGUARD_TEST_UNSET_ADAPTIVE_TOKEN\"\n[adaptive]\n[adaptive.surge]\nfloor = 100000\nregion = 0\n[adaptive.distinct]\nclient_ip = []\nuser = []\nregions = 0\n[adaptive.unconfirmed]\nclient_ip = []\nuser = []\n";
+
+async fn admin(env: &Env, method: Method, path: &str, body: &str) -> Answer {
+    let url = format!("http://{}{}", env.guard.admin_addr().unwrap(), path);
+    env.request(
+        Request::builder()
+            .method(method)
+            .uri(url)
+            .body(Full::new(Bytes::from(body.to_string())))
+            .unwrap(),
+    )
+    .await
+}
+
+/// `smsguard_confirmations_total{via=..,matched=..}` as scraped.
+async fn confirmations(env: &Env, via: &str, matched: &str) -> u64 {
+    let text = admin(env, Method::GET, "/metrics", "").await.text();
+    let want = format!("smsguard_confirmations_total{{via=\"{via}\",matched=\"{matched}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&want))
+        .map_or(0, |v| v.trim().parse().unwrap())
+}
+
+#[tokio::test]
+async fn an_approved_verification_check_is_counted_and_forwarded_unchanged() {
+    let env = start(POLICY).await;
+    let create = format!("/v2/Services/{SERVICE}/Verifications");
+    let check = format!("/v2/Services/{SERVICE}/VerificationCheck");
+    let r = env
+        .post_form(&create, "To=%2B14155550123&Channel=sms")
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    let r = env.post_form(&check, "To=%2B14155550123&Code=123456").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(
+        r.json()["status"],
+        "approved",
+        "Twilio's answer passes as is"
+    );
+    let seen = env.fake.requests();
+    assert_eq!(seen.len(), 2);
+    assert_eq!(seen[1].uri.path(), check);
+    assert_eq!(seen[1].body, "To=%2B14155550123&Code=123456".as_bytes());
+    assert_eq!(confirmations(&env, "verify", "yes").await, 1);
+
+    // A check that names only the verification's sid: the guard remembers
+    // which number Twilio's sid belongs to.
+    let v = env
+        .post_form(&create, "To=%2B14155550124&Channel=sms")
+        .await
+        .json();
+    let sid = v["sid"].as_str().unwrap();
+    let r = env
+        .post_form(&check, &format!("VerificationSid={sid}&Code=123456"))
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(confirmations(&env, "verify", "yes").await, 2);
+
+    // The same code checked again confirms nothing more.
+    env.post_form(&check, "To=%2B14155550123&Code=123456").await;
+    assert_eq!(confirmations(&env, "verify", "yes").await, 2);
+    assert_eq!(confirmations(&env, "verify", "no").await, 1);
+}
+
+#[tokio::test]
+async fn feedback_confirmed_is_counted_and_forwarded_and_feedback_on_a_fake_stays_here() {
+    let env = start(POLICY).await;
+    let sent = env.send("+14155550123").await;
+    assert_eq!(sent.status, StatusCode::CREATED);
+    let sid = sent.json()["sid"].as_str().unwrap().to_string();
+    let path = format!("/2010-04-01/Accounts/{ACCOUNT}/Messages/{sid}/Feedback.json");
+    let r = env.post_form(&path, "Outcome=confirmed").await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    assert_eq!(r.json()["outcome"], "confirmed");
+    let seen = env.fake.requests();
+    assert_eq!(seen.len(), 2);
+    assert_eq!(seen[1].uri.path(), path);
+    assert_eq!(seen[1].body, "Outcome=confirmed".as_bytes());
+    assert_eq!(confirmations(&env, "feedback", "yes").await, 1);
+
+    // `unconfirmed` is forwarded and confirms nothing.
+    let other = env.send("+14155550124").await.json();
+    let path2 = format!(
+        "/2010-04-01/Accounts/{ACCOUNT}/Messages/{}/Feedback.json",
+        other["sid"].as_str().unwrap()
+    );
+    assert_eq!(
+        env.post_form(&path2, "Outcome=unconfirmed").await.status,
+        StatusCode::CREATED
+    );
+    assert_eq!(env.fake.count(), 4);
+    assert_eq!(confirmations(&env, "feedback", "yes").await, 1);
+
+    // Feedback on a message the guard shadowed: Twilio would answer 404 for
+    // a sid it never made, so the guard answers as Twilio does for a real one.
+    let fake = env.send("+998993941234").await.json();
+    let fake_sid = fake["sid"].as_str().unwrap();
+    let path3 = format!("/2010-04-01/Accounts/{ACCOUNT}/Messages/{fake_sid}/Feedback.json");
+    let r = env.post_form(&path3, "Outcome=confirmed").await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    let j = r.json();
+    assert_eq!(
+        (j["message_sid"].as_str(), j["outcome"].as_str()),
+        (Some(fake_sid), Some("confirmed"))
+    );
+    let mut keys: Vec<String> = j.as_object().unwrap().keys().cloned().collect();
+    keys.sort();
+    let mut want = schema_properties(
+        "api_v2010.json",
+        "api.v2010.account.message.message_feedback",
+    );
+    want.sort();
+    assert_eq!(keys, want);
+    assert_eq!(env.fake.count(), 4, "nothing about the fake reached Twilio");
+    assert_eq!(confirmations(&env, "feedback", "yes").await, 1);
+}
+
+#[tokio::test]
+async fn the_app_can_confirm_on_the_admin_api() {
+    let env = start(POLICY).await;
+    assert_eq!(env.send("+14155550123").await.status, StatusCode::CREATED);
+    let r = admin(
+        &env,
+        Method::POST,
+        "/api/confirm",
+        r#"{"to": "+1 (415) 555-0123"}"#,
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.json()["confirmed"].as_bool()),
+        (StatusCode::OK, Some(true))
+    );
+    // Confirmed once; and a number never sent to has nothing to confirm.
+    let r = admin(
+        &env,
+        Method::POST,
+        "/api/confirm",
+        r#"{"to": "+14155550123"}"#,
+    )
+    .await;
+    assert_eq!(r.json()["confirmed"], false);
+    let r = admin(
+        &env,
+        Method::POST,
+        "/api/confirm",
+        r#"{"to": "+14155550199"}"#,
+    )
+    .await;
+    assert_eq!(r.json()["confirmed"], false);
+    let r = admin(
+        &env,
+        Method::POST,
+        "/api/confirm",
+        r#"{"to": "not a number"}"#,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(confirmations(&env, "api", "yes").await, 1);
+}
+
+#[tokio::test]
+async fn a_prefix_with_no_confirmations_is_blocked_and_a_converting_prefix_is_not() {
+    let env = start(POLICY).await;
+    let step = Duration::from_secs(60);
+    let mut stopped: Option<(usize, String)> = None;
+    let mut converting_stopped = 0;
+    for i in 0..40u32 {
+        // A person who gets their code and enters it on Twilio's Verify...
+        let to = format!("+1212555{i:04}");
+        let r = env
+            .post_form(
+                &format!("/v2/Services/{SERVICE}/Verifications"),
+                &format!("To={}&Channel=sms", to.replace('+', "%2B")),
+            )
+            .await;
+        if env
+            .fake
+            .requests()
+            .last()
+            .unwrap()
+            .uri
+            .path()
+            .ends_with("Verifications")
+        {
+            env.post_form(
+                &format!("/v2/Services/{SERVICE}/VerificationCheck"),
+                &format!("To={}&Code=123456", to.replace('+', "%2B")),
+            )
+            .await;
+        } else {
+            converting_stopped += 1;
+        }
+        assert_eq!(r.status, StatusCode::CREATED);
+        // ...and a pumped range whose codes nobody ever enters.
+        let before = env.fake.count();
+        let r = env
+            .post_form(
+                &format!("/v2/Services/{SERVICE}/Verifications"),
+                &format!("To=%2B1646555{i:04}&Channel=sms"),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "a fake answers like Twilio");
+        if env.fake.count() == before && stopped.is_none() {
+            let decisions = admin(&env, Method::GET, "/api/decisions?limit=1", "")
+                .await
+                .json();
+            let rule = decisions["decisions"][0]["rule"]
+                .as_str()
+                .unwrap_or("")
+                .to_string();
+            stopped = Some((i as usize, rule));
+        }
+        env.clock.advance(step);
+    }
+    assert_eq!(
+        converting_stopped, 0,
+        "a converting prefix is never stopped"
+    );
+    let (at, rule) = stopped.expect("the pumped prefix is stopped");
+    assert!(
+        at >= 8,
+        "judged only after the minimum sample past its grace, stopped at {at}"
+    );
+    assert_eq!(rule, "adaptive:unconfirmed:prefix:7");
+    let blocks = admin(&env, Method::GET, "/api/blocks", "").await.text();
+    assert!(blocks.contains("prefix:7=+1646555"), "{blocks}");
+}
