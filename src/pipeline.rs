@@ -197,8 +197,16 @@ impl App {
             return false;
         };
         let class = self.classifier.classify(&dest.e164);
-        let matched = policy.confirm(&dest, &class, self.clock.now());
-        self.watch.metrics.confirmation(via, matched);
+        let now = self.clock.now();
+        let matched = policy.confirm(&dest, &class, now);
+        let region = class.region;
+        self.watch.confirmed(
+            via,
+            region.as_ref().map(|r| r.as_str()),
+            dest.prefix(policy.config().log.prefix_digits as usize),
+            matched,
+            now,
+        );
         matched
     }
 
@@ -372,7 +380,9 @@ async fn feedback(
             Some(to) => {
                 app.confirm(&to, "feedback");
             }
-            None => app.watch.metrics.confirmation("feedback", false),
+            None => app
+                .watch
+                .confirmed("feedback", None, "", false, app.clock.now()),
         }
     }
     resp

@@ -39,6 +39,23 @@ impl Watch {
     }
 }
 
+impl Watch {
+    /// A confirmation seen `via` the wire (`verify`, `feedback`) or the
+    /// admin API (`api`) for a number in `region` under `prefix` (the
+    /// decision events' prefix); `matched` when a forwarded send awaited it.
+    pub fn confirmed(
+        &self,
+        via: &'static str,
+        region: Option<&str>,
+        prefix: &str,
+        matched: bool,
+        now: Millis,
+    ) {
+        let _ = (region, prefix, now);
+        self.metrics.confirmation(via, matched);
+    }
+}
+
 /// The fields of one decision, filled in as the request goes through.
 #[derive(Debug, Clone, Default)]
 pub struct DecisionEvent {
