@@ -132,16 +132,22 @@ fn main() {
             && s.backoffs <= config.store.capacity
             && s.blocks <= config.store.block_capacity
             && s.offences <= config.store.block_capacity
+            && s.conversions <= config.store.capacity
+            && s.pending <= config.store.capacity
+            && s.pairs <= config.store.capacity
             && cached <= config.numbers.cache;
         ok &= within;
         let count = |k: usize| tally[k].load(Ordering::Relaxed);
         println!(
-            "{{\"checkpoint\":{to},\"rss_bytes\":{rss},\"peak_rss_bytes\":{hwm},\"rss_over_baseline\":{},\"counters\":{},\"backoffs\":{},\"blocks\":{},\"offences\":{},\"evicted_live\":{},\"classifier_cached\":{cached},\"allowed\":{},\"shadowed\":{},\"rejected\":{},\"seconds\":{:.1},\"within_bounds\":{within}}}",
+            "{{\"checkpoint\":{to},\"rss_bytes\":{rss},\"peak_rss_bytes\":{hwm},\"rss_over_baseline\":{},\"counters\":{},\"backoffs\":{},\"blocks\":{},\"offences\":{},\"conversions\":{},\"pending\":{},\"pairs\":{},\"evicted_live\":{},\"classifier_cached\":{cached},\"allowed\":{},\"shadowed\":{},\"rejected\":{},\"seconds\":{:.1},\"within_bounds\":{within}}}",
             rss.saturating_sub(baseline),
             s.counters,
             s.backoffs,
             s.blocks,
             s.offences,
+            s.conversions,
+            s.pending,
+            s.pairs,
             s.evicted_live,
             count(0),
             count(1),

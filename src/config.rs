@@ -708,8 +708,11 @@ pub struct Surge {
     /// Trips above `factor` × the key's average per window (and the floor).
     #[serde(deserialize_with = "de_at_least_one")]
     pub factor: f64,
-    /// Floor for a number's block; each digit shorter doubles it.
+    /// Floor for a number's block; each digit shorter multiplies it by
+    /// `per_digit`.
     pub floor: u32,
+    #[serde(deserialize_with = "de_at_least_one")]
+    pub per_digit: f64,
     /// Floor for a whole region (0 turns region surges off).
     pub region: u32,
 }
@@ -720,6 +723,7 @@ impl Default for Surge {
             window: Duration::from_secs(600),
             factor: 10.0,
             floor: 5,
+            per_digit: 4.0,
             region: 500,
         }
     }

@@ -67,10 +67,45 @@ impl Scope {
     }
 }
 
-/// One key of one send: its scope and `kind=value` text.
-struct Key {
-    scope: Scope,
-    text: String,
+/// The keys of one send, `kind=value` texts in one buffer: the
+/// destination's region and prefixes (broadest first), then its senders.
+pub(crate) struct Keys {
+    buf: String,
+    items: Vec<(Scope, usize, usize)>,
+}
+
+impl Keys {
+    fn new() -> Keys {
+        Keys {
+            buf: String::with_capacity(160),
+            items: Vec::with_capacity(10),
+        }
+    }
+
+    fn push(&mut self, scope: Scope, kind: &str, value: impl std::fmt::Display) {
+        let start = self.buf.len();
+        self.buf.push_str(kind);
+        self.buf.push('=');
+        let _ = write!(self.buf, "{value}");
+        self.items.push((scope, start, self.buf.len()));
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (Scope, &str)> {
+        self.items
+            .iter()
+            .map(|(scope, a, b)| (*scope, &self.buf[*a..*b]))
+    }
+}
+
+/// What judging a send learned that counting it, once forwarded, needs.
+pub(crate) struct Seen {
+    keys: Keys,
+    /// No send to the number was forwarded within a day.
+    fresh: bool,
+    /// Per key (bit i): the sender had not reached this number, or this
+    /// region, within a day.
+    new_number: u32,
+    new_region: u32,
 }
 
 /// Floors per window (hour, day); `None` when the window is not judged.
@@ -145,7 +180,7 @@ impl Adaptive {
 
     /// The destination keys of a number, broadest first: its region, then
     /// its prefixes from the shortest to the longest.
-    fn destination_keys(&self, to: &Destination, class: &Classification) -> Vec<Key> {
+    fn destination_keys(&self, to: &Destination, class: &Classification, keys: &mut Keys) {
         let digits = to.e164.len().saturating_sub(1);
         let cc = cc_digits(class.calling_code);
         let block = match self.cfg.block_digits {
@@ -155,33 +190,39 @@ impl Adaptive {
                 .filter(|n| *n > cc)
                 .map(|n| n as u8),
         };
-        let mut lengths: Vec<u8> = self
+        let mut lengths = [0u8; 16];
+        let mut count = 0;
+        for n in self
             .cfg
             .prefixes
             .iter()
             .map(|k| (cc + *k as usize) as u8)
             .filter(|n| (*n as usize) < digits)
             .chain(block)
-            .collect();
+        {
+            if count < lengths.len() && !lengths[..count].contains(&n) {
+                lengths[count] = n;
+                count += 1;
+            }
+        }
+        let lengths = &mut lengths[..count];
         lengths.sort_unstable();
-        lengths.dedup();
         let narrowest = block.unwrap_or(lengths.last().copied().unwrap_or(0));
-        let mut keys = Vec::with_capacity(lengths.len() + 1);
         let region = class.region.as_ref().map_or("none", |r| r.as_str());
-        keys.push(Key {
-            scope: Scope::Region,
-            text: format!("region={region}"),
-        });
-        for n in lengths {
-            keys.push(Key {
-                scope: Scope::Prefix {
+        keys.push(Scope::Region, "region", region);
+        for &mut n in lengths {
+            keys.buf.push_str("prefix:");
+            let kind_start = keys.buf.len() - "prefix:".len();
+            let _ = write!(keys.buf, "{n}={}", to.prefix(n as usize));
+            keys.items.push((
+                Scope::Prefix {
                     n,
                     width: narrowest.saturating_sub(n),
                 },
-                text: format!("prefix:{n}={}", to.prefix(n as usize)),
-            });
+                kind_start,
+                keys.buf.len(),
+            ));
         }
-        keys
     }
 
     /// The sender keys of a send: client address, user, account.
@@ -189,27 +230,17 @@ impl Adaptive {
         client_ip: Option<std::net::IpAddr>,
         user: Option<&str>,
         account: &str,
-    ) -> Vec<Key> {
-        let mut keys = Vec::with_capacity(3);
+        keys: &mut Keys,
+    ) {
         if let Some(ip) = client_ip {
-            keys.push(Key {
-                scope: Scope::ClientIp,
-                text: format!("client_ip={ip}"),
-            });
+            keys.push(Scope::ClientIp, "client_ip", ip);
         }
         if let Some(u) = user {
-            keys.push(Key {
-                scope: Scope::User,
-                text: format!("user={u}"),
-            });
+            keys.push(Scope::User, "user", u);
         }
         if !account.is_empty() {
-            keys.push(Key {
-                scope: Scope::Account,
-                text: format!("account={account}"),
-            });
+            keys.push(Scope::Account, "account", account);
         }
-        keys
     }
 
     /// Whether confirmations flow for this account and product: one was
@@ -220,102 +251,106 @@ impl Adaptive {
             .is_some_and(|t| now.saturating_sub(t) <= self.learn)
     }
 
-    pub(crate) fn check(&self, a: &Attempt, store: &dyn Store, now: Millis, trace: bool) -> Step {
+    /// Judges a send; what it learned is returned for [`Adaptive::forwarded`].
+    pub(crate) fn check(
+        &self,
+        a: &Attempt,
+        store: &dyn Store,
+        now: Millis,
+        trace: bool,
+    ) -> (Step, Seen) {
         let flows = self.flows(store, a.account, a.product, now);
-        let fresh = is_fresh(store, &a.to.e164, now);
+        let mut seen = Seen {
+            keys: Keys::new(),
+            fresh: is_fresh(store, &a.to.e164, now),
+            new_number: 0,
+            new_region: 0,
+        };
+        self.destination_keys(a.to, &a.class, &mut seen.keys);
+        let senders = seen.keys.items.len();
+        Self::sender_keys(Some(a.client_ip), a.user, a.account, &mut seen.keys);
+        let region = a.class.region.as_ref().map_or("none", |r| r.as_str());
         let mut trips: Vec<Trip> = Vec::new();
         let mut notes: Vec<String> = Vec::new();
+        let mut pair_key = String::with_capacity(80);
 
-        // Destination keys, broadest first, so each can lend its baseline
+        // Destination keys come broadest first, so each lends its baseline
         // to the next.
         let mut parent: Option<(u8, [u64; 2])> = None;
         let cc = cc_digits(a.class.calling_code) as u8;
-        for key in self.destination_keys(a.to, &a.class) {
-            let state = read(store, &key.text);
+        for (i, (scope, key)) in seen.keys.iter().enumerate() {
+            let state = read(store, key);
             let own = self.baselines(&state, now);
-            let n = match key.scope {
-                Scope::Prefix { n, .. } => n,
-                _ => cc,
-            };
-            let borrowed = parent.map_or([0, 0], |(pn, b)| {
-                let share = 10u64.saturating_pow(u32::from(n.saturating_sub(pn)));
-                b.map(|v| v / share.max(1))
-            });
-            let base = [own[0].max(borrowed[0]), own[1].max(borrowed[1])];
-            parent = Some((n, base));
-            let floors = match key.scope {
-                Scope::Prefix { width, .. } => self.unconfirmed_prefix.doubled(width),
-                _ => self.unconfirmed_region,
-            };
-            if flows {
-                if let Some(t) = self.unconfirmed(&key, &state, floors, base, now) {
-                    trips.push(t);
-                }
-            }
-            if fresh {
-                let floor = match key.scope {
-                    Scope::Prefix { width, .. } => {
-                        u64::from(self.cfg.surge.floor).saturating_mul(1 << width.min(20))
-                    }
-                    _ => u64::from(self.cfg.surge.region),
+            if i >= senders {
+                // A sender: client address, user or account.
+                let (unconfirmed, distinct) = match scope {
+                    Scope::ClientIp => (self.unconfirmed_client_ip, self.distinct_client_ip),
+                    Scope::User => (self.unconfirmed_user, self.distinct_user),
+                    _ => (Floors::default(), self.distinct_account),
                 };
-                if floor > 0 {
-                    if let Some(t) = self.surge(&key, &state, floor, flows, now) {
-                        trips.push(t);
+                if flows {
+                    trips.extend(self.unconfirmed(scope, key, &state, unconfirmed, own, now));
+                }
+                if first_in_a_day(store, &mut pair_key, key, &a.to.e164, now) {
+                    seen.new_number |= 1 << i;
+                    trips.extend(self.distinct(scope, key, &state, distinct, now));
+                }
+                if self.cfg.distinct.regions > 0
+                    && scope != Scope::Account
+                    && first_in_a_day(store, &mut pair_key, key, region, now)
+                {
+                    seen.new_region |= 1 << i;
+                    let count = state.regions.count(DAY, now) + 1;
+                    if count > u64::from(self.cfg.distinct.regions) {
+                        trips.push(Trip {
+                            signal: "regions",
+                            kind: scope.kind(),
+                            key: key.to_string(),
+                            figures: format!(
+                                "{count} regions in 1d > {} allowed",
+                                self.cfg.distinct.regions
+                            ),
+                        });
                     }
                 }
+            } else {
+                let n = match scope {
+                    Scope::Prefix { n, .. } => n,
+                    _ => cc,
+                };
+                let borrowed = parent.map_or([0, 0], |(pn, b)| {
+                    let share = 10u64.saturating_pow(u32::from(n.saturating_sub(pn)));
+                    b.map(|v| v / share.max(1))
+                });
+                let base = [own[0].max(borrowed[0]), own[1].max(borrowed[1])];
+                parent = Some((n, base));
+                let (floors, surge_floor) = match scope {
+                    Scope::Prefix { width, .. } => (
+                        self.unconfirmed_prefix.doubled(width),
+                        (f64::from(self.cfg.surge.floor)
+                            * self.cfg.surge.per_digit.powi(i32::from(width.min(12))))
+                            as u64,
+                    ),
+                    _ => (self.unconfirmed_region, u64::from(self.cfg.surge.region)),
+                };
+                if flows {
+                    trips.extend(self.unconfirmed(scope, key, &state, floors, base, now));
+                }
+                if seen.fresh && surge_floor > 0 {
+                    trips.extend(self.surge(scope, key, &state, surge_floor, flows, now));
+                }
+                if trace {
+                    notes.push(self.figures(key, &state, base, now));
+                }
+                continue;
             }
             if trace {
-                notes.push(self.figures(&key, &state, base, now));
-            }
-        }
-
-        // Sender keys.
-        for key in Self::sender_keys(Some(a.client_ip), a.user, a.account) {
-            let state = read(store, &key.text);
-            let (unconfirmed, distinct) = match key.scope {
-                Scope::ClientIp => (self.unconfirmed_client_ip, self.distinct_client_ip),
-                Scope::User => (self.unconfirmed_user, self.distinct_user),
-                _ => (Floors::default(), self.distinct_account),
-            };
-            let base = self.baselines(&state, now);
-            if flows {
-                if let Some(t) = self.unconfirmed(&key, &state, unconfirmed, base, now) {
-                    trips.push(t);
-                }
-            }
-            let new_number = store
-                .pair_seen(&pair(&key.text, &a.to.e164), now, false)
-                .is_none_or(|t| now.saturating_sub(t) >= DAY);
-            if let Some(t) = self.distinct(&key, &state, distinct, new_number, now) {
-                trips.push(t);
-            }
-            if self.cfg.distinct.regions > 0 && key.scope != Scope::Account {
-                let region = a.class.region.as_ref().map_or("none", |r| r.as_str());
-                let new_region = store
-                    .pair_seen(&pair(&key.text, region), now, false)
-                    .is_none_or(|t| now.saturating_sub(t) >= DAY);
-                let count = state.regions.count(DAY, now) + u64::from(new_region);
-                if new_region && count > u64::from(self.cfg.distinct.regions) {
-                    trips.push(Trip {
-                        signal: "regions",
-                        kind: key.scope.kind(),
-                        figures: format!(
-                            "{count} regions in 1d > {} allowed",
-                            self.cfg.distinct.regions
-                        ),
-                        key: key.text,
-                    });
-                    continue;
-                }
-            }
-            if trace {
-                notes.push(self.figures(&key, &state, base, now));
+                notes.push(self.figures(key, &state, own, now));
             }
         }
 
         let Some(first) = trips.first() else {
-            return pass!(
+            let step = pass!(
                 trace,
                 "{}{}",
                 if flows {
@@ -325,10 +360,11 @@ impl Adaptive {
                 },
                 notes.join("; ")
             );
+            return (step, seen);
         };
         let rule = format!("adaptive:{}:{}", first.signal, first.kind);
         let mut detail = format!("{}: {}", first.key, first.figures);
-        for t in &trips {
+        for (i, t) in trips.iter().enumerate() {
             let offence = store.offend(&t.key, now, self.forgive_after);
             let factor = self
                 .cfg
@@ -345,7 +381,7 @@ impl Adaptive {
                     offence,
                 },
             );
-            if std::ptr::eq(t, first) {
+            if i == 0 {
                 let _ = write!(
                     detail,
                     "; blocked for {} (offence {offence})",
@@ -353,14 +389,15 @@ impl Adaptive {
                 );
             }
         }
-        Step::Block(Verdict {
+        let step = Step::Block(Verdict {
             stage: Stage::Adaptive,
             rule,
             detail: Some(detail),
             reason: Reason::Blocked,
             action: self.action,
             blocked: Some(first.key.clone()),
-        })
+        });
+        (step, seen)
     }
 
     /// The key's own confirmation baselines per window: the most
@@ -379,7 +416,8 @@ impl Adaptive {
 
     fn unconfirmed(
         &self,
-        key: &Key,
+        scope: Scope,
+        key: &str,
         c: &Conversion,
         floors: Floors,
         base: [u64; 2],
@@ -398,8 +436,8 @@ impl Adaptive {
             if unconfirmed > allowed {
                 return Some(Trip {
                     signal: "unconfirmed",
-                    kind: key.scope.kind(),
-                    key: key.text.clone(),
+                    kind: scope.kind(),
+                    key: key.to_string(),
                     figures: format!(
                         "{unconfirmed} of {aged} sends unconfirmed in {} > max(floor {floor}, {} x baseline {})",
                         window_name(i),
@@ -414,7 +452,8 @@ impl Adaptive {
 
     fn surge(
         &self,
-        key: &Key,
+        scope: Scope,
+        key: &str,
         c: &Conversion,
         floor: u64,
         flows: bool,
@@ -434,8 +473,8 @@ impl Adaptive {
         let allowed = floor.max((self.cfg.surge.factor * average) as u64);
         (unconfirmed > allowed).then(|| Trip {
             signal: "surge",
-            kind: key.scope.kind(),
-            key: key.text.clone(),
+            kind: scope.kind(),
+            key: key.to_string(),
             figures: format!(
                 "{unconfirmed} new numbers unconfirmed in {} > max(floor {floor}, {} x average {average:.1})",
                 humantime::format_duration(std::time::Duration::from_millis(w)),
@@ -444,17 +483,15 @@ impl Adaptive {
         })
     }
 
+    /// A sender reaching one more number than it had.
     fn distinct(
         &self,
-        key: &Key,
+        scope: Scope,
+        key: &str,
         c: &Conversion,
         floors: Floors,
-        new_number: bool,
         now: Millis,
     ) -> Option<Trip> {
-        if !new_number {
-            return None;
-        }
         for (i, period) in PERIODS.iter().enumerate() {
             let Some(floor) = floors.0[i] else { continue };
             let numbers = c.fresh[i].count(*period, now) + 1;
@@ -463,8 +500,8 @@ impl Adaptive {
             if numbers > allowed {
                 return Some(Trip {
                     signal: "distinct",
-                    kind: key.scope.kind(),
-                    key: key.text.clone(),
+                    kind: scope.kind(),
+                    key: key.to_string(),
                     figures: format!(
                         "{numbers} distinct numbers in {} > floor {floor} + {} x {confirmed} confirmed",
                         window_name(i),
@@ -477,10 +514,9 @@ impl Adaptive {
     }
 
     /// One key's figures, for `explain`.
-    fn figures(&self, key: &Key, c: &Conversion, base: [u64; 2], now: Millis) -> String {
+    fn figures(&self, key: &str, c: &Conversion, base: [u64; 2], now: Millis) -> String {
         format!(
-            "{}: {} sent / {} confirmed in 1h, {} / {} in 1d, baseline {}/1d",
-            key.text,
+            "{key}: {} sent / {} confirmed in 1h, {} / {} in 1d, baseline {}/1d",
             c.sent[0].count(HOUR, now),
             c.confirmed[0].count(HOUR, now),
             c.sent[1].count(DAY, now),
@@ -490,45 +526,44 @@ impl Adaptive {
     }
 
     /// Counts a send the guard forwarded: it now awaits its confirmation.
-    pub(crate) fn forwarded(&self, a: &Attempt, store: &dyn Store, now: Millis) {
-        let fresh = is_fresh(store, &a.to.e164, now);
+    pub(crate) fn forwarded(&self, a: &Attempt, store: &dyn Store, now: Millis, seen: &Seen) {
         store.pending(&a.to.e164, true, &mut |p| {
-            *p = Pending {
-                sent_at: now,
-                confirmed_at: 0,
-                client_ip: Some(a.client_ip),
-                user: a.user.map(Box::from),
-                account: Box::from(a.account),
-                product: product_code(a.product),
-            };
+            p.sent_at = now;
+            p.confirmed_at = 0;
+            p.client_ip = Some(a.client_ip);
+            if p.user.as_deref() != a.user {
+                p.user = a.user.map(Box::from);
+            }
+            if *p.account != *a.account {
+                p.account = Box::from(a.account);
+            }
+            p.product = product_code(a.product);
         });
         let grace = self.grace;
         let w = self.surge_window;
-        for key in self.destination_keys(a.to, &a.class) {
-            store.conversion(&key.text, true, &mut |c| {
+        let mut pair_key = String::with_capacity(80);
+        let region = a.class.region.as_ref().map_or("none", |r| r.as_str());
+        for (i, (scope, key)) in seen.keys.iter().enumerate() {
+            let sender = matches!(scope, Scope::ClientIp | Scope::User | Scope::Account);
+            let new_number = sender && seen.new_number & (1 << i) != 0;
+            let new_region = sender && seen.new_region & (1 << i) != 0;
+            if new_number {
+                pair(&mut pair_key, key, &a.to.e164);
+                store.pair_seen(&pair_key, now, true);
+            }
+            if new_region {
+                pair(&mut pair_key, key, region);
+                store.pair_seen(&pair_key, now, true);
+            }
+            let fresh = if sender { new_number } else { seen.fresh };
+            store.conversion(key, true, &mut |c| {
                 count_sent(c, grace, now);
                 if fresh {
                     for (win, p) in c.fresh.iter_mut().zip(PERIODS) {
                         win.add(p, now, 1);
                     }
-                    c.surge.add(w, now, 1);
-                }
-            });
-        }
-        let region = a.class.region.as_ref().map_or("none", |r| r.as_str());
-        for key in Self::sender_keys(Some(a.client_ip), a.user, a.account) {
-            let new_number = store
-                .pair_seen(&pair(&key.text, &a.to.e164), now, true)
-                .is_none_or(|t| now.saturating_sub(t) >= DAY);
-            let new_region = key.scope != Scope::Account
-                && store
-                    .pair_seen(&pair(&key.text, region), now, true)
-                    .is_none_or(|t| now.saturating_sub(t) >= DAY);
-            store.conversion(&key.text, true, &mut |c| {
-                count_sent(c, grace, now);
-                if new_number {
-                    for (win, p) in c.fresh.iter_mut().zip(PERIODS) {
-                        win.add(p, now, 1);
+                    if !sender {
+                        c.surge.add(w, now, 1);
                     }
                 }
                 if new_region {
@@ -563,27 +598,21 @@ impl Adaptive {
         store.confirmations_seen(&flow_key(&p.account, product), now, true);
         let baseline = self.baseline;
         let w = self.surge_window;
-        let credit = |c: &mut Conversion| {
-            for (win, period) in c.confirmed.iter_mut().zip(PERIODS) {
-                win.add(period, now, 1);
-            }
-            c.surge_confirmed.add(w, now, 1);
-            let today = c.confirmed[1].count(DAY, now).min(u64::from(u32::MAX)) as u32;
-            if today >= c.peak || now.saturating_sub(c.peak_at) > baseline {
-                c.peak = today;
-                c.peak_at = now;
-            }
-        };
-        for key in self
-            .destination_keys(to, class)
-            .into_iter()
-            .chain(Self::sender_keys(
-                p.client_ip,
-                p.user.as_deref(),
-                &p.account,
-            ))
-        {
-            store.conversion(&key.text, true, &mut |c| credit(c));
+        let mut keys = Keys::new();
+        self.destination_keys(to, class, &mut keys);
+        Self::sender_keys(p.client_ip, p.user.as_deref(), &p.account, &mut keys);
+        for (_, key) in keys.iter() {
+            store.conversion(key, true, &mut |c| {
+                for (win, period) in c.confirmed.iter_mut().zip(PERIODS) {
+                    win.add(period, now, 1);
+                }
+                c.surge_confirmed.add(w, now, 1);
+                let today = c.confirmed[1].count(DAY, now).min(u64::from(u32::MAX)) as u32;
+                if today >= c.peak || now.saturating_sub(c.peak_at) > baseline {
+                    c.peak = today;
+                    c.peak_at = now;
+                }
+            });
         }
         true
     }
@@ -610,12 +639,27 @@ fn is_fresh(store: &dyn Store, e164: &str, now: Millis) -> bool {
     last == 0 || now.saturating_sub(last) >= FRESH_AFTER
 }
 
-fn pair(sender: &str, what: &str) -> String {
-    let mut s = String::with_capacity(sender.len() + what.len() + 1);
-    s.push_str(sender);
-    s.push('>');
-    s.push_str(what);
-    s
+/// `sender>number` or `sender>region`, into `out`.
+fn pair(out: &mut String, sender: &str, what: &str) {
+    out.clear();
+    out.push_str(sender);
+    out.push('>');
+    out.push_str(what);
+}
+
+/// Whether a sender has not reached `what` (a number or a region) within
+/// a day.
+fn first_in_a_day(
+    store: &dyn Store,
+    buf: &mut String,
+    sender: &str,
+    what: &str,
+    now: Millis,
+) -> bool {
+    pair(buf, sender, what);
+    store
+        .pair_seen(buf, now, false)
+        .is_none_or(|t| now.saturating_sub(t) >= DAY)
 }
 
 fn flow_key(account: &str, product: Product) -> String {

@@ -296,6 +296,8 @@ impl Policy {
         // Effects that must be undone if a later stage blocks the send.
         let mut reserved_backoff = None;
         let mut reserved_spend = None;
+        // What the adaptive stage learned, to count the send if it goes out.
+        let mut seen = None;
 
         for stage in &Stage::ALL[1..] {
             if d.verdict.is_some() && !trace {
@@ -319,7 +321,11 @@ impl Policy {
                     .check(a, &*self.store, now, &mut d.would_block, trace),
                 Stage::Adaptive => match &self.adaptive {
                     None => pass!(trace, "no adaptive stage configured"),
-                    Some(ad) if d.verdict.is_none() => ad.check(a, &*self.store, now, trace),
+                    Some(ad) if d.verdict.is_none() => {
+                        let (step, s) = ad.check(a, &*self.store, now, trace);
+                        seen = Some(s);
+                        step
+                    }
                     Some(_) => pass!(trace, "not judged: an earlier stage decided"),
                 },
                 Stage::Budget => match &self.budget {
@@ -372,9 +378,9 @@ impl Policy {
         } else if !d.would_block.is_empty() {
             d.action = Action::Monitor;
         }
-        if d.forwarded() && !trace {
-            if let Some(ad) = &self.adaptive {
-                ad.forwarded(a, &*self.store, now);
+        if let (Some(ad), Some(seen), false) = (&self.adaptive, &seen, trace) {
+            if d.forwarded() {
+                ad.forwarded(a, &*self.store, now, seen);
             }
         }
         d

@@ -363,6 +363,9 @@ impl Store for MemoryStore {
             backoffs: self.backoffs.entries(),
             blocks: self.blocks.entry_count(),
             offences: self.offences.entry_count(),
+            conversions: self.conversions.entries(),
+            pending: self.pending.entries(),
+            pairs: self.pairs.entries(),
             evicted_live: self.shared.evicted_live.load(Ordering::Relaxed),
         }
     }

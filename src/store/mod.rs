@@ -209,6 +209,10 @@ pub struct StoreStats {
     pub backoffs: u64,
     pub blocks: u64,
     pub offences: u64,
+    /// Adaptive stage: keys, numbers awaiting confirmation, sender pairs.
+    pub conversions: u64,
+    pub pending: u64,
+    pub pairs: u64,
     /// Entries evicted for space while they still held state that mattered.
     pub evicted_live: u64,
 }
