@@ -440,6 +440,168 @@ async fn a_region_spike_and_spend_over_the_threshold_alert() {
     assert!(spike["text"].as_str().unwrap().contains("GB"), "{spike}");
 }
 
+/// `[adaptive]` on (so confirmations count) with every signal that could
+/// trip on a handful of sends turned off.
+const ADAPTIVE_QUIET: &str = "[adaptive]\n[adaptive.surge]\nfloor = 100000\nregion = 0\n[adaptive.distinct]\nclient_ip = []\nuser = []\nregions = 0\n";
+
+async fn confirm(env: &Env, to: &str) -> bool {
+    let r = admin(
+        env,
+        Method::POST,
+        "/api/confirm",
+        Some(TOKEN),
+        &format!(r#"{{"to": "{to}"}}"#),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    r.json()["confirmed"].as_bool().unwrap()
+}
+
+#[tokio::test]
+async fn the_summary_shows_conversion_by_region_and_prefix() {
+    let env = admin_env(ADAPTIVE_QUIET).await;
+    let us: Vec<String> = (0..5).map(|i| format!("+1415555010{i}")).collect();
+    let gb: Vec<String> = (0..3).map(|i| format!("+4474001234{i:02}")).collect();
+    for to in us.iter().chain(&gb) {
+        env.send(to).await;
+    }
+    env.send("+998993941234").await;
+    assert_eq!(
+        env.upstream_count(),
+        8,
+        "nothing tripped but the UZ geo rule"
+    );
+    // Before any confirmation: forwarded counted, rates 0.
+    let s = admin(&env, Method::GET, "/api/summary", Some(TOKEN), "")
+        .await
+        .json();
+    let c = &s["conversion"];
+    assert_eq!(c["adaptive"], true);
+    assert_eq!(
+        (c["forwarded"].as_u64(), c["confirmed"].as_u64()),
+        (Some(8), Some(0))
+    );
+    assert_eq!(c["by_region"][0]["rate"], 0.0);
+
+    for to in &us[..4] {
+        assert!(confirm(&env, to).await, "{to}");
+    }
+    assert!(confirm(&env, &gb[0]).await);
+    assert!(!confirm(&env, &us[0]).await, "already confirmed");
+    assert!(!confirm(&env, "+14155550999").await, "never sent to");
+
+    let s = admin(&env, Method::GET, "/api/summary", Some(TOKEN), "")
+        .await
+        .json();
+    let c = &s["conversion"];
+    assert_eq!(
+        (
+            c["forwarded"].as_u64(),
+            c["confirmed"].as_u64(),
+            c["unmatched"].as_u64(),
+            c["rate"].as_f64()
+        ),
+        (Some(8), Some(5), Some(2), Some(0.625)),
+        "{c}"
+    );
+    assert_eq!(
+        c["by_region"],
+        serde_json::json!([
+            {"region": "US", "forwarded": 5, "confirmed": 4, "rate": 0.8},
+            {"region": "GB", "forwarded": 3, "confirmed": 1, "rate": 0.3333},
+        ]),
+        "{c}"
+    );
+    assert_eq!(
+        c["top_prefixes"],
+        serde_json::json!([
+            {"prefix": "+44740012", "forwarded": 3, "confirmed": 1, "rate": 0.3333},
+            {"prefix": "+14155550", "forwarded": 5, "confirmed": 4, "rate": 0.8},
+        ]),
+        "the most unconfirmed first: {c}"
+    );
+    assert_eq!(c["adaptive_blocks"], serde_json::json!([]));
+    let since = c["since"].as_u64().unwrap();
+    let now = s["now"].as_u64().unwrap();
+    assert!(
+        since <= now && now - since <= 24 * 3_600_000,
+        "{since} {now}"
+    );
+
+    // A day later the window holds none of it.
+    env.clock.advance(Duration::from_secs(24 * 3600));
+    let s = admin(&env, Method::GET, "/api/summary", Some(TOKEN), "")
+        .await
+        .json();
+    let c = &s["conversion"];
+    assert_eq!(c["forwarded"], 0);
+    assert_eq!(c["rate"], serde_json::Value::Null);
+    assert_eq!(c["by_region"], serde_json::json!([]));
+}
+
+#[tokio::test]
+async fn without_adaptive_the_summary_says_confirmations_are_not_taken() {
+    let env = admin_env("").await;
+    env.send("+14155550100").await;
+    let s = admin(&env, Method::GET, "/api/summary", Some(TOKEN), "")
+        .await
+        .json();
+    assert_eq!(s["conversion"]["adaptive"], false);
+    assert_eq!(s["conversion"]["forwarded"], 1);
+    let r = admin(
+        &env,
+        Method::POST,
+        "/api/confirm",
+        Some(TOKEN),
+        r#"{"to": "+14155550100"}"#,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+}
+
+#[tokio::test]
+async fn an_adaptive_surge_alerts_in_words_and_is_counted_by_rule() {
+    let (url, got) = receiver(0).await;
+    let env = admin_env(&format!(
+        "[adaptive]\n[adaptive.surge]\nfloor = 2\n[alerts]\nwebhook = \"{url}\"\n"
+    ))
+    .await;
+    // New numbers in one block, quickly: the third trips the surge on
+    // the block (+1646555, prefix:7) and its block stops the rest.
+    for i in 0..6 {
+        env.send(&format!("+1646555000{i}")).await;
+    }
+    assert_eq!(env.upstream_count(), 2);
+    wait_for(&got, 1).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let all = got.lock().unwrap().clone();
+    assert_eq!(all.len(), 1, "one alert for one block: {all:?}");
+    let a = &all[0];
+    assert_eq!(a["kind"], "block");
+    assert_eq!(a["cause"], "block:prefix:7=+1646555");
+    let text = a["text"].as_str().unwrap();
+    for want in [
+        "smsguard blocked `prefix:7=+1646555`",
+        "adaptive: a surge of new numbers in one block",
+        "3 new numbers unconfirmed in 10m",
+        "rule `adaptive:surge:prefix:7`",
+    ] {
+        assert!(text.contains(want), "{want:?} not in {text:?}");
+    }
+    assert!(!text.contains("+16465550002"), "no full number: {text}");
+    // The summary counts the trip and the sends its block stopped.
+    let s = admin(&env, Method::GET, "/api/summary", Some(TOKEN), "")
+        .await
+        .json();
+    assert_eq!(
+        s["conversion"]["adaptive_blocks"],
+        serde_json::json!([
+            {"rule": "adaptive:surge:prefix:7", "trips": 1, "stopped": 4, "monitored": 0}
+        ])
+    );
+    assert_eq!(s["conversion"]["forwarded"], 2);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_run_logs_and_audits_without_the_token_or_body_and_masks_numbers() {
     let dir = temp_dir("audit");

@@ -1,6 +1,7 @@
 //! The live dashboard in headless Chromium (Debian `chromium`, driven by
-//! playwright-core): after a burst of traffic it shows the burst's figures,
-//! and its Unblock button removes a block. Saves a screenshot to
+//! playwright-core): after a burst of traffic it shows the burst's figures
+//! and its conversion (sends confirmed through `/api/confirm`), and its
+//! Unblock button removes a block. Saves a screenshot to
 //! `docs/dashboard.png`.
 
 mod common;
@@ -42,8 +43,10 @@ async fn the_dashboard_shows_a_burst_and_unblocks() {
         return;
     }
     std::env::set_var("SMSGUARD_DASHBOARD_TOKEN", TOKEN);
+    // `[adaptive]` takes confirmations; its signals that could trip on
+    // this burst are turned off.
     let env = start(
-        "[geo]\nallow = [\"US\", \"GB\"]\n[admin]\naddr = \"127.0.0.1:0\"\ntoken_env = \"SMSGUARD_DASHBOARD_TOKEN\"\n[[limit]]\nname = \"prefix\"\nkey = \"prefix:8\"\nrates = [\"3/10m\"]\nblock = \"1h\"\n",
+        "[geo]\nallow = [\"US\", \"GB\"]\n[admin]\naddr = \"127.0.0.1:0\"\ntoken_env = \"SMSGUARD_DASHBOARD_TOKEN\"\n[[limit]]\nname = \"prefix\"\nkey = \"prefix:8\"\nrates = [\"3/10m\"]\nblock = \"1h\"\n[adaptive]\n[adaptive.surge]\nfloor = 100000\nregion = 0\n[adaptive.distinct]\nclient_ip = []\nuser = []\nregions = 0\n",
     )
     .await;
     // The burst: 40 sends to the pumped block, a UK range hammered until the
@@ -63,6 +66,38 @@ async fn the_dashboard_shows_a_burst_and_unblocks() {
     let key = "prefix:8=+44740012";
     let screenshot = root.join("docs/dashboard.png");
     let admin = format!("http://{}", env.guard.admin_addr().unwrap());
+    // Confirmations: 4 of the 5 US sends, 1 of the 3 forwarded UK ones.
+    for to in [
+        "+12125550123",
+        "+13125550123",
+        "+14155550123",
+        "+16175550123",
+        "+447400123400",
+    ] {
+        let r = env
+            .request(
+                Request::builder()
+                    .method(Method::POST)
+                    .uri(format!("{admin}/api/confirm"))
+                    .header("authorization", format!("Bearer {TOKEN}"))
+                    .body(Full::new(Bytes::from(format!(r#"{{"to": "{to}"}}"#))))
+                    .unwrap(),
+            )
+            .await;
+        assert_eq!(
+            (r.status, r.json()["confirmed"].as_bool()),
+            (StatusCode::OK, Some(true)),
+            "{to}: {}",
+            r.text()
+        );
+    }
+    let conversion = serde_json::json!({
+        "regions": [
+            {"region": "US", "forwarded": 5, "confirmed": 4, "rate": "80%", "low": false},
+            {"region": "GB", "forwarded": 3, "confirmed": 1, "rate": "33%", "low": true},
+        ],
+        "lowest_prefix": "+44740012",
+    });
     let out = tokio::task::spawn_blocking({
         let (root, admin, screenshot) = (root.to_path_buf(), admin.clone(), screenshot.clone());
         move || {
@@ -74,6 +109,7 @@ async fn the_dashboard_shows_a_burst_and_unblocks() {
                 .env("EXPECT_SHADOW", shadow.to_string())
                 .env("EXPECT_ALLOW", allow.to_string())
                 .env("UNBLOCK_KEY", key)
+                .env("EXPECT_CONVERSION", conversion.to_string())
                 .env("SCREENSHOT", screenshot)
                 .env("CHROMIUM", "/usr/bin/chromium")
                 .output()

@@ -156,7 +156,8 @@ pub async fn handle(app: Arc<App>, auth: Auth, req: Request<Incoming>) -> Respon
         (Method::GET, "/readyz") => respond(StatusCode::OK, "text/plain", "ready\n"),
         (Method::GET, "/metrics") => metrics(&app),
         (Method::GET, "/api/summary") => {
-            let s = app.watch.activity.summary(app.clock.now());
+            let mut s = app.watch.activity.summary(app.clock.now());
+            s.conversion.adaptive = app.policy().config().adaptive.is_some();
             json_response(StatusCode::OK, serde_json::to_value(s).unwrap_or_default())
         }
         (Method::GET, "/api/decisions") => decisions(&app, &req),

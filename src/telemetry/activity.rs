@@ -1,10 +1,12 @@
 //! What the dashboard and the admin API show: the last decisions (a bounded
-//! ring) and sends per minute by decision and by region over the last
-//! hours, aggregated as decisions happen so a burst of 10,000 a minute costs
-//! the page nothing.
+//! ring), sends per minute by decision and by region over the last hours,
+//! and conversion (forwarded sends against confirmed ones) per region and
+//! prefix over the last day, aggregated as decisions happen so a burst of
+//! 10,000 a minute costs the page nothing.
 //!
-//! Memory is bounded: a fixed number of minutes and recent decisions, and
-//! bounded tables of blocked prefixes and regions.
+//! Memory is bounded: a fixed number of minutes, hours and recent
+//! decisions, and bounded tables of blocked prefixes and regions and of
+//! conversion per region, prefix and adaptive rule.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
@@ -15,6 +17,14 @@ use super::DecisionEvent;
 use crate::clock::Millis;
 
 const MINUTE: Millis = 60_000;
+const HOUR: Millis = 3_600_000;
+/// Hours of conversion kept: the current hour and the 23 before it.
+pub const HOURS: usize = 24;
+/// Adaptive rules counted (there are a few dozen at most).
+const RULES: usize = 256;
+/// Rows of the conversion tables in the summary.
+const CONVERSION_REGIONS: usize = 12;
+const CONVERSION_PREFIXES: usize = 10;
 /// Minutes kept for the charts.
 pub const MINUTES: usize = 180;
 /// Decisions kept for the recent list.
@@ -46,6 +56,134 @@ struct Minute {
     regions: HashMap<String, u32>,
 }
 
+/// Counts per hour over the last `HOURS` hours: `N` counters in a ring
+/// indexed by the hour since the epoch, so a key costs the same whether it
+/// saw one send or a million (8 + 96 × N bytes).
+#[derive(Debug, Clone)]
+struct Hourly<const N: usize> {
+    /// The newest hour written; its slot and the `HOURS - 1` slots before
+    /// it hold that many hours, older ones were zeroed when passed.
+    last: u64,
+    slots: [[u32; N]; HOURS],
+}
+
+impl<const N: usize> Hourly<N> {
+    fn new(hour: u64) -> Self {
+        Hourly {
+            last: hour,
+            slots: [[0; N]; HOURS],
+        }
+    }
+
+    /// Counts one on counter `i` in `hour` (a clock stepped back counts in
+    /// the newest hour written).
+    fn add(&mut self, hour: u64, i: usize) {
+        if hour > self.last {
+            let passed = (hour - self.last).min(HOURS as u64);
+            for h in hour + 1 - passed..=hour {
+                self.slots[(h % HOURS as u64) as usize] = [0; N];
+            }
+            self.last = hour;
+        }
+        let slot = &mut self.slots[(self.last % HOURS as u64) as usize][i];
+        *slot = slot.saturating_add(1);
+    }
+
+    /// The sums over the `HOURS` hours up to `hour`.
+    fn sum(&self, hour: u64) -> [u64; N] {
+        let mut out = [0u64; N];
+        let end = hour.max(self.last);
+        let first = (end + 1).saturating_sub(HOURS as u64);
+        if self.last < first {
+            return out;
+        }
+        for h in first..=self.last {
+            for (o, c) in out.iter_mut().zip(self.slots[(h % HOURS as u64) as usize]) {
+                *o += u64::from(c);
+            }
+        }
+        out
+    }
+
+    /// Nothing counted within the last `HOURS` hours.
+    fn stale(&self, hour: u64) -> bool {
+        self.last + (HOURS as u64) <= hour
+    }
+}
+
+/// Forwarded and confirmed sends of one region or prefix.
+const FORWARDED: usize = 0;
+const CONFIRMED: usize = 1;
+/// Confirmations no forwarded send awaited (counted in the totals only).
+const UNMATCHED: usize = 2;
+/// Per adaptive rule: the signal tripping (stage `adaptive`), sends it and
+/// its blocks stopped, and sends only monitored.
+const TRIPS: usize = 0;
+const STOPPED: usize = 1;
+const MONITORED: usize = 2;
+
+/// A bounded table of hourly counts. Full, it first forgets keys idle for
+/// a whole day (at most once an hour, so a flood of newcomers costs one
+/// sweep an hour); newcomers that still find no room are not counted (the
+/// heavy hitters of an attack arrive early and stay counted).
+struct Table<const N: usize> {
+    rows: HashMap<String, Hourly<N>>,
+    cap: usize,
+    swept: u64,
+}
+
+impl<const N: usize> Table<N> {
+    fn new(cap: usize) -> Self {
+        Table {
+            rows: HashMap::new(),
+            cap,
+            swept: 0,
+        }
+    }
+
+    fn add(&mut self, key: &str, hour: u64, i: usize) {
+        if let Some(r) = self.rows.get_mut(key) {
+            r.add(hour, i);
+            return;
+        }
+        if self.rows.len() >= self.cap && self.swept < hour {
+            self.swept = hour;
+            self.rows.retain(|_, r| !r.stale(hour));
+        }
+        if self.rows.len() < self.cap {
+            let mut r = Hourly::new(hour);
+            r.add(hour, i);
+            self.rows.insert(key.to_string(), r);
+        }
+    }
+
+    /// Every key's sums over the window, keys with nothing in it left out.
+    fn sums(&self, hour: u64) -> impl Iterator<Item = (&str, [u64; N])> {
+        self.rows
+            .iter()
+            .map(move |(k, r)| (k.as_str(), r.sum(hour)))
+            .filter(|(_, s)| s.iter().any(|c| *c > 0))
+    }
+}
+
+struct Conversions {
+    totals: Hourly<3>,
+    regions: Table<2>,
+    prefixes: Table<2>,
+    rules: Table<3>,
+}
+
+impl Default for Conversions {
+    fn default() -> Self {
+        Conversions {
+            totals: Hourly::new(0),
+            regions: Table::new(TOP_TABLE),
+            prefixes: Table::new(TOP_TABLE),
+            rules: Table::new(RULES),
+        }
+    }
+}
+
 #[derive(Default)]
 struct Inner {
     recent: VecDeque<Record>,
@@ -53,6 +191,7 @@ struct Inner {
     totals: [u64; 4],
     blocked_prefixes: HashMap<String, u64>,
     blocked_regions: HashMap<String, u64>,
+    conversion: Conversions,
 }
 
 #[derive(Default)]
@@ -88,6 +227,66 @@ pub struct Summary {
     pub totals: HashMap<&'static str, u64>,
     pub top_blocked_prefixes: Vec<Count>,
     pub top_blocked_regions: Vec<Count>,
+    pub conversion: Conversion,
+}
+
+/// Forwarded sends (`allow`, `monitor`) against confirmed ones over the
+/// last day, in whole hours: the current hour and the 23 before it.
+/// Confirmations come seconds to minutes after their sends (and count in
+/// the hour they arrive), so the newest sends read as unconfirmed for a
+/// while.
+#[derive(Debug, Serialize)]
+pub struct Conversion {
+    /// Whether the policy takes confirmations at all (`[adaptive]`); the
+    /// admin API fills it in. Without, every rate reads 0.
+    pub adaptive: bool,
+    /// Start of the oldest hour counted.
+    pub since: Millis,
+    pub forwarded: u64,
+    pub confirmed: u64,
+    /// Confirmations no forwarded send awaited (not in any rate).
+    pub unmatched: u64,
+    pub rate: Option<f64>,
+    /// The regions with the most forwarded sends.
+    pub by_region: Vec<ConversionRow>,
+    /// The prefixes (`log.prefix_digits`) with the most unconfirmed
+    /// forwarded sends.
+    pub top_prefixes: Vec<ConversionRow>,
+    /// Decisions under an adaptive rule, by rule, most first.
+    pub adaptive_blocks: Vec<RuleCount>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ConversionRow {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    pub forwarded: u64,
+    pub confirmed: u64,
+    /// confirmed / forwarded (at most 1: a confirmation may arrive for a
+    /// send older than the window), null when nothing was forwarded.
+    pub rate: Option<f64>,
+}
+
+/// One adaptive rule (`adaptive:unconfirmed:prefix:7`) over the window.
+#[derive(Debug, Serialize)]
+pub struct RuleCount {
+    pub rule: String,
+    /// Times the signal tripped (and set or extended a block).
+    pub trips: u64,
+    /// Sends shadowed or rejected under it: the trips and the sends its
+    /// blocks stopped afterwards.
+    pub stopped: u64,
+    /// Sends under it that were only monitored (forwarded).
+    pub monitored: u64,
+}
+
+fn rate(forwarded: u64, confirmed: u64) -> Option<f64> {
+    (forwarded > 0).then(|| {
+        let r = (confirmed as f64 / forwarded as f64).min(1.0);
+        (r * 10_000.0).round() / 10_000.0
+    })
 }
 
 fn action_index(a: &str) -> Option<usize> {
@@ -147,6 +346,27 @@ impl Activity {
                 bump(&mut g.blocked_regions, region);
             }
         }
+        let hour = now / HOUR;
+        let c = &mut g.conversion;
+        if matches!(e.action, "allow" | "monitor") {
+            c.totals.add(hour, FORWARDED);
+            if !region.is_empty() {
+                c.regions.add(region, hour, FORWARDED);
+            }
+            if let Some(p) = e.prefix.as_deref().filter(|p| !p.is_empty()) {
+                c.prefixes.add(p, hour, FORWARDED);
+            }
+        }
+        if let Some(rule) = e.rule.as_deref().filter(|r| r.starts_with("adaptive:")) {
+            if e.stage == Some("adaptive") {
+                c.rules.add(rule, hour, TRIPS);
+            }
+            match e.action {
+                "shadow" | "reject" => c.rules.add(rule, hour, STOPPED),
+                "monitor" => c.rules.add(rule, hour, MONITORED),
+                _ => {}
+            }
+        }
         // A full ring gives its oldest record's buffers to the newest: no
         // allocation per decision once the ring has filled.
         let mut r = if g.recent.len() >= RECENT {
@@ -171,6 +391,24 @@ impl Activity {
         r.action = e.action;
         g.recent.push_front(r);
         g.recent.truncate(RECENT);
+    }
+
+    /// A confirmation for a number in `region` (`None`: no region, shown as
+    /// `none` like the decisions) under `prefix`; `matched` when a forwarded
+    /// send awaited it. It counts in the hour it arrives.
+    pub fn confirmed(&self, region: Option<&str>, prefix: &str, matched: bool, now: Millis) {
+        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let hour = now / HOUR;
+        let c = &mut g.conversion;
+        if !matched {
+            c.totals.add(hour, UNMATCHED);
+            return;
+        }
+        c.totals.add(hour, CONFIRMED);
+        c.regions.add(region.unwrap_or("none"), hour, CONFIRMED);
+        if !prefix.is_empty() {
+            c.prefixes.add(prefix, hour, CONFIRMED);
+        }
     }
 
     pub fn recent(&self, f: &Filter) -> Vec<Record> {
@@ -231,6 +469,7 @@ impl Activity {
                 v[i] = m.regions.get(r).copied().unwrap_or(0);
             }
         }
+        let conversion = conversion(&g.conversion, now);
         Summary {
             now,
             minute_ms: MINUTE,
@@ -254,6 +493,7 @@ impl Activity {
                     count,
                 })
                 .collect(),
+            conversion,
         }
     }
 
@@ -281,6 +521,66 @@ impl Activity {
                 (r.clone(), *c, sum as f64 / window.max(1) as f64)
             })
             .collect()
+    }
+}
+
+fn conversion(c: &Conversions, now: Millis) -> Conversion {
+    let hour = now / HOUR;
+    let [forwarded, confirmed, unmatched] = c.totals.sum(hour);
+    let row = |key: &str, [f, k]: [u64; 2], region: bool| ConversionRow {
+        region: region.then(|| key.to_string()),
+        prefix: (!region).then(|| key.to_string()),
+        forwarded: f,
+        confirmed: k,
+        rate: rate(f, k),
+    };
+    let mut regions: Vec<(&str, [u64; 2])> = c.regions.sums(hour).collect();
+    regions.sort_by(|a, b| b.1[0].cmp(&a.1[0]).then(a.0.cmp(b.0)));
+    regions.truncate(CONVERSION_REGIONS);
+    // The most unconfirmed first; among equals the worse rate.
+    let unconfirmed = |s: &[u64; 2]| s[0].saturating_sub(s[1]);
+    let mut prefixes: Vec<(&str, [u64; 2])> = c
+        .prefixes
+        .sums(hour)
+        .filter(|(_, s)| unconfirmed(s) > 0)
+        .collect();
+    prefixes.sort_by(|a, b| {
+        unconfirmed(&b.1)
+            .cmp(&unconfirmed(&a.1))
+            .then(
+                (u128::from(a.1[1]) * u128::from(b.1[0]))
+                    .cmp(&(u128::from(b.1[1]) * u128::from(a.1[0]))),
+            )
+            .then(a.0.cmp(b.0))
+    });
+    prefixes.truncate(CONVERSION_PREFIXES);
+    let mut rules: Vec<(&str, [u64; 3])> = c.rules.sums(hour).collect();
+    rules.sort_by(|a, b| {
+        (b.1[STOPPED] + b.1[MONITORED])
+            .cmp(&(a.1[STOPPED] + a.1[MONITORED]))
+            .then(a.0.cmp(b.0))
+    });
+    Conversion {
+        adaptive: false,
+        since: (hour + 1).saturating_sub(HOURS as u64) * HOUR,
+        forwarded,
+        confirmed,
+        unmatched,
+        rate: rate(forwarded, confirmed),
+        by_region: regions.into_iter().map(|(k, s)| row(k, s, true)).collect(),
+        top_prefixes: prefixes
+            .into_iter()
+            .map(|(k, s)| row(k, s, false))
+            .collect(),
+        adaptive_blocks: rules
+            .into_iter()
+            .map(|(r, s)| RuleCount {
+                rule: r.to_string(),
+                trips: s[TRIPS],
+                stopped: s[STOPPED],
+                monitored: s[MONITORED],
+            })
+            .collect(),
     }
 }
 
@@ -393,5 +693,156 @@ mod tests {
         let g = a.inner.lock().unwrap();
         assert!(g.recent.len() <= RECENT && g.minutes.len() <= MINUTES);
         assert!(g.blocked_prefixes.len() <= TOP_TABLE);
+    }
+
+    fn adaptive(action: &'static str, stage: &'static str, rule: &str) -> DecisionEvent {
+        let mut e = event(action, "GB", "+44791112");
+        e.stage = Some(stage);
+        e.rule = Some(rule.into());
+        e
+    }
+
+    #[test]
+    fn conversion_counts_forwarded_and_confirmed_per_region_and_prefix_over_a_day() {
+        let a = Activity::default();
+        let t0 = 1_700_000_000_000 - 1_700_000_000_000 % HOUR;
+        // GB: 10 forwarded (8 allowed, 2 monitored), 3 confirmed; 5 shadowed
+        // never count as forwarded.
+        for i in 0..8 {
+            a.record(&event("allow", "GB", "+44791112"), t0 + i);
+        }
+        for i in 0..2 {
+            a.record(&event("monitor", "GB", "+44740012"), t0 + 10 + i);
+        }
+        for i in 0..5 {
+            a.record(&event("shadow", "GB", "+44791112"), t0 + 20 + i);
+        }
+        for _ in 0..3 {
+            a.confirmed(Some("GB"), "+44791112", true, t0 + 60_000);
+        }
+        // US: 4 forwarded, all confirmed; one more confirmation for a send
+        // older than the window does not push the rate over 1.
+        for i in 0..4 {
+            a.record(&event("allow", "US", "+14155550"), t0 + 30 + i);
+            a.confirmed(Some("US"), "+14155550", true, t0 + 90_000 + i);
+        }
+        a.confirmed(Some("US"), "+14155550", true, t0 + 95_000);
+        // A confirmation nothing awaited counts only as unmatched; one
+        // without a region counts as `none`, as decisions show it.
+        a.confirmed(Some("CA"), "+14165550", false, t0 + 96_000);
+        a.confirmed(None, "+88234567", true, t0 + 97_000);
+
+        let c = a.summary(t0 + 2 * HOUR).conversion;
+        assert_eq!((c.forwarded, c.confirmed, c.unmatched), (14, 9, 1));
+        assert_eq!(c.since, t0 + 3 * HOUR - HOURS as Millis * HOUR);
+        let regions: Vec<(&str, u64, u64, Option<f64>)> = c
+            .by_region
+            .iter()
+            .map(|r| {
+                (
+                    r.region.as_deref().unwrap(),
+                    r.forwarded,
+                    r.confirmed,
+                    r.rate,
+                )
+            })
+            .collect();
+        assert_eq!(
+            regions,
+            vec![
+                ("GB", 10, 3, Some(0.3)),
+                ("US", 4, 5, Some(1.0)),
+                ("none", 0, 1, None)
+            ]
+        );
+        let prefixes: Vec<(&str, u64, u64)> = c
+            .top_prefixes
+            .iter()
+            .map(|r| (r.prefix.as_deref().unwrap(), r.forwarded, r.confirmed))
+            .collect();
+        assert_eq!(
+            prefixes,
+            vec![("+44791112", 8, 3), ("+44740012", 2, 0)],
+            "most unconfirmed first; fully confirmed prefixes left out"
+        );
+        assert!(c.top_prefixes.iter().all(|r| r.region.is_none()));
+
+        // 23 hours later the first hour is still in; 24 hours later it is not.
+        let c = a.summary(t0 + 23 * HOUR + HOUR - 1).conversion;
+        assert_eq!((c.forwarded, c.confirmed), (14, 9));
+        let c = a.summary(t0 + 24 * HOUR).conversion;
+        assert_eq!((c.forwarded, c.confirmed, c.unmatched), (0, 0, 0));
+        assert!(c.by_region.is_empty() && c.top_prefixes.is_empty());
+        assert_eq!(c.rate, None);
+        // New counts after a long gap start from zero, not from stale slots.
+        a.record(&event("allow", "GB", "+44791112"), t0 + 30 * HOUR);
+        let c = a.summary(t0 + 30 * HOUR).conversion;
+        assert_eq!(c.by_region[0].forwarded, 1);
+        assert_eq!(c.by_region[0].confirmed, 0);
+        assert_eq!(c.by_region[0].rate, Some(0.0));
+    }
+
+    #[test]
+    fn adaptive_rules_are_counted_by_trips_stopped_and_monitored_sends() {
+        let a = Activity::default();
+        let t0 = 1_700_000_000_000;
+        a.record(
+            &adaptive("shadow", "adaptive", "adaptive:surge:prefix:7"),
+            t0,
+        );
+        for i in 0..4 {
+            a.record(
+                &adaptive("shadow", "blocks", "adaptive:surge:prefix:7"),
+                t0 + 1 + i,
+            );
+        }
+        a.record(
+            &adaptive("monitor", "adaptive", "adaptive:unconfirmed:prefix:8"),
+            t0 + 9,
+        );
+        a.record(&adaptive("shadow", "limits", "prefix"), t0 + 10);
+        let c = a.summary(t0 + 20).conversion;
+        let rules: Vec<(&str, u64, u64, u64)> = c
+            .adaptive_blocks
+            .iter()
+            .map(|r| (r.rule.as_str(), r.trips, r.stopped, r.monitored))
+            .collect();
+        assert_eq!(
+            rules,
+            vec![
+                ("adaptive:surge:prefix:7", 1, 5, 0),
+                ("adaptive:unconfirmed:prefix:8", 1, 0, 1)
+            ]
+        );
+        // The monitored send was forwarded.
+        assert_eq!(c.forwarded, 1);
+    }
+
+    #[test]
+    fn conversion_tables_stay_bounded_and_make_room_after_a_day() {
+        let a = Activity::default();
+        let t0 = 1_700_000_000_000;
+        for i in 0..(TOP_TABLE as u64 + 500) {
+            a.record(&event("allow", "GB", &format!("+{i:08}")), t0 + i);
+        }
+        a.confirmed(Some("GB"), "+99999999", true, t0 + HOUR);
+        {
+            let g = a.inner.lock().unwrap();
+            assert_eq!(g.conversion.prefixes.rows.len(), TOP_TABLE);
+            assert!(
+                !g.conversion.prefixes.rows.contains_key("+99999999"),
+                "a newcomer to a full table is not counted"
+            );
+        }
+        // The totals and the region still count everything.
+        let c = a.summary(t0 + HOUR).conversion;
+        assert_eq!(c.forwarded, TOP_TABLE as u64 + 500);
+        assert_eq!(c.by_region[0].confirmed, 1);
+        assert_eq!(c.top_prefixes.len(), CONVERSION_PREFIXES);
+        // A day later the idle prefixes are swept for a newcomer.
+        a.record(&event("allow", "GB", "+44791112"), t0 + 25 * HOUR);
+        let g = a.inner.lock().unwrap();
+        assert_eq!(g.conversion.prefixes.rows.len(), 1);
+        assert!(g.conversion.prefixes.rows.contains_key("+44791112"));
     }
 }

@@ -113,16 +113,7 @@ impl Alerts {
     /// A decision that set a block raises a block alert.
     pub fn decision(&self, e: &DecisionEvent, now: Millis) {
         for key in &e.blocked {
-            self.fire(
-                "block",
-                format!("block:{key}"),
-                format!(
-                    ":rotating_light: smsguard blocked `{key}` ({}): {}",
-                    e.rule.as_deref().unwrap_or(""),
-                    e.detail.as_deref().unwrap_or("")
-                ),
-                now,
-            );
+            self.fire("block", format!("block:{key}"), block_text(key, e), now);
         }
     }
 
@@ -151,5 +142,111 @@ impl Alerts {
                 );
             }
         }
+    }
+}
+
+/// What a person reads in a block alert. A limit's names its rule and
+/// figures; an adaptive signal's says in words what tripped
+/// (`adaptive:surge:prefix:7` → "a surge of new numbers"), then its figures
+/// and the rule to look up. A block set in monitor mode says that sends
+/// still go through.
+fn block_text(key: &str, e: &DecisionEvent) -> String {
+    let rule = e.rule.as_deref().unwrap_or("");
+    let detail = e.detail.as_deref().unwrap_or("");
+    let verb = if e.action == "monitor" {
+        "would block (monitor mode: sends still go through)"
+    } else {
+        "blocked"
+    };
+    let Some(signal) = rule.strip_prefix("adaptive:") else {
+        return format!(":rotating_light: smsguard {verb} `{key}` ({rule}): {detail}");
+    };
+    let (signal, kind) = signal.split_once(':').unwrap_or((signal, ""));
+    let what = match (signal, kind) {
+        ("unconfirmed", "region") => "unconfirmed sends to the region".to_string(),
+        ("unconfirmed", k) if k.starts_with("prefix") => "unconfirmed sends to the prefix".into(),
+        ("unconfirmed", "client_ip") => "unconfirmed sends from one client address".into(),
+        ("unconfirmed", "user") => "unconfirmed sends from one user".into(),
+        ("surge", "region") => "a surge of new numbers in the region".into(),
+        ("surge", _) => "a surge of new numbers in one block".into(),
+        ("distinct", "client_ip") => "too many distinct numbers from one client address".into(),
+        ("distinct", "user") => "too many distinct numbers from one user".into(),
+        ("distinct", "account") => "too many distinct numbers from one account".into(),
+        ("regions", "client_ip") => "too many regions from one client address".into(),
+        ("regions", "user") => "too many regions from one user".into(),
+        (s, k) => format!("{s} ({k})"),
+    };
+    // The stage's detail starts with the key it fired on, already named.
+    let figures = detail
+        .strip_prefix(key)
+        .and_then(|d| d.strip_prefix(": "))
+        .unwrap_or(detail);
+    let figures = if figures.is_empty() {
+        String::new()
+    } else {
+        format!(" ({figures})")
+    };
+    format!(":rotating_light: smsguard {verb} `{key}` — adaptive: {what}{figures} · rule `{rule}`")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tripped(action: &'static str, rule: &str, key: &str, detail: &str) -> DecisionEvent {
+        DecisionEvent {
+            action,
+            stage: Some("adaptive"),
+            rule: Some(rule.into()),
+            detail: Some(detail.into()),
+            blocked: vec![key.into()],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn adaptive_block_alerts_say_in_words_what_tripped() {
+        let e = tripped(
+            "shadow",
+            "adaptive:unconfirmed:prefix:7",
+            "prefix:7=+4479111",
+            "prefix:7=+4479111: 12 of 14 sends unconfirmed in 1h > max(floor 4, 1 x baseline 0); blocked for 12h (offence 1)",
+        );
+        assert_eq!(
+            block_text("prefix:7=+4479111", &e),
+            ":rotating_light: smsguard blocked `prefix:7=+4479111` — adaptive: unconfirmed sends to the prefix (12 of 14 sends unconfirmed in 1h > max(floor 4, 1 x baseline 0); blocked for 12h (offence 1)) · rule `adaptive:unconfirmed:prefix:7`"
+        );
+        let e = tripped(
+            "shadow",
+            "adaptive:distinct:client_ip",
+            "client_ip=203.0.113.9",
+            "client_ip=203.0.113.9: 9 distinct numbers in 1h > floor 8 + 2 x 0 confirmed",
+        );
+        let t = block_text("client_ip=203.0.113.9", &e);
+        assert!(
+            t.contains("adaptive: too many distinct numbers from one client address (9 distinct"),
+            "{t}"
+        );
+        let e = tripped(
+            "monitor",
+            "adaptive:surge:prefix:7",
+            "prefix:7=+1646555",
+            "",
+        );
+        let t = block_text("prefix:7=+1646555", &e);
+        assert_eq!(
+            t,
+            ":rotating_light: smsguard would block (monitor mode: sends still go through) `prefix:7=+1646555` — adaptive: a surge of new numbers in one block · rule `adaptive:surge:prefix:7`"
+        );
+    }
+
+    #[test]
+    fn limit_block_alerts_keep_their_rule_and_detail() {
+        let mut e = tripped("shadow", "prefix", "prefix:8=+44740012", "4 > 3/10m");
+        e.stage = Some("limits");
+        assert_eq!(
+            block_text("prefix:8=+44740012", &e),
+            ":rotating_light: smsguard blocked `prefix:8=+44740012` (prefix): 4 > 3/10m"
+        );
     }
 }

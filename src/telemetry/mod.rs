@@ -51,8 +51,8 @@ impl Watch {
         matched: bool,
         now: Millis,
     ) {
-        let _ = (region, prefix, now);
         self.metrics.confirmation(via, matched);
+        self.activity.confirmed(region, prefix, matched, now);
     }
 }
 

@@ -3,6 +3,8 @@
 //
 //   ADMIN_URL=http://127.0.0.1:PORT ADMIN_TOKEN=... EXPECT_SHADOW=N EXPECT_ALLOW=N \
 //   UNBLOCK_KEY='prefix:8=+44740012' SCREENSHOT=/tmp/dash.png [CHROMIUM=/usr/bin/chromium] \
+//   EXPECT_CONVERSION='{"regions": [{"region": "US", "forwarded": 5, "confirmed": 4, "rate": "80%", "low": false}],
+//                       "lowest_prefix": "+44740012"}' \
 //   node tests/dashboard/drive.mjs
 //
 // Prints one JSON line {"ok": true, "updates": N} and exits 0, or explains the
@@ -34,6 +36,11 @@ async function main() {
   const expectShadow = int('EXPECT_SHADOW');
   const expectAllow = int('EXPECT_ALLOW');
   const unblockKey = need('UNBLOCK_KEY');
+  let expectConversion;
+  try { expectConversion = JSON.parse(need('EXPECT_CONVERSION')); } catch (e) {
+    if (e.check) throw e;
+    fail(`EXPECT_CONVERSION is not JSON: ${e.message}`);
+  }
   const screenshot = need('SCREENSHOT');
   const executablePath = env.CHROMIUM || '/usr/bin/chromium';
 
@@ -71,6 +78,39 @@ async function main() {
       const keys = await page.evaluate(() => [...document.querySelectorAll('#blocks button[data-key]')].map(b => b.dataset.key));
       fail(`#blocks has no Unblock button for ${unblockKey}; it has ${JSON.stringify(keys)}`);
     }
+    // the Conversion panel: one row per region with its figures, rates under 50% marked
+    const conv = await page.evaluate(() => {
+      const rows = t => [...document.querySelectorAll(`#${t} tr`)].map(tr => {
+        const cells = [...tr.cells];
+        const rate = cells[cells.length - 1];
+        return {
+          cells: cells.map(td => td.textContent),
+          low: !!rate && rate.classList.contains('low') && tr.classList.contains('low'),
+          // a marked rate must look different from the region's name
+          lowColour: !!rate && getComputedStyle(rate).color !== getComputedStyle(cells[0]).color,
+        };
+      });
+      const note = document.querySelector('#conv-note');
+      return { regions: rows('conv-regions'), prefixes: rows('conv-prefixes'),
+        note: note && note.offsetParent !== null ? note.textContent : '' };
+    });
+    if (!/seconds to minutes/.test(conv.note)) fail(`the Conversion panel does not say that confirmations lag: ${JSON.stringify(conv.note)}`);
+    for (const want of expectConversion.regions || []) {
+      const row = conv.regions.find(r => r.cells[0] === want.region);
+      if (!row) fail(`#conv-regions has no row for ${want.region}; it has ${JSON.stringify(conv.regions.map(r => r.cells))}`);
+      const got = [row.cells[1].replace(/\D/g, ''), row.cells[2].replace(/\D/g, ''), row.cells[3]];
+      const exp = [String(want.forwarded), String(want.confirmed), want.rate];
+      if (JSON.stringify(got) !== JSON.stringify(exp)) fail(`#conv-regions ${want.region} shows ${JSON.stringify(row.cells)}, expected forwarded/confirmed/rate ${JSON.stringify(exp)}`);
+      if (row.low !== !!want.low) fail(`#conv-regions ${want.region} (${row.cells[3]}) is ${row.low ? '' : 'not '}marked as low`);
+      if (row.low && !row.lowColour) fail(`#conv-regions ${want.region} is marked low but its rate looks like any other cell`);
+    }
+    if (expectConversion.lowest_prefix) {
+      const first = conv.prefixes[0];
+      if (!first || first.cells[0] !== expectConversion.lowest_prefix || !first.low) {
+        fail(`#conv-prefixes should start with ${expectConversion.lowest_prefix}, marked low; it has ${JSON.stringify(conv.prefixes)}`);
+      }
+    }
+
     // the token must not stay in the page: not in the DOM, the address, storage or script-visible cookies
     const leak = await page.evaluate(t => {
       const where = [];
