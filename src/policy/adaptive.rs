@@ -301,7 +301,10 @@ impl Adaptive {
                 {
                     seen.new_region |= 1 << i;
                     let count = state.regions.count(DAY, now) + 1;
-                    if count > u64::from(self.cfg.distinct.regions) {
+                    // People behind one office or hotel address who prove
+                    // receipt are not a sprayer.
+                    let vouched = flows && state.confirmed[1].count(DAY, now) > 0;
+                    if count > u64::from(self.cfg.distinct.regions) && !vouched {
                         trips.push(Trip {
                             signal: "regions",
                             kind: scope.kind(),
@@ -527,7 +530,14 @@ impl Adaptive {
 
     /// Counts a send the guard forwarded: it now awaits its confirmation.
     pub(crate) fn forwarded(&self, a: &Attempt, store: &dyn Store, now: Millis, seen: &Seen) {
+        let grace = self.grace;
+        // A second code asked for while the first still awaits its
+        // confirmation is the same attempt to reach that person (as Twilio
+        // Verify counts one verification however often it resends): it is
+        // awaited once, not twice.
+        let mut again = false;
         store.pending(&a.to.e164, true, &mut |p| {
+            again = p.sent_at > 0 && p.confirmed_at == 0 && now.saturating_sub(p.sent_at) < grace;
             p.sent_at = now;
             p.confirmed_at = 0;
             p.client_ip = Some(a.client_ip);
@@ -539,7 +549,9 @@ impl Adaptive {
             }
             p.product = product_code(a.product);
         });
-        let grace = self.grace;
+        if again {
+            return;
+        }
         let w = self.surge_window;
         let mut pair_key = String::with_capacity(80);
         let region = a.class.region.as_ref().map_or("none", |r| r.as_str());
@@ -622,7 +634,7 @@ fn count_sent(c: &mut Conversion, grace: Millis, now: Millis) {
     for (win, p) in c.sent.iter_mut().zip(PERIODS) {
         win.add(p, now, 1);
     }
-    c.recent.add(grace.max(1), now, 1);
+    c.recent.add(grace.max(1), now);
 }
 
 /// A copy of a key's state, or an empty one.

@@ -164,6 +164,58 @@ pub struct Counters {
     pub live_until: Millis,
 }
 
+/// Counts of the last few minutes in eight buckets, so "sends within the
+/// last N minutes" is never undercounted (a sliding estimate would spread a
+/// burst over the whole window).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Recent {
+    /// Start of the newest bucket, in bucket widths since the epoch.
+    newest: u32,
+    buckets: [u16; 8],
+}
+
+impl Recent {
+    /// Bucket width for a span: a sixth of it (at least a second), so the
+    /// span plus the two partial buckets at its ends fit in eight.
+    fn width(span: Millis) -> Millis {
+        span.div_ceil(6).max(1_000)
+    }
+
+    pub fn add(&mut self, span: Millis, now: Millis) {
+        let w = Self::width(span);
+        let idx = (now / w) as u32;
+        if idx > self.newest {
+            let shift = (idx - self.newest) as usize;
+            if shift >= self.buckets.len() {
+                self.buckets = [0; 8];
+            } else {
+                self.buckets.rotate_right(shift);
+                self.buckets[..shift].fill(0);
+            }
+            self.newest = idx;
+        }
+        let age = self.newest.saturating_sub(idx) as usize;
+        if let Some(b) = self.buckets.get_mut(age) {
+            *b = b.saturating_add(1);
+        }
+    }
+
+    /// Sends within the last `span` (rounded out to whole buckets: never
+    /// fewer than happened).
+    pub fn count(&self, span: Millis, now: Millis) -> u64 {
+        let w = Self::width(span);
+        let idx = (now / w) as u32;
+        let age = idx.saturating_sub(self.newest) as usize;
+        // Buckets needed to cover the span, plus the partial ones at its ends.
+        let keep = (span.div_ceil(w) as usize + 2).min(self.buckets.len());
+        self.buckets
+            .iter()
+            .take(keep.saturating_sub(age))
+            .map(|b| u64::from(*b))
+            .sum()
+    }
+}
+
 /// What the adaptive stage remembers of one key (`prefix:7=+4479111`,
 /// `region=GB`, `client_ip=203.0.113.7`, ...): forwarded sends, their
 /// confirmations and how many numbers were new, per hour and per day.
@@ -172,7 +224,7 @@ pub struct Conversion {
     /// Forwarded sends: hour, day.
     pub sent: [Window; 2],
     /// Forwarded sends still inside their grace period.
-    pub recent: Window,
+    pub recent: Recent,
     /// Confirmations: hour, day.
     pub confirmed: [Window; 2],
     /// New numbers (for a prefix or region: not sent to within a day; for
@@ -276,5 +328,30 @@ mod tests {
         assert_eq!(w.hit(h, 13 * h + 1), 1);
         assert!(w.live(h, 13 * h + 2));
         assert!(!w.live(h, 16 * h));
+    }
+
+    #[test]
+    fn recent_sends_are_never_undercounted_and_age_out() {
+        let span = 5 * 60_000;
+        let mut r = Recent::default();
+        let t = 1_700_000_000_000;
+        for i in 0..30 {
+            r.add(span, t + i * 1_000);
+        }
+        // A burst of 30 in half a minute counts whole for five minutes...
+        assert_eq!(r.count(span, t + 30_000), 30);
+        assert_eq!(r.count(span, t + span - 1_000), 30);
+        // ...and is gone once a span and two buckets have passed.
+        assert_eq!(r.count(span, t + span + 2 * span.div_ceil(6) + 30_000), 0);
+        r.add(span, t + 10 * span);
+        assert_eq!(r.count(span, t + 10 * span), 1);
+        // Wherever a send falls in its bucket, it counts for its whole span.
+        for offset in (0..span).step_by(7_919) {
+            for age in (0..span).step_by(13_001) {
+                let mut r = Recent::default();
+                r.add(span, t + offset);
+                assert_eq!(r.count(span, t + offset + age), 1, "{offset} {age}");
+            }
+        }
     }
 }
