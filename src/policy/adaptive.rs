@@ -343,12 +343,37 @@ impl Adaptive {
                     trips.extend(self.surge(scope, key, &state, surge_floor, flows, now));
                 }
                 if trace {
-                    notes.push(self.figures(key, &state, base, now));
+                    let mut note = self.figures(key, &state, floors, base, now);
+                    if surge_floor > 0 {
+                        let _ = write!(
+                            note,
+                            ", {} new numbers in {} (surge floor {surge_floor})",
+                            state.surge.count(self.surge_window, now),
+                            humantime::format_duration(std::time::Duration::from_millis(
+                                self.surge_window
+                            ))
+                        );
+                    }
+                    notes.push(note);
                 }
                 continue;
             }
             if trace {
-                notes.push(self.figures(key, &state, own, now));
+                let (unconfirmed, distinct) = match scope {
+                    Scope::ClientIp => (self.unconfirmed_client_ip, self.distinct_client_ip),
+                    Scope::User => (self.unconfirmed_user, self.distinct_user),
+                    _ => (Floors::default(), self.distinct_account),
+                };
+                let mut note = self.figures(key, &state, unconfirmed, own, now);
+                if let Some(floor) = distinct.0[1].or(distinct.0[0]) {
+                    let _ = write!(
+                        note,
+                        ", {} distinct numbers in 1d (floor {floor} + {} per confirmed)",
+                        state.fresh[1].count(DAY, now),
+                        self.cfg.distinct.ratio
+                    );
+                }
+                notes.push(note);
             }
         }
 
@@ -517,15 +542,31 @@ impl Adaptive {
     }
 
     /// One key's figures, for `explain`.
-    fn figures(&self, key: &str, c: &Conversion, base: [u64; 2], now: Millis) -> String {
-        format!(
-            "{key}: {} sent / {} confirmed in 1h, {} / {} in 1d, baseline {}/1d",
-            c.sent[0].count(HOUR, now),
-            c.confirmed[0].count(HOUR, now),
-            c.sent[1].count(DAY, now),
-            c.confirmed[1].count(DAY, now),
-            base[1]
-        )
+    fn figures(
+        &self,
+        key: &str,
+        c: &Conversion,
+        floors: Floors,
+        base: [u64; 2],
+        now: Millis,
+    ) -> String {
+        let mut s = format!("{key}: sent/confirmed");
+        for (i, period) in PERIODS.iter().enumerate() {
+            let _ = write!(
+                s,
+                " {}/{} in {}",
+                c.sent[i].count(*period, now),
+                c.confirmed[i].count(*period, now),
+                window_name(i)
+            );
+            if let Some(floor) = floors.0[i] {
+                let allowed = floor.max((self.cfg.unconfirmed.ratio * base[i] as f64) as u64);
+                let _ = write!(s, " (unconfirmed allowed {allowed})");
+            }
+            s.push(',');
+        }
+        s.pop();
+        s
     }
 
     /// Counts a send the guard forwarded: it now awaits its confirmation.
