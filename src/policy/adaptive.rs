@@ -131,6 +131,8 @@ impl Floors {
 
 pub(crate) struct Adaptive {
     cfg: config::Adaptive,
+    /// Account sids, shared by the numbers awaiting confirmation.
+    accounts: std::sync::Mutex<std::collections::HashSet<Arc<str>>>,
     action: Action,
     grace: Millis,
     learn: Millis,
@@ -175,7 +177,33 @@ impl Adaptive {
             distinct_user: Floors::from_rates(&cfg.distinct.user),
             distinct_account: Floors::from_rates(&cfg.distinct.account),
             cfg: cfg.clone(),
+            accounts: Default::default(),
         }
+    }
+
+    /// The account sid as one shared text (a fresh one past 10,000
+    /// accounts, which only costs memory).
+    fn account(&self, sid: &str) -> Arc<str> {
+        let mut set = self.accounts.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(a) = set.get(sid) {
+            return a.clone();
+        }
+        let a: Arc<str> = Arc::from(sid);
+        if set.len() < 10_000 {
+            set.insert(a.clone());
+        }
+        a
+    }
+
+    /// Whether a sender of this scope is judged on the numbers (or regions)
+    /// it reaches: only then are its sender-number pairs remembered.
+    fn tracks_numbers(&self, scope: Scope) -> bool {
+        let floors = match scope {
+            Scope::ClientIp => self.distinct_client_ip,
+            Scope::User => self.distinct_user,
+            _ => self.distinct_account,
+        };
+        floors.0.iter().any(Option::is_some)
     }
 
     /// The destination keys of a number, broadest first: its region, then
@@ -291,7 +319,9 @@ impl Adaptive {
                 if flows {
                     trips.extend(self.unconfirmed(scope, key, &state, unconfirmed, own, now));
                 }
-                if first_in_a_day(store, &mut pair_key, key, &a.to.e164, now) {
+                if self.tracks_numbers(scope)
+                    && first_in_a_day(store, &mut pair_key, key, &a.to.e164, now)
+                {
                     seen.new_number |= 1 << i;
                     trips.extend(self.distinct(scope, key, &state, distinct, now));
                 }
@@ -586,7 +616,7 @@ impl Adaptive {
                 p.user = a.user.map(Box::from);
             }
             if *p.account != *a.account {
-                p.account = Box::from(a.account);
+                p.account = self.account(a.account);
             }
             p.product = product_code(a.product);
         });

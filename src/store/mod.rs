@@ -250,7 +250,8 @@ pub struct Pending {
     /// Who asked for it, to credit them when it is confirmed.
     pub client_ip: Option<std::net::IpAddr>,
     pub user: Option<Box<str>>,
-    pub account: Box<str>,
+    /// Shared by every number the account sends to (accounts are few).
+    pub account: std::sync::Arc<str>,
     pub product: u8,
 }
 
