@@ -1,4 +1,5 @@
-//! The command line: `serve`, `check`, `explain`, `demo`.
+//! The command line: `serve`, `check`, `explain`, `ca init`, `demo`,
+//! `replay`.
 //!
 //! Output for people goes to stdout; errors to stderr with a non-zero exit.
 
@@ -60,12 +61,33 @@ pub enum Command {
         #[command(subcommand)]
         command: CaCommand,
     },
-    /// Replay a day of legitimate traffic and a pumping attack through a
-    /// guard in front of a built-in fake Twilio, offline.
+    /// Replay a generated day of legitimate traffic and pumping attacks
+    /// through the guard in front of a built-in fake Twilio, offline.
     Demo {
         /// Policy to use (the built-in example policy by default).
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Generate another day: other numbers, times and client addresses.
+        #[arg(long)]
+        seed: Option<u64>,
+        /// A day whose attacks differ from the demo's (ranges, rates, mixes).
+        #[arg(long)]
+        held_out: bool,
+        /// Also write the day as JSON lines, for `smsguard replay`.
+        #[arg(long, value_name = "FILE.jsonl")]
+        save: Option<PathBuf>,
+    },
+    /// Backtest a policy on past sends (Twilio Bulk Export JSON lines, also
+    /// .gz, or Console CSV) through the guard on a simulated clock, offline.
+    Replay {
+        #[arg(long, default_value = "smsguard.toml")]
+        config: PathBuf,
+        /// Write one decision per input record, in input order (JSON lines).
+        #[arg(long, value_name = "DECISIONS.jsonl")]
+        out: Option<PathBuf>,
+        /// Files of past sends: .jsonl, .jsonl.gz, .gz or .csv.
+        #[arg(required = true, value_name = "TRAFFIC")]
+        traffic: Vec<PathBuf>,
     },
 }
 
@@ -95,7 +117,17 @@ pub fn main() -> i32 {
             product,
         } => explain(&config, &to, ip, user.as_deref(), &account, &product),
         Command::Serve { config } => serve(&config),
-        Command::Demo { config } => crate::demo::main(config.as_deref()),
+        Command::Demo {
+            config,
+            seed,
+            held_out,
+            save,
+        } => crate::demo::main(config.as_deref(), seed, held_out, save.as_deref()),
+        Command::Replay {
+            config,
+            out,
+            traffic,
+        } => crate::replay::command(&config, out.as_deref(), &traffic),
         Command::Ca {
             command: CaCommand::Init { dir, proxy },
         } => ca_init(&dir, &proxy),
@@ -156,10 +188,11 @@ pub fn summary(c: &Config) -> String {
     };
     let _ = writeln!(
         s,
-        "  listen      {}{}{}",
+        "  listen      {}{}{} max_body={}",
         c.listen.addr,
         if c.listen.tls { " tls" } else { "" },
-        if c.listen.proxy { " proxy" } else { "" }
+        if c.listen.proxy { " proxy" } else { "" },
+        bytes(c.listen.max_body)
     );
     let _ = writeln!(
         s,
@@ -251,7 +284,78 @@ pub fn summary(c: &Config) -> String {
         }
         None => s.push_str("  budget      off\n"),
     }
+    match &c.adaptive {
+        Some(a) => {
+            let rates = |r: &[crate::config::Rate]| {
+                r.iter()
+                    .map(|r| r.to_string())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            };
+            let _ = writeln!(
+                s,
+                "  adaptive    prefixes=cc+{:?} block=-{} grace={} unconfirmed ratio={} floors prefix={} region={} client_ip={} user={}; surge window={} floor={}x{}/digit region={}; distinct client_ip={} user={} regions={}{}",
+                a.prefixes,
+                a.block_digits,
+                humantime::format_duration(a.grace),
+                a.unconfirmed.ratio,
+                rates(&a.unconfirmed.prefix),
+                rates(&a.unconfirmed.region),
+                rates(&a.unconfirmed.client_ip),
+                rates(&a.unconfirmed.user),
+                humantime::format_duration(a.surge.window),
+                a.surge.floor,
+                a.surge.per_digit,
+                a.surge.region,
+                rates(&a.distinct.client_ip),
+                rates(&a.distinct.user),
+                a.distinct.regions,
+                match a.action {
+                    Some(act) => format!(" action={}", act.as_str()),
+                    None => String::new(),
+                }
+            );
+        }
+        None => s.push_str("  adaptive    off\n"),
+    }
+    match &c.balance {
+        Some(b) => {
+            let _ = writeln!(
+                s,
+                "  balance     min={} refresh={} on_error={}",
+                b.min,
+                humantime::format_duration(b.refresh),
+                match b.on_error {
+                    crate::config::OnError::Allow => "allow",
+                    crate::config::OnError::Block => "block",
+                }
+            );
+        }
+        None => s.push_str("  balance     off\n"),
+    }
+    let _ = writeln!(
+        s,
+        "  shadow      timing={} default_latency={} window={} retention={} capacity={}",
+        if c.shadow.timing { "on" } else { "off" },
+        humantime::format_duration(c.shadow.default_latency),
+        c.shadow.window,
+        humantime::format_duration(c.shadow.retention),
+        c.shadow.capacity
+    );
     s
+}
+
+/// A byte size as the policy file writes it: `64KiB`, `1MiB`, `100B`.
+fn bytes(n: usize) -> String {
+    const KIB: usize = 1024;
+    const MIB: usize = 1024 * KIB;
+    if n >= MIB && n.is_multiple_of(MIB) {
+        format!("{}MiB", n / MIB)
+    } else if n >= KIB && n.is_multiple_of(KIB) {
+        format!("{}KiB", n / KIB)
+    } else {
+        format!("{n}B")
+    }
 }
 
 pub fn explain(
@@ -309,7 +413,19 @@ pub fn explain(
         class.kind.as_str(),
         class.valid
     );
+    // With tracing every stage runs, but a send stops at the first stage
+    // whose verdict blocks it: the stages after it are never reached.
+    let mut decided: Option<&str> = None;
     for (stage, outcome) in &d.trace {
+        if let Some(by) = decided {
+            println!("{:<8} -      not reached (stopped by {by})", stage.as_str());
+            continue;
+        }
+        if let StageOutcome::Block(v) = outcome {
+            if v.action.blocks() {
+                decided = Some(stage.as_str());
+            }
+        }
         match outcome {
             StageOutcome::Pass(why) => println!("{:<8} pass   {why}", stage.as_str()),
             StageOutcome::Skipped => println!("{:<8} skip   (safe list)", stage.as_str()),

@@ -90,9 +90,29 @@ struct Shared {
 
 struct State {
     requests: Vec<Recorded>,
+    /// Requests per method and last path segment, always counted.
+    tally: std::collections::BTreeMap<(Method, String), u64>,
+    /// Whether whole requests are kept (`requests`); a long replay only
+    /// needs the tally.
+    recording: bool,
     delay: Duration,
     failure: Option<StatusCode>,
     balance: String,
+}
+
+fn copy_uri(uri: &Uri) -> Uri {
+    Uri::from_maybe_shared(Bytes::copy_from_slice(uri.to_string().as_bytes()))
+        .unwrap_or_else(|_| uri.clone())
+}
+
+fn copy_headers(headers: &HeaderMap) -> HeaderMap {
+    let mut out = HeaderMap::with_capacity(headers.len());
+    for (name, value) in headers {
+        let mut v = HeaderValue::from_bytes(value.as_bytes()).unwrap_or_else(|_| value.clone());
+        v.set_sensitive(value.is_sensitive());
+        out.append(name.clone(), v);
+    }
+    out
 }
 
 impl Shared {
@@ -126,6 +146,8 @@ impl FakeTwilio {
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 requests: Vec::new(),
+                tally: Default::default(),
+                recording: true,
                 delay: Duration::ZERO,
                 failure: None,
                 balance: "100.00".to_string(),
@@ -158,8 +180,27 @@ impl FakeTwilio {
         self.handle.shared.state().requests.clone()
     }
 
+    /// Requests received (recorded or only counted).
     pub fn count(&self) -> usize {
-        self.handle.shared.state().requests.len()
+        self.handle.shared.state().tally.values().sum::<u64>() as usize
+    }
+
+    /// Requests received per method and last path segment
+    /// (`(POST, "Messages.json")`), whether recorded or not.
+    pub fn tally(&self) -> Vec<(Method, String, u64)> {
+        self.handle
+            .shared
+            .state()
+            .tally
+            .iter()
+            .map(|((m, last), n)| (m.clone(), last.clone(), *n))
+            .collect()
+    }
+
+    /// Keep whole requests for [`FakeTwilio::requests`] (the default), or
+    /// only count them: a replay of millions of sends needs no more.
+    pub fn set_recording(&self, on: bool) {
+        self.handle.shared.state().recording = on;
     }
 
     /// Wait this long before answering each request (zero: answer at once).
@@ -275,13 +316,19 @@ async fn answer(
     // fails, or the client gives up waiting.
     let (delay, failure, balance) = {
         let mut state = shared.state();
-        state.requests.push(Recorded {
-            method: parts.method.clone(),
-            uri,
-            headers: parts.headers.clone(),
-            body: body.clone(),
-            host: host.clone(),
-        });
+        let last = uri.path().rsplit('/').next().unwrap_or("").to_string();
+        *state.tally.entry((parts.method.clone(), last)).or_default() += 1;
+        if state.recording {
+            // Copies, not views: a view of hyper's read buffer would keep
+            // the whole buffer alive for as long as the record.
+            state.requests.push(Recorded {
+                method: parts.method.clone(),
+                uri: copy_uri(&uri),
+                headers: copy_headers(&parts.headers),
+                body: Bytes::copy_from_slice(&body),
+                host: host.clone(),
+            });
+        }
         (state.delay, state.failure, state.balance.clone())
     };
     if !delay.is_zero() {

@@ -346,8 +346,19 @@ async fn feedback(
     };
     let (account_sid, sid) = (account_sid.clone(), sid.clone());
     let config = app.policy().config().clone();
+    let fake = app.fakes.get(&sid).is_some();
+    if !fake && config.adaptive.is_none() {
+        // Nothing to answer here and nothing to learn: streamed as any
+        // other request.
+        return forward_stream(app, req, route).await;
+    }
+    // Feedback is a few bytes; read it whole, generously bounded.
+    const MAX_FEEDBACK: usize = 1 << 20;
     let (parts, body) = req.into_parts();
-    let bytes = match Limited::new(body, config.listen.max_body).collect().await {
+    let bytes = match Limited::new(body, config.listen.max_body.max(MAX_FEEDBACK))
+        .collect()
+        .await
+    {
         Ok(c) => c.to_bytes(),
         Err(_) => {
             let e = TwilioError::malformed(
@@ -360,7 +371,7 @@ async fn feedback(
     let outcome = form::Form::parse(&bytes)
         .ok()
         .and_then(|f| f.one("Outcome").ok().flatten().map(str::to_string));
-    if app.fakes.get(&sid).is_some() {
+    if fake {
         pace(app, route.endpoint.name(), started).await;
         let body = responses::message_feedback(
             &account_sid,

@@ -68,3 +68,51 @@ fn explain_prints_every_stage_and_the_final_action() {
     ]);
     assert!(out.contains("action   allow"), "{out}");
 }
+
+#[test]
+fn explain_marks_the_stages_after_the_deciding_one_as_not_reached() {
+    let (code, out, err) = smsguard(&[
+        "explain",
+        "--config",
+        "config.example.toml",
+        "--to",
+        "+998993941234",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let line = |stage: &str| {
+        out.lines()
+            .find(|l| l.starts_with(&format!("{stage} ")))
+            .unwrap_or_else(|| panic!("no {stage} line:\n{out}"))
+            .to_string()
+    };
+    assert!(line("safe").contains("pass"), "{out}");
+    assert!(out.contains("\nnumber   shadow geo:UZ"), "{out}");
+    for stage in ["blocks", "backoff", "limits", "budget", "balance"] {
+        assert!(
+            line(stage).contains("not reached (stopped by number)"),
+            "{stage}:\n{out}"
+        );
+    }
+}
+
+#[test]
+fn check_summarizes_balance_shadow_and_the_body_limit() {
+    let (code, out, err) = smsguard(&["check", "--config", "config.example.toml"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("max_body=64KiB"), "{out}");
+    assert!(
+        out.contains("  balance     min=1.00 refresh=1m on_error=allow"),
+        "{out}"
+    );
+    assert!(out.contains("  shadow      timing=on"), "{out}");
+}
+
+#[test]
+fn a_missing_file_is_named_without_a_line_it_does_not_have() {
+    let (code, _, err) = smsguard(&["check", "--config", "/nonexistent/smsguard.toml"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.starts_with("/nonexistent/smsguard.toml: cannot read the file: "),
+        "{err}"
+    );
+}

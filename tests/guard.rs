@@ -79,7 +79,8 @@ async fn a_non_send_body_and_an_upstream_stream_pass_through_whole() {
             .unwrap(),
         )
         .await;
-    assert_eq!(r.status, StatusCode::OK);
+    // The fake answers Feedback as Twilio does (201); the body went whole.
+    assert_eq!(r.status, StatusCode::CREATED);
     assert_eq!(env.fake.requests()[0].body, body.as_bytes());
     let r = env
         .request(

@@ -7,6 +7,9 @@
 //! Export JSON lines or the Console's CSV, plus smsguard's own optional
 //! fields); it never reaches the network beyond 127.0.0.1.
 
+pub mod engine;
+pub mod input;
+pub mod report;
 pub mod traffic;
 
 use std::net::IpAddr;
@@ -27,6 +30,8 @@ pub struct Record {
     /// Only its length and alphabet matter (segments); never printed.
     pub body: Option<String>,
     pub num_segments: Option<u32>,
+    /// Media attached (`num_media`): an MMS is priced per message.
+    pub num_media: Option<u32>,
     /// What Twilio charged, in millionths of the currency (absolute value:
     /// exports write charges as negative numbers).
     pub price: Option<u64>,
@@ -58,6 +63,7 @@ impl Record {
             from: None,
             body: None,
             num_segments: None,
+            num_media: None,
             price: None,
             status: None,
             direction: None,
@@ -77,4 +83,87 @@ impl Record {
             .as_deref()
             .is_none_or(|d| d.eq_ignore_ascii_case("outbound-api"))
     }
+
+    /// SMS segments the send was (or would be) billed for: the export's
+    /// `num_segments`, else counted from the body, else one.
+    pub fn segments(&self) -> u32 {
+        match (self.num_segments, &self.body) {
+            (Some(n), _) => n.max(1),
+            (None, Some(b)) => crate::twilio::responses::segments(b).1,
+            (None, None) => 1,
+        }
+    }
+}
+
+/// A runtime for a replay: one thread runs the client, the guard and the
+/// fake Twilio, so a request never waits for another thread to wake up.
+pub fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))
+}
+
+/// `smsguard replay --config FILE [--out DECISIONS.jsonl] TRAFFIC...`;
+/// returns the exit code.
+pub fn command(
+    config: &std::path::Path,
+    out: Option<&std::path::Path>,
+    traffic: &[std::path::PathBuf],
+) -> i32 {
+    let config = match crate::config::Config::load(config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return 1;
+        }
+    };
+    let started = std::time::Instant::now();
+    let loaded = match input::load(traffic) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("{e}");
+            return 1;
+        }
+    };
+    let read = started.elapsed().as_secs_f64();
+    match run_and_print(config, &loaded, out, Some(read)) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("replay failed: {e}");
+            1
+        }
+    }
+}
+
+/// Replays, prints the report, writes `--out`.
+pub fn run_and_print(
+    config: crate::config::Config,
+    loaded: &input::Loaded,
+    out: Option<&std::path::Path>,
+    read_seconds: Option<f64>,
+) -> Result<(), String> {
+    // Opened first: a path that cannot be written fails before the replay.
+    let file = out
+        .map(|path| {
+            std::fs::File::create(path)
+                .map(|f| (path, f))
+                .map_err(|e| format!("cannot write {}: {e}", path.display()))
+        })
+        .transpose()?;
+    let mut replayed = runtime()?.block_on(engine::replay(config, loaded))?;
+    replayed.report.read_seconds = read_seconds;
+    print!("{}", replayed.report.render());
+    if let Some((path, file)) = file {
+        let mut w = std::io::BufWriter::new(file);
+        report::write_decisions(&mut w, loaded, &replayed.outcomes)
+            .and_then(|()| std::io::Write::flush(&mut w))
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        println!(
+            "{:<25}{} (one line per input record, in input order)",
+            "decisions written to:",
+            path.display()
+        );
+    }
+    Ok(())
 }
