@@ -274,15 +274,9 @@ async fn verification_check(
     let service_sid = service_sid.clone();
     let limit = app.policy().config().listen.max_body;
     let (parts, body) = req.into_parts();
-    let bytes = match Limited::new(body, limit).collect().await {
-        Ok(c) => c.to_bytes(),
-        Err(_) => {
-            let e = TwilioError::malformed(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "the request body could not be read",
-            );
-            return error_response(app, &route, &e, started.elapsed());
-        }
+    let bytes = match read_whole(app, &route, body, limit, started).await {
+        Ok(b) => b,
+        Err(resp) => return resp,
     };
     if let Ok(form) = form::Form::parse(&bytes) {
         let by_sid = form
@@ -355,18 +349,10 @@ async fn feedback(
     // Feedback is a few bytes; read it whole, generously bounded.
     const MAX_FEEDBACK: usize = 1 << 20;
     let (parts, body) = req.into_parts();
-    let bytes = match Limited::new(body, config.listen.max_body.max(MAX_FEEDBACK))
-        .collect()
-        .await
-    {
-        Ok(c) => c.to_bytes(),
-        Err(_) => {
-            let e = TwilioError::malformed(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "the request body could not be read",
-            );
-            return error_response(app, &route, &e, started.elapsed());
-        }
+    let limit = config.listen.max_body.max(MAX_FEEDBACK);
+    let bytes = match read_whole(app, &route, body, limit, started).await {
+        Ok(b) => b,
+        Err(resp) => return resp,
     };
     let outcome = form::Form::parse(&bytes)
         .ok()
@@ -419,6 +405,27 @@ async fn observe(
         Err(e) => {
             tracing::warn!(endpoint = route.endpoint.name(), error = %e, "reading Twilio's answer failed");
             upstream_error(app, route, &UpstreamError::Unreachable(e.to_string()))
+        }
+    }
+}
+
+/// Reads a (non-send) request body whole, up to `limit`; past it, or when
+/// it cannot be read, the answer to give instead.
+async fn read_whole(
+    app: &App,
+    route: &Route,
+    body: Incoming,
+    limit: usize,
+    started: Instant,
+) -> Result<Bytes, Response<Body>> {
+    match Limited::new(body, limit).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(_) => {
+            let e = TwilioError::malformed(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "the request body could not be read",
+            );
+            Err(error_response(app, route, &e, started.elapsed()))
         }
     }
 }

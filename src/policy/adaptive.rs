@@ -26,11 +26,12 @@
 use std::fmt::Write as _;
 use std::sync::Arc;
 
+use super::blocks::Escalation;
 use super::{Attempt, Policy, Reason, Stage, Step, Verdict};
 use crate::clock::{ms, Millis};
 use crate::config::{self, Action, Config, Rate};
 use crate::phone::{Classification, Destination};
-use crate::store::{BlockEntry, Conversion, Pending, Store};
+use crate::store::{Conversion, Pending, Store};
 use crate::twilio::routes::Product;
 
 const HOUR: Millis = 3_600_000;
@@ -138,9 +139,7 @@ pub(crate) struct Adaptive {
     learn: Millis,
     baseline: Millis,
     surge_window: Millis,
-    block: Millis,
-    block_max: Millis,
-    forgive_after: Millis,
+    block: Escalation,
     unconfirmed_prefix: Floors,
     unconfirmed_region: Floors,
     unconfirmed_client_ip: Floors,
@@ -166,9 +165,12 @@ impl Adaptive {
             learn: ms(cfg.learn),
             baseline: ms(cfg.baseline),
             surge_window: ms(cfg.surge.window).max(1),
-            block: ms(cfg.block),
-            block_max: ms(cfg.block_max),
-            forgive_after: ms(cfg.forgive_after),
+            block: Escalation {
+                base: ms(cfg.block),
+                escalate: cfg.escalate,
+                max: ms(cfg.block_max),
+                forgive_after: ms(cfg.forgive_after),
+            },
             unconfirmed_prefix: Floors::from_rates(&cfg.unconfirmed.prefix),
             unconfirmed_region: Floors::from_rates(&cfg.unconfirmed.region),
             unconfirmed_client_ip: Floors::from_rates(&cfg.unconfirmed.client_ip),
@@ -423,22 +425,8 @@ impl Adaptive {
         let rule = format!("adaptive:{}:{}", first.signal, first.kind);
         let mut detail = format!("{}: {}", first.key, first.figures);
         for (i, t) in trips.iter().enumerate() {
-            let offence = store.offend(&t.key, now, self.forgive_after);
-            let factor = self
-                .cfg
-                .escalate
-                .powi(offence.saturating_sub(1).min(1_000) as i32);
-            let dur = (self.block as f64 * factor).min(self.block_max as f64) as Millis;
-            store.set_block(
-                &t.key,
-                BlockEntry {
-                    since: now,
-                    until: now.saturating_add(dur),
-                    rule: Arc::from(format!("adaptive:{}:{}", t.signal, t.kind)),
-                    action: self.action,
-                    offence,
-                },
-            );
+            let rule = Arc::from(format!("adaptive:{}:{}", t.signal, t.kind));
+            let (dur, offence) = self.block.block(store, &t.key, now, rule, self.action);
             if i == 0 {
                 let _ = write!(
                     detail,

@@ -6,10 +6,11 @@
 
 use std::sync::Arc;
 
+use super::blocks::Escalation;
 use super::{Attempt, Policy, Reason, Stage, Step, Verdict};
 use crate::clock::{ms, Millis};
 use crate::config::{Action, Config, KeySpec, Rate};
-use crate::store::{BlockEntry, Store};
+use crate::store::Store;
 
 /// Most rates one limit may have (`config` refuses more).
 pub(crate) const MAX_RATES: usize = 8;
@@ -105,19 +106,13 @@ impl Limits {
             if let Some(base) = l.block {
                 let key = format!("{}{value}", l.block_kind);
                 blocked = Some(key.clone());
-                let offence = store.offend(&key, now, l.forgive_after);
-                let factor = l.escalate.powi(offence.saturating_sub(1).min(1_000) as i32);
-                let dur = (base as f64 * factor).min(l.block_max as f64) as Millis;
-                store.set_block(
-                    &key,
-                    BlockEntry {
-                        since: now,
-                        until: now.saturating_add(dur),
-                        rule: l.rule.clone(),
-                        action: l.action,
-                        offence,
-                    },
-                );
+                let escalation = Escalation {
+                    base,
+                    escalate: l.escalate,
+                    max: l.block_max,
+                    forgive_after: l.forgive_after,
+                };
+                let (dur, offence) = escalation.block(store, &key, now, l.rule.clone(), l.action);
                 detail.push_str(&format!(
                     "; blocked for {} (offence {offence})",
                     humantime::format_duration(std::time::Duration::from_secs(dur / 1000))
