@@ -244,3 +244,121 @@ async fn a_prefix_with_no_confirmations_is_blocked_and_a_converting_prefix_is_no
     assert!(blocks.contains("=+164655"), "{blocks}");
     assert!(!blocks.contains("+1212"), "{blocks}");
 }
+
+/// Sends a message to `to` from `ip`; whether it reached Twilio.
+async fn forwarded(env: &Env, to: &str, ip: &str) -> bool {
+    let before = env.fake.count();
+    let r = env.send_from_ip(to, ip).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    env.fake.count() > before
+}
+
+#[tokio::test]
+async fn a_new_prefix_inherits_its_parents_baseline() {
+    // Judged: the region and the first digit after the country code, with a
+    // floor of 2 unconfirmed sends a day.
+    let policy = POLICY
+        .replace("[adaptive]\n", "[adaptive]\nprefixes = [1]\nblock_digits = 0\n")
+        .replace(
+            "[adaptive.unconfirmed]\n",
+            "[adaptive.unconfirmed]\nmin_sample = 1\nprefix = [\"2/1d\"]\nregion = [\"100000/1d\"]\n",
+        );
+    let busy = start(&policy).await;
+    let quiet = start(&policy).await;
+    // The busy region's people confirm 300 codes under +12...; the quiet
+    // one has a single confirmed send, so that conversion is judged at all.
+    for i in 0..300 {
+        let to = format!("+1201555{i:04}");
+        assert!(forwarded(&busy, &to, "198.51.100.7").await);
+        let r = admin(
+            &busy,
+            Method::POST,
+            "/api/confirm",
+            &format!(r#"{{"to": "{to}"}}"#),
+        )
+        .await;
+        assert_eq!(r.json()["confirmed"], true);
+        busy.clock.advance(Duration::from_secs(1));
+    }
+    assert!(forwarded(&quiet, "+12015550000", "198.51.100.7").await);
+    admin(
+        &quiet,
+        Method::POST,
+        "/api/confirm",
+        r#"{"to": "+12015550000"}"#,
+    )
+    .await;
+    // A prefix neither has seen (+13...): never-confirmed sends, ten minutes
+    // apart. The busy region lends it a tenth of its baseline (30), the
+    // quiet one nothing, so only the floor of 2 holds there.
+    let mut stopped = [0, 0];
+    for i in 0..12 {
+        for (n, env) in [&busy, &quiet].into_iter().enumerate() {
+            env.clock.advance(Duration::from_secs(600));
+            if !forwarded(env, &format!("+1303555{i:04}"), "198.51.100.7").await {
+                stopped[n] += 1;
+            }
+        }
+    }
+    assert_eq!(
+        stopped[0], 0,
+        "the busy region's new prefix is judged against its baseline"
+    );
+    assert!(
+        stopped[1] >= 5,
+        "the quiet region's new prefix trips its floor: {stopped:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_surge_of_new_numbers_in_one_block_is_stopped_across_many_addresses() {
+    let policy = POLICY.replace("floor = 100000\n", "floor = 3\n");
+    let env = start(&policy).await;
+    let mut through = 0;
+    for i in 0..30 {
+        // Thirty addresses, thirty numbers in one block, within a minute.
+        if forwarded(&env, &format!("+1646555{i:04}"), &format!("203.0.113.{i}")).await {
+            through += 1;
+        }
+        env.clock.advance(Duration::from_secs(2));
+    }
+    assert_eq!(
+        through, 3,
+        "the fourth new number in the block trips the surge"
+    );
+    let r = admin(&env, Method::GET, "/api/decisions?limit=1", "")
+        .await
+        .json();
+    assert_eq!(r["decisions"][0]["rule"], "adaptive:surge:prefix:7");
+    // Numbers in other blocks are not affected.
+    assert!(forwarded(&env, "+12125550123", "203.0.113.99").await);
+}
+
+#[tokio::test]
+async fn one_address_texting_many_numbers_is_stopped() {
+    let policy = POLICY.replace(
+        "[adaptive.distinct]\nclient_ip = []\n",
+        "[adaptive.distinct]\nclient_ip = [\"6/1h\"]\n",
+    );
+    let env = start(&policy).await;
+    let mut through = 0;
+    let areas = [
+        201, 212, 213, 305, 312, 404, 415, 503, 512, 617, 646, 702, 713, 718, 773, 818, 917, 919,
+        972, 206,
+    ];
+    for (i, area) in areas.iter().enumerate() {
+        // Scattered numbers: a different area code each time.
+        if forwarded(&env, &format!("+1{area}555{i:04}"), "198.51.100.9").await {
+            through += 1;
+        }
+        env.clock.advance(Duration::from_secs(60));
+    }
+    assert_eq!(through, 6);
+    let r = admin(&env, Method::GET, "/api/decisions?limit=1", "")
+        .await
+        .json();
+    let rule = r["decisions"][0]["rule"].as_str().unwrap().to_string();
+    assert_eq!(rule, "adaptive:distinct:client_ip");
+    // Another address is not.
+    assert!(forwarded(&env, "+12125550123", "198.51.100.10").await);
+}
