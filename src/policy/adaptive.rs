@@ -256,7 +256,10 @@ impl Adaptive {
     }
 
     /// The sender keys of a send: client address, user, account.
+    /// An account is a key only when it is judged (`distinct.account`):
+    /// no other signal reads it, so it is not kept for nothing.
     fn sender_keys(
+        &self,
         client_ip: Option<std::net::IpAddr>,
         user: Option<&str>,
         account: &str,
@@ -268,7 +271,7 @@ impl Adaptive {
         if let Some(u) = user {
             keys.push(Scope::User, "user", u);
         }
-        if !account.is_empty() {
+        if !account.is_empty() && self.tracks_numbers(Scope::Account) {
             keys.push(Scope::Account, "account", account);
         }
     }
@@ -298,7 +301,7 @@ impl Adaptive {
         };
         self.destination_keys(a.to, &a.class, &mut seen.keys);
         let senders = seen.keys.items.len();
-        Self::sender_keys(Some(a.client_ip), a.user, a.account, &mut seen.keys);
+        self.sender_keys(Some(a.client_ip), a.user, a.account, &mut seen.keys);
         let region = a.class.region.as_ref().map_or("none", |r| r.as_str());
         let mut trips: Vec<Trip> = Vec::new();
         let mut notes: Vec<String> = Vec::new();
@@ -671,7 +674,7 @@ impl Adaptive {
         let w = self.surge_window;
         let mut keys = Keys::new();
         self.destination_keys(to, class, &mut keys);
-        Self::sender_keys(p.client_ip, p.user.as_deref(), &p.account, &mut keys);
+        self.sender_keys(p.client_ip, p.user.as_deref(), &p.account, &mut keys);
         for (_, key) in keys.iter() {
             store.conversion(key, true, &mut |c| {
                 for (win, period) in c.confirmed.iter_mut().zip(PERIODS) {
