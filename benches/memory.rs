@@ -54,6 +54,7 @@ fn judge(
         to: &dest,
         class: classifier.classify(&dest.e164),
         client_ip: common::client_ip(n),
+        end_user_ip: true,
         user: None,
         segments: 1,
         media: 0,

@@ -399,6 +399,7 @@ pub fn explain(
         to: &dest,
         class,
         client_ip: ip,
+        end_user_ip: true,
         user,
         segments: 1,
         media: 0,

@@ -689,7 +689,7 @@ impl Default for Unconfirmed {
         let r = |s: &[&str]| s.iter().filter_map(|s| s.parse().ok()).collect();
         Unconfirmed {
             ratio: 1.0,
-            min_sample: 8,
+            min_sample: 5,
             prefix: r(&["4/1h", "10/1d"]),
             region: r(&["50/1h", "200/1d"]),
             client_ip: r(&["6/1h", "15/1d"]),
@@ -722,7 +722,7 @@ impl Default for Surge {
         Surge {
             window: Duration::from_secs(600),
             factor: 10.0,
-            floor: 5,
+            floor: 3,
             per_digit: 4.0,
             region: 500,
         }
@@ -752,8 +752,8 @@ impl Default for Distinct {
         let r = |s: &[&str]| s.iter().filter_map(|s| s.parse().ok()).collect();
         Distinct {
             ratio: 2.0,
-            client_ip: r(&["8/1h", "20/1d"]),
-            user: r(&["4/1h", "8/1d"]),
+            client_ip: r(&["6/1h", "20/1d"]),
+            user: r(&["3/1h", "6/1d"]),
             account: Vec::new(),
             regions: 3,
         }

@@ -441,6 +441,10 @@ async fn pace(app: &App, endpoint: &'static str, started: Instant) {
 /// Who is behind a request, from the context headers or the TCP peer.
 struct Context {
     client_ip: IpAddr,
+    /// The address came from `X-SMSGuard-Client-IP`: an end user's. The TCP
+    /// peer is the app's own server (only servers hold Twilio credentials),
+    /// so without the header `client_ip` keys do not apply.
+    end_user_ip: bool,
     user: Option<String>,
 }
 
@@ -452,18 +456,22 @@ fn context(headers: &HeaderMap, peer: SocketAddr) -> Context {
             _ => None,
         }
     };
-    let client_ip = match one(&CLIENT_IP_HEADER).map(|v| v.parse::<IpAddr>()) {
-        Some(Ok(ip)) => ip,
+    let (client_ip, end_user_ip) = match one(&CLIENT_IP_HEADER).map(|v| v.parse::<IpAddr>()) {
+        Some(Ok(ip)) => (ip, true),
         Some(Err(_)) => {
             tracing::warn!("X-SMSGuard-Client-IP is not an IP address; using the TCP peer");
-            peer.ip()
+            (peer.ip(), false)
         }
-        None => peer.ip(),
+        None => (peer.ip(), false),
     };
     let user = one(&USER_HEADER)
         .filter(|u| u.len() <= 256)
         .map(str::to_string);
-    Context { client_ip, user }
+    Context {
+        client_ip,
+        end_user_ip,
+        user,
+    }
 }
 
 /// Request headers as they go upstream: no hop-by-hop, no context headers.
@@ -698,6 +706,7 @@ async fn handle_send(
         to: &dest,
         class,
         client_ip: ctx.client_ip,
+        end_user_ip: ctx.end_user_ip,
         user: ctx.user.as_deref(),
         segments,
         media: send.form.count("MediaUrl"),
@@ -1013,6 +1022,7 @@ mod tests {
         let peer: SocketAddr = "192.0.2.1:5000".parse().unwrap();
         let mut h = HeaderMap::new();
         assert_eq!(context(&h, peer).client_ip, peer.ip());
+        assert!(!context(&h, peer).end_user_ip);
         h.insert(&CLIENT_IP_HEADER, HeaderValue::from_static("203.0.113.5"));
         h.insert(&USER_HEADER, HeaderValue::from_static("user-42"));
         let c = context(&h, peer);

@@ -321,6 +321,28 @@ async fn context_headers_feed_the_client_ip_limit() {
         .all(|r| r.headers.get("x-smsguard-client-ip").is_none()));
 }
 
+#[tokio::test]
+async fn without_the_header_the_apps_own_address_is_not_limited_as_one_user() {
+    // Only servers hold Twilio credentials: the TCP peer is the app's server,
+    // shared by all its users, so client_ip keys do not apply to it.
+    let env = start(
+        "[[limit]]\nname = \"ip\"\nkey = \"client_ip\"\nrates = [\"2/1h\"]\n[adaptive]\n[adaptive.distinct]\nclient_ip = [\"2/1h\"]\nuser = []\nregions = 0\n",
+    )
+    .await;
+    // Numbers in five area codes: no surge in any one block.
+    let areas = [415, 212, 312, 617, 713];
+    for area in areas {
+        env.send(&format!("+1{area}5550120")).await;
+    }
+    assert_eq!(env.upstream_count(), 5);
+    // With the header, the same limits apply to the end user's address.
+    for area in areas {
+        env.send_from_ip(&format!("+1{area}5550121"), "203.0.113.7")
+            .await;
+    }
+    assert_eq!(env.upstream_count(), 7);
+}
+
 // ---------------------------------------------------------------- fail closed
 
 async fn refused(env: &Env, path: &str, headers: &[(&str, &str)], body: &str) -> serde_json::Value {

@@ -301,7 +301,8 @@ impl Adaptive {
         };
         self.destination_keys(a.to, &a.class, &mut seen.keys);
         let senders = seen.keys.items.len();
-        self.sender_keys(Some(a.client_ip), a.user, a.account, &mut seen.keys);
+        let ip = a.end_user_ip.then_some(a.client_ip);
+        self.sender_keys(ip, a.user, a.account, &mut seen.keys);
         let region = a.class.region.as_ref().map_or("none", |r| r.as_str());
         let mut trips: Vec<Trip> = Vec::new();
         let mut notes: Vec<String> = Vec::new();
@@ -602,7 +603,7 @@ impl Adaptive {
             again = p.sent_at > 0 && p.confirmed_at == 0 && now.saturating_sub(p.sent_at) < grace;
             p.sent_at = now;
             p.confirmed_at = 0;
-            p.client_ip = Some(a.client_ip);
+            p.client_ip = a.end_user_ip.then_some(a.client_ip);
             if p.user.as_deref() != a.user {
                 p.user = a.user.map(Box::from);
             }

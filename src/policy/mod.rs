@@ -47,7 +47,11 @@ pub struct Attempt<'a> {
     pub account: &'a str,
     pub to: &'a Destination,
     pub class: Classification,
+    /// The end user's address (`X-SMSGuard-Client-IP`), else the TCP peer.
     pub client_ip: IpAddr,
+    /// Whether `client_ip` is an end user's: only then do `client_ip` keys
+    /// apply (the TCP peer is the app's own server, shared by all its users).
+    pub end_user_ip: bool,
     pub user: Option<&'a str>,
     /// Segments Twilio would bill (1 for calls and verifications).
     pub segments: u32,
@@ -80,6 +84,7 @@ impl Attempt<'_> {
                     None => out.push_str("none"),
                 },
                 KeyPart::Account => out.push_str(self.account),
+                KeyPart::ClientIp if !self.end_user_ip => return false,
                 KeyPart::ClientIp => {
                     use std::fmt::Write;
                     let _ = write!(out, "{}", self.client_ip);

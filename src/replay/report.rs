@@ -305,7 +305,7 @@ impl Report {
         let mut notes = self.notes.clone();
         if self.without_client_ip > 0 {
             notes.push(format!(
-                "{} sends have no client_ip: the guard saw them from 127.0.0.1, as from an app that sends no X-SMSGuard-Client-IP, so limits on client_ip count them together",
+                "{} sends have no client_ip: as for an app that sends no X-SMSGuard-Client-IP, rules on client_ip did not judge them",
                 self.without_client_ip
             ));
         }
