@@ -691,7 +691,7 @@ impl Default for Unconfirmed {
             ratio: 1.0,
             min_sample: 5,
             prefix: r(&["4/1h", "10/1d"]),
-            region: r(&["50/1h", "200/1d"]),
+            region: r(&["100/1h", "500/1d"]),
             client_ip: r(&["6/1h", "15/1d"]),
             user: r(&["3/1h", "6/1d"]),
         }
@@ -752,7 +752,7 @@ impl Default for Distinct {
         let r = |s: &[&str]| s.iter().filter_map(|s| s.parse().ok()).collect();
         Distinct {
             ratio: 2.0,
-            client_ip: r(&["6/1h", "20/1d"]),
+            client_ip: r(&["10/1h", "20/1d"]),
             user: r(&["3/1h", "6/1d"]),
             account: Vec::new(),
             regions: 3,

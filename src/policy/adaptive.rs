@@ -329,7 +329,7 @@ impl Adaptive {
                     && first_in_a_day(store, &mut pair_key, key, &a.to.e164, now)
                 {
                     seen.new_number |= 1 << i;
-                    trips.extend(self.distinct(scope, key, &state, distinct, now));
+                    trips.extend(self.distinct(scope, key, &state, distinct, flows, now));
                 }
                 if self.cfg.distinct.regions > 0
                     && scope != Scope::Account
@@ -534,16 +534,24 @@ impl Adaptive {
     }
 
     /// A sender reaching one more number than it had.
+    /// The day's floor is judged only where confirmations flow: over a
+    /// day, dozens of people behind one carrier NAT look like a slow
+    /// sprayer, and only their confirmations tell them apart. The hour's
+    /// floor, which catches a fast sprayer, is always judged.
     fn distinct(
         &self,
         scope: Scope,
         key: &str,
         c: &Conversion,
         floors: Floors,
+        flows: bool,
         now: Millis,
     ) -> Option<Trip> {
         for (i, period) in PERIODS.iter().enumerate() {
             let Some(floor) = floors.0[i] else { continue };
+            if *period == DAY && !flows {
+                continue;
+            }
             let numbers = c.fresh[i].count(*period, now) + 1;
             let confirmed = c.confirmed[i].count(*period, now);
             let allowed = floor + (self.cfg.distinct.ratio * confirmed as f64) as u64;
