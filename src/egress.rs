@@ -79,6 +79,13 @@ pub async fn handle(
         return pipeline::handle(app, req, conn.peer).await;
     }
     let Some(icpt) = icpt.filter(|i| i.proxy) else {
+        if req.method() == Method::CONNECT {
+            // Not a proxy: a CONNECT is never forwarded as a request.
+            return refuse_status(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "CONNECT needs listen.proxy = true",
+            );
+        }
         return pipeline::handle(app, req, conn.peer).await;
     };
     if req.method() == Method::CONNECT {
@@ -97,11 +104,15 @@ pub async fn handle(
 }
 
 fn refuse(why: &str) -> Response<Body> {
+    refuse_status(StatusCode::FORBIDDEN, why)
+}
+
+fn refuse_status(status: StatusCode, why: &str) -> Response<Body> {
     tracing::warn!(reason = why, "proxy request refused");
     let mut resp = Response::new(upstream::full(format!(
         "{why}: smsguard intercepts Twilio hosts only and is not an open proxy\n"
     )));
-    *resp.status_mut() = StatusCode::FORBIDDEN;
+    *resp.status_mut() = status;
     resp
 }
 

@@ -234,6 +234,24 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> 
         return resp;
     }
     let route = routes::route(req.method(), req.uri().path());
+    if route.endpoint.send_product().is_none() && might_send(req.method()) {
+        // A method other than POST on a path that is a send under POST
+        // (`post`, `PUT`, `PATCH`, ...): whether Twilio would take it as a
+        // send is not ours to bet on. Fail closed.
+        let as_post = routes::route(&http::Method::POST, req.uri().path());
+        if as_post.endpoint.send_product().is_some() {
+            let peer_ip = peer.ip();
+            let mut event = DecisionEvent::new(as_post.endpoint.name(), &peer_ip, None);
+            event.malformed(&format!("method {} on a send path", req.method()));
+            app.record(&event);
+            let e = TwilioError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                20004,
+                format!("Method not allowed: a send is a POST, not {}", req.method()),
+            );
+            return error_response(&app, &as_post, &e, started.elapsed());
+        }
+    }
     if route.endpoint.send_product().is_some() {
         return handle_send(&app, req, route, peer, started).await;
     }
@@ -257,6 +275,15 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> 
         }
         _ => forward_stream(&app, req, route).await,
     }
+}
+
+/// Methods that read or remove and never create: anything else on a send
+/// path could be taken as a send somewhere.
+fn might_send(method: &http::Method) -> bool {
+    !matches!(
+        *method,
+        http::Method::GET | http::Method::HEAD | http::Method::OPTIONS | http::Method::DELETE
+    )
 }
 
 /// A check of a verification the guard shadowed is answered as Twilio

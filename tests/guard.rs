@@ -515,3 +515,65 @@ async fn a_send_with_a_query_string_or_a_huge_path_is_refused() {
     assert_eq!(r.status, StatusCode::URI_TOO_LONG);
     assert_eq!(env.upstream_count(), 0);
 }
+
+// ---------------------------------------------------------------- methods
+
+#[tokio::test]
+async fn a_send_path_under_any_other_writing_method_is_refused_never_forwarded() {
+    let env = start("[geo]\nallow = [\"US\"]\n").await;
+    let paths = [
+        MESSAGES.to_string(),
+        "/2010-04-01/Accounts/AC0123456789abcdef0123456789abcdef/Calls.json".to_string(),
+        "/v2/Services/VA0123456789abcdef0123456789abcdef/Verifications".to_string(),
+    ];
+    for method in ["post", "Post", "pOST", "PUT", "PATCH", "PROPFIND"] {
+        for path in &paths {
+            let r = env
+                .request(
+                    req(
+                        Method::from_bytes(method.as_bytes()).unwrap(),
+                        env.url(path),
+                    )
+                    .header("content-type", "application/x-www-form-urlencoded")
+                    .body(Full::new(Bytes::from(
+                        "To=%2B998993941234&From=%2B15017122661&Body=x&Channel=sms",
+                    )))
+                    .unwrap(),
+                )
+                .await;
+            assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
+            assert_eq!(r.json()["code"], 20004, "{method} {path}");
+        }
+    }
+    assert_eq!(env.upstream_count(), 0, "nothing reached Twilio");
+    // Reading is not sending: a GET of the message list is forwarded.
+    let r = env
+        .request(
+            req(Method::GET, env.url(MESSAGES))
+                .body(Full::new(Bytes::new()))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(env.upstream_count(), 1);
+}
+
+#[tokio::test]
+async fn connect_without_the_proxy_listener_is_refused_not_forwarded() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let env = start("").await;
+    let mut s = tokio::net::TcpStream::connect(env.guard.addr())
+        .await
+        .unwrap();
+    s.write_all(b"CONNECT api.twilio.com:443 HTTP/1.1\r\nHost: api.twilio.com:443\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 1024];
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+        .await
+        .expect("the guard answers")
+        .unwrap();
+    let head = String::from_utf8_lossy(&buf[..n]).to_string();
+    assert!(head.starts_with("HTTP/1.1 405"), "{head}");
+    assert_eq!(env.upstream_count(), 0);
+}
