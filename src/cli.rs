@@ -171,6 +171,11 @@ pub fn check(path: &Path) -> i32 {
         Err(code) => return code,
     };
     println!("{}: ok", path.display());
+    if c.protections().is_empty() {
+        println!(
+            "warning: this policy judges nothing: no geo list, number types, backoff, limits, adaptive stage, budget or balance; every send is forwarded"
+        );
+    }
     print!("{}", summary(&c));
     0
 }
@@ -502,7 +507,9 @@ fn reload_on_sighup(app: std::sync::Arc<crate::pipeline::App>) {
         };
         tokio::spawn(async move {
             while hup.recv().await.is_some() {
-                if let Err(e) = app.reload() {
+                // A signal never weakens the policy: that takes the admin
+                // API's explicit accept_weaker=true.
+                if let Err(e) = app.reload(false) {
                     tracing::error!(error = %e, "reload failed; keeping the running policy");
                 }
             }

@@ -1201,6 +1201,46 @@ impl Config {
         Ok(config)
     }
 
+    /// The protections this policy judges with: empty means every send is
+    /// forwarded unjudged.
+    pub fn protections(&self) -> Vec<String> {
+        let mut p = Vec::new();
+        if !self.geo.allow.is_empty() {
+            p.push("geo.allow".to_string());
+        }
+        if !self.geo.deny.is_empty() {
+            p.push("geo.deny".to_string());
+        }
+        if !self.numbers.block_types.is_empty() {
+            p.push("numbers.block_types".to_string());
+        }
+        for (present, name) in [
+            (self.backoff.is_some(), "[backoff]"),
+            (self.adaptive.is_some(), "[adaptive]"),
+            (self.budget.is_some(), "[budget]"),
+            (self.balance.is_some(), "[balance]"),
+        ] {
+            if present {
+                p.push(name.to_string());
+            }
+        }
+        for l in &self.limits {
+            p.push(format!("[[limit]] {}", l.name.get_ref()));
+        }
+        p
+    }
+
+    /// What `self` no longer has of the protections `running` judges
+    /// with: a reload that loses any is a weakening.
+    pub fn lost_from(&self, running: &Config) -> Vec<String> {
+        let now = self.protections();
+        running
+            .protections()
+            .into_iter()
+            .filter(|p| !now.contains(p))
+            .collect()
+    }
+
     /// Checks that need several values at once.
     fn validate(&self) -> Result<(), (Option<std::ops::Range<usize>>, String)> {
         let mut names: Vec<&str> = Vec::new();

@@ -175,7 +175,14 @@ impl App {
     /// bad file keeps the running policy and its error is returned
     /// (`FILE:LINE:COL: message`). Listener, upstream and shadow settings
     /// keep their values until a restart.
-    pub fn reload(&self) -> Result<(), String> {
+    ///
+    /// A reload never silently weakens the running policy: a file that
+    /// judges nothing (empty, comments only) or has lost protections the
+    /// running one has (a section, a limit, the geo list) is refused, with
+    /// an alert, unless `accept_weaker` says the weakening is meant. Editors
+    /// and config tools write files in steps; a half-written policy must
+    /// never become the running one.
+    pub fn reload(&self, accept_weaker: bool) -> Result<(), String> {
         let path = self
             .config_path
             .read()
@@ -183,6 +190,30 @@ impl App {
             .clone()
             .ok_or("the guard was not started from a file")?;
         let config = Config::load(&path).map_err(|e| e.to_string())?;
+        if !accept_weaker {
+            let why = if config.protections().is_empty() {
+                Some(format!(
+                    "{}: the policy judges nothing (empty or comments only?)",
+                    path.display()
+                ))
+            } else {
+                let lost = config.lost_from(self.policy().config());
+                (!lost.is_empty()).then(|| {
+                    format!(
+                        "{}: the policy would lose {} that the running one has",
+                        path.display(),
+                        lost.join(", ")
+                    )
+                })
+            };
+            if let Some(why) = why {
+                let why = format!("{why}; refused, the running policy stays (reload with accept_weaker to weaken it on purpose)");
+                if let Some(a) = &self.watch.alerts {
+                    a.reload_refused(&why, self.clock.now());
+                }
+                return Err(why);
+            }
+        }
         self.replace_policy(Arc::new(config));
         tracing::info!(file = %path.display(), "policy reloaded");
         Ok(())

@@ -329,6 +329,56 @@ async fn reload_swaps_the_policy_and_a_bad_file_keeps_the_running_one() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+#[tokio::test]
+async fn a_reload_that_would_weaken_the_policy_is_refused_unless_asked_for() {
+    let (url, got) = receiver(0).await;
+    let dir = temp_dir("weaker");
+    let file = dir.join("policy.toml");
+    let full =
+        "[geo]\nallow = [\"US\"]\n[[limit]]\nname = \"number\"\nkey = \"to\"\nrates = [\"5/1h\"]\n";
+    std::fs::write(&file, full).unwrap();
+    let env = admin_env(&format!("[alerts]\nwebhook = \"{url}\"\n")).await;
+    env.guard.app().set_config_path(file.clone());
+    let r = admin(&env, Method::POST, "/api/reload", Some(TOKEN), "").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    // What an editor or a config tool may leave behind for a moment: an
+    // empty file, comments only, a file cut off before its limit.
+    for (text, says) in [
+        ("", "judges nothing"),
+        ("# being rewritten\n\n", "judges nothing"),
+        ("[geo]\nallow = [\"US\"]\n", "[[limit]] number"),
+        (
+            "[[limit]]\nname = \"number\"\nkey = \"to\"\nrates = [\"5/1h\"]\n",
+            "geo.allow",
+        ),
+    ] {
+        std::fs::write(&file, text).unwrap();
+        let r = admin(&env, Method::POST, "/api/reload", Some(TOKEN), "").await;
+        assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{text:?}");
+        let e = r.json()["error"].as_str().unwrap().to_string();
+        assert!(e.contains(says) && e.contains("refused"), "{text:?}: {e}");
+        env.send("+447400123456").await;
+        assert_eq!(env.upstream_count(), 0, "{text:?}: GB still not allowed");
+    }
+    wait_for(&got, 1).await;
+    let alerts = got.lock().unwrap().clone();
+    assert!(alerts.iter().any(|a| a["kind"] == "reload"), "{alerts:?}");
+    // A weakening on purpose goes through the explicit switch.
+    std::fs::write(&file, "[geo]\nallow = [\"US\", \"GB\"]\n").unwrap();
+    let r = admin(
+        &env,
+        Method::POST,
+        "/api/reload?accept_weaker=true",
+        Some(TOKEN),
+        "",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    env.send("+447400123458").await;
+    assert_eq!(env.upstream_count(), 1);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// A local webhook receiver: records bodies; answers 500 to the first
 /// `fail_first` requests.
 async fn receiver(fail_first: usize) -> (String, Arc<Mutex<Vec<serde_json::Value>>>) {

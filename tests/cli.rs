@@ -116,3 +116,17 @@ fn a_missing_file_is_named_without_a_line_it_does_not_have() {
         "{err}"
     );
 }
+
+#[test]
+fn check_warns_about_a_policy_that_judges_nothing() {
+    let dir = std::env::temp_dir().join(format!("smsguard-cli-empty-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("empty.toml");
+    std::fs::write(&path, "# nothing yet\n").unwrap();
+    let (code, out, err) = smsguard(&["check", "--config", path.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("warning: this policy judges nothing"), "{out}");
+    let (_, out, _) = smsguard(&["check", "--config", "config.example.toml"]);
+    assert!(!out.contains("judges nothing"), "{out}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -167,7 +167,9 @@ pub async fn handle(app: Arc<App>, auth: Auth, req: Request<Incoming>) -> Respon
         (Method::POST, "/api/confirm") => confirm(&app, req).await,
         (Method::POST, "/api/safe") => safe(&app, req, true).await,
         (Method::DELETE, "/api/safe") => safe(&app, req, false).await,
-        (Method::POST, "/api/reload") => match app.reload() {
+        (Method::POST, "/api/reload") => match app
+            .reload(query_param(req.uri().query(), "accept_weaker").as_deref() == Some("true"))
+        {
             Ok(()) => json_response(StatusCode::OK, json!({ "reloaded": true })),
             Err(e) => json_response(
                 StatusCode::UNPROCESSABLE_ENTITY,

@@ -117,6 +117,16 @@ impl Alerts {
         }
     }
 
+    /// A reload refused because it would have weakened the running policy.
+    pub fn reload_refused(&self, why: &str, now: Millis) {
+        self.fire(
+            "reload",
+            format!("reload:{why}"),
+            format!(":warning: smsguard refused a policy reload: {why}"),
+            now,
+        );
+    }
+
     /// Periodic checks: region spikes and spend.
     pub fn check(&self, activity: &Activity, spent_today: Option<Money>, now: Millis) {
         for (region, current, average) in activity.region_rates(now, self.spike_window) {
