@@ -220,13 +220,12 @@ impl App {
     }
 
     /// A confirmation that the recipient of the last send to `to` got it;
-    /// `via` names where it was seen (`verify`, `feedback`, `api`). False
-    /// when no forwarded send awaited one: it then counts nowhere.
-    pub fn confirm(&self, to: &str, via: &'static str) -> bool {
+    /// `via` names where it was seen (`verify`, `feedback`, `api`).
+    /// `Ok(false)` when no forwarded send awaited one: it then counts
+    /// nowhere; an error when `to` is not a number.
+    pub fn confirm(&self, to: &str, via: &'static str) -> Result<bool, crate::phone::NumberError> {
         let policy = self.policy();
-        let Ok(dest) = crate::phone::normalize(to, policy.config().numbers.default_region) else {
-            return false;
-        };
+        let dest = crate::phone::normalize(to, policy.config().numbers.default_region)?;
         let class = self.classifier.classify(&dest.e164);
         let now = self.clock.now();
         let matched = policy.confirm(&dest, &class, now);
@@ -238,7 +237,7 @@ impl App {
             matched,
             now,
         );
-        matched
+        Ok(matched)
     }
 
     /// Swaps the policy atomically; requests in flight finish on the old one.
@@ -377,7 +376,8 @@ async fn verification_check(
             r.to.filter(|t| !t.is_empty())
                 .or_else(|| r.sid.as_deref().and_then(|sid| app.sids.number(sid)));
         if let Some(to) = to {
-            app.confirm(&to, "verify");
+            // Twilio's own `to` always reads; nothing else to do if not.
+            let _ = app.confirm(&to, "verify");
         }
     })
     .await
@@ -433,7 +433,7 @@ async fn feedback(
     if confirmed && resp.status().is_success() && config.adaptive.is_some() {
         match app.sids.number(&sid) {
             Some(to) => {
-                app.confirm(&to, "feedback");
+                let _ = app.confirm(&to, "feedback");
             }
             None => app
                 .watch

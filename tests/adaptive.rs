@@ -28,6 +28,11 @@ async fn admin(env: &Env, method: Method, path: &str, body: &str) -> Answer {
     .await
 }
 
+/// The app's own confirmation on the admin API.
+async fn confirm(env: &Env, body: &str) -> Answer {
+    admin(env, Method::POST, "/api/confirm", body).await
+}
+
 /// `smsguard_confirmations_total{via=..,matched=..}` as scraped.
 async fn confirmations(env: &Env, via: &str, matched: &str) -> u64 {
     let text = admin(env, Method::GET, "/metrics", "").await.text();
@@ -135,41 +140,17 @@ async fn feedback_confirmed_is_counted_and_forwarded_and_feedback_on_a_fake_stay
 async fn the_app_can_confirm_on_the_admin_api() {
     let env = start(POLICY).await;
     assert_eq!(env.send("+14155550123").await.status, StatusCode::CREATED);
-    let r = admin(
-        &env,
-        Method::POST,
-        "/api/confirm",
-        r#"{"to": "+1 (415) 555-0123"}"#,
-    )
-    .await;
+    let r = confirm(&env, r#"{"to": "+1 (415) 555-0123"}"#).await;
     assert_eq!(
         (r.status, r.json()["confirmed"].as_bool()),
         (StatusCode::OK, Some(true))
     );
     // Confirmed once; and a number never sent to has nothing to confirm.
-    let r = admin(
-        &env,
-        Method::POST,
-        "/api/confirm",
-        r#"{"to": "+14155550123"}"#,
-    )
-    .await;
+    let r = confirm(&env, r#"{"to": "+14155550123"}"#).await;
     assert_eq!(r.json()["confirmed"], false);
-    let r = admin(
-        &env,
-        Method::POST,
-        "/api/confirm",
-        r#"{"to": "+14155550199"}"#,
-    )
-    .await;
+    let r = confirm(&env, r#"{"to": "+14155550199"}"#).await;
     assert_eq!(r.json()["confirmed"], false);
-    let r = admin(
-        &env,
-        Method::POST,
-        "/api/confirm",
-        r#"{"to": "not a number"}"#,
-    )
-    .await;
+    let r = confirm(&env, r#"{"to": "not a number"}"#).await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     assert_eq!(confirmations(&env, "api", "yes").await, 1);
 }

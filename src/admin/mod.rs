@@ -358,11 +358,10 @@ async fn confirm(app: &App, req: Request<Incoming>) -> Response<Body> {
             "no [adaptive] section in the policy: confirmations are not used",
         );
     }
-    if let Err(e) = crate::phone::normalize(&c.to, config.numbers.default_region) {
-        return error(StatusCode::BAD_REQUEST, format!("to: {e}"));
+    match app.confirm(&c.to, "api") {
+        Ok(matched) => json_response(StatusCode::OK, json!({ "confirmed": matched })),
+        Err(e) => error(StatusCode::BAD_REQUEST, format!("to: {e}")),
     }
-    let matched = app.confirm(&c.to, "api");
-    json_response(StatusCode::OK, json!({ "confirmed": matched }))
 }
 
 fn remove_block(app: &App, req: &Request<Incoming>) -> Response<Body> {

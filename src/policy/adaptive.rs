@@ -200,12 +200,17 @@ impl Adaptive {
     /// Whether a sender of this scope is judged on the numbers (or regions)
     /// it reaches: only then are its sender-number pairs remembered.
     fn tracks_numbers(&self, scope: Scope) -> bool {
-        let floors = match scope {
-            Scope::ClientIp => self.distinct_client_ip,
-            Scope::User => self.distinct_user,
-            _ => self.distinct_account,
-        };
-        floors.0.iter().any(Option::is_some)
+        self.sender_floors(scope).1 .0.iter().any(Option::is_some)
+    }
+
+    /// A sender's floors: for unconfirmed sends (none for an account) and
+    /// for distinct numbers.
+    fn sender_floors(&self, scope: Scope) -> (Floors, Floors) {
+        match scope {
+            Scope::ClientIp => (self.unconfirmed_client_ip, self.distinct_client_ip),
+            Scope::User => (self.unconfirmed_user, self.distinct_user),
+            _ => (Floors::default(), self.distinct_account),
+        }
     }
 
     /// The destination keys of a number, broadest first: its region, then
@@ -317,15 +322,11 @@ impl Adaptive {
             let own = self.baselines(&state, now);
             if i >= senders {
                 // A sender: client address, user or account.
-                let (unconfirmed, distinct) = match scope {
-                    Scope::ClientIp => (self.unconfirmed_client_ip, self.distinct_client_ip),
-                    Scope::User => (self.unconfirmed_user, self.distinct_user),
-                    _ => (Floors::default(), self.distinct_account),
-                };
+                let (unconfirmed, distinct) = self.sender_floors(scope);
                 if flows {
                     trips.extend(self.unconfirmed(scope, key, &state, unconfirmed, own, now));
                 }
-                if self.tracks_numbers(scope)
+                if distinct.0.iter().any(Option::is_some)
                     && first_in_a_day(store, &mut pair_key, key, &a.to.e164, now)
                 {
                     seen.new_number |= 1 << i;
@@ -351,6 +352,18 @@ impl Adaptive {
                             ),
                         });
                     }
+                }
+                if trace {
+                    let mut note = self.figures(key, &state, unconfirmed, own, now);
+                    if let Some(floor) = distinct.0[1].or(distinct.0[0]) {
+                        let _ = write!(
+                            note,
+                            ", {} distinct numbers in 1d (floor {floor} + {} per confirmed)",
+                            state.fresh[1].count(DAY, now),
+                            self.cfg.distinct.ratio
+                        );
+                    }
+                    notes.push(note);
                 }
             } else {
                 let n = match scope {
@@ -392,24 +405,6 @@ impl Adaptive {
                     }
                     notes.push(note);
                 }
-                continue;
-            }
-            if trace {
-                let (unconfirmed, distinct) = match scope {
-                    Scope::ClientIp => (self.unconfirmed_client_ip, self.distinct_client_ip),
-                    Scope::User => (self.unconfirmed_user, self.distinct_user),
-                    _ => (Floors::default(), self.distinct_account),
-                };
-                let mut note = self.figures(key, &state, unconfirmed, own, now);
-                if let Some(floor) = distinct.0[1].or(distinct.0[0]) {
-                    let _ = write!(
-                        note,
-                        ", {} distinct numbers in 1d (floor {floor} + {} per confirmed)",
-                        state.fresh[1].count(DAY, now),
-                        self.cfg.distinct.ratio
-                    );
-                }
-                notes.push(note);
             }
         }
 
