@@ -208,9 +208,16 @@ pub struct Listen {
     pub max_body: usize,
     #[serde(with = "humantime_serde")]
     pub drain_timeout: Duration,
+    /// From accept to the first byte, and for each request's headers.
     #[serde(with = "humantime_serde")]
     pub header_timeout: Duration,
+    /// A connection with no request in flight and no byte either way for
+    /// this long is closed (keep-alive, HTTP/2, CONNECT tunnels).
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
     pub max_connections: usize,
+    /// Open connections from one client address; more are closed at accept.
+    pub max_connections_per_ip: usize,
     /// Runtime worker threads for `serve`; 0 = one per CPU.
     pub workers: usize,
 }
@@ -224,7 +231,9 @@ impl Default for Listen {
             max_body: 64 * 1024,
             drain_timeout: Duration::from_secs(10),
             header_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
             max_connections: 10_000,
+            max_connections_per_ip: 1_000,
             workers: 0,
         }
     }
@@ -237,8 +246,15 @@ pub struct Upstream {
     pub api: String,
     #[serde(deserialize_with = "de_base_url")]
     pub verify: String,
+    /// The wait for the upstream's answer headers.
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
+    /// The longest silence inside a body streamed either way.
+    #[serde(with = "humantime_serde")]
+    pub body_timeout: Duration,
+    /// The whole exchange, from forwarding to the answer's last byte.
+    #[serde(with = "humantime_serde")]
+    pub deadline: Duration,
     #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
     #[serde(with = "humantime_serde")]
@@ -260,6 +276,8 @@ impl Default for Upstream {
             api: "https://api.twilio.com".into(),
             verify: "https://verify.twilio.com".into(),
             timeout: Duration::from_secs(30),
+            body_timeout: Duration::from_secs(30),
+            deadline: Duration::from_secs(120),
             connect_timeout: Duration::from_secs(5),
             pool_idle_timeout: Duration::from_secs(90),
             strip_risk_check: true,
@@ -1292,6 +1310,23 @@ impl Config {
                     "backoff.max must not be shorter than backoff.base".into(),
                 ));
             }
+        }
+        for (name, d) in [
+            ("listen.header_timeout", self.listen.header_timeout),
+            ("listen.idle_timeout", self.listen.idle_timeout),
+            ("upstream.timeout", self.upstream.timeout),
+            ("upstream.body_timeout", self.upstream.body_timeout),
+            ("upstream.deadline", self.upstream.deadline),
+        ] {
+            if d.is_zero() {
+                return Err((None, format!("{name} must be longer than 0")));
+            }
+        }
+        if self.listen.max_connections_per_ip == 0 {
+            return Err((
+                None,
+                "listen.max_connections_per_ip must be at least 1".into(),
+            ));
         }
         if (self.listen.tls || self.listen.proxy) && self.ca.is_none() {
             return Err((

@@ -9,19 +9,18 @@
 //! a blind tunnel. Absolute-form requests for other hosts are refused. The
 //! guard is never an open proxy.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::Config;
 use crate::pipeline::{self, App, Intercepted};
-use crate::server::ConnInfo;
+use crate::server::{idle_watch, Busy, ConnInfo, Watched};
 use crate::tls::{self, HostPolicy, Minter};
 use crate::upstream::{self, Body};
 
@@ -89,7 +88,7 @@ pub async fn handle(
         return pipeline::handle(app, req, conn.peer).await;
     };
     if req.method() == Method::CONNECT {
-        return connect(app, icpt, req, conn.peer);
+        return connect(app, icpt, req, conn);
     }
     // Absolute-form (`GET http://host/...`): a plain-HTTP proxy request.
     if let Some(host) = req.uri().host() {
@@ -120,19 +119,23 @@ fn connect(
     app: Arc<App>,
     icpt: Arc<Interceptor>,
     req: Request<Incoming>,
-    peer: SocketAddr,
+    conn: ConnInfo,
 ) -> Response<Body> {
     let Some(authority) = req.uri().authority().cloned() else {
         return refuse("CONNECT without host:port");
     };
     let host = normalize_host(authority.host());
     let port = authority.port_u16().unwrap_or(443);
+    // A tunnel outlives the CONNECT request: the drain counts it, so a stop
+    // waits for it (requests inside finish, then it closes).
+    let tracked = conn.drain.track();
     if port == 443 && icpt.hosts.allows(&host) {
         tokio::spawn(async move {
             match hyper::upgrade::on(req).await {
-                Ok(upgraded) => intercept(app, icpt, TokioIo::new(upgraded), host, peer).await,
+                Ok(upgraded) => intercept(app, icpt, TokioIo::new(upgraded), host, conn).await,
                 Err(e) => tracing::debug!(error = %e, "CONNECT upgrade failed"),
             }
+            drop(tracked);
         });
         return Response::new(upstream::full(""));
     }
@@ -144,12 +147,22 @@ fn connect(
                 Err(e) => return tracing::debug!(error = %e, "CONNECT upgrade failed"),
             };
             match tokio::net::TcpStream::connect(&target).await {
-                Ok(mut out) => {
-                    let mut client = TokioIo::new(upgraded);
-                    let _ = tokio::io::copy_bidirectional(&mut client, &mut out).await;
+                Ok(out) => {
+                    // A blind tunnel cannot be ended between requests: the
+                    // stop waits for it, then the process ends it. Idle ones
+                    // are closed like any connection.
+                    let (mut client, act) = Watched::new(TokioIo::new(upgraded));
+                    let mut out = out;
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut out) => {}
+                        why = idle_watch(&act, conn.header_timeout, conn.idle_timeout) => {
+                            tracing::debug!(%target, reason = why, "tunnel closed");
+                        }
+                    }
                 }
                 Err(e) => tracing::warn!(%target, error = %e, "tunnel target unreachable"),
             }
+            drop(tracked);
         });
         return Response::new(upstream::full(""));
     }
@@ -157,21 +170,22 @@ fn connect(
 }
 
 /// Terminates TLS inside a CONNECT tunnel and serves the requests in it.
-async fn intercept<IO>(
-    app: Arc<App>,
-    icpt: Arc<Interceptor>,
-    io: IO,
-    host: String,
-    peer: SocketAddr,
-) where
+async fn intercept<IO>(app: Arc<App>, icpt: Arc<Interceptor>, io: IO, host: String, conn: ConnInfo)
+where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let tls = match TlsAcceptor::from(icpt.tls.clone()).accept(io).await {
-        Ok(t) => t,
-        Err(e) => {
+    let peer = conn.peer;
+    let handshake = tokio::time::timeout(
+        conn.header_timeout,
+        TlsAcceptor::from(icpt.tls.clone()).accept(io),
+    );
+    let tls = match handshake.await {
+        Ok(Ok(t)) => t,
+        Ok(Err(e)) => {
             tracing::warn!(%host, error = %e, "TLS handshake in CONNECT tunnel failed (does the client trust the local CA?)");
             return;
         }
+        Err(_) => return tracing::debug!(%host, %peer, "TLS handshake in CONNECT tunnel timed out"),
     };
     // The certificate was chosen by SNI: it must be the host CONNECT named,
     // or a client could reach one host through another's tunnel.
@@ -181,15 +195,40 @@ async fn intercept<IO>(
         return;
     }
     let host: Arc<str> = Arc::from(host);
-    let svc = service_fn(move |mut req: Request<Incoming>| {
-        let app = app.clone();
-        req.extensions_mut().insert(Intercepted(host.clone()));
-        async move { Ok::<_, std::convert::Infallible>(pipeline::handle(app, req, peer).await) }
-    });
-    if let Err(e) = auto::Builder::new(TokioExecutor::new())
-        .serve_connection(TokioIo::new(tls), svc)
-        .await
-    {
+    let (io, act) = Watched::new(tls);
+    let svc = {
+        let act = act.clone();
+        service_fn(move |mut req: Request<Incoming>| {
+            let (app, busy) = (app.clone(), Busy::new(&act));
+            req.extensions_mut().insert(Intercepted(host.clone()));
+            async move {
+                let resp = pipeline::handle(app, req, peer).await;
+                drop(busy);
+                Ok::<_, std::convert::Infallible>(resp)
+            }
+        })
+    };
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(conn.header_timeout);
+    builder.http2().timer(TokioTimer::new());
+    let served = builder.serve_connection(TokioIo::new(io), svc);
+    tokio::pin!(served);
+    let ended = tokio::select! {
+        r = served.as_mut() => Some(r),
+        why = idle_watch(&act, conn.header_timeout, conn.idle_timeout) => {
+            tracing::debug!(%peer, reason = why, "intercepted connection closed");
+            None
+        }
+        _ = conn.drain.stopping() => {
+            // Stop: finish what is in flight, take nothing new.
+            served.as_mut().graceful_shutdown();
+            Some(served.await)
+        }
+    };
+    if let Some(Err(e)) = ended {
         tracing::debug!(error = %e, "intercepted connection ended with an error");
     }
 }

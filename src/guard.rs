@@ -40,7 +40,9 @@ impl Guard {
         let interceptor = Interceptor::from_config(&config)?;
         let opts = ServerOptions {
             max_connections: config.listen.max_connections,
+            max_per_ip: config.listen.max_connections_per_ip,
             header_timeout: config.listen.header_timeout,
+            idle_timeout: config.listen.idle_timeout,
             drain_timeout: config.listen.drain_timeout,
             tls: interceptor
                 .as_ref()

@@ -573,7 +573,7 @@ async fn forward_stream(app: &App, req: Request<Incoming>, route: Route) -> Resp
             parts.method,
             parts.uri.path_and_query(),
             headers,
-            Either::Left(body),
+            app.upstream.stream(body),
         )
         .await;
     match result {

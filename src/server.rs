@@ -1,15 +1,21 @@
 //! Accepting connections: HTTP/1.1 and HTTP/2 (prior knowledge) on a TCP
-//! listener, a bound on open connections, header read timeouts, and a
-//! graceful stop that finishes in-flight requests within a drain timeout.
+//! listener, bounds on open connections (in all and per client address),
+//! timeouts that start at accept, and a graceful stop that finishes
+//! in-flight requests, CONNECT tunnels included, within a drain timeout.
 //!
 //! It knows nothing about Twilio: every request goes to the handler it was
 //! given.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use http::{Request, Response};
 use hyper::body::Incoming;
@@ -17,8 +23,9 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{watch, Notify, Semaphore};
 
 use crate::upstream::Body;
 
@@ -26,7 +33,13 @@ use crate::upstream::Body;
 #[derive(Debug, Clone)]
 pub struct ServerOptions {
     pub max_connections: usize,
+    /// Open connections from one client address at once.
+    pub max_per_ip: usize,
+    /// From accept (or the end of the TLS handshake) to the first byte, and
+    /// for each request's headers.
     pub header_timeout: Duration,
+    /// No request in flight and no byte either way for this long: closed.
+    pub idle_timeout: Duration,
     pub drain_timeout: Duration,
     /// Serve TLS with this config (certificates chosen by SNI).
     pub tls: Option<Arc<rustls::ServerConfig>>,
@@ -38,10 +51,287 @@ pub struct ConnInfo {
     pub peer: SocketAddr,
     /// The TLS server name the client asked for, on a TLS listener.
     pub sni: Option<Arc<str>>,
+    /// For connections the handler keeps serving after its answer (CONNECT
+    /// tunnels): the stop signal and the drain's count.
+    pub drain: Drain,
+    /// The listener's timeouts, for connections served inside a tunnel.
+    pub header_timeout: Duration,
+    pub idle_timeout: Duration,
+}
+
+impl ConnInfo {
+    /// A connection served outside a listener (an in-memory pipe): no stop
+    /// to wait for, the default timeouts.
+    pub fn detached(peer: SocketAddr) -> ConnInfo {
+        let listen = crate::config::Listen::default();
+        ConnInfo {
+            peer,
+            sni: None,
+            drain: Drain::detached(),
+            header_timeout: listen.header_timeout,
+            idle_timeout: listen.idle_timeout,
+        }
+    }
+}
+
+/// Lets work that outlives a request (a CONNECT tunnel) take part in the
+/// graceful stop: it learns when the stop begins, and the server waits for
+/// it (within the drain timeout) before returning.
+#[derive(Debug, Clone)]
+pub struct Drain {
+    /// None: never stops (connections served outside a listener).
+    stop: Option<watch::Receiver<bool>>,
+    live: Arc<Live>,
+}
+
+#[derive(Debug, Default)]
+struct Live {
+    count: AtomicUsize,
+    zero: Notify,
+}
+
+/// Counted by the drain while it lives.
+pub struct Tracked(Arc<Live>);
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        if self.0.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.zero.notify_waiters();
+        }
+    }
+}
+
+impl Drain {
+    fn new() -> (watch::Sender<bool>, Drain) {
+        let (tx, stop) = watch::channel(false);
+        (
+            tx,
+            Drain {
+                stop: Some(stop),
+                live: Arc::default(),
+            },
+        )
+    }
+
+    /// A drain that never stops (connections served outside a listener).
+    pub fn detached() -> Drain {
+        Drain {
+            stop: None,
+            live: Arc::default(),
+        }
+    }
+
+    /// The server waits for this value to be dropped when it stops.
+    pub fn track(&self) -> Tracked {
+        self.live.count.fetch_add(1, Ordering::AcqRel);
+        Tracked(self.live.clone())
+    }
+
+    /// Resolves when the graceful stop begins.
+    pub async fn stopping(&self) {
+        match self.stop.clone() {
+            Some(mut rx) => {
+                if rx.wait_for(|s| *s).await.is_err() {
+                    // The server is gone without a stop: nothing to drain for.
+                    std::future::pending::<()>().await;
+                }
+            }
+            None => std::future::pending::<()>().await,
+        }
+    }
+
+    async fn all_done(&self) {
+        loop {
+            let zero = self.live.zero.notified();
+            tokio::pin!(zero);
+            zero.as_mut().enable();
+            if self.live.count.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            zero.await;
+        }
+    }
+}
+
+/// What one connection did: bytes read, bytes written, requests in flight.
+#[derive(Debug, Default)]
+pub struct Activity {
+    reads: AtomicU64,
+    writes: AtomicU64,
+    in_flight: AtomicUsize,
+}
+
+/// Marks a request in flight while it lives.
+pub struct Busy(Arc<Activity>);
+
+impl Busy {
+    pub fn new(act: &Arc<Activity>) -> Busy {
+        act.in_flight.fetch_add(1, Ordering::Relaxed);
+        Busy(act.clone())
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// An IO that counts its reads and writes for the idle watch.
+pub struct Watched<T> {
+    inner: T,
+    act: Arc<Activity>,
+}
+
+impl<T> Watched<T> {
+    pub fn new(inner: T) -> (Watched<T>, Arc<Activity>) {
+        let act = Arc::new(Activity::default());
+        (
+            Watched {
+                inner,
+                act: act.clone(),
+            },
+            act,
+        )
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Watched<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let r = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            this.act.reads.fetch_add(1, Ordering::Relaxed);
+        }
+        r
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.inner).poll_write(cx, buf);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            this.act.writes.fetch_add(1, Ordering::Relaxed);
+        }
+        r
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            this.act.writes.fetch_add(1, Ordering::Relaxed);
+        }
+        r
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+/// Resolves (with the reason) when the connection should be closed: no
+/// byte within `first` of accept, or nothing in flight and no byte either
+/// way for `idle`. Checked four times per the shorter of the two, so a
+/// connection is closed at most a quarter of that late.
+pub async fn idle_watch(act: &Activity, first: Duration, idle: Duration) -> &'static str {
+    let tick = (first.min(idle) / 4).max(Duration::from_millis(1));
+    let ops = |a: &Activity| a.reads.load(Ordering::Relaxed) + a.writes.load(Ordering::Relaxed);
+    let (mut waited, mut quiet) = (Duration::ZERO, Duration::ZERO);
+    let mut last = ops(act);
+    loop {
+        tokio::time::sleep(tick).await;
+        waited += tick;
+        if act.reads.load(Ordering::Relaxed) == 0 {
+            if waited >= first {
+                return "no request within listen.header_timeout of accept";
+            }
+            continue;
+        }
+        let now = ops(act);
+        if now != last || act.in_flight.load(Ordering::Relaxed) > 0 {
+            last = now;
+            quiet = Duration::ZERO;
+            continue;
+        }
+        quiet += tick;
+        if quiet >= idle {
+            return "idle for listen.idle_timeout";
+        }
+    }
+}
+
+/// Open connections per client address.
+struct PerIp {
+    cap: usize,
+    open: Mutex<HashMap<IpAddr, usize>>,
+    refused: AtomicU64,
+    last_warned: Mutex<Option<Instant>>,
+}
+
+struct IpSlot(Arc<PerIp>, IpAddr);
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        let mut open = self.0.open.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = open.get_mut(&self.1) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.1);
+            }
+        }
+    }
+}
+
+impl PerIp {
+    fn take(self: &Arc<Self>, ip: IpAddr) -> Option<IpSlot> {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let n = open.entry(ip).or_insert(0);
+        if *n >= self.cap {
+            drop(open);
+            let refused = self.refused.fetch_add(1, Ordering::Relaxed) + 1;
+            let mut last = self.last_warned.lock().unwrap_or_else(|p| p.into_inner());
+            if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+                *last = Some(Instant::now());
+                tracing::warn!(
+                    %ip,
+                    cap = self.cap,
+                    refused_so_far = refused,
+                    "connection refused: listen.max_connections_per_ip reached for this address"
+                );
+            }
+            return None;
+        }
+        *n += 1;
+        Some(IpSlot(self.clone(), ip))
+    }
 }
 
 /// Serves `listener` until `shutdown` resolves, then stops accepting and
-/// waits (at most `drain_timeout`) for open connections to finish.
+/// waits (at most `drain_timeout`) for open connections and tunnels to
+/// finish.
 pub async fn run<H, F>(
     listener: TcpListener,
     opts: ServerOptions,
@@ -52,7 +342,14 @@ pub async fn run<H, F>(
     F: Future<Output = Response<Body>> + Send + 'static,
 {
     let graceful = GracefulShutdown::new();
+    let (stop_tx, drain) = Drain::new();
     let permits = Arc::new(Semaphore::new(opts.max_connections.max(1)));
+    let per_ip = Arc::new(PerIp {
+        cap: opts.max_per_ip.max(1),
+        open: Mutex::default(),
+        refused: AtomicU64::new(0),
+        last_warned: Mutex::default(),
+    });
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -83,24 +380,38 @@ pub async fn run<H, F>(
             },
             _ = &mut shutdown => break,
         };
+        let Some(slot) = per_ip.take(peer.ip()) else {
+            drop(stream);
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let h = handler.clone();
+        let info = ConnInfo {
+            peer,
+            sni: None,
+            drain: drain.clone(),
+            header_timeout: opts.header_timeout,
+            idle_timeout: opts.idle_timeout,
+        };
+        let (first, idle) = (opts.header_timeout, opts.idle_timeout);
         match &opts.tls {
             None => {
-                let info = ConnInfo { peer, sni: None };
-                let svc = service_fn(move |req| {
-                    let (h, info) = (h.clone(), info.clone());
-                    async move { Ok::<_, Infallible>(h(req, info).await) }
-                });
+                let (io, act) = Watched::new(stream);
+                let svc = service(h, info, act.clone());
                 let conn = builder
-                    .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+                    .serve_connection_with_upgrades(TokioIo::new(io), svc)
                     .into_owned();
                 let conn = graceful.watch(conn);
                 tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!(error = %e, %peer, "connection ended with an error");
+                    tokio::select! {
+                        r = conn => if let Err(e) = r {
+                            tracing::debug!(error = %e, %peer, "connection ended with an error");
+                        },
+                        why = idle_watch(&act, first, idle) => {
+                            tracing::debug!(%peer, reason = why, "connection closed");
+                        }
                     }
-                    drop(permit);
+                    drop((permit, slot));
                 });
             }
             Some(tls) => {
@@ -109,10 +420,8 @@ pub async fn run<H, F>(
                     builder.clone(),
                     graceful.watcher(),
                 );
-                let handshake_timeout = opts.header_timeout;
                 tokio::spawn(async move {
-                    let accepted =
-                        tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await;
+                    let accepted = tokio::time::timeout(first, acceptor.accept(stream)).await;
                     let stream = match accepted {
                         Ok(Ok(s)) => s,
                         Ok(Err(e)) => {
@@ -124,27 +433,61 @@ pub async fn run<H, F>(
                         stream.get_ref().1.server_name().map(|s| {
                             Arc::<str>::from(s.trim_end_matches('.').to_ascii_lowercase())
                         });
-                    let info = ConnInfo { peer, sni };
-                    let svc = service_fn(move |req| {
-                        let (h, info) = (h.clone(), info.clone());
-                        async move { Ok::<_, Infallible>(h(req, info).await) }
-                    });
+                    let info = ConnInfo { sni, ..info };
+                    let (io, act) = Watched::new(stream);
+                    let svc = service(h, info, act.clone());
                     let conn = builder
-                        .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+                        .serve_connection_with_upgrades(TokioIo::new(io), svc)
                         .into_owned();
-                    if let Err(e) = watcher.watch(conn).await {
-                        tracing::debug!(error = %e, %peer, "connection ended with an error");
+                    tokio::select! {
+                        r = watcher.watch(conn) => if let Err(e) = r {
+                            tracing::debug!(error = %e, %peer, "connection ended with an error");
+                        },
+                        why = idle_watch(&act, first, idle) => {
+                            tracing::debug!(%peer, reason = why, "connection closed");
+                        }
                     }
-                    drop(permit);
+                    drop((permit, slot));
                 });
             }
         }
     }
     drop(listener);
-    if tokio::time::timeout(opts.drain_timeout, graceful.shutdown())
+    let _ = stop_tx.send(true);
+    let drained = async {
+        graceful.shutdown().await;
+        drain.all_done().await;
+    };
+    if tokio::time::timeout(opts.drain_timeout, drained)
         .await
         .is_err()
     {
         tracing::warn!("drain timeout reached; closing remaining connections");
     }
+}
+
+/// The handler as a hyper service that marks each request in flight.
+fn service<H, F>(
+    h: H,
+    info: ConnInfo,
+    act: Arc<Activity>,
+) -> impl hyper::service::Service<
+    Request<Incoming>,
+    Response = Response<Body>,
+    Error = Infallible,
+    Future = impl Future<Output = Result<Response<Body>, Infallible>> + Send,
+> + Clone
+where
+    H: Fn(Request<Incoming>, ConnInfo) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<Body>> + Send + 'static,
+{
+    service_fn(move |req| {
+        let busy = Busy::new(&act);
+        let fut = h(req, info.clone());
+        async move {
+            let resp = fut.await;
+            drop(busy);
+            Ok::<_, Infallible>(resp)
+        }
+    })
 }

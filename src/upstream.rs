@@ -28,8 +28,119 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use crate::config;
 use crate::twilio::routes;
 
-/// A body that is either streamed through or was read whole.
-pub type Body = Either<Incoming, Full<Bytes>>;
+/// A body that is either streamed through (under the body timeouts) or
+/// was read whole.
+pub type Body = Either<Timed<Incoming>, Full<Bytes>>;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A streamed body that ends with an error when it stalls: no frame for
+/// `idle`, or not finished by `deadline`. A client whose answer stalls gets
+/// its connection ended (HTTP/1.1) or its stream reset (HTTP/2) instead of
+/// waiting forever; an upstream whose request body stalls gets the same.
+pub struct Timed<B> {
+    inner: B,
+    idle: Duration,
+    deadline: tokio::time::Instant,
+    /// Armed at the first wait; re-armed after progress.
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    progressed: bool,
+    what: &'static str,
+}
+
+/// Why a streamed body was cut.
+#[derive(Debug)]
+pub struct Stalled {
+    pub what: &'static str,
+    pub why: &'static str,
+}
+
+impl std::fmt::Display for Stalled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} cut: {}", self.what, self.why)
+    }
+}
+
+impl std::error::Error for Stalled {}
+
+impl<B> Timed<B> {
+    pub fn new(
+        inner: B,
+        idle: Duration,
+        deadline: tokio::time::Instant,
+        what: &'static str,
+    ) -> Self {
+        Timed {
+            inner,
+            idle,
+            deadline,
+            timer: None,
+            progressed: false,
+            what,
+        }
+    }
+
+    fn next_alarm(&self) -> tokio::time::Instant {
+        (tokio::time::Instant::now() + self.idle).min(self.deadline)
+    }
+}
+
+impl<B> hyper::body::Body for Timed<B>
+where
+    B: hyper::body::Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                this.progressed = true;
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => {
+                let alarm = this.next_alarm();
+                let timer = match &mut this.timer {
+                    Some(t) => {
+                        if std::mem::take(&mut this.progressed) {
+                            t.as_mut().reset(alarm);
+                        }
+                        t
+                    }
+                    None => this.timer.insert(Box::pin(tokio::time::sleep_until(alarm))),
+                };
+                if timer.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                let why = if tokio::time::Instant::now() >= this.deadline {
+                    "upstream.deadline reached"
+                } else {
+                    "no data for upstream.body_timeout"
+                };
+                tracing::warn!(body = this.what, reason = why, "streamed body stalled; cut");
+                Poll::Ready(Some(Err(Box::new(Stalled {
+                    what: this.what,
+                    why,
+                }))))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
 
 pub fn full(bytes: impl Into<Bytes>) -> Body {
     Either::Right(Full::new(bytes.into()))
@@ -128,6 +239,8 @@ pub struct Upstream {
     api: Base,
     verify: Base,
     timeout: Duration,
+    body_timeout: Duration,
+    deadline: Duration,
 }
 
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1),
@@ -205,6 +318,8 @@ impl Upstream {
             api: Base::parse(&cfg.api)?,
             verify: Base::parse(&cfg.verify)?,
             timeout: cfg.timeout,
+            body_timeout: cfg.body_timeout,
+            deadline: cfg.deadline,
         })
     }
 
@@ -217,7 +332,8 @@ impl Upstream {
         path_and_query: Option<&PathAndQuery>,
         mut headers: HeaderMap,
         body: Body,
-    ) -> Result<Response<Incoming>, UpstreamError> {
+    ) -> Result<Response<Timed<Incoming>>, UpstreamError> {
+        let deadline = tokio::time::Instant::now() + self.deadline;
         let named;
         let base = match to {
             Target::Configured(routes::Upstream::Api) => &self.api,
@@ -245,14 +361,27 @@ impl Upstream {
             .body(body)
             .map_err(|e| UpstreamError::Unreachable(e.to_string()))?;
         *req.headers_mut() = headers;
-        match tokio::time::timeout(self.timeout, self.client.request(req)).await {
+        let headers_by = (tokio::time::Instant::now() + self.timeout).min(deadline);
+        match tokio::time::timeout_at(headers_by, self.client.request(req)).await {
             Err(_) => Err(UpstreamError::Timeout),
             Ok(Err(e)) => Err(UpstreamError::Unreachable(error_chain(&e))),
             Ok(Ok(mut resp)) => {
                 strip_hop_by_hop(resp.headers_mut());
-                Ok(resp)
+                let idle = self.body_timeout;
+                Ok(resp.map(|b| Timed::new(b, idle, deadline, "upstream answer")))
             }
         }
+    }
+
+    /// A client's body streamed to the upstream, under the same timeouts.
+    pub fn stream(&self, body: Incoming) -> Body {
+        let deadline = tokio::time::Instant::now() + self.deadline;
+        Either::Left(Timed::new(
+            body,
+            self.body_timeout,
+            deadline,
+            "client request body",
+        ))
     }
 }
 

@@ -701,10 +701,7 @@ impl Connection {
                     // request; the peer is what a loopback client would be.
                     let (app, info) = (
                         app.clone(),
-                        ConnInfo {
-                            peer: SocketAddr::new(addr.ip(), 0),
-                            sni: None,
-                        },
+                        ConnInfo::detached(SocketAddr::new(addr.ip(), 0)),
                     );
                     let service = service_fn(move |req| {
                         let (app, info) = (app.clone(), info.clone());
