@@ -123,31 +123,92 @@ impl Window {
     }
 }
 
-/// Counters of one limit key, one window per rate: inline for the usual
-/// one or two rates, so a tracked key costs no allocation of its own.
+/// A rate counter that never undercounts, for limits: the period in six
+/// slots plus the one filling now. Every attempt within the last `period`
+/// is counted (an attempt counts for between one period and seven sixths of
+/// one), so a limit of N per period never lets more than N through in any
+/// stretch of that length, whatever the interleaving. (A two-window
+/// estimate, which assumes the previous window's attempts were spread
+/// evenly, lets nearly 2N through when they came at its end.)
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Slots {
+    /// The newest slot's index, in slot widths since the epoch.
+    newest: u64,
+    counts: [u32; 7],
+}
+
+impl Slots {
+    fn width(period: Millis) -> Millis {
+        period.div_ceil(6).max(1)
+    }
+
+    /// Counts one attempt at `now` and returns the attempts within the last
+    /// `period`, this one included.
+    pub fn hit(&mut self, period: Millis, now: Millis) -> u64 {
+        let w = Self::width(period);
+        let idx = now / w;
+        if idx > self.newest {
+            let shift = idx - self.newest;
+            if shift >= self.counts.len() as u64 {
+                self.counts = [0; 7];
+            } else {
+                self.counts.rotate_right(shift as usize);
+                self.counts[..shift as usize].fill(0);
+            }
+            self.newest = idx;
+        }
+        // A clock that stepped back counts into the newest slot.
+        self.counts[0] = self.counts[0].saturating_add(1);
+        self.count(period, now)
+    }
+
+    /// Attempts within the last `period` (rounded out to whole slots).
+    pub fn count(&self, period: Millis, now: Millis) -> u64 {
+        let idx = now / Self::width(period);
+        let age = idx.saturating_sub(self.newest) as usize;
+        self.counts
+            .iter()
+            .take(self.counts.len().saturating_sub(age))
+            .map(|c| u64::from(*c))
+            .sum()
+    }
+
+    /// Until when attempts counted here still count (0 when there are none).
+    pub fn live_until(&self, period: Millis) -> Millis {
+        // The newest slot with attempts counts until seven slots after its
+        // start.
+        match self.counts.iter().position(|c| *c > 0) {
+            Some(j) => (self.newest - j as u64 + 7) * Self::width(period),
+            None => 0,
+        }
+    }
+}
+
+/// Counters of one limit key, one per rate: inline for the usual one or
+/// two rates, so a tracked key costs no allocation of its own.
 #[derive(Debug, Clone)]
 pub enum Windows {
-    Few(u8, [Window; 2]),
-    Many(Box<[Window]>),
+    Few(u8, [Slots; 2]),
+    Many(Box<[Slots]>),
 }
 
 impl Windows {
     pub fn new(rates: usize) -> Self {
         if rates <= 2 {
-            Windows::Few(rates as u8, [Window::default(); 2])
+            Windows::Few(rates as u8, [Slots::default(); 2])
         } else {
-            Windows::Many(vec![Window::default(); rates].into_boxed_slice())
+            Windows::Many(vec![Slots::default(); rates].into_boxed_slice())
         }
     }
 
-    pub fn as_mut_slice(&mut self) -> &mut [Window] {
+    pub fn as_mut_slice(&mut self) -> &mut [Slots] {
         match self {
             Windows::Few(n, w) => &mut w[..*n as usize],
             Windows::Many(w) => w,
         }
     }
 
-    pub fn as_slice(&self) -> &[Window] {
+    pub fn as_slice(&self) -> &[Slots] {
         match self {
             Windows::Few(n, w) => &w[..*n as usize],
             Windows::Many(w) => w,
@@ -329,6 +390,35 @@ mod tests {
         assert_eq!(w.hit(h, 13 * h + 1), 1);
         assert!(w.live(h, 13 * h + 2));
         assert!(!w.live(h, 16 * h));
+    }
+
+    #[test]
+    fn slots_count_every_attempt_of_the_last_period_and_age_out() {
+        let h = 3_600_000;
+        let t = 10 * h;
+        let mut s = Slots::default();
+        // Five in the last second of an hour still count 48 minutes later:
+        // the case a two-window estimate gets wrong.
+        for i in 0..5 {
+            assert_eq!(s.hit(h, t + h - 1_000 + i), i + 1);
+        }
+        assert_eq!(s.count(h, t + h + 48 * 60_000), 5);
+        assert_eq!(s.hit(h, t + h + 48 * 60_000), 6);
+        // Gone once a period and a slot have passed.
+        assert!(s.live_until(h) > t + 2 * h);
+        assert_eq!(s.count(h, t + 2 * h + 48 * 60_000 + h / 6), 0);
+        assert_eq!(
+            s.live_until(h),
+            (t + h + 48 * 60_000) / (h / 6) * (h / 6) + 7 * (h / 6)
+        );
+        // Any attempt counts for at least its period, wherever it falls.
+        for offset in (0..h).step_by(7_919_000) {
+            for age in (0..h).step_by(1_300_100) {
+                let mut s = Slots::default();
+                s.hit(h, t + offset);
+                assert_eq!(s.count(h, t + offset + age), 1, "{offset} {age}");
+            }
+        }
     }
 
     #[test]
