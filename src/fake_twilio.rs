@@ -3,7 +3,8 @@
 //! It listens on `127.0.0.1:0` (HTTP/1.1 and HTTP/2 prior knowledge),
 //! records every request that reached it — method, path and query, headers,
 //! body bytes and Host — before answering, and answers like Twilio: a fake
-//! Message, Call or Verification built by [`crate::twilio::responses`], a
+//! Message, Call, conference Participant or Verification (v2 or v1) built
+//! by [`crate::twilio::responses`], a
 //! Verification Check, a Balance, or for anything else an echo that lets a
 //! forwarding test see what passed through. Tests can slow it down
 //! ([`FakeTwilio::set_delay`]) or make it fail ([`FakeTwilio::set_failure`]).
@@ -33,7 +34,8 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
 use crate::twilio::responses::{
-    self, CallRequest, MessageRequest, TwilioError, VerificationCheckRequest, VerificationRequest,
+    self, CallRequest, MessageRequest, ParticipantRequest, TwilioError, VerificationCheckRequest,
+    VerificationRequest,
 };
 
 /// The account reported by Verify answers when the request's Basic auth user
@@ -96,6 +98,8 @@ struct State {
     /// needs the tally.
     recording: bool,
     delay: Duration,
+    /// Extra wait before answering a Balance request only.
+    balance_delay: Duration,
     failure: Option<StatusCode>,
     balance: String,
 }
@@ -149,6 +153,7 @@ impl FakeTwilio {
                 tally: Default::default(),
                 recording: true,
                 delay: Duration::ZERO,
+                balance_delay: Duration::ZERO,
                 failure: None,
                 balance: "100.00".to_string(),
             }),
@@ -206,6 +211,13 @@ impl FakeTwilio {
     /// Wait this long before answering each request (zero: answer at once).
     pub fn set_delay(&self, delay: Duration) {
         self.handle.shared.state().delay = delay;
+    }
+
+    /// Wait this long (on top of [`FakeTwilio::set_delay`]) before
+    /// answering `GET .../Balance.json` only: a Twilio that is slow to tell
+    /// the balance while sends are answered at once.
+    pub fn set_balance_delay(&self, delay: Duration) {
+        self.handle.shared.state().balance_delay = delay;
     }
 
     /// Answer every request with this status and a Twilio error body
@@ -329,14 +341,19 @@ async fn answer(
                 host: host.clone(),
             });
         }
-        (state.delay, state.failure, state.balance.clone())
+        let delay = if uri.path().ends_with("/Balance.json") {
+            state.delay + state.balance_delay
+        } else {
+            state.delay
+        };
+        (delay, state.failure, state.balance.clone())
     };
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
 
     let path = parts.uri.path();
-    let domain = if path.starts_with("/v2/") {
+    let domain = if path.starts_with("/v2/") || path.starts_with("/v1/") {
         "verify.twilio.com"
     } else {
         "api.twilio.com"
@@ -414,23 +431,45 @@ fn route(
             );
             json_response(StatusCode::CREATED, json)
         }
+        (
+            &Method::POST,
+            ["2010-04-01", "Accounts", account, "Conferences", conference, "Participants" | "Participants.json"],
+        ) => {
+            let p = responses::fake_participant(
+                &ParticipantRequest {
+                    account_sid: account,
+                    conference,
+                    to: form.first("To").unwrap_or(""),
+                    from: form.first("From"),
+                    label: form.first("Label"),
+                    call_sid_to_coach: form.first("CallSidToCoach"),
+                    coaching: form.first("Coaching"),
+                    muted: form.first("Muted"),
+                    start_conference_on_enter: form.first("StartConferenceOnEnter"),
+                    end_conference_on_exit: form.first("EndConferenceOnExit"),
+                },
+                now,
+            );
+            json_response(StatusCode::CREATED, p.body)
+        }
         (&Method::GET, ["2010-04-01", "Accounts", account, "Balance.json"]) => {
             json_response(StatusCode::OK, responses::balance(account, balance, "USD"))
         }
-        (&Method::POST, ["v2", "Services", service, "Verifications"]) => {
+        (&Method::POST, [version @ ("v1" | "v2"), "Services", service, "Verifications"]) => {
             let account = account_from_auth(headers);
-            let (_, json) = responses::fake_verification(
+            let (_, json) = responses::fake_verification_on(
                 &VerificationRequest {
                     account_sid: &account,
                     service_sid: service,
                     to: form.first("To").unwrap_or(""),
                     channel: form.first("Channel").unwrap_or("sms"),
                 },
+                version,
                 now,
             );
             json_response(StatusCode::CREATED, json)
         }
-        (&Method::POST, ["v2", "Services", service, "VerificationCheck"]) => {
+        (&Method::POST, ["v1" | "v2", "Services", service, "VerificationCheck"]) => {
             let account = account_from_auth(headers);
             let json = responses::verification_check(
                 &VerificationCheckRequest {
@@ -836,6 +875,70 @@ mod tests {
         assert_eq!(check["status"], "approved");
         assert_eq!(check["valid"], true);
         assert_eq!(fake.count(), 4);
+    }
+
+    #[tokio::test]
+    async fn participants_and_verify_v1_answer_like_twilio() {
+        let fake = FakeTwilio::start().await.unwrap();
+        let c = client();
+        let cf = "CF0123456789abcdef0123456789abcdef";
+        let (status, _, body) = send(
+            &c,
+            post_form(
+                format!(
+                    "{}/2010-04-01/Accounts/{AC}/Conferences/{cf}/Participants.json",
+                    fake.url()
+                ),
+                "To=%2B15558675310&From=%2B15017122661&Label=agent",
+            ),
+        )
+        .await;
+        assert_eq!(status, StatusCode::CREATED);
+        let p = json(&body);
+        assert!(p["call_sid"].as_str().unwrap().starts_with("CA"));
+        assert_eq!(p["conference_sid"], cf);
+        assert_eq!(p["label"], "agent");
+        assert_eq!(p["status"], "queued");
+
+        let (status, headers, body) = send(
+            &c,
+            post_form(
+                format!("{}/v1/Services/{VA}/Verifications", fake.url()),
+                "To=%2B15558675310&Channel=sms",
+            ),
+        )
+        .await;
+        assert_eq!(status, StatusCode::CREATED);
+        assert_eq!(headers["x-api-domain"], "verify.twilio.com");
+        let v = json(&body);
+        assert!(v["url"]
+            .as_str()
+            .unwrap()
+            .starts_with("https://verify.twilio.com/v1/"));
+        let (status, _, _) = send(
+            &c,
+            post_form(
+                format!("{}/v1/Services/{VA}/VerificationCheck", fake.url()),
+                "To=%2B15558675310&Code=123456",
+            ),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn balance_delay_slows_only_the_balance() {
+        let fake = FakeTwilio::start().await.unwrap();
+        fake.set_balance_delay(Duration::from_secs(30));
+        let url = format!("{}/2010-04-01/Accounts/{AC}/Messages.json", fake.url());
+        let started = Instant::now();
+        send(&client(), post_form(url, MESSAGE_FORM)).await;
+        assert!(started.elapsed() < Duration::from_secs(5));
+        let balance = format!("{}/2010-04-01/Accounts/{AC}/Balance.json", fake.url());
+        let slow =
+            tokio::time::timeout(Duration::from_millis(200), send(&client(), get(balance))).await;
+        assert!(slow.is_err(), "the balance hangs");
+        assert_eq!(fake.count(), 2, "and was recorded before the wait");
     }
 
     #[tokio::test]

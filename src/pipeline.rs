@@ -299,6 +299,19 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> 
             }
             forward_stream(&app, req, route).await
         }
+        Endpoint::ParticipantFetch {
+            conference_sid,
+            sid,
+            ..
+        } if req.method() == http::Method::GET => {
+            if let Some(fake) = app.fakes.participant(conference_sid, sid) {
+                let mut resp = Response::new(upstream::full(fake));
+                *resp.headers_mut() =
+                    responses::twilio_headers(app.domain(&route), started.elapsed());
+                return resp;
+            }
+            forward_stream(&app, req, route).await
+        }
         Endpoint::VerificationCheck { .. } => verification_check(&app, req, route, started).await,
         Endpoint::MessageFeedback { .. } if req.method() == http::Method::POST => {
             feedback(&app, req, route, started).await
@@ -631,6 +644,8 @@ struct SendForm<'a> {
     account: String,
     form: form::Form,
     body: Bytes,
+    /// `v1` or `v2` for a Verify send (its fake names the version asked).
+    verify_version: &'static str,
 }
 
 async fn handle_send(
@@ -706,6 +721,7 @@ async fn handle_send(
         account,
         form,
         body: bytes,
+        verify_version: routes::verify_api_version(parts.uri.path()),
     };
 
     let dest = match crate::phone::normalize(&raw_to, config.numbers.default_region) {
@@ -745,7 +761,25 @@ async fn handle_send(
         Ok(Some(b)) => responses::segments(b).1,
         _ => 1,
     };
+    let attempt = Attempt {
+        product,
+        account: &send.account,
+        to: &dest,
+        class,
+        client_ip: ctx.client_ip,
+        end_user_ip: ctx.end_user_ip,
+        user: ctx.user.as_deref(),
+        segments,
+        media: send.form.count("MediaUrl"),
+        // Given to the last stage below, once it is known to matter.
+        balance: BalanceView::NotAsked,
+    };
+    // Every stage but the balance first: a send that an earlier stage
+    // blocks is answered without asking Twilio anything (a slow Balance
+    // endpoint must not hold up a shadow ban, nor show in its timing).
+    let judgement = policy.judge(&attempt, app.clock.now());
     let balance = match &app.balances {
+        _ if !judgement.needs_balance() => BalanceView::NotAsked,
         Some(b) if send.account.starts_with("AC") => {
             b.view(
                 &send.account,
@@ -758,19 +792,7 @@ async fn handle_send(
         Some(_) => BalanceView::Unavailable,
         None => BalanceView::NotAsked,
     };
-    let attempt = Attempt {
-        product,
-        account: &send.account,
-        to: &dest,
-        class,
-        client_ip: ctx.client_ip,
-        end_user_ip: ctx.end_user_ip,
-        user: ctx.user.as_deref(),
-        segments,
-        media: send.form.count("MediaUrl"),
-        balance,
-    };
-    let decision = policy.decide(&attempt, app.clock.now());
+    let decision = judgement.finish(balance);
     event.decided(&decision);
     app.record(&event);
     act(
@@ -790,9 +812,9 @@ async fn handle_send(
 /// the Basic-auth user when it is an account sid (never the secret).
 fn account_of(endpoint: &Endpoint, headers: &HeaderMap) -> String {
     match endpoint {
-        Endpoint::MessageCreate { account_sid } | Endpoint::CallCreate { account_sid } => {
-            account_sid.clone()
-        }
+        Endpoint::MessageCreate { account_sid }
+        | Endpoint::CallCreate { account_sid }
+        | Endpoint::ParticipantCreate { account_sid, .. } => account_sid.clone(),
         Endpoint::VerificationCreate { service_sid } => basic_user(headers)
             .filter(|u| u.starts_with("AC"))
             .unwrap_or_else(|| service_sid.clone()),
@@ -944,14 +966,48 @@ async fn shadow(
             app.fakes.remember(&sid, body.clone());
             (sid, body)
         }
+        (
+            Endpoint::ParticipantCreate {
+                account_sid,
+                conference_sid,
+            },
+            _,
+        ) => {
+            let p = responses::fake_participant(
+                &responses::ParticipantRequest {
+                    account_sid,
+                    conference: conference_sid,
+                    to: &to,
+                    from,
+                    label: one("Label"),
+                    call_sid_to_coach: one("CallSidToCoach"),
+                    coaching: one("Coaching"),
+                    muted: one("Muted"),
+                    start_conference_on_enter: one("StartConferenceOnEnter"),
+                    end_conference_on_exit: one("EndConferenceOnExit"),
+                },
+                now,
+            );
+            let mut ids = vec![p.call_sid.as_str()];
+            ids.extend(one("Label"));
+            app.fakes.remember_participant(
+                &p.call_sid,
+                p.call.clone(),
+                &[p.conference_sid.as_str(), conference_sid.as_str()],
+                &ids,
+                p.body.clone(),
+            );
+            (p.call_sid, p.body)
+        }
         (Endpoint::VerificationCreate { service_sid }, _) => {
-            let (sid, body) = responses::fake_verification(
+            let (sid, body) = responses::fake_verification_on(
                 &responses::VerificationRequest {
                     account_sid: &send.account,
                     service_sid,
                     to: &to,
                     channel: &one("Channel").unwrap_or("sms").to_ascii_lowercase(),
                 },
+                send.verify_version,
                 now,
             );
             app.fakes.remember(&sid, body.clone());

@@ -164,6 +164,33 @@ impl FakeStore {
             .flatten()
     }
 
+    /// Keeps a fake conference participant: `call` (its queued Call) under
+    /// `call_sid`, so a GET of the call is answered like any fake call, and
+    /// the participant under each conference name it may be fetched by
+    /// (the `CF` sid, and the friendly name it was created with) and each
+    /// id (the call sid, and the label if one was given).
+    pub fn remember_participant(
+        &self,
+        call_sid: &str,
+        call: Bytes,
+        conferences: &[&str],
+        ids: &[&str],
+        body: Bytes,
+    ) {
+        self.remember(call_sid, call);
+        for conference in conferences {
+            for id in ids {
+                self.remember(&participant_key(conference, id), body.clone());
+            }
+        }
+    }
+
+    /// The JSON of a fake participant of `conference` (sid or friendly
+    /// name) by call sid or label.
+    pub fn participant(&self, conference: &str, id: &str) -> Option<Bytes> {
+        self.get(&participant_key(conference, id))
+    }
+
     pub fn remember_verification(&self, service: &str, to: &str, sid: &str) {
         self.verifications
             .insert(verification_key(service, to), sid.to_string());
@@ -178,6 +205,11 @@ impl FakeStore {
     pub fn shadowed_verification(&self, service: &str, to: &str) -> Option<String> {
         self.verifications.get(&verification_key(service, to))
     }
+}
+
+/// Not a sid shape (it has `/`), so it never meets a real fake sid.
+fn participant_key(conference: &str, id: &str) -> String {
+    format!("{conference}/Participants/{id}")
 }
 
 fn verification_key(service: &str, to: &str) -> String {
@@ -299,5 +331,36 @@ mod tests {
         );
         f.forget_verification("VA1", "+15551234567");
         assert!(f.shadowed_verification("VA1", "+15551234567").is_none());
+    }
+
+    #[test]
+    fn a_fake_participant_is_kept_by_conference_and_id_and_its_call_by_sid() {
+        let f = FakeStore::new(10, Duration::from_secs(60));
+        let (call, body) = (
+            Bytes::from_static(b"{\"c\"}"),
+            Bytes::from_static(b"{\"p\"}"),
+        );
+        f.remember_participant(
+            "CA1",
+            call.clone(),
+            &["CF1", "Room 7"],
+            &["CA1", "agent"],
+            body.clone(),
+        );
+        assert_eq!(f.get("CA1"), Some(call));
+        for (conference, id) in [
+            ("CF1", "CA1"),
+            ("CF1", "agent"),
+            ("Room 7", "CA1"),
+            ("Room 7", "agent"),
+        ] {
+            assert_eq!(
+                f.participant(conference, id),
+                Some(body.clone()),
+                "{conference} {id}"
+            );
+        }
+        assert!(f.participant("CF2", "CA1").is_none());
+        assert!(f.participant("CF1", "CA2").is_none());
     }
 }

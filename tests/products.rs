@@ -441,3 +441,385 @@ async fn when_twilio_cannot_be_asked_on_error_decides() {
         .iter()
         .any(|r| r.uri.path().ends_with("Messages.json")));
 }
+
+/// Balance requests that reached the fake.
+fn balance_requests(env: &Env) -> usize {
+    env.fake
+        .requests()
+        .iter()
+        .filter(|r| r.uri.path().ends_with("/Balance.json"))
+        .count()
+}
+
+#[tokio::test]
+async fn a_send_blocked_before_the_balance_stage_does_not_wait_for_the_balance() {
+    let env = start(&format!(
+        "{GEO}[balance]\nmin = \"1.00\"\nrefresh = \"60s\"\n[[limit]]\nname = \"n\"\nkey = \"to\"\nrates = [\"1/1h\"]\n"
+    ))
+    .await;
+    // Twilio hangs on the balance (longer than the test's patience).
+    env.fake.set_balance_delay(Duration::from_secs(60));
+    let patience = Duration::from_secs(3);
+    let r = tokio::time::timeout(patience, env.send("+998993941234"))
+        .await
+        .expect("a geo-blocked send is answered without waiting for the balance");
+    assert_eq!(r.status, StatusCode::CREATED, "shadowed: {}", r.text());
+    assert!(r.json()["sid"].as_str().unwrap().starts_with("SM"));
+    let r = tokio::time::timeout(
+        patience,
+        env.post_form(CALLS, "To=%2B998993941234&From=%2B15017122661&Url=x"),
+    )
+    .await
+    .expect("a geo-blocked call too");
+    assert_eq!(r.status, StatusCode::CREATED);
+    assert_eq!(balance_requests(&env), 0, "the balance was never asked for");
+    assert_eq!(env.upstream_count(), 0);
+
+    // A send that passes every other stage is judged on the balance.
+    env.fake.set_balance_delay(Duration::ZERO);
+    env.fake.set_balance("0.50");
+    let r = tokio::time::timeout(patience, env.send("+14155550123"))
+        .await
+        .expect("answered");
+    assert_eq!(r.status, StatusCode::CREATED);
+    assert_eq!(balance_requests(&env), 1, "asked once");
+    assert_eq!(
+        env.upstream_count(),
+        1,
+        "only the balance request: 0.50 < 1.00 shadows the send"
+    );
+    // The same number again is blocked by its limit (counted once above,
+    // not twice): no forward, and the cached balance is not asked again.
+    env.clock.advance(Duration::from_secs(61));
+    env.fake.set_balance_delay(Duration::from_secs(60));
+    let r = tokio::time::timeout(patience, env.send("+14155550123"))
+        .await
+        .expect("a limited send does not wait for a stale balance either");
+    assert_eq!(r.status, StatusCode::CREATED);
+    assert_eq!(balance_requests(&env), 1);
+}
+
+#[tokio::test]
+async fn a_send_that_passes_every_stage_is_forwarded_once_the_balance_allows_it() {
+    let env = start(&format!(
+        "{GEO}[balance]\nmin = \"1.00\"\nrefresh = \"60s\"\n[[limit]]\nname = \"n\"\nkey = \"to\"\nrates = [\"2/1h\"]\n"
+    ))
+    .await;
+    env.fake.set_balance_delay(Duration::from_millis(200));
+    let r = env.send("+14155550123").await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    let r = env.send("+14155550123").await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    let sends = env
+        .fake
+        .requests()
+        .iter()
+        .filter(|r| r.uri.path().ends_with("Messages.json"))
+        .count();
+    assert_eq!(sends, 2, "two sends fit a 2/1h limit: each counted once");
+    assert_eq!(balance_requests(&env), 1);
+    let r = env.send("+14155550123").await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    assert_eq!(env.upstream_count(), 3, "the third is limited");
+}
+
+// ---------------------------------------------------------------- conference participants
+
+fn participants(conference: &str) -> String {
+    format!("/2010-04-01/Accounts/{ACCOUNT}/Conferences/{conference}/Participants.json")
+}
+
+/// The keys of Twilio's Participant resource (not in the contract's
+/// pruned OpenAPI file).
+const PARTICIPANT_KEYS: [&str; 15] = [
+    "account_sid",
+    "call_sid",
+    "label",
+    "call_sid_to_coach",
+    "coaching",
+    "conference_sid",
+    "date_created",
+    "date_updated",
+    "end_conference_on_exit",
+    "muted",
+    "hold",
+    "start_conference_on_enter",
+    "status",
+    "queue_time",
+    "uri",
+];
+
+const CF: &str = "CF0123456789abcdef0123456789abcdef";
+
+#[tokio::test]
+async fn an_allowed_conference_participant_is_forwarded_byte_for_byte() {
+    let env = start(&format!(
+        "{GEO}[[limit]]\nname = \"n\"\nkey = \"to\"\nrates = [\"1/1h\"]\n"
+    ))
+    .await;
+    let form = "From=%2B15017122661&To=%2B14155550123&Label=customer&Beep=onEnter";
+    let r = env.post_form(&participants(CF), form).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    let seen = env.fake.requests();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].uri.path(), participants(CF));
+    assert_eq!(seen[0].body, form.as_bytes());
+    // Twilio's answer, as Twilio gave it.
+    let p = r.json();
+    assert_eq!(p["conference_sid"], CF);
+    assert_eq!(p["label"], "customer");
+    assert!(p["call_sid"].as_str().unwrap().starts_with("CA"));
+    // Its call is Twilio's, not a fake: a GET goes to Twilio.
+    get(
+        &env,
+        &format!(
+            "/2010-04-01/Accounts/{ACCOUNT}/Calls/{}.json",
+            p["call_sid"].as_str().unwrap()
+        ),
+    )
+    .await;
+    assert_eq!(env.upstream_count(), 2);
+    // It was judged, not waved through: it counted against the number's
+    // limit, so a second call to the same number, as a participant or a
+    // call, is shadowed.
+    let r = env.post_form(&participants(CF), form).await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    let r = env
+        .post_form(CALLS, "From=%2B15017122661&To=%2B14155550123&Url=x")
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    assert_eq!(env.upstream_count(), 2, "both limited");
+}
+
+#[tokio::test]
+async fn a_participant_to_a_blocked_destination_gets_a_fake_participant_and_twilio_sees_nothing() {
+    let env = start(GEO).await;
+    let r = env
+        .post_form(
+            &participants(CF),
+            "From=%2B15017122661&To=%2B998993941234&Label=agent&Muted=True&EndConferenceOnExit=true",
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    assert_eq!(env.upstream_count(), 0);
+    assert_eq!(r.headers["x-api-domain"], "api.twilio.com");
+    assert!(r.headers["twilio-request-id"]
+        .to_str()
+        .unwrap()
+        .starts_with("RQ"));
+    let p = r.json();
+    assert_eq!(
+        keys(&p),
+        sorted(PARTICIPANT_KEYS.map(String::from).to_vec())
+    );
+    let call_sid = p["call_sid"].as_str().unwrap().to_string();
+    assert!(regex::Regex::new("^CA[0-9a-f]{32}$")
+        .unwrap()
+        .is_match(&call_sid));
+    assert_eq!(p["account_sid"], ACCOUNT);
+    assert_eq!(p["conference_sid"], CF);
+    assert_eq!(p["status"], "queued");
+    assert_eq!(p["label"], "agent");
+    assert_eq!(p["muted"], true);
+    assert_eq!(p["hold"], false);
+    assert_eq!(p["end_conference_on_exit"], true);
+    assert_eq!(p["start_conference_on_enter"], true);
+    assert_eq!(p["coaching"], false);
+    assert_eq!(p["call_sid_to_coach"], serde_json::Value::Null);
+    assert!(p["queue_time"].is_string());
+    let rfc2822 = regex::Regex::new(
+        r"^(Mon|Tue|Wed|Thu|Fri|Sat|Sun), \d{2} [A-Z][a-z]{2} \d{4} \d{2}:\d{2}:\d{2} \+0000$",
+    )
+    .unwrap();
+    assert!(rfc2822.is_match(p["date_created"].as_str().unwrap()));
+    assert!(rfc2822.is_match(p["date_updated"].as_str().unwrap()));
+    assert_eq!(
+        p["uri"],
+        format!("/2010-04-01/Accounts/{ACCOUNT}/Conferences/{CF}/Participants/{call_sid}.json")
+    );
+
+    // The fake call and the fake participant are answered by the guard.
+    let c = get(
+        &env,
+        &format!("/2010-04-01/Accounts/{ACCOUNT}/Calls/{call_sid}.json"),
+    )
+    .await;
+    assert_eq!(c.status, StatusCode::OK);
+    let c = c.json();
+    assert_eq!(c["sid"], call_sid.as_str());
+    assert_eq!(c["to"], "+998993941234");
+    assert_eq!(c["status"], "queued");
+    assert_eq!(
+        keys(&c),
+        sorted(schema_properties(
+            "api_v2010.json",
+            "api.v2010.account.call"
+        ))
+    );
+    for id in [call_sid.as_str(), "agent"] {
+        let again = get(
+            &env,
+            &format!("/2010-04-01/Accounts/{ACCOUNT}/Conferences/{CF}/Participants/{id}.json"),
+        )
+        .await;
+        assert_eq!(again.status, StatusCode::OK);
+        assert_eq!(again.json(), p, "{id}");
+    }
+    assert_eq!(
+        env.upstream_count(),
+        0,
+        "nothing about a fake reaches Twilio"
+    );
+}
+
+#[tokio::test]
+async fn a_participant_in_a_conference_named_by_friendly_name_reports_one_cf_sid() {
+    let env = start(GEO).await;
+    let path = participants("Support%20Room");
+    let a = env
+        .post_form(&path, "From=%2B15017122661&To=%2B998993941234")
+        .await
+        .json();
+    let b = env
+        .post_form(&path, "From=%2B15017122661&To=%2B998993941235")
+        .await
+        .json();
+    let cf = a["conference_sid"].as_str().unwrap();
+    assert!(regex::Regex::new("^CF[0-9a-f]{32}$").unwrap().is_match(cf));
+    assert_eq!(b["conference_sid"], cf, "one conference, one sid");
+    assert_ne!(a["call_sid"], b["call_sid"]);
+    assert_eq!(env.upstream_count(), 0);
+}
+
+#[tokio::test]
+async fn participant_path_spellings_are_judged_too() {
+    let env = start(GEO).await;
+    for path in [
+        format!("/2010-04-01/accounts/{ACCOUNT}/conferences/{CF}/participants.json"),
+        format!("/2010-04-01/Accounts/{ACCOUNT}/Conferences/{CF}/%50articipants.json"),
+        format!("/2010-04-01/Accounts/{ACCOUNT}/Conferences/{CF}/Participants"),
+        format!("/2010-04-01/Accounts/{ACCOUNT}/Conferences/{CF}/Participants.json/"),
+        format!("/2010-04-01/Accounts/{ACCOUNT}/Conferences/{CF}/Participants/"),
+        format!("/2010-04-01/Accounts/{ACCOUNT}/%43onferences/{CF}/PARTICIPANTS"),
+    ] {
+        let r = env
+            .post_form(&path, "From=%2B15017122661&To=%2B998993941234")
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{path}: {}", r.text());
+        assert_eq!(r.json()["status"], "queued", "{path}");
+        assert_eq!(env.upstream_count(), 0, "{path} reached Twilio");
+    }
+    // A writing method other than POST on the send path is refused.
+    let r = env
+        .request(
+            Request::builder()
+                .method(Method::PUT)
+                .uri(env.url(&participants(CF)))
+                .header("content-type", "application/x-www-form-urlencoded")
+                .header("authorization", AUTH)
+                .body(Full::new(Bytes::from("To=%2B998993941234")))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
+    // Updating a participant (mute, hold) dials nobody: forwarded as is.
+    let update = format!("/2010-04-01/Accounts/{ACCOUNT}/Conferences/{CF}/Participants/CA1.json");
+    let r = env.post_form(&update, "Muted=true").await;
+    assert_eq!(r.status, StatusCode::OK, "the fake's echo: {}", r.text());
+    assert_eq!(env.upstream_count(), 1);
+}
+
+#[tokio::test]
+async fn a_participant_to_a_client_or_sip_address_is_answered_as_a_call_to_it_is() {
+    // Not phone numbers: a participant gets the same answer a call does.
+    let env = start(GEO).await;
+    for to in ["client%3Aalice", "sip%3Aalice%40example.com"] {
+        let form = format!("From=%2B15017122661&To={to}&Url=x");
+        let call = env.post_form(CALLS, &form).await;
+        let part = env.post_form(&participants(CF), &form).await;
+        assert_eq!(call.status, part.status, "{to}");
+        assert_eq!(call.json()["code"], part.json()["code"], "{to}");
+    }
+    assert_eq!(env.upstream_count(), 0);
+}
+
+// ---------------------------------------------------------------- Verify v1
+
+#[tokio::test]
+async fn verify_v1_is_judged_and_shadowed_like_v2() {
+    let api = FakeTwilio::start().await.unwrap();
+    let verify = FakeTwilio::start().await.unwrap();
+    let env = start_with(
+        api,
+        &format!("{GEO}[upstream]\nverify = \"{}\"\n", verify.url()),
+    )
+    .await;
+    let v1 = format!("/v1/Services/{SERVICE}/Verifications");
+    let r = env.post_form(&v1, "To=%2B998993941234&Channel=sms").await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    assert_eq!(verify.count() + env.fake.count(), 0, "shadowed");
+    let v = r.json();
+    assert_eq!(
+        keys(&v),
+        sorted(schema_properties(
+            "verify_v2.json",
+            "verify.v2.service.verification"
+        ))
+    );
+    let sid = v["sid"].as_str().unwrap();
+    assert_eq!(v["status"], "pending");
+    assert_eq!(
+        v["url"],
+        format!("https://verify.twilio.com/v1/Services/{SERVICE}/Verifications/{sid}")
+    );
+    assert_eq!(r.headers["x-api-domain"], "verify.twilio.com");
+    // Spellings of v1 too.
+    for path in [
+        format!("/V1/services/{SERVICE}/verifications"),
+        format!("/v1/Services/{SERVICE}/Verifications/"),
+        format!("/v1/Services/{SERVICE}/%56erifications"),
+    ] {
+        let r = env
+            .post_form(&path, "To=%2B998993941234&Channel=call")
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{path}");
+    }
+    assert_eq!(verify.count() + env.fake.count(), 0);
+    // A check of the shadowed verification is answered here, as on v2.
+    let r = env
+        .post_form(
+            &format!("/v1/Services/{SERVICE}/VerificationCheck"),
+            "To=%2B998993941234&Code=123456",
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    let r = get(&env, &format!("/v1/Services/{SERVICE}/Verifications/{sid}")).await;
+    assert_eq!(r.json(), v);
+    assert_eq!(verify.count() + env.fake.count(), 0);
+    // An allowed one goes to upstream.verify, unchanged.
+    let r = env.post_form(&v1, "To=%2B14155550123&Channel=sms").await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    assert_eq!(verify.count(), 1);
+    assert_eq!(verify.requests()[0].uri.path(), v1);
+    assert_eq!(env.fake.count(), 0);
+}
+
+#[tokio::test]
+async fn a_verification_status_update_is_not_mistaken_for_a_send() {
+    let api = FakeTwilio::start().await.unwrap();
+    let verify = FakeTwilio::start().await.unwrap();
+    let env = start_with(
+        api,
+        &format!("{GEO}[upstream]\nverify = \"{}\"\n", verify.url()),
+    )
+    .await;
+    for version in ["v2", "v1"] {
+        let path = format!(
+            "/{version}/Services/{SERVICE}/Verifications/VE0123456789abcdef0123456789abcdef"
+        );
+        let r = env.post_form(&path, "Status=canceled").await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    }
+    assert_eq!(verify.count(), 2, "both forwarded unjudged");
+    assert_eq!(verify.requests()[1].body, "Status=canceled".as_bytes());
+}

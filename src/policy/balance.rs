@@ -1,10 +1,12 @@
 //! Stage 7: the account balance. Below `balance.min` sends are blocked;
 //! when Twilio could not be asked, `on_error` decides (fail open or closed).
 //!
-//! The balance itself is fetched before judging (it needs the network);
-//! this stage only reads what the attempt carries.
+//! The balance itself is fetched by the caller (it needs the network), and
+//! only once every earlier stage has let the send through
+//! ([`super::Judgement::needs_balance`]); this stage only reads the value
+//! it is given.
 
-use super::{Attempt, Policy, Reason, Stage, Step, Verdict};
+use super::{Policy, Reason, Stage, Step, Verdict};
 use crate::balance::BalanceView;
 use crate::config::{self, Action, Config, Money, OnError};
 
@@ -23,7 +25,7 @@ impl BalanceRule {
         }
     }
 
-    pub(crate) fn check(&self, a: &Attempt, trace: bool) -> Step {
+    pub(crate) fn check(&self, balance: BalanceView, trace: bool) -> Step {
         let block = |rule: &str, detail: String| {
             Step::Block(Verdict {
                 stage: Stage::Balance,
@@ -34,7 +36,7 @@ impl BalanceRule {
                 blocked: None,
             })
         };
-        match a.balance {
+        match balance {
             BalanceView::Known(b) if b < self.min => {
                 block("balance:min", format!("balance {b} is below {}", self.min))
             }

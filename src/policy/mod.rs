@@ -1,7 +1,7 @@
 //! Pure judgement: `decide(&Attempt, now) -> Decision`.
 //!
 //! Stages run in the order of the spec (safe list, number, blocks, backoff,
-//! limits, budget); the first stage whose verdict blocks decides, and a stage
+//! limits, adaptive, budget, balance); the first stage whose verdict blocks decides, and a stage
 //! in `monitor` mode records "would block" and lets evaluation go on. The
 //! clock and the store are injected, so every rule can be tested without a
 //! network or a real clock. This module never does I/O and never sees a
@@ -198,6 +198,33 @@ impl Decision {
         !self.action.blocks()
     }
 
+    /// Takes one stage's step into account: the first blocking verdict
+    /// decides, monitor verdicts are kept as "would block".
+    fn apply(&mut self, stage: Stage, step: Step, trace: bool) {
+        match step {
+            Step::Pass(why) => {
+                if trace {
+                    self.trace.push((stage, StageOutcome::Pass(why)));
+                }
+            }
+            Step::Block(v) => {
+                if trace {
+                    self.trace.push((stage, StageOutcome::Block(v.clone())));
+                }
+                match v.action {
+                    Action::Shadow | Action::Reject => {
+                        if self.verdict.is_none() {
+                            self.action = v.action;
+                            self.verdict = Some(v);
+                        }
+                    }
+                    Action::Monitor => self.would_block.push(v),
+                    Action::Allow => {}
+                }
+            }
+        }
+    }
+
     /// The stage and rule to report: the blocking verdict, else the first
     /// monitor finding.
     pub fn deciding(&self) -> Option<&Verdict> {
@@ -209,6 +236,112 @@ impl Decision {
 pub(crate) enum Step {
     Pass(String),
     Block(Verdict),
+}
+
+/// A judgement waiting for its last stage, the balance: made by
+/// [`Policy::judge`], completed by [`Judgement::finish`]. It holds what the
+/// earlier stages reserved (the backoff step, the budget spend, what the
+/// adaptive stage learned); dropped unfinished (the request went away while
+/// the balance was being asked for), it gives the reservations back, since
+/// nothing was sent. Limit counters stay counted: every attempt counts.
+#[must_use = "a judgement holds reservations until it is finished"]
+pub struct Judgement<'j> {
+    policy: &'j Policy,
+    attempt: &'j Attempt<'j>,
+    decision: Decision,
+    backoff: Option<backoff::Reservation>,
+    spend: Option<budget::Spend>,
+    seen: Option<adaptive::Seen>,
+    now: Millis,
+    trace: bool,
+    /// On the safe list: nothing else is judged, the balance neither.
+    safe: bool,
+}
+
+impl Judgement<'_> {
+    /// Whether the balance stage could still change the outcome: a balance
+    /// rule is configured and no earlier stage blocked the send. When
+    /// false, `finish` does not read the balance it is given.
+    pub fn needs_balance(&self) -> bool {
+        !self.safe && self.policy.balance.is_some() && self.decision.verdict.is_none()
+    }
+
+    /// The verdict of an earlier stage that blocks the send, if one did.
+    pub fn blocked_by(&self) -> Option<&Verdict> {
+        self.decision.verdict.as_ref()
+    }
+
+    /// Runs the balance stage on `balance` and settles the reservations:
+    /// undone if the send is blocked, the adaptive stage's count taken if it
+    /// goes out.
+    pub fn finish(mut self, balance: BalanceView) -> Decision {
+        let p = self.policy;
+        let a = self.attempt;
+        let trace = self.trace;
+        let mut d = std::mem::replace(
+            &mut self.decision,
+            Decision {
+                action: Action::Allow,
+                verdict: None,
+                would_block: Vec::new(),
+                hold: None,
+                trace: Vec::new(),
+            },
+        );
+        if self.safe {
+            return d;
+        }
+        if d.verdict.is_none() || trace {
+            let step = match &p.balance {
+                None => pass!(trace, "no balance check configured"),
+                Some(b) => b.check(balance, trace),
+            };
+            d.apply(Stage::Balance, step, trace);
+        }
+        if d.verdict.is_some() {
+            d.hold = None;
+            self.give_back();
+        } else {
+            // Kept: the send goes out.
+            self.backoff = None;
+            self.spend = None;
+            if !d.would_block.is_empty() {
+                d.action = Action::Monitor;
+            }
+        }
+        if let (Some(ad), Some(seen), false) = (&p.adaptive, self.seen.take(), trace) {
+            if d.forwarded() {
+                ad.forwarded(a, &*p.store, self.now, &seen);
+            }
+        }
+        d
+    }
+
+    /// Undoes the backoff step and refunds the budget, once.
+    fn give_back(&mut self) {
+        let p = self.policy;
+        if let (Some(b), Some(t)) = (&p.backoff, self.backoff.take()) {
+            b.undo(self.attempt, &*p.store, t);
+        }
+        if let (Some(b), Some(s)) = (&p.budget, self.spend.take()) {
+            b.refund(&*p.store, s);
+        }
+    }
+}
+
+impl Drop for Judgement<'_> {
+    fn drop(&mut self) {
+        self.give_back();
+    }
+}
+
+impl fmt::Debug for Judgement<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Judgement")
+            .field("decision", &self.decision)
+            .field("needs_balance", &self.needs_balance())
+            .finish_non_exhaustive()
+    }
 }
 
 /// A compiled policy over a store. Cheap to share; reload builds a new one.
@@ -263,7 +396,8 @@ impl Policy {
     }
 
     /// Judges one attempt and records its effects (counters, backoff,
-    /// spend) as if the decision is carried out.
+    /// spend) as if the decision is carried out. The balance stage reads
+    /// `attempt.balance`.
     pub fn decide(&self, attempt: &Attempt, now: Millis) -> Decision {
         self.run(attempt, now, false)
     }
@@ -274,14 +408,41 @@ impl Policy {
         self.run(attempt, now, true)
     }
 
+    /// The first phase of `decide`, for a caller that must ask the network
+    /// for the balance: every stage but the balance runs now, and its
+    /// effects (limit counters, the backoff step, the budget reservation)
+    /// are recorded once, here. [`Judgement::needs_balance`] says whether
+    /// the balance is worth asking for; [`Judgement::finish`] runs the
+    /// balance stage and settles the effects. `decide` is exactly
+    /// `judge` then `finish(attempt.balance)`.
+    pub fn judge<'j>(&'j self, attempt: &'j Attempt<'j>, now: Millis) -> Judgement<'j> {
+        self.begin(attempt, now, false)
+    }
+
     fn run(&self, a: &Attempt, now: Millis, trace: bool) -> Decision {
-        let mut d = Decision {
-            action: Action::Allow,
-            verdict: None,
-            would_block: Vec::new(),
-            hold: None,
-            trace: Vec::new(),
+        self.begin(a, now, trace).finish(a.balance)
+    }
+
+    /// Every stage but the balance.
+    fn begin<'j>(&'j self, a: &'j Attempt<'j>, now: Millis, trace: bool) -> Judgement<'j> {
+        let mut j = Judgement {
+            policy: self,
+            attempt: a,
+            decision: Decision {
+                action: Action::Allow,
+                verdict: None,
+                would_block: Vec::new(),
+                hold: None,
+                trace: Vec::new(),
+            },
+            backoff: None,
+            spend: None,
+            seen: None,
+            now,
+            trace,
+            safe: false,
         };
+        let d = &mut j.decision;
         if let Some(why) = self.safe.matches(a) {
             if trace {
                 d.trace.push((Stage::Safe, StageOutcome::Pass(why)));
@@ -289,7 +450,8 @@ impl Policy {
                     d.trace.push((*s, StageOutcome::Skipped));
                 }
             }
-            return d;
+            j.safe = true;
+            return j;
         }
         if trace {
             d.trace.push((
@@ -297,12 +459,6 @@ impl Policy {
                 StageOutcome::Pass("not on the safe list".into()),
             ));
         }
-
-        // Effects that must be undone if a later stage blocks the send.
-        let mut reserved_backoff = None;
-        let mut reserved_spend = None;
-        // What the adaptive stage learned, to count the send if it goes out.
-        let mut seen = None;
 
         for stage in &Stage::ALL[1..] {
             if d.verdict.is_some() && !trace {
@@ -316,7 +472,7 @@ impl Policy {
                     Some(b) if d.verdict.is_none() => {
                         let (step, hold, token) = b.check(a, &*self.store, now, trace);
                         d.hold = hold;
-                        reserved_backoff = token;
+                        j.backoff = token;
                         step
                     }
                     Some(b) => b.peek(a, &*self.store, now),
@@ -328,7 +484,7 @@ impl Policy {
                     None => pass!(trace, "no adaptive stage configured"),
                     Some(ad) if d.verdict.is_none() => {
                         let (step, s) = ad.check(a, &*self.store, now, trace);
-                        seen = Some(s);
+                        j.seen = Some(s);
                         step
                     }
                     Some(_) => pass!(trace, "not judged: an earlier stage decided"),
@@ -337,58 +493,18 @@ impl Policy {
                     None => pass!(trace, "no budget configured"),
                     Some(b) if d.verdict.is_none() => {
                         let (step, spend) = b.check(a, &*self.store, now, trace);
-                        reserved_spend = spend;
+                        j.spend = spend;
                         step
                     }
                     Some(b) => b.peek(a, &*self.store, now),
                 },
-                Stage::Balance => match &self.balance {
-                    None => pass!(trace, "no balance check configured"),
-                    Some(b) => b.check(a, trace),
-                },
+                // The last stage, run by `Judgement::finish`.
+                Stage::Balance => break,
                 Stage::Safe => unreachable!("handled above"),
             };
-            match step {
-                Step::Pass(why) => {
-                    if trace {
-                        d.trace.push((*stage, StageOutcome::Pass(why)));
-                    }
-                }
-                Step::Block(v) => {
-                    if trace {
-                        d.trace.push((*stage, StageOutcome::Block(v.clone())));
-                    }
-                    match v.action {
-                        Action::Shadow | Action::Reject => {
-                            if d.verdict.is_none() {
-                                d.action = v.action;
-                                d.verdict = Some(v);
-                            }
-                        }
-                        Action::Monitor => d.would_block.push(v),
-                        Action::Allow => {}
-                    }
-                }
-            }
+            d.apply(*stage, step, trace);
         }
-
-        if d.verdict.is_some() {
-            d.hold = None;
-            if let (Some(b), Some(t)) = (&self.backoff, reserved_backoff) {
-                b.undo(a, &*self.store, t);
-            }
-            if let (Some(b), Some(s)) = (&self.budget, reserved_spend) {
-                b.refund(&*self.store, s);
-            }
-        } else if !d.would_block.is_empty() {
-            d.action = Action::Monitor;
-        }
-        if let (Some(ad), Some(seen), false) = (&self.adaptive, &seen, trace) {
-            if d.forwarded() {
-                ad.forwarded(a, &*self.store, now, seen);
-            }
-        }
-        d
+        j
     }
 
     /// A confirmation that the recipient of the last send to `to` got it
@@ -437,3 +553,138 @@ impl Policy {
 
 #[cfg(test)]
 mod tests;
+
+/// The two phases of [`Policy::judge`]: what `decide` does, split around
+/// the balance, with every effect counted once.
+#[cfg(test)]
+mod judgement_tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::config::Money;
+    use crate::phone::{Channel, NumberType, Region};
+    use crate::store::MemoryStore;
+
+    const T0: Millis = 1_700_000_000_000;
+
+    fn policy(toml: &str) -> Policy {
+        let c = Config::parse(Path::new("t.toml"), toml).expect("test policy parses");
+        Policy::new(Arc::new(c), Arc::new(MemoryStore::new(10_000, 1_000)))
+    }
+
+    fn dest(e164: &str) -> Destination {
+        Destination {
+            channel: Channel::Sms,
+            e164: e164.into(),
+        }
+    }
+
+    fn attempt<'a>(to: &'a Destination, region: &str, balance: BalanceView) -> Attempt<'a> {
+        Attempt {
+            product: crate::twilio::routes::Product::Messaging,
+            account: "AC00000000000000000000000000000001",
+            to,
+            class: Classification {
+                calling_code: 1,
+                region: Some(region.parse::<Region>().unwrap()),
+                kind: NumberType::Mobile,
+                valid: true,
+            },
+            client_ip: "198.51.100.1".parse().unwrap(),
+            end_user_ip: true,
+            user: None,
+            segments: 1,
+            media: 0,
+            balance,
+        }
+    }
+
+    const MONEY: &str = "[geo]\nallow = [\"US\"]\n[[limit]]\nname = \"n\"\nkey = \"to\"\nrates = [\"2/1h\"]\n[budget]\nhourly = \"0.02\"\nprices = { default = \"0.01\" }\n[backoff]\nfree = 5\nbase = \"30s\"\nfactor = 2\nmax = \"2m\"\nreset_after = \"2h\"\n[balance]\nmin = \"1.00\"\n";
+
+    #[test]
+    fn a_blocked_send_does_not_need_the_balance_and_a_passing_one_does() {
+        let p = policy(MONEY);
+        let uz = dest("+998993941234");
+        let a = attempt(&uz, "UZ", BalanceView::NotAsked);
+        let j = p.judge(&a, T0);
+        assert!(!j.needs_balance());
+        assert_eq!(j.blocked_by().map(|v| v.rule.as_str()), Some("geo:UZ"));
+        // Whatever balance it is given, an unneeded one is not read.
+        let d = j.finish(BalanceView::Unavailable);
+        assert_eq!(
+            (d.action, d.deciding().unwrap().stage),
+            (Action::Shadow, Stage::Number)
+        );
+
+        let us = dest("+14155550123");
+        let a = attempt(&us, "US", BalanceView::NotAsked);
+        let j = p.judge(&a, T0);
+        assert!(j.needs_balance());
+        let d = j.finish(BalanceView::Known(Money(0)));
+        assert_eq!(d.verdict.unwrap().rule, "balance:min");
+
+        // Safe-listed, or no balance rule: never needed.
+        let safe = policy("[numbers]\nsafe = [\"+14155550123\"]\n[balance]\nmin = \"1.00\"\n");
+        assert!(!safe.judge(&a, T0).needs_balance());
+        assert!(!policy("[geo]\nallow = [\"US\"]\n")
+            .judge(&a, T0)
+            .needs_balance());
+    }
+
+    #[test]
+    fn judge_then_finish_counts_limits_budget_and_backoff_once() {
+        let p = policy(MONEY);
+        let us = dest("+14155550123");
+        let a = attempt(&us, "US", BalanceView::NotAsked);
+        let rich = BalanceView::Known(Money(50_000_000));
+        // Two sends fit the 2/1h limit and the 0.02 budget, each counted once.
+        for i in 0..2 {
+            let d = p.judge(&a, T0 + i).finish(rich);
+            assert_eq!(d.action, Action::Allow, "send {i}");
+        }
+        let d = p.judge(&a, T0 + 2).finish(rich);
+        assert_eq!(d.verdict.unwrap().rule, "limit:n");
+        // `decide` on another number agrees with the two phases.
+        let other = dest("+14155550124");
+        let b = attempt(&other, "US", rich);
+        assert_eq!(p.decide(&b, T0 + 3).verdict.unwrap().rule, "budget:hour:*");
+    }
+
+    #[test]
+    fn a_balance_block_or_an_abandoned_judgement_gives_the_reservations_back() {
+        let p = policy(MONEY);
+        let (x, y, z) = (
+            dest("+14155550001"),
+            dest("+14155550002"),
+            dest("+14155550003"),
+        );
+        let (ax, ay, az) = (
+            attempt(&x, "US", BalanceView::NotAsked),
+            attempt(&y, "US", BalanceView::NotAsked),
+            attempt(&z, "US", BalanceView::NotAsked),
+        );
+        // Blocked on the balance, and dropped while the balance was asked
+        // for: neither spends the 0.02 budget.
+        assert!(p
+            .judge(&ax, T0)
+            .finish(BalanceView::Known(Money(0)))
+            .verdict
+            .is_some());
+        drop(p.judge(&ay, T0 + 1));
+        let rich = BalanceView::Known(Money(50_000_000));
+        assert_eq!(p.judge(&ax, T0 + 2).finish(rich).action, Action::Allow);
+        assert_eq!(p.judge(&ay, T0 + 3).finish(rich).action, Action::Allow);
+        let d = p.judge(&az, T0 + 4).finish(rich);
+        assert_eq!(d.verdict.unwrap().rule, "budget:hour:*");
+    }
+
+    #[test]
+    fn explain_still_traces_every_stage_including_the_balance() {
+        let p = policy(MONEY);
+        let uz = dest("+998993941234");
+        let d = p.explain(&attempt(&uz, "UZ", BalanceView::NotAsked), T0);
+        let stages: Vec<Stage> = d.trace.iter().map(|(s, _)| *s).collect();
+        assert_eq!(stages, Stage::ALL.to_vec());
+        assert_eq!(d.action, Action::Shadow);
+    }
+}

@@ -1,5 +1,5 @@
-//! Twilio-shaped answers made by the guard itself: fake Message, Call and
-//! Verification resources for a shadow ban, and Twilio error bodies for a
+//! Twilio-shaped answers made by the guard itself: fake Message, Call,
+//! conference Participant and Verification resources for a shadow ban, and Twilio error bodies for a
 //! reject.
 //!
 //! The point of a shadow ban is that the attacker learns nothing, so every
@@ -333,6 +333,13 @@ pub struct CallRequest<'a> {
 /// the values of a call that is queued and not yet dialled.
 pub fn fake_call(req: &CallRequest, now: SystemTime) -> (String, Bytes) {
     let sid = random_sid("CA");
+    let body = call_json(req, &sid, now);
+    (sid, body)
+}
+
+/// The JSON of the queued Call `sid` made from `req` at `now` (what
+/// [`fake_call`] answers; also the call behind a fake participant).
+pub fn call_json(req: &CallRequest, sid: &str, now: SystemTime) -> Bytes {
     let date = rfc2822(now);
     let base = format!("/{API_VERSION}/Accounts/{}/Calls/{sid}", req.account_sid);
     let mut subresources = JsonObject::new();
@@ -361,7 +368,7 @@ pub fn fake_call(req: &CallRequest, now: SystemTime) -> (String, Bytes) {
         .map(|from| derived_sid("PN", &[req.account_sid, from]));
 
     let mut obj = JsonObject::new();
-    obj.str("sid", &sid);
+    obj.str("sid", sid);
     obj.str("date_created", &date);
     obj.str("date_updated", &date);
     obj.null("parent_call_sid");
@@ -387,7 +394,113 @@ pub fn fake_call(req: &CallRequest, now: SystemTime) -> (String, Bytes) {
     obj.null("trunk_sid");
     obj.str("uri", &format!("{base}.json"));
     obj.raw("subresource_uris", &subresources.finish());
-    (sid, obj.into_bytes())
+    obj.into_bytes()
+}
+
+/// What a fake conference Participant needs from the request.
+#[derive(Clone, Copy, Debug)]
+pub struct ParticipantRequest<'a> {
+    pub account_sid: &'a str,
+    /// The `{ConferenceSid}` of the path: a `CF` sid or a friendly name.
+    pub conference: &'a str,
+    pub to: &'a str,
+    pub from: Option<&'a str>,
+    pub label: Option<&'a str>,
+    pub call_sid_to_coach: Option<&'a str>,
+    /// The boolean parameters as sent (`"true"`, `"False"`...).
+    pub coaching: Option<&'a str>,
+    pub muted: Option<&'a str>,
+    pub start_conference_on_enter: Option<&'a str>,
+    pub end_conference_on_exit: Option<&'a str>,
+}
+
+/// A fake Participant and the fake Call behind it.
+#[derive(Clone, Debug)]
+pub struct FakeParticipant {
+    /// The `CA` sid of the call Twilio would place (the participant's id).
+    pub call_sid: String,
+    /// The conference's `CF` sid: the path's when it is one, else one
+    /// derived from the account and the friendly name, so that every fake
+    /// participant of one named conference reports the same conference.
+    pub conference_sid: String,
+    pub body: Bytes,
+    /// The queued Call `call_sid`, as `GET .../Calls/{CallSid}` shows it.
+    pub call: Bytes,
+}
+
+/// The JSON of a freshly created conference Participant (answered with 201).
+///
+/// `api_v2010.json` in the contract does not include Conferences: the keys
+/// and their order are those of Twilio's public Participant resource
+/// (`api.v2010.account.conference.participant`) as its create example shows
+/// them, written from knowledge of that resource, not checked against a
+/// schema file. Dates are RFC 2822 like the rest of the 2010 API; booleans
+/// echo the request's parameters with Twilio's defaults; `queue_time` is a
+/// string, as on Calls.
+pub fn fake_participant(req: &ParticipantRequest, now: SystemTime) -> FakeParticipant {
+    let call_sid = random_sid("CA");
+    let conference_sid = if is_sid(req.conference, "CF") {
+        req.conference.to_string()
+    } else {
+        derived_sid("CF", &[req.account_sid, req.conference])
+    };
+    let date = rfc2822(now);
+    let flag = |value: Option<&str>, default: bool| match value.map(str::trim) {
+        Some(v) if v.eq_ignore_ascii_case("true") => "true",
+        Some(v) if v.eq_ignore_ascii_case("false") => "false",
+        _ if default => "true",
+        _ => "false",
+    };
+    let mut obj = JsonObject::new();
+    obj.str("account_sid", req.account_sid);
+    obj.str("call_sid", &call_sid);
+    obj.opt_str("label", req.label);
+    obj.str("conference_sid", &conference_sid);
+    obj.str("date_created", &date);
+    obj.str("date_updated", &date);
+    obj.raw(
+        "end_conference_on_exit",
+        flag(req.end_conference_on_exit, false),
+    );
+    obj.raw("muted", flag(req.muted, false));
+    obj.raw("hold", "false");
+    obj.str("status", "queued");
+    obj.raw(
+        "start_conference_on_enter",
+        flag(req.start_conference_on_enter, true),
+    );
+    obj.raw("coaching", flag(req.coaching, false));
+    obj.opt_str("call_sid_to_coach", req.call_sid_to_coach);
+    obj.str("queue_time", "0");
+    obj.str(
+        "uri",
+        &format!(
+            "/{API_VERSION}/Accounts/{}/Conferences/{conference_sid}/Participants/{call_sid}.json",
+            req.account_sid
+        ),
+    );
+    let call = call_json(
+        &CallRequest {
+            account_sid: req.account_sid,
+            to: req.to,
+            from: req.from,
+        },
+        &call_sid,
+        now,
+    );
+    FakeParticipant {
+        call_sid,
+        conference_sid,
+        body: obj.into_bytes(),
+        call,
+    }
+}
+
+/// `prefix` followed by 32 hex digits.
+fn is_sid(s: &str, prefix: &str) -> bool {
+    s.len() == prefix.len() + 32
+        && s.starts_with(prefix)
+        && s[prefix.len()..].bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 /// Twilio's display form of a number: North American numbers as
@@ -415,6 +528,17 @@ pub struct VerificationRequest<'a> {
 /// `verify.v2.service.verification`, in the key order of the Verify
 /// OpenAPI examples (which differs from the schema's property order).
 pub fn fake_verification(req: &VerificationRequest, now: SystemTime) -> (String, Bytes) {
+    fake_verification_on(req, "v2", now)
+}
+
+/// [`fake_verification`] for a send made on the Verify API `version`
+/// (`"v1"` or `"v2"`): the same resource, whose `url` names that version.
+pub fn fake_verification_on(
+    req: &VerificationRequest,
+    version: &str,
+    now: SystemTime,
+) -> (String, Bytes) {
+    let version = if version == "v1" { "v1" } else { "v2" };
     let sid = random_sid("VE");
     let date = iso8601(now);
     let channel = verification_channel(req.channel);
@@ -442,7 +566,7 @@ pub fn fake_verification(req: &VerificationRequest, now: SystemTime) -> (String,
     obj.str(
         "url",
         &format!(
-            "https://verify.twilio.com/v2/Services/{}/Verifications/{sid}",
+            "https://verify.twilio.com/{version}/Services/{}/Verifications/{sid}",
             req.service_sid
         ),
     );
@@ -1395,6 +1519,110 @@ mod tests {
         );
         assert_eq!(whatsapp["channel"], "whatsapp");
         assert_eq!(whatsapp["send_code_attempts"][0]["channel"], "whatsapp");
+    }
+
+    #[test]
+    fn a_fake_participant_has_twilios_keys_and_a_call_behind_it() {
+        let req = ParticipantRequest {
+            account_sid: AC,
+            conference: "Room 7",
+            to: "+15558675310",
+            from: Some("+15017122661"),
+            label: Some("customer"),
+            call_sid_to_coach: None,
+            coaching: None,
+            muted: Some("TRUE"),
+            start_conference_on_enter: Some("false"),
+            end_conference_on_exit: Some("nonsense"),
+        };
+        let p = fake_participant(&req, at(1_692_853_305));
+        let text = std::str::from_utf8(&p.body).unwrap();
+        assert_eq!(
+            top_level_keys(text),
+            [
+                "account_sid",
+                "call_sid",
+                "label",
+                "conference_sid",
+                "date_created",
+                "date_updated",
+                "end_conference_on_exit",
+                "muted",
+                "hold",
+                "status",
+                "start_conference_on_enter",
+                "coaching",
+                "call_sid_to_coach",
+                "queue_time",
+                "uri",
+            ]
+        );
+        let m = parse(&p.body);
+        assert_eq!(m["call_sid"], p.call_sid.as_str());
+        assert!(is_sid(&p.call_sid, "CA"));
+        assert!(
+            is_sid(&p.conference_sid, "CF"),
+            "a friendly name gets a CF sid"
+        );
+        assert_eq!(m["conference_sid"], p.conference_sid.as_str());
+        assert_eq!(m["date_created"], "Thu, 24 Aug 2023 05:01:45 +0000");
+        assert_eq!(m["status"], "queued");
+        assert_eq!(m["muted"], true);
+        assert_eq!(m["start_conference_on_enter"], false);
+        assert_eq!(
+            m["end_conference_on_exit"], false,
+            "unreadable: the default"
+        );
+        assert_eq!(m["coaching"], false);
+        assert_eq!(m["call_sid_to_coach"], Value::Null);
+        assert_eq!(
+            m["uri"],
+            format!(
+                "/2010-04-01/Accounts/{AC}/Conferences/{}/Participants/{}.json",
+                p.conference_sid, p.call_sid
+            )
+        );
+        // The same friendly name, the same conference; a CF sid is kept.
+        assert_eq!(
+            fake_participant(&req, at(0)).conference_sid,
+            p.conference_sid
+        );
+        let cf = "CF0123456789abcdef0123456789abcdef";
+        let by_sid = fake_participant(
+            &ParticipantRequest {
+                conference: cf,
+                ..req
+            },
+            at(0),
+        );
+        assert_eq!(by_sid.conference_sid, cf);
+        // The call behind it is a queued Call with the same sid.
+        let c = parse(&p.call);
+        assert_eq!(c["sid"], p.call_sid.as_str());
+        assert_eq!(c["to"], "+15558675310");
+        assert_eq!(c["status"], "queued");
+        let spec = load_spec("api_v2010.json");
+        check_against_schema(&spec, "api.v2010.account.call", &p.call);
+    }
+
+    #[test]
+    fn a_verify_v1_fake_names_its_version() {
+        let req = VerificationRequest {
+            account_sid: AC,
+            service_sid: VA,
+            to: "+15558675310",
+            channel: "sms",
+        };
+        let (sid, body) = fake_verification_on(&req, "v1", at(0));
+        assert_eq!(
+            parse(&body)["url"],
+            format!("https://verify.twilio.com/v1/Services/{VA}/Verifications/{sid}")
+        );
+        let (sid, body) = fake_verification_on(&req, "v9", at(0));
+        assert_eq!(
+            parse(&body)["url"],
+            format!("https://verify.twilio.com/v2/Services/{VA}/Verifications/{sid}")
+        );
     }
 
     #[test]

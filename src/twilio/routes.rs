@@ -1,9 +1,10 @@
 //! Request classification: decides from the method and the request-target
 //! path alone whether a request to the Twilio REST API makes Twilio spend
-//! money (a "send": message create, call create, verification create), is one
-//! of the few other endpoints smsguard answers itself (fetches of messages,
-//! calls and verifications, verification checks), or is anything else, which
-//! the proxy forwards unjudged.
+//! money (a "send": message create, call create, conference participant
+//! create, which dials `To`, and verification create on Verify v2 or v1), is
+//! one of the few other endpoints smsguard answers itself (fetches of
+//! messages, calls, participants and verifications, verification checks), or
+//! is anything else, which the proxy forwards unjudged.
 //!
 //! This module must never classify as [`Endpoint::Other`] a `POST` whose path
 //! some plausible server could read as a send shape. Servers disagree on how
@@ -88,16 +89,31 @@ pub enum Endpoint {
     MessageCreate { account_sid: String },
     /// POST .../Accounts/{AccountSid}/Calls(.ext)?
     CallCreate { account_sid: String },
-    /// POST /v2/Services/{ServiceSid}/Verifications (a send only for some
-    /// channels: decided later from the body).
+    /// POST .../Accounts/{AccountSid}/Conferences/{ConferenceSid}/Participants(.ext)?:
+    /// Twilio dials `To` (an outbound call) and puts it in the conference.
+    /// `conference_sid` is a `CF` sid or the conference's friendly name.
+    ParticipantCreate {
+        account_sid: String,
+        conference_sid: String,
+    },
+    /// POST /v2/Services/{ServiceSid}/Verifications, and the same on the
+    /// older Verify v1 (a send only for some channels: decided later from
+    /// the body). `POST .../Verifications/{Sid}` (a status update) is not.
     VerificationCreate { service_sid: String },
     /// GET .../Accounts/{AccountSid}/Messages/{Sid}(.ext)?
     MessageFetch { account_sid: String, sid: String },
     /// GET .../Accounts/{AccountSid}/Calls/{Sid}(.ext)?
     CallFetch { account_sid: String, sid: String },
-    /// GET /v2/Services/{ServiceSid}/Verifications/{Sid}
+    /// GET .../Accounts/{AccountSid}/Conferences/{ConferenceSid}/Participants/{CallSid}(.ext)?
+    /// (`sid` is the participant's call sid or its label).
+    ParticipantFetch {
+        account_sid: String,
+        conference_sid: String,
+        sid: String,
+    },
+    /// GET /v2/Services/{ServiceSid}/Verifications/{Sid} (also v1)
     VerificationFetch { service_sid: String, sid: String },
-    /// POST /v2/Services/{ServiceSid}/VerificationCheck
+    /// POST /v2/Services/{ServiceSid}/VerificationCheck (also v1)
     VerificationCheck { service_sid: String },
     /// POST .../Accounts/{AccountSid}/Messages/{Sid}/Feedback(.json)?: the
     /// app telling Twilio the recipient acted on the message.
@@ -112,7 +128,9 @@ impl Endpoint {
     pub fn send_product(&self) -> Option<Product> {
         match self {
             Endpoint::MessageCreate { .. } => Some(Product::Messaging),
-            Endpoint::CallCreate { .. } => Some(Product::Voice),
+            Endpoint::CallCreate { .. } | Endpoint::ParticipantCreate { .. } => {
+                Some(Product::Voice)
+            }
             Endpoint::VerificationCreate { .. } => Some(Product::Verify),
             _ => None,
         }
@@ -123,9 +141,11 @@ impl Endpoint {
         match self {
             Endpoint::MessageCreate { .. } => "messages.create",
             Endpoint::CallCreate { .. } => "calls.create",
+            Endpoint::ParticipantCreate { .. } => "participants.create",
             Endpoint::VerificationCreate { .. } => "verifications.create",
             Endpoint::MessageFetch { .. } => "messages.fetch",
             Endpoint::CallFetch { .. } => "calls.fetch",
+            Endpoint::ParticipantFetch { .. } => "participants.fetch",
             Endpoint::VerificationFetch { .. } => "verifications.fetch",
             Endpoint::VerificationCheck { .. } => "verification_checks.create",
             Endpoint::MessageFeedback { .. } => "feedback.create",
@@ -168,9 +188,11 @@ pub fn route(method: &Method, raw_path: &str) -> Route {
     let upstream = match &endpoint {
         Endpoint::MessageCreate { .. }
         | Endpoint::CallCreate { .. }
+        | Endpoint::ParticipantCreate { .. }
         | Endpoint::MessageFetch { .. }
         | Endpoint::MessageFeedback { .. }
-        | Endpoint::CallFetch { .. } => Upstream::Api,
+        | Endpoint::CallFetch { .. }
+        | Endpoint::ParticipantFetch { .. } => Upstream::Api,
         Endpoint::VerificationCreate { .. }
         | Endpoint::VerificationFetch { .. }
         | Endpoint::VerificationCheck { .. } => Upstream::Verify,
@@ -200,9 +222,20 @@ pub fn normalize_path(raw_path: &str) -> String {
     out
 }
 
-/// Longest segment list any endpoint has, plus one so that "too long" is
-/// still visible to the matcher as a length mismatch.
-const MAX_SEGMENTS: usize = 7;
+/// The Verify API version a path names (`"v1"` or `"v2"`), as its
+/// canonical reading shows it; `"v2"` when it shows neither. Answers made
+/// for a Verify send name the version they were asked on.
+pub fn verify_api_version(raw_path: &str) -> &'static str {
+    let (rounds, _) = decode_rounds(raw_path.as_bytes());
+    match canonical_segments(&rounds).first() {
+        Some(seg) if lit_match(seg, "v1", false, false) => "v1",
+        _ => "v2",
+    }
+}
+
+/// Longest segment list any endpoint has (a participant fetch: 7), plus one
+/// so that "too long" is still visible to the matcher as a length mismatch.
+const MAX_SEGMENTS: usize = 8;
 
 /// A plain path has nothing that readings could disagree on: no escapes, no
 /// backslash, no `;`, `?`, `#`, and no dot segments. Empty segments are then
@@ -224,18 +257,33 @@ fn plain_segments<'a, 'b>(raw: &'a [u8], buf: &'b mut [&'a [u8]]) -> Option<&'b 
     buf.get(..n)
 }
 
+/// `/v2/...` is Verify's; so is `/v1/Services/{sid}/Verification...` (the
+/// older Verify API: a status update of a v1 verification, say). Every
+/// other path is the 2010 API's.
 fn upstream_of_path(raw: &[u8]) -> Upstream {
-    let first_is_v2 = if is_plain(raw) {
-        raw.split(|&b| b == b'/')
-            .find(|s| !s.is_empty())
-            .is_some_and(|s| s.eq_ignore_ascii_case(b"v2"))
+    let is_verify = |segs: &[&[u8]]| match segs {
+        [first, ..] if first.eq_ignore_ascii_case(b"v2") => true,
+        [first, services, _, kind, ..] => {
+            first.eq_ignore_ascii_case(b"v1")
+                && services.eq_ignore_ascii_case(b"services")
+                && fold_strip_prefix(kind, "verification").is_some()
+        }
+        _ => false,
+    };
+    let verify = if is_plain(raw) {
+        let mut buf: [&[u8]; MAX_SEGMENTS] = [&[]; MAX_SEGMENTS];
+        match plain_segments(raw, &mut buf) {
+            Some(segs) => is_verify(segs),
+            None => raw
+                .split(|&b| b == b'/')
+                .find(|s| !s.is_empty())
+                .is_some_and(|s| s.eq_ignore_ascii_case(b"v2")),
+        }
     } else {
         let (rounds, _) = decode_rounds(raw);
-        canonical_segments(&rounds)
-            .first()
-            .is_some_and(|s| s.eq_ignore_ascii_case(b"v2"))
+        is_verify(&canonical_segments(&rounds))
     };
-    if first_is_v2 {
+    if verify {
         Upstream::Verify
     } else {
         Upstream::Api
@@ -314,6 +362,12 @@ fn fold_strip_prefix<'a>(seg: &'a [u8], lit: &str) -> Option<&'a [u8]> {
     Some(rest)
 }
 
+/// The Verify API versions: v2, and v1, which Twilio retired but which
+/// takes the same sends (if it still answers, it still costs).
+fn is_verify_version(seg: &[u8], wild: bool) -> bool {
+    lit_match(seg, "v2", false, wild) || lit_match(seg, "v1", false, wild)
+}
+
 fn is_version(seg: &[u8], wild: bool) -> bool {
     // 2008-08-01 is the retired predecessor; if Twilio still routes any of
     // it, it is a send, and nothing legitimate posts there through us.
@@ -339,7 +393,10 @@ fn match_send<S: AsRef<[u8]>>(segs: &[S], wild: bool) -> Option<Endpoint> {
                     });
                 }
             }
-            if lit(ver, "v2") && lit(acc, "services") && res(last, "verifications") {
+            if is_verify_version(ver.as_ref(), wild)
+                && lit(acc, "services")
+                && res(last, "verifications")
+            {
                 return Some(Endpoint::VerificationCreate {
                     service_sid: sid_string(sid.as_ref()),
                 });
@@ -356,6 +413,18 @@ fn match_send<S: AsRef<[u8]>>(segs: &[S], wild: bool) -> Option<Endpoint> {
         {
             Some(Endpoint::MessageCreate {
                 account_sid: sid_string(sid.as_ref()),
+            })
+        }
+        // A conference participant: Twilio places a call to `To`.
+        [ver, acc, sid, conf, conf_sid, last]
+            if is_version(ver.as_ref(), wild)
+                && lit(acc, "accounts")
+                && lit(conf, "conferences")
+                && res(last, "participants") =>
+        {
+            Some(Endpoint::ParticipantCreate {
+                account_sid: sid_string(sid.as_ref()),
+                conference_sid: sid_string(conf_sid.as_ref()),
             })
         }
         _ => None,
@@ -384,10 +453,28 @@ fn match_non_send<S: AsRef<[u8]>>(method: &Method, segs: &[S]) -> Endpoint {
                     }
                 }
             }
-            if lit(ver, "v2") && lit(acc, "services") && lit(kind, "verifications") {
+            if is_verify_version(ver.as_ref(), false)
+                && lit(acc, "services")
+                && lit(kind, "verifications")
+            {
                 if let Some(id) = resource_id(id.as_ref()) {
                     return Endpoint::VerificationFetch {
                         service_sid: sid_string(sid.as_ref()),
+                        sid: id,
+                    };
+                }
+            }
+        }
+        if let [ver, acc, account, conf, conf_sid, kind, id] = segs {
+            if lit(ver, "2010-04-01")
+                && lit(acc, "accounts")
+                && lit(conf, "conferences")
+                && lit(kind, "participants")
+            {
+                if let Some(id) = resource_id(id.as_ref()) {
+                    return Endpoint::ParticipantFetch {
+                        account_sid: sid_string(account.as_ref()),
+                        conference_sid: sid_string(conf_sid.as_ref()),
                         sid: id,
                     };
                 }
@@ -409,7 +496,7 @@ fn match_non_send<S: AsRef<[u8]>>(method: &Method, segs: &[S]) -> Endpoint {
             }
         }
         if let [ver, svc, sid, last] = segs {
-            if lit(ver, "v2")
+            if is_verify_version(ver.as_ref(), false)
                 && lit(svc, "services")
                 && lit_match(last.as_ref(), "verificationcheck", true, false)
             {
@@ -1073,6 +1160,132 @@ mod tests {
         assert_eq!(post("/v2/Services/VA1/Verifications/VE1"), Endpoint::Other);
     }
 
+    fn participant(conference: &str) -> Endpoint {
+        Endpoint::ParticipantCreate {
+            account_sid: AC.to_owned(),
+            conference_sid: conference.to_owned(),
+        }
+    }
+
+    #[test]
+    fn participant_create_is_a_voice_send_in_every_spelling() {
+        for path in [
+            format!("/2010-04-01/Accounts/{AC}/Conferences/CF1/Participants.json"),
+            format!("/2010-04-01/Accounts/{AC}/Conferences/CF1/Participants"),
+            format!("/2010-04-01/Accounts/{AC}/Conferences/CF1/Participants.xml"),
+            format!("/2010-04-01/Accounts/{AC}/Conferences/CF1/Participants.json/"),
+            format!("/2010-04-01/accounts/{AC}/CONFERENCES/CF1/participants.JSON"),
+            format!("/2010-04-01/Accounts/{AC}/Conferences/CF1/%50articipants.json"),
+            format!("/2010-04-01/Accounts/{AC}/Conferences/CF1/%2550articipants"),
+            format!("/2010-04-01/Accounts/{AC}/%43onferences/CF1/Participants.json"),
+            format!("//2010-04-01/Accounts/{AC}/Conferences//CF1/x/../Participants.json"),
+            format!("/2010-04-01/Accounts/{AC}/Conferences/CF1/Participants.json;x=1"),
+            format!("/2008-08-01/Accounts/{AC}/Conferences/CF1/Participants"),
+        ] {
+            let r = route(&Method::POST, &path);
+            assert_eq!(r.endpoint, participant("CF1"), "{path}");
+            assert_eq!(r.upstream, Upstream::Api);
+            assert_eq!(r.endpoint.send_product(), Some(Product::Voice));
+            assert_eq!(r.endpoint.name(), "participants.create");
+        }
+        // A friendly name, encoded as a client would, is decoded as the sid.
+        assert_eq!(
+            post(&format!(
+                "/2010-04-01/Accounts/{AC}/Conferences/My%20Room/Participants.json"
+            )),
+            participant("My Room")
+        );
+        // Five levels of encoding: undecidable, so a send (fail closed).
+        assert!(matches!(
+            post(&format!(
+                "/2010-04-01/Accounts/{AC}/Conferences/CF1/%252525255Articipants.json"
+            )),
+            Endpoint::ParticipantCreate { .. }
+        ));
+    }
+
+    #[test]
+    fn participant_update_and_fetch_are_not_sends() {
+        let path = format!("/2010-04-01/Accounts/{AC}/Conferences/CF1/Participants/CA9.json");
+        // Muting or holding a participant dials nobody.
+        assert_eq!(post(&path), Endpoint::Other);
+        let fetch = route(&Method::GET, &path);
+        assert_eq!(
+            fetch.endpoint,
+            Endpoint::ParticipantFetch {
+                account_sid: AC.into(),
+                conference_sid: "CF1".into(),
+                sid: "CA9".into()
+            }
+        );
+        assert_eq!(fetch.upstream, Upstream::Api);
+        assert_eq!(fetch.endpoint.name(), "participants.fetch");
+        assert_eq!(fetch.endpoint.send_product(), None);
+        assert_eq!(
+            get(&format!(
+                "/2010-04-01/accounts/{AC}/conferences/CF1/participants/agent%201/"
+            )),
+            Endpoint::ParticipantFetch {
+                account_sid: AC.into(),
+                conference_sid: "CF1".into(),
+                sid: "agent 1".into()
+            }
+        );
+        // A GET of the list is not a fetch of one.
+        assert_eq!(
+            get(&format!(
+                "/2010-04-01/Accounts/{AC}/Conferences/CF1/Participants.json"
+            )),
+            Endpoint::Other
+        );
+    }
+
+    #[test]
+    fn verify_v1_is_routed_like_v2() {
+        for path in [
+            "/v1/Services/VA1/Verifications",
+            "/V1/services/VA1/verifications/",
+            "/v1/Services/VA1/%56erifications",
+        ] {
+            let r = route(&Method::POST, path);
+            assert_eq!(
+                r.endpoint,
+                Endpoint::VerificationCreate {
+                    service_sid: "VA1".into()
+                },
+                "{path}"
+            );
+            assert_eq!(r.upstream, Upstream::Verify);
+            assert_eq!(r.endpoint.send_product(), Some(Product::Verify));
+        }
+        let r = route(&Method::POST, "/v1/Services/VA1/VerificationCheck");
+        assert_eq!(
+            r.endpoint,
+            Endpoint::VerificationCheck {
+                service_sid: "VA1".into()
+            }
+        );
+        assert_eq!(r.upstream, Upstream::Verify);
+        assert_eq!(
+            get("/v1/Services/VA1/Verifications/VE1"),
+            Endpoint::VerificationFetch {
+                service_sid: "VA1".into(),
+                sid: "VE1".into()
+            }
+        );
+        // Status updates (canceled, approved) send nothing, on either version.
+        assert_eq!(post("/v1/Services/VA1/Verifications/VE1"), Endpoint::Other);
+        assert_eq!(post("/v2/Services/VA1/Verifications/VE1"), Endpoint::Other);
+        assert_eq!(
+            post("/v2/Services/VA1/Verifications/%2B15558675310"),
+            Endpoint::Other
+        );
+        assert_eq!(verify_api_version("/v1/Services/VA1/Verifications"), "v1");
+        assert_eq!(verify_api_version("/%561/Services/VA1/Verifications"), "v1");
+        assert_eq!(verify_api_version("/v2/Services/VA1/Verifications"), "v2");
+        assert_eq!(verify_api_version("/x"), "v2");
+    }
+
     #[test]
     fn upstream_selection() {
         assert_eq!(
@@ -1089,6 +1302,20 @@ mod tests {
             Upstream::Verify
         );
         assert_eq!(route(&Method::GET, "/v22/Services").upstream, Upstream::Api);
+        assert_eq!(
+            route(&Method::POST, "/v1/Services/VA1/Verifications/VE1").upstream,
+            Upstream::Verify
+        );
+        assert_eq!(
+            route(&Method::GET, "/v1/Services/VA1/VerificationChecks/x").upstream,
+            Upstream::Verify
+        );
+        assert_eq!(
+            route(&Method::GET, "/v1/Services/MG1/PhoneNumbers").upstream,
+            Upstream::Api
+        );
+        let deep = format!("/v2{}", "/x".repeat(20));
+        assert_eq!(route(&Method::GET, &deep).upstream, Upstream::Verify);
         assert_eq!(
             route(&Method::GET, "/2010-04-01/Accounts.json").upstream,
             Upstream::Api
@@ -1187,8 +1414,15 @@ mod tests {
             "/2010-04-01/Accounts/Messages.json",
             "/x/2010-04-01/Accounts/AC1/Messages.json",
             "/v2/Services/VA1/Entities",
-            "/v1/Services/VA1/Verifications",
+            "/v3/Services/VA1/Verifications",
             "/v2/Services/VA1/Verifications/VE1/x",
+            "/v1/Services/VA1/Verifications/VE1/x",
+            "/2010-04-01/Accounts/AC1/Conferences.json",
+            "/2010-04-01/Accounts/AC1/Conferences/CF1.json",
+            "/2010-04-01/Accounts/AC1/Conferences/CF1/Recordings.json",
+            "/2010-04-01/Accounts/AC1/Conferences/Participants.json",
+            "/2010-04-01/Accounts/AC1/Conference/CF1/Participants.json",
+            "/2010-04-01/Accounts/AC1/Conferences/CF1/Participants/CA1/x",
             "/2010-04-01/Accounts/AC1/%zzessages.json",
         ] {
             assert_eq!(post(p), Endpoint::Other, "{p:?}");
