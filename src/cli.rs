@@ -170,6 +170,10 @@ pub fn check(path: &Path) -> i32 {
         Ok(c) => c,
         Err(code) => return code,
     };
+    if c.store.shared() {
+        eprintln!("{}: {}", path.display(), crate::guard::NOT_SHARED_YET);
+        return 1;
+    }
     println!("{}: ok", path.display());
     if c.protections().is_empty() {
         println!(

@@ -16,6 +16,10 @@ use crate::pipeline::App;
 use crate::server::{self, ServerOptions};
 use crate::store::MemoryStore;
 
+/// `[store] redis` is read and checked, and the link to Redis is built, but
+/// the policy does not keep its state there yet: refused, never ignored.
+pub const NOT_SHARED_YET: &str = "store.redis and store.redis_cluster are not used by this build yet (state would stay per process); remove them";
+
 pub struct Guard {
     addr: SocketAddr,
     admin_addr: Option<SocketAddr>,
@@ -29,6 +33,9 @@ pub struct Guard {
 impl Guard {
     /// Binds `listen.addr` (port 0 picks a free port) and starts serving.
     pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Guard, String> {
+        if config.store.shared() {
+            return Err(NOT_SHARED_YET.into());
+        }
         let listener = TcpListener::bind(config.listen.addr)
             .await
             .map_err(|e| format!("cannot listen on {}: {e}", config.listen.addr))?;

@@ -130,3 +130,23 @@ fn check_warns_about_a_policy_that_judges_nothing() {
     assert!(!out.contains("judges nothing"), "{out}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_redis_store_is_refused_by_check_and_serve_until_state_is_kept_there() {
+    let dir = std::env::temp_dir().join(format!("smsguard-cli-redis-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("redis.toml");
+    std::fs::write(
+        &path,
+        "[listen]\naddr = \"127.0.0.1:0\"\n[geo]\nallow = [\"US\"]\n[store]\nredis = \"redis://127.0.0.1:6390/0\"\n",
+    )
+    .unwrap();
+    let p = path.to_str().unwrap();
+    for cmd in ["check", "serve"] {
+        let (code, out, err) = smsguard(&[cmd, "--config", p]);
+        assert_eq!(code, 1, "{cmd}: {out}{err}");
+        assert!(err.contains("store.redis"), "{cmd}: {err}");
+        assert!(!out.contains(": ok"), "{cmd}: {out}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

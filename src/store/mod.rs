@@ -10,6 +10,7 @@
 
 mod lru;
 mod memory;
+pub mod redis;
 
 pub use lru::Lru;
 pub use memory::MemoryStore;

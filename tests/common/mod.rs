@@ -195,3 +195,5 @@ pub fn schema_properties(file: &str, component: &str) -> Vec<String> {
         .cloned()
         .collect()
 }
+
+pub mod redis;
