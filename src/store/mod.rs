@@ -11,6 +11,7 @@
 mod lru;
 mod memory;
 pub mod redis;
+pub mod redis_ops;
 
 pub use lru::Lru;
 pub use memory::MemoryStore;
@@ -136,6 +137,9 @@ pub struct Slots {
     /// The newest slot's index, in slot widths since the epoch.
     newest: u64,
     counts: [u32; 7],
+    /// The slot width these indexes are in (ms; 0 before the first hit). A
+    /// reload that changes the period changes it.
+    width: u32,
 }
 
 impl Slots {
@@ -148,6 +152,15 @@ impl Slots {
     pub fn hit(&mut self, period: Millis, now: Millis) -> u64 {
         let w = Self::width(period);
         let idx = now / w;
+        if u64::from(self.width) != w.min(u64::from(u32::MAX)) {
+            // A new period (a reload): what was counted still counts, as
+            // of now, and ages out under the new period.
+            let total = self.counts.iter().fold(0u32, |a, c| a.saturating_add(*c));
+            self.counts = [0; 7];
+            self.counts[0] = total;
+            self.newest = idx;
+            self.width = w.min(u64::from(u32::MAX)) as u32;
+        }
         if idx > self.newest {
             let shift = idx - self.newest;
             if shift >= self.counts.len() as u64 {
@@ -420,6 +433,25 @@ mod tests {
                 assert_eq!(s.count(h, t + offset + age), 1, "{offset} {age}");
             }
         }
+    }
+
+    #[test]
+    fn a_new_period_keeps_what_was_counted_and_ages_it_out_under_the_new_one() {
+        let (m10, h) = (600_000, 3_600_000);
+        let t = 1_700_000_000_000 - 1_700_000_000_000 % h;
+        let mut s = Slots::default();
+        for i in 0..5 {
+            s.hit(m10, t + i);
+        }
+        // Reloaded as 5/1h: the five still count, and one more makes six.
+        assert_eq!(s.hit(h, t + 1_000), 6);
+        assert_eq!(s.count(h, t + 30 * 60_000), 6);
+        // An hour and a slot later they are gone (the count grew forever
+        // when the slot indexes of the old period were kept).
+        assert_eq!(s.hit(h, t + 2 * h), 1);
+        // And back to a shorter period.
+        assert_eq!(s.hit(m10, t + 2 * h + 1), 2);
+        assert_eq!(s.hit(m10, t + 2 * h + 2 * m10), 1);
     }
 
     #[test]
