@@ -166,6 +166,8 @@ struct Inner {
     born: Instant,
     /// Milliseconds since `born` of the last call that succeeded.
     last_ok: AtomicU64,
+    /// What every key starts with (`store.prefix`).
+    prefix: String,
 }
 
 /// A connection to Redis with a health state. Cheap to clone.
@@ -277,6 +279,7 @@ impl RedisLink {
             wake: Arc::new(Notify::new()),
             born: Instant::now(),
             last_ok: AtomicU64::new(0),
+            prefix: store.prefix.clone(),
         });
         match inner.open().await {
             Ok(backend) => {
@@ -325,6 +328,11 @@ impl RedisLink {
 
     pub fn stats(&self) -> &LinkStats {
         &self.inner.stats
+    }
+
+    /// What every key of the shared state starts with (`store.prefix`).
+    pub fn prefix(&self) -> &str {
+        &self.inner.prefix
     }
 
     /// The per-call timeout (`store.timeout`).

@@ -1,0 +1,849 @@
+//! The shared store's per-key operations: Lua scripts run by EVALSHA
+//! through a [`RedisLink`], each atomic on one key (or on keys sharing one
+//! `{hash tag}`), so they work on Redis Cluster and can be pipelined.
+//!
+//! Their semantics are those of [`MemoryStore`](super::MemoryStore) (the
+//! reference; `tests/redis_ops.rs` checks them step by step against it),
+//! with every key expiring when what it holds stops mattering, so Redis
+//! never grows without bound. Expiry is relative (PEXPIRE `until - now`,
+//! at least 1 ms): Redis expires on its own clock, and a replica's clock
+//! only decides what a script reads, never when Redis drops a key.
+//!
+//! Key layout (`P` is `store.prefix`, `smsguard:` by default; `K` the
+//! store key, `limit=+99899394`, `hour:*@1700000000000`, ...):
+//!
+//! | key                | type   | holds                                             |
+//! |--------------------|--------|---------------------------------------------------|
+//! | `P c:{K}`          | hash   | rate counters: `n` rates; per rate `i` (1-based) its period `p<i>`, newest slot index `t<i>`, and a count per slot index `<i>:<slot>` (the seven newest at most) |
+//! | `P s:{K}`          | string | spend total (millionths), exact integer           |
+//! | `P b:{K}`          | hash   | a block: `since`, `until`, `rule`, `action`, `offence` |
+//! | `P o:{K}`          | hash   | offences: `count`, `last`                         |
+//! | `P k:{K}`          | hash   | backoff: `s` sends, `l` last sent, `a` last attempt |
+//! | `P{blocks}:until`  | zset   | index of blocks: member `K`, score `until`        |
+//! | `P{blocks}:entries`| hash   | index of blocks: `K` → `since|until|offence|action|rule` |
+//! | `P{blocks}:kinds`  | hash   | blocks in the index per kind (`prefix:8`)         |
+//!
+//! Every operation is one EVALSHA (one round trip once the script is
+//! loaded), except `set_block` and `remove_block`: the block key and the
+//! index live in different hash slots, so they take two. The index is
+//! written first when a block is set and last when one is removed, so it
+//! never misses an enforced block (`may_block` never answers a false
+//! "none"); a failure between the two calls leaves at worst an index entry
+//! whose block is not enforced, dropped when its `until` passes.
+
+use std::sync::{Arc, LazyLock};
+
+use ::redis::{Script, Value};
+
+use super::redis::{LinkError, RedisLink};
+use super::{BackoffState, BlockEntry};
+use crate::clock::{ms, Millis};
+use crate::config::{self, Action};
+
+/// Lua helpers shared by the scripts: exact integer formatting of Lua
+/// numbers (doubles, exact below 2^53) and a PEXPIRE argument.
+const LUA_PRELUDE: &str = r#"
+local function f(x) return string.format('%.0f', x) end
+local function ttl(x) return f(math.min(math.max(x, 1), 1e15)) end
+"#;
+
+/// `hit`: KEYS[1] the counter hash; ARGV[1] now, ARGV[2..] the periods.
+/// The `Slots` of memory.rs, one per rate: slot width ceil(period/6) (at
+/// least 1 ms), the attempt counted in the newest slot (a clock that
+/// stepped back counts there too), the count the sum of the slots within
+/// the last seven slot indexes. A changed number of rates starts afresh,
+/// as in memory; so does a rate whose period changed (see `hit`).
+const HIT_LUA: &str = r#"
+local key = KEYS[1]
+local now = tonumber(ARGV[1])
+local n = #ARGV - 1
+if tonumber(redis.call('HGET', key, 'n')) ~= n then
+  redis.call('DEL', key)
+  redis.call('HSET', key, 'n', f(n))
+end
+local out = {}
+local live = 0
+for i = 1, n do
+  local period = tonumber(ARGV[i + 1])
+  local w = math.max(math.ceil(period / 6), 1)
+  local idx = math.floor(now / w)
+  local pf, tf = 'p' .. i, 't' .. i
+  local got = redis.call('HMGET', key, pf, tf)
+  local p, newest = tonumber(got[1]), tonumber(got[2])
+  if newest ~= nil and p ~= period then
+    for j = newest - 6, newest do redis.call('HDEL', key, i .. ':' .. f(j)) end
+    newest = nil
+  end
+  if newest == nil then
+    newest = idx
+  elseif idx > newest then
+    for j = newest - 6, math.min(newest, idx - 7) do
+      redis.call('HDEL', key, i .. ':' .. f(j))
+    end
+    newest = idx
+  end
+  redis.call('HSET', key, pf, f(period), tf, f(newest))
+  local slot = i .. ':' .. f(newest)
+  local c = tonumber(redis.call('HGET', key, slot)) or 0
+  if c < 4294967295 then redis.call('HSET', key, slot, f(c + 1)) end
+  local fields = {}
+  for j = math.max(idx - 6, newest - 6), newest do
+    fields[#fields + 1] = i .. ':' .. f(j)
+  end
+  local sum = 0
+  for _, v in ipairs(redis.call('HMGET', key, unpack(fields))) do
+    sum = sum + (tonumber(v) or 0)
+  end
+  out[i] = sum
+  live = math.max(live, (newest + 7) * w)
+end
+redis.call('PEXPIRE', key, ttl(live - now))
+return out
+"#;
+
+/// Exact comparison of two non-negative integers in canonical decimal.
+const LUA_LE: &str = r#"
+local function le(a, b)
+  if #a ~= #b then return #a < #b end
+  return a <= b
+end
+"#;
+
+/// `spend`: KEYS[1] the total; ARGV amount, cap, ttl. Adds when the new
+/// total stays within the cap, else leaves it; exact (Redis integers, the
+/// cap compared as a decimal string). Returns {1, new} or {0, unchanged}.
+const SPEND_LUA: &str = r#"
+local key = KEYS[1]
+local cur = redis.call('GET', key)
+local r = redis.pcall('INCRBY', key, ARGV[1])
+if type(r) == 'table' and r.err then return {0, cur or '0'} end
+local total = redis.call('GET', key)
+if le(total, ARGV[2]) then
+  redis.call('PEXPIRE', key, ARGV[3])
+  return {1, total}
+end
+if cur then redis.call('DECRBY', key, ARGV[1]) else redis.call('DEL', key) end
+return {0, cur or '0'}
+"#;
+
+/// `refund`: KEYS[1] the total; ARGV amount. Never below 0; an absent
+/// total stays absent; the expiry is kept.
+const REFUND_LUA: &str = r#"
+local cur = redis.call('GET', KEYS[1])
+if not cur then return 0 end
+if le(cur, ARGV[1]) then
+  redis.call('SET', KEYS[1], '0', 'KEEPTTL')
+else
+  redis.call('DECRBY', KEYS[1], ARGV[1])
+end
+return 1
+"#;
+
+const GET_LUA: &str = "return redis.call('GET', KEYS[1])";
+
+/// `block`: KEYS[1] the block hash; ARGV now. The entry when it is active.
+const BLOCK_LUA: &str = r#"
+local e = redis.call('HMGET', KEYS[1], 'since', 'until', 'rule', 'action', 'offence')
+if not e[1] or not e[2] then return false end
+if tonumber(e[2]) <= tonumber(ARGV[1]) then return false end
+return e
+"#;
+
+/// `set_block`: KEYS[1] the block hash; ARGV since, until, rule, action,
+/// offence, ttl.
+const SET_BLOCK_LUA: &str = r#"
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'since', ARGV[1], 'until', ARGV[2], 'rule', ARGV[3],
+  'action', ARGV[4], 'offence', ARGV[5])
+redis.call('PEXPIRE', KEYS[1], ARGV[6])
+return 1
+"#;
+
+const DEL_LUA: &str = "return redis.call('DEL', KEYS[1])";
+
+/// The index's shared part: KEYS[1] until (zset), KEYS[2] entries (hash),
+/// KEYS[3] kinds (hash). `drop(m)` takes a member out, `trim(now)` drops
+/// up to 1,000 expired members (until <= now).
+const LUA_INDEX: &str = r#"
+local function kind(m)
+  local i = string.find(m, '=', 1, true)
+  if i then return string.sub(m, 1, i - 1) end
+  return m
+end
+local function drop(m)
+  if redis.call('ZREM', KEYS[1], m) == 1 then
+    redis.call('HDEL', KEYS[2], m)
+    local k = kind(m)
+    if redis.call('HINCRBY', KEYS[3], k, -1) <= 0 then redis.call('HDEL', KEYS[3], k) end
+  end
+end
+local function trim(now)
+  local gone = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, 1000)
+  for _, m in ipairs(gone) do drop(m) end
+end
+"#;
+
+/// ARGV now, member, until, encoded entry.
+const INDEX_ADD_LUA: &str = r#"
+trim(ARGV[1])
+if redis.call('ZADD', KEYS[1], ARGV[3], ARGV[2]) == 1 then
+  redis.call('HINCRBY', KEYS[3], kind(ARGV[2]), 1)
+end
+redis.call('HSET', KEYS[2], ARGV[2], ARGV[4])
+return 1
+"#;
+
+/// ARGV member.
+const INDEX_REMOVE_LUA: &str = r#"
+drop(ARGV[1])
+return 1
+"#;
+
+/// ARGV now: trims, then {member, entry, ...} of the active blocks.
+const INDEX_LIST_LUA: &str = r#"
+trim(ARGV[1])
+local ms = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. ARGV[1], '+inf')
+local out = {}
+for _, m in ipairs(ms) do
+  local e = redis.call('HGET', KEYS[2], m)
+  if e then
+    out[#out + 1] = m
+    out[#out + 1] = e
+  end
+end
+return out
+"#;
+
+/// KEYS[1] the kinds hash (ARGV kind): whether the index holds a block of
+/// this kind.
+const MAY_BLOCK_LUA: &str = r#"
+return tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0') > 0 and 1 or 0
+"#;
+
+/// `offend`: KEYS[1] the offence hash; ARGV now, forgive_after. As in
+/// memory: forgotten after more than `forgive_after` of quiet.
+const OFFEND_LUA: &str = r#"
+local now, forgive = tonumber(ARGV[1]), tonumber(ARGV[2])
+local got = redis.call('HMGET', KEYS[1], 'count', 'last')
+local count, last = tonumber(got[1]) or 0, tonumber(got[2]) or 0
+if count > 0 and math.max(now - last, 0) > forgive then count = 0 end
+count = math.min(count + 1, 4294967295)
+redis.call('HSET', KEYS[1], 'count', f(count), 'last', f(now))
+redis.call('PEXPIRE', KEYS[1], ttl(forgive + 1))
+return count
+"#;
+
+/// `backoff_judge`: KEYS[1] the backoff hash; ARGV now, free, base,
+/// factor, max, reset_after, hold_up_to (-1: none), blocks (1/0). What
+/// `Backoff::check` in src/policy/backoff.rs does inside `store.backoff`.
+/// The wait is `base × factor^k` with `powi`'s square-and-multiply (the
+/// same IEEE doubles in the same order as Rust's `f64::powi`), truncated.
+/// Returns {sends, last_sent, last_attempt (before), outcome (0 ready,
+/// 1 hold, 2 wait), hold or wait ms, reserved (1/0), at}.
+const BACKOFF_JUDGE_LUA: &str = r#"
+local now, free, base = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local factor, max, reset = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+local hold, blocks = tonumber(ARGV[7]), ARGV[8] == '1'
+local function powi(a, b)
+  local r = 1.0
+  while true do
+    if b % 2 == 1 then r = r * a end
+    b = math.floor(b / 2)
+    if b == 0 then break end
+    a = a * a
+  end
+  return r
+end
+local function wait(sends)
+  local k = math.min(math.max(sends - free, 0), 1000)
+  local w = base * powi(factor, k)
+  if w == w and w ~= math.huge and w < max then return math.floor(w) end
+  return max
+end
+local got = redis.call('HMGET', KEYS[1], 's', 'l', 'a')
+local s, l, a = tonumber(got[1]) or 0, tonumber(got[2]) or 0, tonumber(got[3]) or 0
+if s > 0 and math.max(now - a, 0) >= reset then s, l, a = 0, 0, 0 end
+local bs, bl, ba = s, l, a
+a = now
+local outcome, v = 0, 0
+if bs >= free then
+  local ready_at = bl + wait(bs)
+  if now < ready_at then
+    v = ready_at - now
+    if hold >= 0 and v <= hold then outcome = 1 else outcome = 2 end
+  end
+end
+local at = now
+if outcome == 1 then at = now + v end
+local reserved = 1
+if outcome == 2 and blocks then
+  reserved = 0
+else
+  s = math.min(bs + 1, 4294967295)
+  l = at
+end
+redis.call('HSET', KEYS[1], 's', f(s), 'l', f(l), 'a', f(a))
+redis.call('PEXPIRE', KEYS[1], ttl(reset))
+return {f(bs), f(bl), f(ba), outcome, f(v), reserved, f(at)}
+"#;
+
+/// `backoff_undo`: KEYS[1]; ARGV before.sends, before.last_sent, at.
+const BACKOFF_UNDO_LUA: &str = r#"
+local got = redis.call('HMGET', KEYS[1], 's', 'l')
+if not got[1] then return 0 end
+local bs, bl, at = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+if tonumber(got[2]) == at and tonumber(got[1]) == math.min(bs + 1, 4294967295) then
+  redis.call('HSET', KEYS[1], 's', f(bs), 'l', f(bl))
+  return 1
+end
+return 0
+"#;
+
+const BACKOFF_STATE_LUA: &str = "return redis.call('HMGET', KEYS[1], 's', 'l', 'a')";
+
+fn script(parts: &[&str]) -> Script {
+    Script::new(&parts.concat())
+}
+
+pub static HIT: LazyLock<Script> = LazyLock::new(|| script(&[LUA_PRELUDE, HIT_LUA]));
+pub static SPEND: LazyLock<Script> = LazyLock::new(|| script(&[LUA_LE, SPEND_LUA]));
+pub static REFUND: LazyLock<Script> = LazyLock::new(|| script(&[LUA_LE, REFUND_LUA]));
+pub static GET: LazyLock<Script> = LazyLock::new(|| Script::new(GET_LUA));
+pub static BLOCK: LazyLock<Script> = LazyLock::new(|| Script::new(BLOCK_LUA));
+pub static SET_BLOCK: LazyLock<Script> = LazyLock::new(|| Script::new(SET_BLOCK_LUA));
+pub static DEL: LazyLock<Script> = LazyLock::new(|| Script::new(DEL_LUA));
+pub static INDEX_ADD: LazyLock<Script> = LazyLock::new(|| script(&[LUA_INDEX, INDEX_ADD_LUA]));
+pub static INDEX_REMOVE: LazyLock<Script> =
+    LazyLock::new(|| script(&[LUA_INDEX, INDEX_REMOVE_LUA]));
+pub static INDEX_LIST: LazyLock<Script> = LazyLock::new(|| script(&[LUA_INDEX, INDEX_LIST_LUA]));
+pub static MAY_BLOCK: LazyLock<Script> = LazyLock::new(|| Script::new(MAY_BLOCK_LUA));
+pub static OFFEND: LazyLock<Script> = LazyLock::new(|| script(&[LUA_PRELUDE, OFFEND_LUA]));
+pub static BACKOFF_JUDGE: LazyLock<Script> =
+    LazyLock::new(|| script(&[LUA_PRELUDE, BACKOFF_JUDGE_LUA]));
+pub static BACKOFF_UNDO: LazyLock<Script> =
+    LazyLock::new(|| script(&[LUA_PRELUDE, BACKOFF_UNDO_LUA]));
+pub static BACKOFF_STATE: LazyLock<Script> = LazyLock::new(|| Script::new(BACKOFF_STATE_LUA));
+
+/// Longest relative expiry given to Redis (about 31,000 years).
+const TTL_MAX: Millis = 1_000_000_000_000_000;
+
+fn ttl(ms: Millis) -> String {
+    ms.clamp(1, TTL_MAX).to_string()
+}
+
+/// Tables of the store, each its own key space.
+pub mod table {
+    pub const COUNTERS: &str = "c";
+    pub const SPEND: &str = "s";
+    pub const BLOCKS: &str = "b";
+    pub const OFFENCES: &str = "o";
+    pub const BACKOFF: &str = "k";
+}
+
+/// The Redis key of store key `key` in `table`: `smsguard:c:{key}`. The
+/// braces make the whole store key the Cluster hash tag, so keys of one
+/// store key (say a block and its offences) share a slot.
+pub fn key(link: &RedisLink, table: &str, key: &str) -> String {
+    let p = link.prefix();
+    let mut k = String::with_capacity(p.len() + table.len() + key.len() + 3);
+    k.push_str(p);
+    k.push_str(table);
+    k.push_str(":{");
+    k.push_str(key);
+    k.push('}');
+    k
+}
+
+/// The three keys of the block index (one hash slot: `{blocks}`).
+pub fn index_keys(link: &RedisLink) -> [String; 3] {
+    let p = link.prefix();
+    [
+        format!("{p}{{blocks}}:until"),
+        format!("{p}{{blocks}}:entries"),
+        format!("{p}{{blocks}}:kinds"),
+    ]
+}
+
+fn unexpected(what: &str, v: &Value) -> LinkError {
+    LinkError::Server(format!("unexpected answer to {what}: {v:?}"))
+}
+
+fn int(v: &Value) -> Option<u64> {
+    match v {
+        Value::Int(n) => u64::try_from(*n).ok(),
+        Value::BulkString(b) => std::str::from_utf8(b).ok()?.parse().ok(),
+        Value::SimpleString(s) => s.parse().ok(),
+        _ => None,
+    }
+}
+
+fn text(v: &Value) -> Option<String> {
+    match v {
+        Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
+        Value::SimpleString(s) => Some(s.clone()),
+        _ => None,
+    }
+}
+
+fn array(v: Value, what: &str) -> Result<Vec<Value>, LinkError> {
+    match v {
+        Value::Array(a) => Ok(a),
+        other => Err(unexpected(what, &other)),
+    }
+}
+
+/// Counts one attempt on `key` in a window per period and returns each
+/// window's count, this attempt included (`Store::hit`). One round trip.
+///
+/// Unlike the memory store, a rate whose period changed (a reload) starts
+/// afresh: the memory store keeps its slots, counted in the old width.
+pub async fn hit(
+    link: &RedisLink,
+    key: &str,
+    periods: &[Millis],
+    now: Millis,
+) -> Result<Vec<u64>, LinkError> {
+    if periods.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut args = Vec::with_capacity(periods.len() + 1);
+    args.push(now.to_string());
+    args.extend(periods.iter().map(|p| p.to_string()));
+    let v = link
+        .eval(&HIT, &[self::key(link, table::COUNTERS, key)], &args)
+        .await?;
+    let counts = array(v, "hit")?;
+    if counts.len() != periods.len() {
+        return Err(LinkError::Server(format!(
+            "hit answered {} counts for {} periods",
+            counts.len(),
+            periods.len()
+        )));
+    }
+    counts
+        .iter()
+        .map(|c| int(c).ok_or_else(|| unexpected("hit", c)))
+        .collect()
+}
+
+/// Adds `amount` to the spend under `key` unless the total would pass
+/// `cap`: `Ok(new total)`, or `Err(unchanged total)` (`Store::spend`).
+/// Check and add are one atomic step: concurrent replicas never overshoot.
+/// The key expires at `expire_at` (the end of its budget window, on the
+/// caller's clock, given to Redis as `expire_at - now`). One round trip.
+///
+/// Totals are Redis integers: a total past `i64::MAX` millionths is
+/// refused (the memory store's limit is `u64::MAX`).
+pub async fn spend(
+    link: &RedisLink,
+    key: &str,
+    amount: u64,
+    cap: u64,
+    now: Millis,
+    expire_at: Millis,
+) -> Result<Result<u64, u64>, LinkError> {
+    let k = self::key(link, table::SPEND, key);
+    if i64::try_from(amount).is_err() {
+        return Ok(Err(spent(link, key).await?));
+    }
+    let args = [
+        amount.to_string(),
+        cap.to_string(),
+        ttl(expire_at.saturating_sub(now)),
+    ];
+    let v = link.eval(&SPEND, &[k], &args).await?;
+    let a = array(v, "spend")?;
+    match (a.first().and_then(int), a.get(1).and_then(int)) {
+        (Some(1), Some(t)) => Ok(Ok(t)),
+        (Some(0), Some(t)) => Ok(Err(t)),
+        _ => Err(LinkError::Server(format!(
+            "unexpected answer to spend: {a:?}"
+        ))),
+    }
+}
+
+/// Takes `amount` back from the spend under `key`, never below 0
+/// (`Store::refund`). One round trip.
+pub async fn refund(link: &RedisLink, key: &str, amount: u64) -> Result<(), LinkError> {
+    link.eval(
+        &REFUND,
+        &[self::key(link, table::SPEND, key)],
+        &[amount.to_string()],
+    )
+    .await?;
+    Ok(())
+}
+
+/// The spend under `key` (`Store::spent`). One round trip.
+pub async fn spent(link: &RedisLink, key: &str) -> Result<u64, LinkError> {
+    let v = link
+        .eval(&GET, &[self::key(link, table::SPEND, key)], &[] as &[&str])
+        .await?;
+    match v {
+        Value::Nil => Ok(0),
+        v => int(&v).ok_or_else(|| unexpected("spent", &v)),
+    }
+}
+
+/// The active block on `key` (`Store::block`). One round trip.
+pub async fn block(
+    link: &RedisLink,
+    key: &str,
+    now: Millis,
+) -> Result<Option<BlockEntry>, LinkError> {
+    let v = link
+        .eval(
+            &BLOCK,
+            &[self::key(link, table::BLOCKS, key)],
+            &[now.to_string()],
+        )
+        .await?;
+    if v == Value::Nil {
+        return Ok(None);
+    }
+    let f = array(v, "block")?;
+    let get = |i: usize| f.get(i).and_then(text);
+    let entry = (|| {
+        Some(BlockEntry {
+            since: get(0)?.parse().ok()?,
+            until: get(1)?.parse().ok()?,
+            rule: Arc::from(get(2)?),
+            action: get(3)?.parse().ok()?,
+            offence: get(4)?.parse().ok()?,
+        })
+    })();
+    entry
+        .map(Some)
+        .ok_or_else(|| LinkError::Server(format!("unreadable block entry for {key}: {f:?}")))
+}
+
+fn encode(e: &BlockEntry) -> String {
+    format!(
+        "{}|{}|{}|{}|{}",
+        e.since,
+        e.until,
+        e.offence,
+        e.action.as_str(),
+        e.rule
+    )
+}
+
+fn decode(s: &str) -> Option<BlockEntry> {
+    let mut p = s.splitn(5, '|');
+    Some(BlockEntry {
+        since: p.next()?.parse().ok()?,
+        until: p.next()?.parse().ok()?,
+        offence: p.next()?.parse().ok()?,
+        action: p.next()?.parse::<Action>().ok()?,
+        rule: Arc::from(p.next()?),
+    })
+}
+
+/// Sets the block on `key` (`Store::set_block`); it expires at
+/// `entry.until` (given to Redis as `until - now`). Two round trips: the
+/// index (listed by [`blocks`], counted by [`may_block`]), then the block.
+pub async fn set_block(
+    link: &RedisLink,
+    key: &str,
+    entry: &BlockEntry,
+    now: Millis,
+) -> Result<(), LinkError> {
+    let args = [
+        now.to_string(),
+        key.to_string(),
+        entry.until.to_string(),
+        encode(entry),
+    ];
+    link.eval(&INDEX_ADD, &index_keys(link), &args).await?;
+    let args = [
+        entry.since.to_string(),
+        entry.until.to_string(),
+        entry.rule.to_string(),
+        entry.action.as_str().to_string(),
+        entry.offence.to_string(),
+        ttl(entry.until.saturating_sub(now)),
+    ];
+    link.eval(&SET_BLOCK, &[self::key(link, table::BLOCKS, key)], &args)
+        .await?;
+    Ok(())
+}
+
+/// Removes the block on `key`; whether Redis still held one (an expired
+/// one is gone from Redis: false, where the memory store may say true).
+/// Two round trips: the block, then the index.
+pub async fn remove_block(link: &RedisLink, key: &str) -> Result<bool, LinkError> {
+    let v = link
+        .eval(&DEL, &[self::key(link, table::BLOCKS, key)], &[] as &[&str])
+        .await?;
+    let removed = int(&v).ok_or_else(|| unexpected("remove_block", &v))? > 0;
+    link.eval(&INDEX_REMOVE, &index_keys(link), &[key]).await?;
+    Ok(removed)
+}
+
+/// Active blocks (until after `now`), sorted by key, for the admin API;
+/// expired ones are trimmed from the index. One round trip.
+pub async fn blocks(link: &RedisLink, now: Millis) -> Result<Vec<(String, BlockEntry)>, LinkError> {
+    let v = link
+        .eval(&INDEX_LIST, &index_keys(link), &[now.to_string()])
+        .await?;
+    let a = array(v, "blocks")?;
+    let mut out = Vec::with_capacity(a.len() / 2);
+    for pair in a.chunks(2) {
+        let (Some(k), Some(e)) = (pair.first().and_then(text), pair.get(1).and_then(text)) else {
+            return Err(LinkError::Server(format!(
+                "unreadable block index: {pair:?}"
+            )));
+        };
+        let e = decode(&e)
+            .ok_or_else(|| LinkError::Server(format!("unreadable block index entry {k}: {e}")))?;
+        out.push((k, e));
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(out)
+}
+
+/// Whether the index holds a block (maybe expired, not yet trimmed) of
+/// this kind (`prefix:8`, `to`): false means no block of it is set.
+/// One round trip.
+pub async fn may_block(link: &RedisLink, kind: &str) -> Result<bool, LinkError> {
+    let [_, _, kinds] = index_keys(link);
+    let v = link.eval(&MAY_BLOCK, &[kinds], &[kind]).await?;
+    Ok(int(&v).ok_or_else(|| unexpected("may_block", &v))? > 0)
+}
+
+/// Records one more offence on `key` and returns how many are remembered
+/// (forgotten after more than `forgive_after` of quiet: the key expires
+/// then). One round trip.
+pub async fn offend(
+    link: &RedisLink,
+    key: &str,
+    now: Millis,
+    forgive_after: Millis,
+) -> Result<u32, LinkError> {
+    let v = link
+        .eval(
+            &OFFEND,
+            &[self::key(link, table::OFFENCES, key)],
+            &[now.to_string(), forgive_after.min(TTL_MAX).to_string()],
+        )
+        .await?;
+    int(&v)
+        .and_then(|n| u32::try_from(n).ok())
+        .ok_or_else(|| unexpected("offend", &v))
+}
+
+/// The backoff stage's settings (src/policy/backoff.rs), as the script
+/// needs them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BackoffParams {
+    pub free: u32,
+    pub base: Millis,
+    pub factor: f64,
+    pub max: Millis,
+    pub reset_after: Millis,
+    pub hold_up_to: Option<Millis>,
+    /// Whether a send that must wait is stopped (the stage's action
+    /// blocks): then it reserves nothing; else it goes and counts.
+    pub blocks: bool,
+}
+
+impl BackoffParams {
+    /// `action` is the stage's effective action.
+    pub fn new(b: &config::Backoff, action: Action) -> Self {
+        BackoffParams {
+            free: b.free,
+            base: ms(b.base),
+            factor: b.factor,
+            max: ms(b.max),
+            reset_after: ms(b.reset_after),
+            hold_up_to: b.hold_up_to.map(ms),
+            blocks: action.blocks(),
+        }
+    }
+
+    /// Wait required after the previous send when `sends` were made
+    /// (as `Backoff::wait`).
+    pub fn wait(&self, sends: u32) -> Millis {
+        let k = sends.saturating_sub(self.free);
+        let w = self.base as f64 * self.factor.powi(k.min(1_000) as i32);
+        if w.is_finite() && w < self.max as f64 {
+            w as Millis
+        } else {
+            self.max
+        }
+    }
+
+    fn args(&self, now: Millis) -> [String; 8] {
+        [
+            now.to_string(),
+            self.free.to_string(),
+            self.base.to_string(),
+            // Shortest text that reads back as the same double.
+            format!("{:?}", self.factor),
+            self.max.to_string(),
+            self.reset_after.min(TTL_MAX).to_string(),
+            self.hold_up_to.map_or("-1".into(), |h| h.to_string()),
+            if self.blocks { "1" } else { "0" }.into(),
+        ]
+    }
+}
+
+/// What the backoff stage decided for one send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackoffDecision {
+    /// It may go now.
+    Ready,
+    /// It goes after this many ms (within `hold_up_to`).
+    Hold(Millis),
+    /// It would have to wait this many ms: blocked, or (monitored) sent
+    /// and counted anyway.
+    Wait(Millis),
+}
+
+/// A reserved slot, to give back with [`backoff_undo`] when a later stage
+/// blocks the send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BackoffReservation {
+    pub before: BackoffState,
+    pub at: Millis,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BackoffJudgement {
+    /// The state the send was judged on (after a quiet spell's reset).
+    pub before: BackoffState,
+    pub decision: BackoffDecision,
+    /// Set when the send counted (every outcome but a blocking wait).
+    pub reservation: Option<BackoffReservation>,
+}
+
+/// `Backoff::check` of src/policy/backoff.rs in one atomic step on the
+/// number's backoff key: reset after `reset_after` of quiet, judge, record
+/// the attempt, count the send unless a blocking wait stops it. The key
+/// expires `reset_after` after this attempt. One round trip.
+pub async fn backoff_judge(
+    link: &RedisLink,
+    key: &str,
+    now: Millis,
+    params: &BackoffParams,
+) -> Result<BackoffJudgement, LinkError> {
+    let v = link
+        .eval(
+            &BACKOFF_JUDGE,
+            &[self::key(link, table::BACKOFF, key)],
+            &params.args(now),
+        )
+        .await?;
+    let a = array(v, "backoff_judge")?;
+    let n: Vec<u64> = a.iter().filter_map(int).collect();
+    let &[sends, last_sent, last_attempt, outcome, value, reserved, at] = n.as_slice() else {
+        return Err(LinkError::Server(format!(
+            "unexpected answer to backoff_judge: {a:?}"
+        )));
+    };
+    let before = BackoffState {
+        sends: u32::try_from(sends).unwrap_or(u32::MAX),
+        last_sent,
+        last_attempt,
+    };
+    let decision = match outcome {
+        0 => BackoffDecision::Ready,
+        1 => BackoffDecision::Hold(value),
+        _ => BackoffDecision::Wait(value),
+    };
+    Ok(BackoffJudgement {
+        before,
+        decision,
+        reservation: (reserved == 1).then_some(BackoffReservation { before, at }),
+    })
+}
+
+/// Gives back a reserved slot (`Backoff::undo`): only when no other send
+/// counted since. Whether it was given back. One round trip.
+pub async fn backoff_undo(
+    link: &RedisLink,
+    key: &str,
+    r: &BackoffReservation,
+) -> Result<bool, LinkError> {
+    let v = link
+        .eval(
+            &BACKOFF_UNDO,
+            &[self::key(link, table::BACKOFF, key)],
+            &[
+                r.before.sends.to_string(),
+                r.before.last_sent.to_string(),
+                r.at.to_string(),
+            ],
+        )
+        .await?;
+    Ok(int(&v).ok_or_else(|| unexpected("backoff_undo", &v))? == 1)
+}
+
+/// The stored backoff state (default when absent or expired).
+pub async fn backoff_state(link: &RedisLink, key: &str) -> Result<BackoffState, LinkError> {
+    let v = link
+        .eval(
+            &BACKOFF_STATE,
+            &[self::key(link, table::BACKOFF, key)],
+            &[] as &[&str],
+        )
+        .await?;
+    let a = array(v, "backoff_state")?;
+    let get = |i: usize| a.get(i).and_then(int).unwrap_or(0);
+    Ok(BackoffState {
+        sends: u32::try_from(get(0)).unwrap_or(u32::MAX),
+        last_sent: get(1),
+        last_attempt: get(2),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The script's powi: square-and-multiply, as Rust's `f64::powi`
+    /// (compiler-rt's `__powidf2`) does it.
+    fn powi(mut a: f64, mut b: u32) -> f64 {
+        let mut r = 1.0;
+        loop {
+            if b % 2 == 1 {
+                r *= a;
+            }
+            b /= 2;
+            if b == 0 {
+                break;
+            }
+            a *= a;
+        }
+        r
+    }
+
+    #[test]
+    fn the_scripts_powi_is_rusts() {
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let factor = 1.0 + (x % 100_000) as f64 / 7_919.0;
+            let k = (x >> 20) as u32 % 1_001;
+            let (a, b) = (factor.powi(k as i32), powi(factor, k));
+            assert!(
+                a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()),
+                "{factor}^{k}: {a} vs {b}"
+            );
+        }
+    }
+
+    #[test]
+    fn block_entries_read_back() {
+        let e = BlockEntry {
+            since: 1,
+            until: 2,
+            rule: Arc::from("limit:a|b"),
+            action: Action::Reject,
+            offence: 3,
+        };
+        assert_eq!(decode(&encode(&e)), Some(e));
+    }
+}
