@@ -1402,8 +1402,16 @@ impl Config {
                 message,
             }
         };
-        let config: Config =
-            toml::from_str(text).map_err(|e| at(e.span(), e.message().trim().to_string()))?;
+        let config: Config = toml::from_str(text).map_err(|e| {
+            let message = match e.message().trim() {
+                // The TOML parser says nothing for some characters (a
+                // control character in a comment); the position still
+                // points at it.
+                "" => "invalid TOML here (a control character?)".to_string(),
+                m => m.to_string(),
+            };
+            at(e.span(), message)
+        })?;
         config
             .validate()
             .map_err(|(span, message)| at(span, message))?;
@@ -1799,6 +1807,16 @@ mod tests {
         assert!(parse("[upstream]\napi = \"https://x/2010-04-01\"\n").is_err());
         let c = parse("[upstream]\napi = \"http://127.0.0.1:9/\"\n").unwrap();
         assert_eq!(c.upstream.api, "http://127.0.0.1:9");
+    }
+
+    #[test]
+    fn an_error_always_says_something() {
+        // Found by the config fuzzer: the TOML parser's message for a NUL
+        // in a comment is empty.
+        let e = parse("#\0").unwrap_err();
+        assert_eq!((e.line, e.col), (1, 2));
+        assert!(!e.message.trim().is_empty());
+        assert!(e.to_string().starts_with("p.toml:1:2: invalid TOML"), "{e}");
     }
 
     #[test]

@@ -340,18 +340,16 @@ pub fn remove_pair(body: &[u8], key: &str, value: &str) -> Option<Bytes> {
     // First pass without allocating: most bodies have nothing to remove.
     if !body
         .split(|&b| b == b'&')
-        .any(|piece| piece_action(piece, key, value).is_some())
+        .any(|piece| piece_matches(piece, key, value))
     {
         return None;
     }
     let mut out = Vec::with_capacity(body.len());
     let mut first = true;
     for piece in body.split(|&b| b == b'&') {
-        let kept: Cow<'_, [u8]> = match piece_action(piece, key, value) {
-            None => Cow::Borrowed(piece),
-            Some(Action::RemoveAll) => continue,
-            Some(Action::Keep(rest)) => Cow::Owned(rest),
-        };
+        if piece_matches(piece, key, value) {
+            continue;
+        }
         // Re-joining the kept pieces with '&' reproduces the original
         // separators exactly, empty pieces included, minus one '&' per
         // removed piece.
@@ -359,39 +357,24 @@ pub fn remove_pair(body: &[u8], key: &str, value: &str) -> Option<Bytes> {
             out.push(b'&');
         }
         first = false;
-        out.extend_from_slice(&kept);
+        out.extend_from_slice(piece);
     }
     Some(Bytes::from(out))
 }
 
-enum Action {
-    RemoveAll,
-    /// The piece minus its matching `;`-sub-pairs.
-    Keep(Vec<u8>),
-}
-
-fn piece_action(piece: &[u8], key: &str, value: &str) -> Option<Action> {
+/// Whether the `&`-piece is the pair, or holds it as a `;`-separated
+/// sub-pair. Such a piece goes whole: cutting the sub-pair out would turn
+/// bytes of one pair's value into another pair's key, and Twilio would read
+/// a form other than the one judged.
+fn piece_matches(piece: &[u8], key: &str, value: &str) -> bool {
     if piece.is_empty() {
-        return None;
+        return false;
     }
-    if pair_matches(piece, key, value) {
-        return Some(Action::RemoveAll);
-    }
-    if !piece.contains(&b';') {
-        return None;
-    }
-    let subs: Vec<&[u8]> = piece.split(|&b| b == b';').collect();
-    if !subs.iter().any(|s| pair_matches(s, key, value)) {
-        return None;
-    }
-    let kept: Vec<&[u8]> = subs
-        .into_iter()
-        .filter(|s| !pair_matches(s, key, value))
-        .collect();
-    if kept.iter().all(|s| s.is_empty()) {
-        return Some(Action::RemoveAll);
-    }
-    Some(Action::Keep(kept.join(&b';')))
+    pair_matches(piece, key, value)
+        || (piece.contains(&b';')
+            && piece
+                .split(|&b| b == b';')
+                .any(|s| pair_matches(s, key, value)))
 }
 
 fn pair_matches(piece: &[u8], key: &str, value: &str) -> bool {
@@ -484,9 +467,18 @@ fn note_key_variants(key: &str, out: &mut Vec<String>) {
 }
 
 fn note_key(key: &str, out: &mut Vec<String>) {
-    let key = key.trim();
-    if !key.is_empty() && !out.iter().any(|k| k == key) {
-        out.push(key.to_owned());
+    let mut push = |k: &str| {
+        let k = k.trim();
+        if !k.is_empty() && !out.iter().any(|o| o == k) {
+            out.push(k.to_owned());
+        }
+    };
+    push(key);
+    if key.chars().any(is_hidden) {
+        // A reader that stops at a control character (a C string: `To\0`
+        // is `To`), or one that drops invisible characters.
+        push(key.split(|c: char| c.is_control()).next().unwrap_or(key));
+        push(&key.chars().filter(|c| !is_hidden(*c)).collect::<String>());
     }
 }
 
@@ -845,6 +837,16 @@ mod tests {
         }
         // In values, control characters are content (a Body with newlines).
         assert_eq!(send("To=1&Body=a%0Ab%00").map(|r| r.1), Ok("1".into()));
+        // Found by the form fuzzer: a `;`-reading whose key ends in a NUL
+        // is `To` to a server that reads keys as C strings.
+        assert_eq!(
+            send("To=%2B14155550123&x=;To%00=%2B19005550100").map(|r| r.1),
+            Err(FormError::AmbiguousTo)
+        );
+        assert_eq!(
+            send("To=1&x=;T%E2%80%8Bo=2").map(|r| r.1),
+            Err(FormError::AmbiguousTo)
+        );
     }
 
     #[test]
@@ -957,10 +959,11 @@ mod tests {
         assert_eq!(rm("To=1&+RiskCheck+=+disable"), Some("To=1".into()));
         assert_eq!(rm("To=1&RiskCheck=%2564isable"), Some("To=1".into()));
         assert_eq!(rm("To=1&RiskCheck[]=disable"), Some("To=1".into()));
-        assert_eq!(
-            rm("To=1&Body=hi;RiskCheck=disable"),
-            Some("To=1&Body=hi".into())
-        );
+        // A `;`-sub-pair takes its whole `&`-piece with it: cutting it out
+        // would make value bytes a key (`a;RiskCheck=disable;%01` became
+        // the pair `a;%01`), a form other than the one judged.
+        assert_eq!(rm("To=1&Body=hi;RiskCheck=disable"), Some("To=1".into()));
+        assert_eq!(rm("To=1&a;RiskCheck=disable;%01"), Some("To=1".into()));
         assert_eq!(rm("To=1&x%3BRiskCheck=disable"), Some("To=1".into()));
         // Left alone.
         assert_eq!(rm("To=1&RiskCheck=enable"), None);

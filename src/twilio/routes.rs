@@ -325,9 +325,12 @@ fn lit_match(seg: &[u8], lit: &str, allow_ext: bool, wild: bool) -> bool {
     if wild && has_escape(seg) {
         return true;
     }
-    match fold_strip_prefix(seg.trim_ascii(), lit) {
+    // A server may cut the segment at a NUL (C strings) and then trim it:
+    // `Messages%20%00` reads as `Messages`. Cut first, then trim.
+    let seg = seg.split(|b| *b == 0).next().unwrap_or(seg).trim_ascii();
+    match fold_strip_prefix(seg, lit) {
         Some(rest) => match rest.first() {
-            None | Some(0) => true,
+            None => true,
             Some(b'.') => allow_ext,
             Some(_) => false,
         },
@@ -1123,6 +1126,19 @@ mod tests {
             post(&format!("/2010-04-01/Accounts/{AC}/Messages%00.png")),
             msg()
         );
+        // Found by the route fuzzer: cut at the NUL, then trimmed, this is
+        // `Messages` (it used to be trimmed first, then left as Other).
+        for tail in [
+            "Messages%20%00",
+            "Messages%20%00x",
+            "%20Messages%09%00.json",
+        ] {
+            assert_eq!(
+                post(&format!("/2010-04-01/Accounts/{AC}/{tail}")),
+                msg(),
+                "{tail}"
+            );
+        }
     }
 
     #[test]
