@@ -740,6 +740,8 @@ async fn path_tricks_on_send_paths_are_judged_or_refused_never_forwarded() {
             format!("{dir}/{leaf}%20"),
             format!("{dir}/{leaf}%09"),
             format!("{dir}/{leaf}%00"),
+            // Found by the fuzzer: cut at the NUL, then trimmed.
+            format!("{dir}/{stem}%20%00"),
             format!("{dir}/{leaf}%5C"),
             format!("{dir}\\{leaf}"),
         ]);
