@@ -156,7 +156,8 @@ fn connect(
                     tokio::select! {
                         _ = tokio::io::copy_bidirectional(&mut client, &mut out) => {}
                         why = idle_watch(&act, conn.header_timeout, conn.idle_timeout) => {
-                            tracing::debug!(%target, reason = why, "tunnel closed");
+                            conn.closed(why);
+                            tracing::debug!(%target, reason = why.as_str(), "tunnel closed");
                         }
                     }
                 }
@@ -219,7 +220,8 @@ where
     let ended = tokio::select! {
         r = served.as_mut() => Some(r),
         why = idle_watch(&act, conn.header_timeout, conn.idle_timeout) => {
-            tracing::debug!(%peer, reason = why, "intercepted connection closed");
+            conn.closed(why);
+            tracing::debug!(%peer, reason = why.as_str(), "intercepted connection closed");
             None
         }
         _ = conn.drain.stopping() => {

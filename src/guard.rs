@@ -45,19 +45,23 @@ impl Guard {
             store.set_backoff_lifetime(crate::clock::ms(b.reset_after));
         }
         let interceptor = Interceptor::from_config(&config)?;
+        let tls = interceptor
+            .as_ref()
+            .filter(|_| config.listen.tls)
+            .map(|i| i.tls.clone());
+        let app = Arc::new(App::new(Arc::new(config), Arc::new(store), clock)?);
+        let policy = app.policy();
+        let listen = &policy.config().listen;
         let opts = ServerOptions {
-            max_connections: config.listen.max_connections,
-            max_per_ip: config.listen.max_connections_per_ip,
-            header_timeout: config.listen.header_timeout,
-            idle_timeout: config.listen.idle_timeout,
-            drain_timeout: config.listen.drain_timeout,
-            tls: interceptor
-                .as_ref()
-                .filter(|_| config.listen.tls)
-                .map(|i| i.tls.clone()),
+            max_connections: listen.max_connections,
+            max_per_ip: listen.max_connections_per_ip,
+            header_timeout: listen.header_timeout,
+            idle_timeout: listen.idle_timeout,
+            drain_timeout: listen.drain_timeout,
+            tls,
+            stats: app.listener.clone(),
         };
         let opts_tls = opts.tls.is_some();
-        let app = Arc::new(App::new(Arc::new(config), Arc::new(store), clock)?);
         let (stop, stopped) = oneshot::channel::<()>();
         let (admin_stop, admin_stopped) = tokio::sync::watch::channel(false);
         let admin_addr = match &app.policy().config().admin {

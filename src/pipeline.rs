@@ -91,6 +91,8 @@ pub struct App {
     verify_domain: String,
     pub upstream: Upstream,
     pub clock: Arc<dyn Clock>,
+    /// Connections the listener closed or refused (for metrics).
+    pub listener: Arc<crate::server::ListenerStats>,
 }
 
 impl App {
@@ -128,6 +130,7 @@ impl App {
             sink: std::sync::OnceLock::new(),
             upstream,
             clock,
+            listener: Arc::default(),
         })
     }
 

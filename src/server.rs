@@ -43,6 +43,45 @@ pub struct ServerOptions {
     pub drain_timeout: Duration,
     /// Serve TLS with this config (certificates chosen by SNI).
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Where connections closed by the guard are counted (for metrics).
+    pub stats: Arc<ListenerStats>,
+}
+
+/// Connections the guard closed or refused, by why.
+#[derive(Debug, Default)]
+pub struct ListenerStats {
+    /// Nothing sent within `header_timeout` of accept.
+    pub silent: AtomicU64,
+    /// Nothing in flight and no byte either way for `idle_timeout`.
+    pub idle: AtomicU64,
+    /// Refused at accept: the address had `max_per_ip` open.
+    pub over_per_ip: AtomicU64,
+}
+
+impl ListenerStats {
+    fn closed(&self, why: Closed) {
+        match why {
+            Closed::Silent => &self.silent,
+            Closed::Idle => &self.idle,
+        }
+        .fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Why the idle watch closed a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Closed {
+    Silent,
+    Idle,
+}
+
+impl Closed {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Closed::Silent => "no request within listen.header_timeout of accept",
+            Closed::Idle => "idle for listen.idle_timeout",
+        }
+    }
 }
 
 /// What the handler learns about the connection a request came on.
@@ -57,6 +96,7 @@ pub struct ConnInfo {
     /// The listener's timeouts, for connections served inside a tunnel.
     pub header_timeout: Duration,
     pub idle_timeout: Duration,
+    pub stats: Arc<ListenerStats>,
 }
 
 impl ConnInfo {
@@ -70,7 +110,13 @@ impl ConnInfo {
             drain: Drain::detached(),
             header_timeout: listen.header_timeout,
             idle_timeout: listen.idle_timeout,
+            stats: Arc::default(),
         }
+    }
+
+    /// Closes by the idle watch are counted here.
+    pub fn closed(&self, why: Closed) {
+        self.stats.closed(why);
     }
 }
 
@@ -256,7 +302,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
 /// byte within `first` of accept, or nothing in flight and no byte either
 /// way for `idle`. Checked four times per the shorter of the two, so a
 /// connection is closed at most a quarter of that late.
-pub async fn idle_watch(act: &Activity, first: Duration, idle: Duration) -> &'static str {
+pub async fn idle_watch(act: &Activity, first: Duration, idle: Duration) -> Closed {
     let tick = (first.min(idle) / 4).max(Duration::from_millis(1));
     let ops = |a: &Activity| a.reads.load(Ordering::Relaxed) + a.writes.load(Ordering::Relaxed);
     let (mut waited, mut quiet) = (Duration::ZERO, Duration::ZERO);
@@ -266,7 +312,7 @@ pub async fn idle_watch(act: &Activity, first: Duration, idle: Duration) -> &'st
         waited += tick;
         if act.reads.load(Ordering::Relaxed) == 0 {
             if waited >= first {
-                return "no request within listen.header_timeout of accept";
+                return Closed::Silent;
             }
             continue;
         }
@@ -278,7 +324,7 @@ pub async fn idle_watch(act: &Activity, first: Duration, idle: Duration) -> &'st
         }
         quiet += tick;
         if quiet >= idle {
-            return "idle for listen.idle_timeout";
+            return Closed::Idle;
         }
     }
 }
@@ -286,6 +332,7 @@ pub async fn idle_watch(act: &Activity, first: Duration, idle: Duration) -> &'st
 /// Open connections per client address.
 struct PerIp {
     cap: usize,
+    stats: Arc<ListenerStats>,
     open: Mutex<HashMap<IpAddr, usize>>,
     refused: AtomicU64,
     last_warned: Mutex<Option<Instant>>,
@@ -312,6 +359,7 @@ impl PerIp {
         if *n >= self.cap {
             drop(open);
             let refused = self.refused.fetch_add(1, Ordering::Relaxed) + 1;
+            self.stats.over_per_ip.fetch_add(1, Ordering::Relaxed);
             let mut last = self.last_warned.lock().unwrap_or_else(|p| p.into_inner());
             if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
                 *last = Some(Instant::now());
@@ -346,6 +394,7 @@ pub async fn run<H, F>(
     let permits = Arc::new(Semaphore::new(opts.max_connections.max(1)));
     let per_ip = Arc::new(PerIp {
         cap: opts.max_per_ip.max(1),
+        stats: opts.stats.clone(),
         open: Mutex::default(),
         refused: AtomicU64::new(0),
         last_warned: Mutex::default(),
@@ -392,11 +441,13 @@ pub async fn run<H, F>(
             drain: drain.clone(),
             header_timeout: opts.header_timeout,
             idle_timeout: opts.idle_timeout,
+            stats: opts.stats.clone(),
         };
         let (first, idle) = (opts.header_timeout, opts.idle_timeout);
         match &opts.tls {
             None => {
                 let (io, act) = Watched::new(stream);
+                let stats = opts.stats.clone();
                 let svc = service(h, info, act.clone());
                 let conn = builder
                     .serve_connection_with_upgrades(TokioIo::new(io), svc)
@@ -408,7 +459,8 @@ pub async fn run<H, F>(
                             tracing::debug!(error = %e, %peer, "connection ended with an error");
                         },
                         why = idle_watch(&act, first, idle) => {
-                            tracing::debug!(%peer, reason = why, "connection closed");
+                            stats.closed(why);
+                            tracing::debug!(%peer, reason = why.as_str(), "connection closed");
                         }
                     }
                     drop((permit, slot));
@@ -420,6 +472,7 @@ pub async fn run<H, F>(
                     builder.clone(),
                     graceful.watcher(),
                 );
+                let stats = opts.stats.clone();
                 tokio::spawn(async move {
                     let accepted = tokio::time::timeout(first, acceptor.accept(stream)).await;
                     let stream = match accepted {
@@ -444,7 +497,8 @@ pub async fn run<H, F>(
                             tracing::debug!(error = %e, %peer, "connection ended with an error");
                         },
                         why = idle_watch(&act, first, idle) => {
-                            tracing::debug!(%peer, reason = why, "connection closed");
+                            stats.closed(why);
+                            tracing::debug!(%peer, reason = why.as_str(), "connection closed");
                         }
                     }
                     drop((permit, slot));

@@ -40,12 +40,22 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// waiting forever; an upstream whose request body stalls gets the same.
 pub struct Timed<B> {
     inner: B,
+    cuts: Option<Arc<Cuts>>,
     idle: Duration,
     deadline: tokio::time::Instant,
     /// Armed at the first wait; re-armed after progress.
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
     progressed: bool,
     what: &'static str,
+}
+
+/// Streamed bodies cut, by why (for metrics).
+#[derive(Debug, Default)]
+pub struct Cuts {
+    /// No data for `upstream.body_timeout`.
+    pub idle: std::sync::atomic::AtomicU64,
+    /// `upstream.deadline` reached.
+    pub deadline: std::sync::atomic::AtomicU64,
 }
 
 /// Why a streamed body was cut.
@@ -72,6 +82,7 @@ impl<B> Timed<B> {
     ) -> Self {
         Timed {
             inner,
+            cuts: None,
             idle,
             deadline,
             timer: None,
@@ -119,11 +130,16 @@ where
                 if timer.as_mut().poll(cx).is_pending() {
                     return Poll::Pending;
                 }
-                let why = if tokio::time::Instant::now() >= this.deadline {
+                let at_deadline = tokio::time::Instant::now() >= this.deadline;
+                let why = if at_deadline {
                     "upstream.deadline reached"
                 } else {
                     "no data for upstream.body_timeout"
                 };
+                if let Some(c) = &this.cuts {
+                    let n = if at_deadline { &c.deadline } else { &c.idle };
+                    n.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
                 tracing::warn!(body = this.what, reason = why, "streamed body stalled; cut");
                 Poll::Ready(Some(Err(Box::new(Stalled {
                     what: this.what,
@@ -241,6 +257,8 @@ pub struct Upstream {
     timeout: Duration,
     body_timeout: Duration,
     deadline: Duration,
+    /// Streamed bodies cut for stalling.
+    pub cuts: Arc<Cuts>,
 }
 
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1),
@@ -320,6 +338,7 @@ impl Upstream {
             timeout: cfg.timeout,
             body_timeout: cfg.body_timeout,
             deadline: cfg.deadline,
+            cuts: Arc::default(),
         })
     }
 
@@ -367,8 +386,12 @@ impl Upstream {
             Ok(Err(e)) => Err(UpstreamError::Unreachable(error_chain(&e))),
             Ok(Ok(mut resp)) => {
                 strip_hop_by_hop(resp.headers_mut());
-                let idle = self.body_timeout;
-                Ok(resp.map(|b| Timed::new(b, idle, deadline, "upstream answer")))
+                let (idle, cuts) = (self.body_timeout, self.cuts.clone());
+                Ok(resp.map(|b| {
+                    let mut t = Timed::new(b, idle, deadline, "upstream answer");
+                    t.cuts = Some(cuts);
+                    t
+                }))
             }
         }
     }

@@ -130,6 +130,12 @@ async fn metrics_count_sends_by_action_rule_and_region_and_pass_promtool() {
         text.contains(r#"smsguard_cache_entries{table="classifications"}"#),
         "{text}"
     );
+    for line in [
+        r#"smsguard_connections_closed_total{reason="per_ip"} 0"#,
+        r#"smsguard_streams_cut_total{reason="deadline"} 0"#,
+    ] {
+        assert!(text.contains(line), "{line} in {text}");
+    }
     assert!(!text.contains("+998993941234"), "no numbers in metrics");
 
     let promtool = std::path::Path::new("/usr/bin/promtool");

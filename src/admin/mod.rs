@@ -8,6 +8,7 @@
 //! calls. The guard refuses to start with an admin address off loopback and
 //! no token. Nothing here shows a credential or a message body.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -238,6 +239,22 @@ fn metrics(app: &App) -> Response<Body> {
             .set(n as i64);
     }
     m.evicted_live.set(st.evicted_live as i64);
+    type Counters = prometheus_client::metrics::family::Family<
+        Vec<(&'static str, String)>,
+        prometheus_client::metrics::counter::Counter,
+    >;
+    let set = |f: &Counters, key: &'static str, value: &str, n: &AtomicU64| {
+        f.get_or_create(&vec![(key, value.to_string())])
+            .inner()
+            .store(n.load(Ordering::Relaxed), Ordering::Relaxed);
+    };
+    let l = &app.listener;
+    set(&m.connections_closed, "reason", "silent", &l.silent);
+    set(&m.connections_closed, "reason", "idle", &l.idle);
+    set(&m.connections_closed, "reason", "per_ip", &l.over_per_ip);
+    let c = &app.upstream.cuts;
+    set(&m.streams_cut, "reason", "body_timeout", &c.idle);
+    set(&m.streams_cut, "reason", "deadline", &c.deadline);
     respond(
         StatusCode::OK,
         "text/plain; version=0.0.4; charset=utf-8",

@@ -66,6 +66,9 @@ pub struct Metrics {
     pub balance: Family<Labels, FloatGauge>,
     pub cache_entries: Family<Labels, Gauge>,
     pub evicted_live: Gauge,
+    /// Read from the listener's and the upstream's counts when scraped.
+    pub connections_closed: Family<Labels, Counter>,
+    pub streams_cut: Family<Labels, Counter>,
 }
 
 impl Default for Metrics {
@@ -123,8 +126,22 @@ impl Default for Metrics {
             "State evicted for space while it still mattered (raise store.capacity if this grows)",
             evicted_live.clone(),
         );
+        let connections_closed = Family::<Labels, Counter>::default();
+        registry.register(
+            "connections_closed",
+            "Client connections the guard closed or refused: silent (nothing within listen.header_timeout), idle (listen.idle_timeout), per_ip (listen.max_connections_per_ip reached)",
+            connections_closed.clone(),
+        );
+        let streams_cut = Family::<Labels, Counter>::default();
+        registry.register(
+            "streams_cut",
+            "Streamed bodies (Twilio's answers, clients' uploads) cut for stalling: body_timeout or deadline",
+            streams_cut.clone(),
+        );
         Metrics {
             registry,
+            connections_closed,
+            streams_cut,
             sends,
             upstream,
             latency,

@@ -5,6 +5,7 @@
 //! every wait is bounded so a regression fails instead of hanging.
 
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -75,6 +76,8 @@ async fn connections_that_never_send_a_byte_are_closed_and_the_guard_keeps_answe
         assert!(bytes.is_empty(), "nothing is said to a silent client");
     }
     assert!(started.elapsed() >= Duration::from_millis(250));
+    // Counted for /metrics (smsguard_connections_closed_total{reason="silent"}).
+    assert!(env.guard.app().listener.silent.load(Relaxed) >= 16);
 }
 
 async fn connect_from(ip: [u8; 4], to: SocketAddr) -> TcpStream {
@@ -100,6 +103,7 @@ async fn one_address_cannot_take_every_connection() {
         closed && bytes.is_empty(),
         "the fourth is closed unanswered"
     );
+    assert_eq!(env.guard.app().listener.over_per_ip.load(Relaxed), 1);
 
     // Another address is served.
     let mut other = connect_from([127, 0, 0, 2], addr).await;
@@ -146,6 +150,7 @@ async fn an_idle_keep_alive_connection_is_closed_but_a_slow_request_is_not() {
     let (_, closed) = read_until_closed(&mut s).await;
     assert!(closed, "an idle keep-alive connection is closed");
     assert!(idle_from.elapsed() >= Duration::from_millis(250));
+    assert_eq!(env.guard.app().listener.idle.load(Relaxed), 1);
 }
 
 /// An upstream that answers headers and then `then` with the stream.
@@ -198,6 +203,7 @@ async fn an_upstream_that_stalls_after_its_headers_does_not_hold_the_client() {
     let text = String::from_utf8_lossy(&bytes);
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
     assert!(started.elapsed() >= Duration::from_millis(250));
+    assert_eq!(env.guard.app().upstream.cuts.idle.load(Relaxed), 1);
     // The guard is fine afterwards.
     let line = get_status(env.guard.addr(), "/healthz-not-a-twilio-path").await;
     assert!(line.starts_with("HTTP/1.1"), "{line}");
@@ -230,6 +236,7 @@ async fn an_upstream_that_trickles_forever_is_cut_at_the_deadline() {
     assert!(String::from_utf8_lossy(&bytes).starts_with("HTTP/1.1 200"));
     let took = started.elapsed();
     assert!(took >= Duration::from_millis(500), "{took:?}");
+    assert_eq!(env.guard.app().upstream.cuts.deadline.load(Relaxed), 1);
 }
 
 #[tokio::test]
