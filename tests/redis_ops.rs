@@ -132,12 +132,19 @@ async fn hits_count_exactly_as_the_memory_store_does() {
     let link = link(&server).await;
     // Each key has its own rates, as a limit does; periods from 1 ms (one
     // slot of 1 ms) to an hour, and one not divisible by six.
-    let keys: &[(&str, &[Millis])] = &[
-        ("prefix=+99899394", &[600, 6_000]),
-        ("to=+14155550123", &[1_000]),
-        ("ip=203.0.113.7", &[7, 60_000, 3_600_000]),
-        ("user=a{b}c", &[1, 25]),
-        ("global=", &[10_001]),
+    // Now and then a key's periods change, as after a reload: what still
+    // counted carries over to the new period in both stores.
+    type Rates = &'static [Millis];
+    let keys: &[(&str, Rates, Rates)] = &[
+        ("prefix=+99899394", &[600, 6_000], &[1_200, 6_000]),
+        ("to=+14155550123", &[1_000], &[300]),
+        (
+            "ip=203.0.113.7",
+            &[7, 60_000, 3_600_000],
+            &[7, 6_000, 3_600_000],
+        ),
+        ("user=a{b}c", &[1, 25], &[2, 25]),
+        ("global=", &[10_001], &[10_001]),
     ];
     for seed in 1..=4u64 {
         let mem = MemoryStore::new(10_000, 1_000);
@@ -150,7 +157,8 @@ async fn hits_count_exactly_as_the_memory_store_does() {
                 1..=3 => clock.jump(rng.below(200)),
                 _ => {}
             }
-            let (k, periods) = rng.pick(keys);
+            let (k, main, reloaded) = rng.pick(keys);
+            let periods = if rng.below(12) == 0 { reloaded } else { main };
             let key = format!("{prefix}{k}");
             let now = clock.read(&mut rng);
             let mut want = vec![0; periods.len()];

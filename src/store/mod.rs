@@ -153,9 +153,18 @@ impl Slots {
         let w = Self::width(period);
         let idx = now / w;
         if u64::from(self.width) != w.min(u64::from(u32::MAX)) {
-            // A new period (a reload): what was counted still counts, as
-            // of now, and ages out under the new period.
-            let total = self.counts.iter().fold(0u32, |a, c| a.saturating_add(*c));
+            // A new period (a reload): what still counted under the old one
+            // counts on, as of now, and ages out under the new period.
+            let total = match u64::from(self.width) {
+                0 => 0,
+                old => {
+                    let age = (now / old).saturating_sub(self.newest) as usize;
+                    self.counts
+                        .iter()
+                        .take(self.counts.len().saturating_sub(age))
+                        .fold(0u32, |a, c| a.saturating_add(*c))
+                }
+            };
             self.counts = [0; 7];
             self.counts[0] = total;
             self.newest = idx;
@@ -452,6 +461,8 @@ mod tests {
         // And back to a shorter period.
         assert_eq!(s.hit(m10, t + 2 * h + 1), 2);
         assert_eq!(s.hit(m10, t + 2 * h + 2 * m10), 1);
+        // What no longer counted under the old period is not carried.
+        assert_eq!(s.hit(h, t + 4 * h), 1);
     }
 
     #[test]

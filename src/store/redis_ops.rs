@@ -70,12 +70,25 @@ for i = 1, n do
   local pf, tf = 'p' .. i, 't' .. i
   local got = redis.call('HMGET', key, pf, tf)
   local p, newest = tonumber(got[1]), tonumber(got[2])
+  local carried = 0
   if newest ~= nil and p ~= period then
-    for j = newest - 6, newest do redis.call('HDEL', key, i .. ':' .. f(j)) end
+    -- A new period (a reload): what still counted under the old one counts
+    -- on, as of now, in the newest slot (as the memory store does).
+    local old_idx = math.floor(now / math.max(math.ceil(p / 6), 1))
+    for j = newest - 6, newest do
+      local field = i .. ':' .. f(j)
+      if j >= math.max(old_idx, newest) - 6 then
+        carried = carried + (tonumber(redis.call('HGET', key, field)) or 0)
+      end
+      redis.call('HDEL', key, field)
+    end
     newest = nil
   end
   if newest == nil then
     newest = idx
+    if carried > 0 then
+      redis.call('HSET', key, i .. ':' .. f(idx), f(math.min(carried, 4294967295)))
+    end
   elseif idx > newest then
     for j = newest - 6, math.min(newest, idx - 7) do
       redis.call('HDEL', key, i .. ':' .. f(j))
