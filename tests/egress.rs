@@ -11,8 +11,8 @@ use std::sync::Arc;
 
 use common::*;
 use rustls::pki_types::ServerName;
-use smsguard::fake_twilio::FakeTwilio;
-use smsguard::tls::{self, HostPolicy, Minter};
+
+use smsguard::tls;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -52,25 +52,8 @@ fn rand_suffix() -> u64 {
 /// that answers for api.twilio.com and verify.twilio.com.
 async fn egress(extra: &str) -> Egress {
     let dir = temp_dir("egress");
-    let guard_ca = tls::init_ca(&dir.join("guard")).unwrap();
-    let up_ca = tls::init_ca(&dir.join("upstream")).unwrap();
-    let up = Minter::load(&up_ca.cert, &up_ca.key, HostPolicy::new(vec![])).unwrap();
-    let fake = FakeTwilio::start_tls(tls::server_config(Arc::new(up)).unwrap())
-        .await
-        .unwrap();
-    let addr = fake.addr();
-    let policy = format!(
-        "{GEO}[listen]\nproxy = true\n[ca]\ncert = \"{}\"\nkey = \"{}\"\n[upstream]\napi = \"https://api.twilio.com\"\nverify = \"https://verify.twilio.com\"\nextra_ca = \"{}\"\nresolve = {{ \"api.twilio.com\" = \"{addr}\", \"verify.twilio.com\" = \"{addr}\" }}\n{extra}",
-        guard_ca.cert.display(),
-        guard_ca.key.display(),
-        up_ca.cert.display(),
-    );
-    let env = start_with(fake, &policy).await;
-    Egress {
-        env,
-        dir,
-        guard_ca: guard_ca.cert,
-    }
+    let (env, guard_ca) = start_proxy(&dir, &format!("{GEO}{extra}")).await;
+    Egress { env, dir, guard_ca }
 }
 
 /// Sends a request head on a fresh connection and returns the status line.

@@ -89,6 +89,29 @@ pub async fn start_with(fake: FakeTwilio, policy: &str) -> Env {
     }
 }
 
+/// A guard in egress-proxy mode (`listen.proxy`) with its own CA in `dir`,
+/// in front of a TLS fake Twilio answering for api.twilio.com and
+/// verify.twilio.com (reached through `upstream.resolve` and trusted
+/// through `upstream.extra_ca`). `policy` is added (its `[listen]` lines
+/// join the proxy's). Returns the guard and its CA certificate.
+pub async fn start_proxy(dir: &Path, policy: &str) -> (Env, std::path::PathBuf) {
+    use smsguard::tls::{self, HostPolicy, Minter};
+    let guard_ca = tls::init_ca(&dir.join("guard")).unwrap();
+    let up_ca = tls::init_ca(&dir.join("upstream")).unwrap();
+    let up = Minter::load(&up_ca.cert, &up_ca.key, HostPolicy::new(vec![])).unwrap();
+    let fake = FakeTwilio::start_tls(tls::server_config(Arc::new(up)).unwrap())
+        .await
+        .unwrap();
+    let addr = fake.addr();
+    let policy = format!(
+        "{policy}\n[listen]\nproxy = true\n[ca]\ncert = \"{}\"\nkey = \"{}\"\n[upstream]\napi = \"https://api.twilio.com\"\nverify = \"https://verify.twilio.com\"\nextra_ca = \"{}\"\nresolve = {{ \"api.twilio.com\" = \"{addr}\", \"verify.twilio.com\" = \"{addr}\" }}\n",
+        guard_ca.cert.display(),
+        guard_ca.key.display(),
+        up_ca.cert.display(),
+    );
+    (start_with(fake, &policy).await, guard_ca.cert)
+}
+
 /// Body lines of `[name]` in `policy` (so tests may add keys to listen/upstream).
 fn section(policy: &str, name: &str) -> String {
     let mut out = String::new();

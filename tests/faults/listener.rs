@@ -14,8 +14,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
 use crate::common::*;
-use smsguard::fake_twilio::FakeTwilio;
-use smsguard::tls::{self, HostPolicy, Minter};
+
+use smsguard::tls;
 
 const BOUND: Duration = Duration::from_secs(5);
 
@@ -260,24 +260,6 @@ async fn a_client_whose_body_stalls_is_answered_and_the_upstream_released() {
 
 // ------------------------------------------------------------ stop during tunnels
 
-/// A guard in proxy mode with its own CA, in front of a TLS fake Twilio.
-async fn proxy_guard(dir: &std::path::Path, extra: &str) -> (Env, std::path::PathBuf) {
-    let guard_ca = tls::init_ca(&dir.join("guard")).unwrap();
-    let up_ca = tls::init_ca(&dir.join("upstream")).unwrap();
-    let up = Minter::load(&up_ca.cert, &up_ca.key, HostPolicy::new(vec![])).unwrap();
-    let fake = FakeTwilio::start_tls(tls::server_config(Arc::new(up)).unwrap())
-        .await
-        .unwrap();
-    let addr = fake.addr();
-    let policy = format!(
-        "[listen]\nproxy = true\n{extra}[ca]\ncert = \"{}\"\nkey = \"{}\"\n[upstream]\napi = \"https://api.twilio.com\"\nverify = \"https://verify.twilio.com\"\nextra_ca = \"{}\"\nresolve = {{ \"api.twilio.com\" = \"{addr}\", \"verify.twilio.com\" = \"{addr}\" }}\n",
-        guard_ca.cert.display(),
-        guard_ca.key.display(),
-        up_ca.cert.display(),
-    );
-    (start_with(fake, &policy).await, guard_ca.cert)
-}
-
 async fn tunnel(
     addr: SocketAddr,
     ca: &std::path::Path,
@@ -315,7 +297,7 @@ async fn a_stop_waits_for_requests_in_flight_inside_connect_tunnels() {
         Instant::now()
     ));
     std::fs::create_dir_all(&dir).unwrap();
-    let (env, ca) = proxy_guard(&dir, "drain_timeout = \"5s\"\n").await;
+    let (env, ca) = start_proxy(&dir, "[listen]\ndrain_timeout = \"5s\"\n").await;
     let mut tls = tunnel(env.guard.addr(), &ca).await;
     env.fake.set_delay(Duration::from_millis(700));
     let head = format!(
