@@ -696,6 +696,17 @@ async fn handle_send(
     };
 
     let product = route.endpoint.send_product().unwrap_or(Product::Messaging);
+    // A Twilio Client identity (`client:alice`) is not a phone number: the
+    // call rings an app, never a phone network, so nobody is paid for it.
+    // Only the exact lowercase prefix: anything else is read as a number
+    // (and `sip:`, which a trunk can carry to paid numbers, stays refused).
+    if product == Product::Voice
+        && raw_to
+            .strip_prefix("client:")
+            .is_some_and(|id| !id.is_empty())
+    {
+        return forward_send(app, &config, &route, parts, bytes).await;
+    }
     if let Endpoint::VerificationCreate { .. } = route.endpoint {
         match form.one("Channel") {
             Err(_) => {

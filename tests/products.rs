@@ -730,17 +730,40 @@ async fn participant_path_spellings_are_judged_too() {
 }
 
 #[tokio::test]
-async fn a_participant_to_a_client_or_sip_address_is_answered_as_a_call_to_it_is() {
-    // Not phone numbers: a participant gets the same answer a call does.
+async fn a_call_or_participant_to_a_client_identity_passes_and_to_sip_is_refused() {
+    // A Twilio Client identity rings an app, never a phone network: calls
+    // and participants to it are forwarded unjudged. A SIP address can
+    // reach paid numbers through a trunk: refused like an invalid number,
+    // the same for a call and a participant.
     let env = start(GEO).await;
-    for to in ["client%3Aalice", "sip%3Aalice%40example.com"] {
+    let form = "From=%2B15017122661&To=client%3Aalice&Url=x";
+    let call = env.post_form(CALLS, form).await;
+    assert_eq!(call.status, StatusCode::CREATED, "{}", call.text());
+    let part = env.post_form(&participants(CF), form).await;
+    assert_eq!(part.status, StatusCode::CREATED, "{}", part.text());
+    assert_eq!(env.upstream_count(), 2, "both reached Twilio");
+    let forwarded: Vec<String> = env
+        .fake
+        .requests()
+        .iter()
+        .map(|r| String::from_utf8_lossy(&r.body).into_owned())
+        .collect();
+    assert!(forwarded.iter().all(|b| b == form), "{forwarded:?}");
+    // Only the exact prefix: `Client:` is read as a number, and refused.
+    for to in ["sip%3Aalice%40example.com", "Client%3Aalice", "client%3A"] {
         let form = format!("From=%2B15017122661&To={to}&Url=x");
         let call = env.post_form(CALLS, &form).await;
         let part = env.post_form(&participants(CF), &form).await;
+        assert_eq!(
+            call.status,
+            StatusCode::BAD_REQUEST,
+            "{to}: {}",
+            call.text()
+        );
         assert_eq!(call.status, part.status, "{to}");
         assert_eq!(call.json()["code"], part.json()["code"], "{to}");
     }
-    assert_eq!(env.upstream_count(), 0);
+    assert_eq!(env.upstream_count(), 2);
 }
 
 // ---------------------------------------------------------------- Verify v1
