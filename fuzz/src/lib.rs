@@ -101,6 +101,21 @@ pub fn paid_send(method: &[u8], path: &[u8], body: &[u8], trim: path::Trim) -> O
             }
         }
     }
+    if kind == path::Kind::Calls {
+        // A call to a Twilio Client identity (`client:alice`, exact prefix)
+        // rings an app, never a phone network: forwarded unjudged.
+        let std = form::standard_values(body, "to");
+        let client = |v: &[u8]| v.len() > 7 && v.starts_with(b"client:");
+        if let [only] = std.as_slice() {
+            if client(only)
+                && form::lenient_values(body, "to")
+                    .iter()
+                    .all(|r| r.iter().all(|v| v == only))
+            {
+                return None;
+            }
+        }
+    }
     Some(kind)
 }
 
