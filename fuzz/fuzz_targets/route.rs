@@ -34,7 +34,7 @@ const METHODS: [&str; 10] = [
 fn product_of(kind: Kind) -> Product {
     match kind {
         Kind::Messages => Product::Messaging,
-        Kind::Calls => Product::Voice,
+        Kind::Calls | Kind::Participants => Product::Voice,
         Kind::Verifications => Product::Verify,
     }
 }
@@ -183,7 +183,7 @@ fn disguise(seg: &str, literal: bool, ext: &str, g: &mut Bytes<'_>) -> String {
 
 fn generator_mode(data: &[u8]) {
     let mut g = Bytes { data, pos: 0 };
-    let kind = g.next() % 4;
+    let kind = g.next() % 6;
     let sid_len = g.next() % 34 + 1;
     let sid: String = (0..sid_len)
         .map(|_| {
@@ -221,7 +221,7 @@ fn generator_mode(data: &[u8]) {
             ],
             Product::Verify,
         ),
-        _ => (
+        3 => (
             vec![
                 (version, true),
                 ("Accounts", true),
@@ -230,6 +230,26 @@ fn generator_mode(data: &[u8]) {
                 ("Messages", true),
             ],
             Product::Messaging,
+        ),
+        4 => (
+            vec![
+                (version, true),
+                ("Accounts", true),
+                (&sid, false),
+                ("Conferences", true),
+                (&sid, false),
+                ("Participants", true),
+            ],
+            Product::Voice,
+        ),
+        _ => (
+            vec![
+                ("v1", true),
+                ("Services", true),
+                (&sid, false),
+                ("Verifications", true),
+            ],
+            Product::Verify,
         ),
     };
     let mut path = String::new();

@@ -101,7 +101,7 @@ pub fn paid_send(method: &[u8], path: &[u8], body: &[u8], trim: path::Trim) -> O
             }
         }
     }
-    if kind == path::Kind::Calls {
+    if matches!(kind, path::Kind::Calls | path::Kind::Participants) {
         // A call to a Twilio Client identity (`client:alice`, exact prefix)
         // rings an app, never a phone network: forwarded unjudged.
         let std = form::standard_values(body, "to");

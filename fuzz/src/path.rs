@@ -22,6 +22,8 @@ pub enum Kind {
     Messages,
     Calls,
     Verifications,
+    /// A conference participant: Twilio dials its `To`.
+    Participants,
 }
 
 /// Largest total number of percent-decoding rounds tried.
@@ -197,7 +199,10 @@ fn shape(segs: &[Vec<u8>], trim: Trim) -> Option<Kind> {
                     return Some(Kind::Calls);
                 }
             }
-            if is(v, "v2", trim) && is(a, "services", trim) && is_res(last, "verifications", trim) {
+            if (is(v, "v2", trim) || is(v, "v1", trim))
+                && is(a, "services", trim)
+                && is_res(last, "verifications", trim)
+            {
                 return Some(Kind::Verifications);
             }
             None
@@ -209,6 +214,14 @@ fn shape(segs: &[Vec<u8>], trim: Trim) -> Option<Kind> {
                 && is_res(last, "messages", trim) =>
         {
             Some(Kind::Messages)
+        }
+        [v, a, _sid, conf, _conference, last]
+            if version(v)
+                && is(a, "accounts", trim)
+                && is(conf, "conferences", trim)
+                && is_res(last, "participants", trim) =>
+        {
+            Some(Kind::Participants)
         }
         _ => None,
     }
