@@ -183,7 +183,13 @@ pub fn route(method: &Method, raw_path: &str) -> Route {
             None => Endpoint::Other,
         }
     } else {
-        classify_odd(method, raw)
+        match classify_odd(method, raw) {
+            // Fail closed: the canonical reading (decoded, `?` cut, `;`
+            // stripped, in that order) is one more reading a server could
+            // make; if it is an endpoint, so is the path.
+            Endpoint::Other => classify_odd(method, normalize_path(raw_path).as_bytes()),
+            e => e,
+        }
     };
     let upstream = match &endpoint {
         Endpoint::MessageCreate { .. }
@@ -1113,6 +1119,22 @@ mod tests {
                 "/2010-04-01/accounts/{}/messages.json",
                 AC.to_ascii_lowercase()
             )
+        );
+    }
+
+    #[test]
+    fn a_path_whose_canonical_reading_is_a_send_is_a_send() {
+        // Found by the route fuzzer: `;` parameters hide a `%23` that would
+        // cut the path before `%3F` does; the canonical reading strips them
+        // first and sees Messages.json.
+        let p = "/2010-04-01/Accounts/AC;123$8cde%232;x=1789ABCD&EF/Messages.json%3F(../.%25";
+        assert!(route(&Method::POST, &normalize_path(p))
+            .endpoint
+            .send_product()
+            .is_some());
+        assert_eq!(
+            route(&Method::POST, p).endpoint.send_product(),
+            Some(Product::Messaging)
         );
     }
 
