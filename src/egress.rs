@@ -13,14 +13,12 @@ use std::sync::Arc;
 
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
+use hyper_util::rt::TokioIo;
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::Config;
 use crate::pipeline::{self, App, Intercepted};
-use crate::server::{idle_watch, Busy, ConnInfo, Watched};
+use crate::server::{self, idle_watch, ConnInfo, Watched};
 use crate::tls::{self, HostPolicy, Minter};
 use crate::upstream::{self, Body};
 
@@ -197,24 +195,12 @@ where
     }
     let host: Arc<str> = Arc::from(host);
     let (io, act) = Watched::new(tls);
-    let svc = {
-        let act = act.clone();
-        service_fn(move |mut req: Request<Incoming>| {
-            let (app, busy) = (app.clone(), Busy::new(&act));
-            req.extensions_mut().insert(Intercepted(host.clone()));
-            async move {
-                let resp = pipeline::handle(app, req, peer).await;
-                drop(busy);
-                Ok::<_, std::convert::Infallible>(resp)
-            }
-        })
+    let handler = move |mut req: Request<Incoming>, c: ConnInfo| {
+        req.extensions_mut().insert(Intercepted(host.clone()));
+        pipeline::handle(app.clone(), req, c.peer)
     };
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(conn.header_timeout);
-    builder.http2().timer(TokioTimer::new());
+    let svc = server::service(handler, conn.clone(), act.clone());
+    let builder = server::connection_builder(conn.header_timeout);
     let served = builder.serve_connection(TokioIo::new(io), svc);
     tokio::pin!(served);
     let ended = tokio::select! {

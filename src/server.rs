@@ -399,13 +399,7 @@ pub async fn run<H, F>(
         refused: AtomicU64::new(0),
         last_warned: Mutex::default(),
     });
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(opts.header_timeout)
-        .keep_alive(true);
-    builder.http2().timer(TokioTimer::new());
+    let builder = connection_builder(opts.header_timeout);
     tokio::pin!(shutdown);
     loop {
         // Wait for capacity before accepting, so excess connections queue in
@@ -520,8 +514,21 @@ pub async fn run<H, F>(
     }
 }
 
+/// HTTP/1.1 and HTTP/2 for one connection, with the header timeout (the
+/// listener's and the connections inside CONNECT tunnels alike).
+pub(crate) fn connection_builder(header_timeout: Duration) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .keep_alive(true);
+    builder.http2().timer(TokioTimer::new());
+    builder
+}
+
 /// The handler as a hyper service that marks each request in flight.
-fn service<H, F>(
+pub(crate) fn service<H, F>(
     h: H,
     info: ConnInfo,
     act: Arc<Activity>,
