@@ -170,10 +170,6 @@ pub fn check(path: &Path) -> i32 {
         Ok(c) => c,
         Err(code) => return code,
     };
-    if c.store.shared() {
-        eprintln!("{}: {}", path.display(), crate::guard::NOT_SHARED_YET);
-        return 1;
-    }
     println!("{}: ok", path.display());
     if c.protections().is_empty() {
         println!(
@@ -209,6 +205,28 @@ pub fn summary(c: &Config) -> String {
         c.upstream.api,
         c.upstream.verify,
         humantime::format_duration(c.upstream.timeout)
+    );
+    let store = if let Some(url) = &c.store.redis {
+        // The URL never holds a password (refused when loading).
+        format!("redis {}", url.get_ref())
+    } else if let Some(seeds) = &c.store.redis_cluster {
+        format!("redis cluster ({} seeds)", seeds.get_ref().len())
+    } else {
+        "memory (this process only)".to_string()
+    };
+    let _ = writeln!(
+        s,
+        "  store       {store}{}",
+        if c.store.shared() {
+            format!(
+                " on_error={} timeout={} near_cache={}",
+                c.store.on_error.as_str(),
+                humantime::format_duration(c.store.timeout),
+                humantime::format_duration(c.store.near_cache)
+            )
+        } else {
+            String::new()
+        }
     );
     let _ = writeln!(
         s,

@@ -1144,8 +1144,19 @@ pub enum StoreOnError {
     Local,
     /// Every judged send is blocked.
     Block,
-    /// Every judged send is forwarded unjudged.
+    /// The stages that need shared state (backoff, limits, budget) let
+    /// sends pass; number rules and known blocks still apply.
     Allow,
+}
+
+impl StoreOnError {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            StoreOnError::Local => "local",
+            StoreOnError::Block => "block",
+            StoreOnError::Allow => "allow",
+        }
+    }
 }
 
 impl FromStr for StoreOnError {

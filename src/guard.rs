@@ -14,11 +14,9 @@ use crate::config::Config;
 use crate::egress::{self, Interceptor};
 use crate::pipeline::App;
 use crate::server::{self, ServerOptions};
-use crate::store::MemoryStore;
-
-/// `[store] redis` is read and checked, and the link to Redis is built, but
-/// the policy does not keep its state there yet: refused, never ignored.
-pub const NOT_SHARED_YET: &str = "store.redis and store.redis_cluster are not used by this build yet (state would stay per process); remove them";
+use crate::store::redis::{Health, RedisLink};
+use crate::store::shared::SharedStore;
+use crate::store::{MemoryStore, Store};
 
 pub struct Guard {
     addr: SocketAddr,
@@ -33,23 +31,46 @@ pub struct Guard {
 impl Guard {
     /// Binds `listen.addr` (port 0 picks a free port) and starts serving.
     pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Guard, String> {
-        if config.store.shared() {
-            return Err(NOT_SHARED_YET.into());
-        }
         let listener = TcpListener::bind(config.listen.addr)
             .await
             .map_err(|e| format!("cannot listen on {}: {e}", config.listen.addr))?;
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
-        let store = MemoryStore::new(config.store.capacity, config.store.block_capacity);
+        let local = MemoryStore::new(config.store.capacity, config.store.block_capacity);
         if let Some(b) = &config.backoff {
-            store.set_backoff_lifetime(crate::clock::ms(b.reset_after));
+            local.set_backoff_lifetime(crate::clock::ms(b.reset_after));
         }
+        let local = Arc::new(local);
+        let (health_tx, mut health_rx) = tokio::sync::watch::channel(Health::Up);
+        let shared = if config.store.shared() {
+            let link = RedisLink::connect(&config.store, move |h: &Health| {
+                health_tx.send_replace(h.clone());
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+            let shared = SharedStore::new(local.clone(), link, &config.store);
+            // Blocks other replicas set are enforced from the first send.
+            match shared.sync(clock.now()).await {
+                Ok(n) => tracing::info!(blocks = n, "shared blocks mirrored"),
+                Err(e) => tracing::warn!(error = %e, "shared blocks not mirrored at start"),
+            }
+            Some(shared)
+        } else {
+            None
+        };
         let interceptor = Interceptor::from_config(&config)?;
         let tls = interceptor
             .as_ref()
             .filter(|_| config.listen.tls)
             .map(|i| i.tls.clone());
-        let app = Arc::new(App::new(Arc::new(config), Arc::new(store), clock)?);
+        let store: Arc<dyn Store> = match &shared {
+            Some(s) => s.clone(),
+            None => local,
+        };
+        let mut app = App::new(Arc::new(config), store, clock)?;
+        if let Some(s) = &shared {
+            app = app.with_shared(s.clone());
+        }
+        let app = Arc::new(app);
         let policy = app.policy();
         let listen = &policy.config().listen;
         let opts = ServerOptions {
@@ -88,6 +109,23 @@ impl Guard {
                 Some(admin_addr)
             }
         };
+        if let Some(shared) = &app.shared {
+            shared.start_sync(app.clock.clone(), admin_stopped.clone());
+            // A change of Redis's health is told to the alerts.
+            let (a, mut stopped) = (app.clone(), admin_stopped.clone());
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        r = health_rx.changed() => if r.is_err() { return },
+                        _ = stopped.wait_for(|s| *s) => return,
+                    }
+                    let h = health_rx.borrow_and_update().clone();
+                    if let Some(alerts) = &a.watch.alerts {
+                        alerts.store_health(&h, a.policy().config().store.on_error, a.clock.now());
+                    }
+                }
+            });
+        }
         if app.watch.alerts.is_some() {
             // Spikes and spend are checked on a timer, decisions on arrival.
             let (a, mut stopped) = (app.clone(), admin_stopped.clone());

@@ -93,6 +93,8 @@ pub struct App {
     pub clock: Arc<dyn Clock>,
     /// Connections the listener closed or refused (for metrics).
     pub listener: Arc<crate::server::ListenerStats>,
+    /// State shared with other replicas through Redis, when configured.
+    pub shared: Option<Arc<crate::store::shared::SharedStore>>,
 }
 
 impl App {
@@ -131,7 +133,16 @@ impl App {
             upstream,
             clock,
             listener: Arc::default(),
+            shared: None,
         })
+    }
+
+    /// Judges with `shared` (which must also be the policy's store).
+    pub fn with_shared(mut self, shared: Arc<crate::store::shared::SharedStore>) -> App {
+        // Fakes made here are answered by every replica.
+        self.fakes.attach(shared.link().clone());
+        self.shared = Some(shared);
+        self
     }
 
     pub fn policy(&self) -> Arc<Policy> {
@@ -294,7 +305,7 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> 
         | Endpoint::VerificationFetch { sid, .. }
             if req.method() == http::Method::GET =>
         {
-            if let Some(fake) = app.fakes.get(sid) {
+            if let Some(fake) = app.fakes.get_shared(sid).await {
                 let mut resp = Response::new(upstream::full(fake));
                 *resp.headers_mut() =
                     responses::twilio_headers(app.domain(&route), started.elapsed());
@@ -307,7 +318,7 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> 
             sid,
             ..
         } if req.method() == http::Method::GET => {
-            if let Some(fake) = app.fakes.participant(conference_sid, sid) {
+            if let Some(fake) = app.fakes.participant_shared(conference_sid, sid).await {
                 let mut resp = Response::new(upstream::full(fake));
                 *resp.headers_mut() =
                     responses::twilio_headers(app.domain(&route), started.elapsed());
@@ -352,23 +363,21 @@ async fn verification_check(
         Err(resp) => return resp,
     };
     if let Ok(form) = form::Form::parse(&bytes) {
-        let by_sid = form
-            .one("VerificationSid")
-            .ok()
-            .flatten()
-            .is_some_and(|sid| app.fakes.get(sid).is_some());
-        let by_number = form
-            .one("To")
-            .ok()
-            .flatten()
-            .and_then(|to| {
-                crate::phone::normalize(to, app.policy().config().numbers.default_region).ok()
-            })
-            .is_some_and(|d| {
-                app.fakes
-                    .shadowed_verification(&service_sid, &d.e164)
-                    .is_some()
-            });
+        let by_sid = match form.one("VerificationSid").ok().flatten() {
+            Some(sid) => app.fakes.get_shared(sid).await.is_some(),
+            None => false,
+        };
+        let to = form.one("To").ok().flatten().and_then(|to| {
+            crate::phone::normalize(to, app.policy().config().numbers.default_region).ok()
+        });
+        let by_number = match to {
+            Some(d) => app
+                .fakes
+                .shadowed_verification_shared(&service_sid, &d.e164)
+                .await
+                .is_some(),
+            None => false,
+        };
         if by_sid || by_number {
             pace(app, route.endpoint.name(), started).await;
             let e = TwilioError::not_found(&format!("/Services/{service_sid}/VerificationCheck"));
@@ -414,7 +423,7 @@ async fn feedback(
     };
     let (account_sid, sid) = (account_sid.clone(), sid.clone());
     let config = app.policy().config().clone();
-    let fake = app.fakes.get(&sid).is_some();
+    let fake = app.fakes.get_shared(&sid).await.is_some();
     if !fake && config.adaptive.is_none() {
         // Nothing to answer here and nothing to learn: streamed as any
         // other request.
@@ -791,7 +800,37 @@ async fn handle_send(
     // Every stage but the balance first: a send that an earlier stage
     // blocks is answered without asking Twilio anything (a slow Balance
     // endpoint must not hold up a shadow ban, nor show in its timing).
-    let judgement = policy.judge(&attempt, app.clock.now());
+    let now = app.clock.now();
+    let view = match &app.shared {
+        Some(shared) => Some(
+            shared
+                .prepare(policy.plan(&attempt, now, &**shared.local()), now)
+                .await,
+        ),
+        None => None,
+    };
+    if view.as_ref().is_some_and(|v| v.refused()) {
+        // Redis is unavailable and the operator chose to stop sends then.
+        let decision = store_unavailable(&config);
+        drop(view);
+        event.decided(&decision);
+        app.record(&event);
+        return act(
+            app,
+            &config,
+            &send,
+            parts,
+            &raw_to,
+            Some(&dest),
+            &decision,
+            started,
+        )
+        .await;
+    }
+    let judgement = match &view {
+        Some(v) => policy.judge_with(&attempt, now, v),
+        None => policy.judge(&attempt, now),
+    };
     let balance = match &app.balances {
         _ if !judgement.needs_balance() => BalanceView::NotAsked,
         Some(b) if send.account.starts_with("AC") => {
@@ -807,6 +846,8 @@ async fn handle_send(
         None => BalanceView::NotAsked,
     };
     let decision = judgement.finish(balance);
+    // Gives back in Redis what the judgement gave back, off the request path.
+    drop(view);
     event.decided(&decision);
     app.record(&event);
     act(
@@ -820,6 +861,30 @@ async fn handle_send(
         started,
     )
     .await
+}
+
+/// The decision for a send while Redis is unavailable and
+/// `store.on_error = "block"`: stopped with the default action (shadow
+/// unless that lets sends through).
+fn store_unavailable(config: &Config) -> Decision {
+    let action = match config.actions.default {
+        a if a.blocks() => a,
+        _ => Action::Shadow,
+    };
+    Decision {
+        action,
+        verdict: Some(crate::policy::Verdict {
+            stage: crate::policy::Stage::Limits,
+            rule: "store:unavailable".into(),
+            detail: Some("shared state (redis) unavailable; store.on_error = block".into()),
+            reason: crate::policy::Reason::RateLimited,
+            action,
+            blocked: None,
+        }),
+        would_block: Vec::new(),
+        hold: None,
+        trace: Vec::new(),
+    }
 }
 
 /// The account a send is billed to: the path's for the 2010 API; for Verify

@@ -5,19 +5,36 @@
 //!
 //! Nothing about a fake ever reaches Twilio. Memory is bounded: fakes are
 //! kept for a retention period, up to a capacity.
+//!
+//! Several replicas behind one Redis share their fakes once the store is
+//! [attached](FakeStore::attach) to a [`RedisLink`]: every fake is also
+//! written to Redis (in the background, never on the request path), and a
+//! lookup that misses here asks Redis, so a fake made by one replica is
+//! answered by any other. Redis down only means each replica answers the
+//! fakes it made itself, as when nothing is shared.
 
 use std::collections::VecDeque;
-use std::sync::Mutex;
-use std::time::{Duration, SystemTime};
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use moka::ops::compute::Op;
 use moka::policy::EvictionPolicy;
 use moka::sync::Cache;
 use rand::Rng;
 
 use crate::config;
+use crate::store::redis::{LinkError, RedisLink};
+use crate::store::redis_fakes::{self, table};
 use crate::store::Lru;
 use crate::twilio::responses::{self, MessageRequest};
+
+/// Most writes to Redis under way at once; more are dropped (and counted
+/// as failed): a flood of shadowed sends while Redis is slow must not pile
+/// up tasks without bound.
+const MAX_SHARED_WRITES: usize = 4096;
 
 /// A fake Message kept as what it was made from, in one allocation: the
 /// JSON is made again on a read, byte for byte the same. A fake costs
@@ -73,16 +90,85 @@ impl KeptMessage {
         (self.given & (1 << (i - 3)) != 0).then(|| self.field(i))
     }
 
-    fn json(&self) -> Bytes {
-        let req = MessageRequest {
+    fn request(&self) -> MessageRequest<'_> {
+        MessageRequest {
             account_sid: self.field(1),
             to: self.field(2),
             from: self.optional(3),
             messaging_service_sid: self.optional(4),
             body: self.optional(5),
             num_media: self.num_media as usize,
+        }
+    }
+
+    fn json(&self) -> Bytes {
+        responses::message_json(&self.request(), self.field(0), self.created)
+    }
+
+    /// As shared in Redis (the sid is the key): what it was made from, so
+    /// another replica makes the same JSON again, byte for byte. The JSON
+    /// depends on nothing else (not on the time it is read).
+    ///
+    /// `<secs>:<nanos>:<given>:<num_media>:<len>,<len>,<len>,<len>,<len>:`
+    /// then account, to, from, messaging service and body back to back.
+    fn encode(&self) -> Option<String> {
+        let t = self.created.duration_since(UNIX_EPOCH).ok()?;
+        let rest = &self.text[self.ends[0] as usize..];
+        let mut out = format!(
+            "{}:{}:{}:{}:",
+            t.as_secs(),
+            t.subsec_nanos(),
+            self.given,
+            self.num_media
+        );
+        out.reserve(rest.len() + 1);
+        for i in 1..6 {
+            if i > 1 {
+                out.push(',');
+            }
+            out.push_str(&self.field(i).len().to_string());
+        }
+        out.push(':');
+        out.push_str(rest);
+        Some(out)
+    }
+
+    /// What [`encode`](Self::encode) wrote, for `sid`; None when it is not
+    /// that.
+    fn decode(sid: &str, s: &str) -> Option<Self> {
+        let mut parts = s.splitn(6, ':');
+        let secs: u64 = parts.next()?.parse().ok()?;
+        let nanos: u32 = parts.next()?.parse().ok()?;
+        let given: u8 = parts.next()?.parse().ok()?;
+        let num_media: u32 = parts.next()?.parse().ok()?;
+        let lens = parts.next()?;
+        let rest = parts.next()?;
+        if nanos >= 1_000_000_000 || given > 7 {
+            return None;
+        }
+        let mut fields = [""; 5];
+        let mut at = 0usize;
+        let mut n = 0;
+        for len in lens.split(',') {
+            let end = at.checked_add(len.parse::<usize>().ok()?)?;
+            *fields.get_mut(n)? = rest.get(at..end)?;
+            at = end;
+            n += 1;
+        }
+        if n != 5 || at != rest.len() {
+            return None;
+        }
+        let created = UNIX_EPOCH.checked_add(Duration::new(secs, nanos))?;
+        let has = |bit: u8| given & (1 << bit) != 0;
+        let req = MessageRequest {
+            account_sid: fields[0],
+            to: fields[1],
+            from: has(0).then_some(fields[2]),
+            messaging_service_sid: has(1).then_some(fields[3]),
+            body: has(2).then_some(fields[4]),
+            num_media: num_media as usize,
         };
-        responses::message_json(&req, self.field(0), self.created)
+        Some(KeptMessage::new(sid, &req, created))
     }
 }
 
@@ -93,6 +179,46 @@ enum Kept {
         sid: Box<str>,
         body: Bytes,
     },
+}
+
+impl Kept {
+    fn json(&self) -> Bytes {
+        match self {
+            Kept::Message(m) => m.json(),
+            Kept::Json { body, .. } => body.clone(),
+        }
+    }
+
+    /// As shared in Redis: `m` and a message's inputs, or `j` and the JSON.
+    fn encode(&self) -> Option<Vec<u8>> {
+        match self {
+            Kept::Message(m) => {
+                let mut out = vec![b'm'];
+                out.extend_from_slice(m.encode()?.as_bytes());
+                Some(out)
+            }
+            Kept::Json { body, .. } => {
+                let mut out = Vec::with_capacity(body.len() + 1);
+                out.push(b'j');
+                out.extend_from_slice(body);
+                Some(out)
+            }
+        }
+    }
+
+    fn decode(sid: &str, v: &[u8]) -> Option<Self> {
+        match v.split_first()? {
+            (b'm', rest) => Some(Kept::Message(KeptMessage::decode(
+                sid,
+                std::str::from_utf8(rest).ok()?,
+            )?)),
+            (b'j', rest) => Some(Kept::Json {
+                sid: sid.into(),
+                body: Bytes::copy_from_slice(rest),
+            }),
+            _ => None,
+        }
+    }
 }
 
 struct Entry {
@@ -110,13 +236,33 @@ impl Entry {
     }
 }
 
+/// A shadowed verification as kept here, or (when shared) its forgetting.
+#[derive(Clone)]
+struct KeptVerification {
+    /// The fake verification's sid; None once forgotten.
+    sid: Option<String>,
+    /// When it was made (microseconds since the epoch, as shared): of two
+    /// answers, here and in Redis, the newer counts.
+    stamp: u64,
+    until: SystemTime,
+}
+
 /// Fakes by sid, and shadowed verifications by service and number.
 pub struct FakeStore {
     /// Bounded by count (least recently made go first) and by age.
     by_sid: Lru<Option<Entry>>,
     retention: Duration,
-    /// `VA...|+15551234567` → the fake verification's sid.
-    verifications: Cache<String, String>,
+    /// `VA...|+15551234567` → the fake verification.
+    verifications: Cache<String, KeptVerification>,
+    /// Where fakes are shared, once attached.
+    link: OnceLock<RedisLink>,
+    /// Writes to Redis that failed, timed out, or were not tried (Redis
+    /// down, too many under way).
+    pub shared_write_errors: Arc<AtomicU64>,
+    /// Writes to Redis under way.
+    shared_writes: Arc<AtomicUsize>,
+    /// The last verification stamp given here.
+    last_stamp: AtomicU64,
 }
 
 impl FakeStore {
@@ -129,11 +275,85 @@ impl FakeStore {
                 .time_to_live(retention)
                 .eviction_policy(EvictionPolicy::lru())
                 .build(),
+            link: OnceLock::new(),
+            shared_write_errors: Arc::default(),
+            shared_writes: Arc::default(),
+            last_stamp: AtomicU64::new(0),
         }
     }
 
+    /// Shares fakes through `link` from now on: each one remembered is also
+    /// written to Redis, and lookups that miss here ask Redis. Only the
+    /// first link attached counts.
+    pub fn attach(&self, link: RedisLink) {
+        if self.link.set(link).is_err() {
+            tracing::debug!("the fake store is already shared: a second link is ignored");
+        }
+    }
+
+    /// The link, when attached and up.
+    fn live_link(&self) -> Option<&RedisLink> {
+        self.link.get().filter(|l| l.is_up())
+    }
+
+    /// Runs `write` on the link in the background, when attached. Never
+    /// waits; a failure is counted and logged at debug (`what` only: keys
+    /// and values may hold numbers and message bodies).
+    fn share<F>(&self, what: &'static str, write: impl FnOnce(RedisLink) -> F)
+    where
+        F: Future<Output = Result<(), LinkError>> + Send + 'static,
+    {
+        let Some(link) = self.link.get() else {
+            return;
+        };
+        let errors = &self.shared_write_errors;
+        if !link.is_up() {
+            // The call would fail at once: spare the task.
+            errors.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            errors.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        if self.shared_writes.fetch_add(1, Ordering::AcqRel) >= MAX_SHARED_WRITES {
+            self.shared_writes.fetch_sub(1, Ordering::AcqRel);
+            errors.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(
+                what,
+                "too many fake writes to redis under way: kept locally only"
+            );
+            return;
+        }
+        let (errors, writes) = (errors.clone(), self.shared_writes.clone());
+        let write = write(link.clone());
+        runtime.spawn(async move {
+            if let Err(e) = write.await {
+                errors.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(what, error = %e, "sharing a fake through redis failed: kept locally only");
+            }
+            writes.fetch_sub(1, Ordering::AcqRel);
+        });
+    }
+
     fn keep(&self, sid: &str, kept: Kept) {
-        let until = SystemTime::now() + self.retention;
+        if self.link.get().is_some() {
+            match kept.encode() {
+                Some(value) => {
+                    let (sid, ttl) = (sid.to_string(), self.retention);
+                    self.share("fake", move |link| async move {
+                        redis_fakes::put(&link, table::FAKES, &sid, &value, ttl).await
+                    });
+                }
+                None => {
+                    self.shared_write_errors.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        self.keep_until(sid, kept, SystemTime::now() + self.retention);
+    }
+
+    fn keep_until(&self, sid: &str, kept: Kept, until: SystemTime) {
         self.by_sid
             .with(sid, || None, |_| {}, |e| *e = Some(Entry { kept, until }));
     }
@@ -150,18 +370,42 @@ impl FakeStore {
         self.keep(&sid.clone(), Kept::Json { sid, body });
     }
 
-    /// The JSON of the fake `sid`, as first answered.
+    /// The JSON of the fake `sid`, as first answered, if kept here.
     pub fn get(&self, sid: &str) -> Option<Bytes> {
         let now = SystemTime::now();
         self.by_sid
             .update(sid, |e| {
                 let e = e.as_ref().filter(|e| e.sid() == sid && now < e.until)?;
-                Some(match &e.kept {
-                    Kept::Message(m) => m.json(),
-                    Kept::Json { body, .. } => body.clone(),
-                })
+                Some(e.kept.json())
             })
             .flatten()
+    }
+
+    /// The JSON of the fake `sid`, kept here or, when attached, made by
+    /// another replica: on a miss here, one call to Redis (if up), bounded
+    /// by its timeout; what it holds is then kept here too. A Redis error
+    /// is a miss.
+    pub async fn get_shared(&self, sid: &str) -> Option<Bytes> {
+        if let Some(json) = self.get(sid) {
+            return Some(json);
+        }
+        let link = self.live_link()?;
+        match redis_fakes::fetch(link, table::FAKES, sid).await {
+            Ok(Some((value, left))) => {
+                let Some(kept) = Kept::decode(sid, &value) else {
+                    tracing::debug!("a fake shared in redis is malformed: taken as unknown");
+                    return None;
+                };
+                let json = kept.json();
+                self.keep_until(sid, kept, SystemTime::now() + left.min(self.retention));
+                Some(json)
+            }
+            Ok(None) => None,
+            Err(e) => {
+                tracing::debug!(error = %e, "reading a shared fake failed: taken as unknown");
+                None
+            }
+        }
     }
 
     /// Keeps a fake conference participant: `call` (its queued Call) under
@@ -186,24 +430,125 @@ impl FakeStore {
     }
 
     /// The JSON of a fake participant of `conference` (sid or friendly
-    /// name) by call sid or label.
+    /// name) by call sid or label, if kept here.
     pub fn participant(&self, conference: &str, id: &str) -> Option<Bytes> {
         self.get(&participant_key(conference, id))
     }
 
+    /// [`participant`](Self::participant), shared as
+    /// [`get_shared`](Self::get_shared) is.
+    pub async fn participant_shared(&self, conference: &str, id: &str) -> Option<Bytes> {
+        self.get_shared(&participant_key(conference, id)).await
+    }
+
+    /// A stamp later than any given here before.
+    fn stamp(&self) -> u64 {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
+        let prev = self
+            .last_stamp
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |last| {
+                Some(now.max(last.saturating_add(1)))
+            })
+            .unwrap_or_else(|last| last);
+        now.max(prev.saturating_add(1))
+    }
+
     pub fn remember_verification(&self, service: &str, to: &str, sid: &str) {
-        self.verifications
-            .insert(verification_key(service, to), sid.to_string());
+        let key = verification_key(service, to);
+        let stamp = self.stamp();
+        let kept = KeptVerification {
+            sid: Some(sid.to_string()),
+            stamp,
+            until: SystemTime::now() + self.retention,
+        };
+        if self.link.get().is_some() {
+            let (key, sid, ttl) = (key.clone(), sid.to_string(), self.retention);
+            self.share("verification", move |link| async move {
+                redis_fakes::put_verification(&link, &key, stamp, Some(&sid), ttl)
+                    .await
+                    .map(|_| ())
+            });
+        }
+        self.verifications.insert(key, kept);
     }
 
-    /// A real verification to the same number replaces any fake one.
+    /// A real verification to the same number replaces any fake one (on
+    /// every replica, when attached).
     pub fn forget_verification(&self, service: &str, to: &str) {
-        self.verifications
-            .invalidate(&verification_key(service, to));
+        let key = verification_key(service, to);
+        if self.link.get().is_none() {
+            self.verifications.invalidate(&key);
+            return;
+        }
+        // Shared, the forgetting is kept (here and in Redis) with a stamp
+        // newer than any remembering before it: neither a remembering
+        // still on its way to Redis nor what Redis holds until this write
+        // lands can bring the fake back.
+        let stamp = self.stamp();
+        let (shared_key, ttl) = (key.clone(), self.retention);
+        self.share("verification", move |link| async move {
+            redis_fakes::put_verification(&link, &shared_key, stamp, None, ttl)
+                .await
+                .map(|_| ())
+        });
+        let forgotten = KeptVerification {
+            sid: None,
+            stamp,
+            until: SystemTime::now() + self.retention,
+        };
+        self.verifications.insert(key, forgotten);
     }
 
+    fn local_verification(&self, key: &str) -> Option<KeptVerification> {
+        let now = SystemTime::now();
+        self.verifications.get(key).filter(|v| now < v.until)
+    }
+
+    /// The fake verification's sid, if one to `to` was shadowed here.
     pub fn shadowed_verification(&self, service: &str, to: &str) -> Option<String> {
-        self.verifications.get(&verification_key(service, to))
+        self.local_verification(&verification_key(service, to))
+            .and_then(|v| v.sid)
+    }
+
+    /// The fake verification's sid, if one to `to` was shadowed here or,
+    /// when attached, by another replica. Unlike a fake by sid, this one
+    /// can be forgotten (by a real verification, possibly on another
+    /// replica), so while Redis is up it is asked even when this replica
+    /// knows an answer, and the newer of the two counts; a Redis error, or
+    /// Redis knowing nothing, leaves the answer here.
+    pub async fn shadowed_verification_shared(&self, service: &str, to: &str) -> Option<String> {
+        let key = verification_key(service, to);
+        let local = self.local_verification(&key);
+        let Some(link) = self.live_link() else {
+            return local.and_then(|v| v.sid);
+        };
+        let shared = match redis_fakes::fetch_verification(link, &key).await {
+            Ok(Some(s)) => s,
+            Ok(None) => return local.and_then(|v| v.sid),
+            Err(e) => {
+                tracing::debug!(error = %e, "reading a shared verification failed: answered from here");
+                return local.and_then(|v| v.sid);
+            }
+        };
+        if let Some(l) = local.filter(|l| l.stamp > shared.stamp) {
+            return l.sid;
+        }
+        let stamp = shared.stamp;
+        let kept = KeptVerification {
+            sid: shared.sid.clone(),
+            stamp,
+            until: SystemTime::now() + shared.left.min(self.retention),
+        };
+        // Unless something newer was kept here meanwhile.
+        self.verifications
+            .entry(key)
+            .and_compute_with(|cur| match cur {
+                Some(cur) if cur.value().stamp > stamp => Op::Nop,
+                _ => Op::Put(kept),
+            });
+        shared.sid
     }
 }
 
@@ -331,6 +676,62 @@ mod tests {
         );
         f.forget_verification("VA1", "+15551234567");
         assert!(f.shadowed_verification("VA1", "+15551234567").is_none());
+    }
+
+    #[test]
+    fn a_shared_fake_decodes_to_the_same_json_and_garbage_to_nothing() {
+        let created = SystemTime::UNIX_EPOCH + Duration::new(1_700_000_000, 123_456_789);
+        for (from, msid, body, media) in [
+            (Some("+15017122661"), None, Some("a:b,c|d café"), 0),
+            (None, Some("MG9752274e9e519418a7406176694466fa"), None, 2),
+            (Some("ACME"), Some("MG1"), Some(""), 1),
+        ] {
+            let req = MessageRequest {
+                account_sid: "ACXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX",
+                to: "whatsapp:+15558675310",
+                from,
+                messaging_service_sid: msid,
+                body,
+                num_media: media,
+            };
+            let kept = Kept::Message(KeptMessage::new("SM1", &req, created));
+            let encoded = kept.encode().unwrap();
+            let decoded = Kept::decode("SM1", &encoded).unwrap();
+            assert_eq!(decoded.json(), kept.json(), "{body:?}");
+            assert_eq!(
+                decoded.json(),
+                responses::message_json(&req, "SM1", created)
+            );
+        }
+        let json = Kept::Json {
+            sid: "CA1".into(),
+            body: Bytes::from_static(b"{\"x\": 1}"),
+        };
+        let decoded = Kept::decode("CA1", &json.encode().unwrap()).unwrap();
+        assert_eq!(decoded.json(), json.json());
+        for bad in [
+            &b""[..],
+            b"x{}",
+            b"m",
+            b"m1:2:3:4:5",
+            b"m1:2:8:0:1,1,0,0,0:ab",
+            b"m1:2000000000:0:0:1,1,0,0,0:ab",
+            b"m1:2:0:0:1,1,0,0:ab",
+            b"m1:2:0:0:1,1,0,0,0:abc",
+            b"m1:2:0:0:1,2,0,0,0:ab",
+            b"m1:2:0:0:1,1,0,0,0,0:ab",
+            b"m1:2:4:0:1,1,0,0,1:\xc3\xa9",
+            b"m1:2:4:0:1,1,0,0,99999999999999999999:ab",
+        ] {
+            assert!(
+                Kept::decode("SM1", bad).is_none(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        // A body split inside a character is refused, not a panic.
+        assert!(Kept::decode("SM1", "m1:2:4:0:1,2,0,0,1:abé".as_bytes()).is_none());
+        assert!(Kept::decode("SM1", "m1:2:4:0:1,1,0,0,2:abé".as_bytes()).is_some());
     }
 
     #[test]

@@ -132,21 +132,27 @@ fn check_warns_about_a_policy_that_judges_nothing() {
 }
 
 #[test]
-fn a_redis_store_is_refused_by_check_and_serve_until_state_is_kept_there() {
+fn check_accepts_a_redis_store_and_names_it() {
     let dir = std::env::temp_dir().join(format!("smsguard-cli-redis-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("redis.toml");
     std::fs::write(
         &path,
-        "[listen]\naddr = \"127.0.0.1:0\"\n[geo]\nallow = [\"US\"]\n[store]\nredis = \"redis://127.0.0.1:6390/0\"\n",
+        "[listen]\naddr = \"127.0.0.1:0\"\n[geo]\nallow = [\"US\"]\n[store]\nredis = \"redis://127.0.0.1:6390/0\"\non_error = \"block\"\n",
     )
     .unwrap();
-    let p = path.to_str().unwrap();
-    for cmd in ["check", "serve"] {
-        let (code, out, err) = smsguard(&[cmd, "--config", p]);
-        assert_eq!(code, 1, "{cmd}: {out}{err}");
-        assert!(err.contains("store.redis"), "{cmd}: {err}");
-        assert!(!out.contains(": ok"), "{cmd}: {out}");
-    }
+    let (code, out, err) = smsguard(&["check", "--config", path.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains(
+            "store       redis redis://127.0.0.1:6390/0 on_error=block timeout=50ms near_cache=1s"
+        ),
+        "{out}"
+    );
+    let (_, out, _) = smsguard(&["check", "--config", "config.example.toml"]);
+    assert!(
+        out.contains("store       memory (this process only)"),
+        "{out}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

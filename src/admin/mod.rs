@@ -154,7 +154,7 @@ pub async fn handle(app: Arc<App>, auth: Auth, req: Request<Incoming>) -> Respon
     let method = req.method().clone();
     match (method, path.as_str()) {
         (Method::GET, "/") => dashboard(&auth, &req),
-        (Method::GET, "/readyz") => respond(StatusCode::OK, "text/plain", "ready\n"),
+        (Method::GET, "/readyz") => readyz(&app),
         (Method::GET, "/metrics") => metrics(&app),
         (Method::GET, "/api/summary") => {
             let mut s = app.watch.activity.summary(app.clock.now());
@@ -255,11 +255,51 @@ fn metrics(app: &App) -> Response<Body> {
     let c = &app.upstream.cuts;
     set(&m.streams_cut, "reason", "body_timeout", &c.idle);
     set(&m.streams_cut, "reason", "deadline", &c.deadline);
+    if let Some(shared) = &app.shared {
+        let link = shared.link();
+        m.store_degraded.set(i64::from(!link.is_up()));
+        m.store_unsynced.set(shared.unsynced() as i64);
+        let st = &shared.stats;
+        set(&m.store_sends, "judged", "shared", &st.shared);
+        set(&m.store_sends, "judged", "fallback", &st.fallback);
+        let l = link.stats();
+        for (what, n) in [
+            ("calls", &l.calls),
+            ("round_trips", &l.round_trips),
+            ("errors", &l.errors),
+            ("timeouts", &l.timeouts),
+            ("fast_failures", &l.fast_failures),
+            ("script_loads", &l.script_loads),
+            ("probes", &l.probes),
+            ("degradations", &l.degradations),
+            ("write_errors", &st.write_errors),
+            ("sync_errors", &st.sync_errors),
+        ] {
+            set(&m.redis, "what", what, n);
+        }
+    }
     respond(
         StatusCode::OK,
         "text/plain; version=0.0.4; charset=utf-8",
         m.encode(),
     )
+}
+
+/// Ready while the guard judges sends: always, since a guard whose Redis
+/// is down still judges (by `store.on_error`); the text says so, for
+/// probes and people that look.
+fn readyz(app: &App) -> Response<Body> {
+    let text = match &app.shared {
+        Some(shared) => match shared.link().health() {
+            crate::store::redis::Health::Up => "ready\n".to_string(),
+            crate::store::redis::Health::Degraded { last_error, .. } => format!(
+                "ready, degraded: shared state unavailable (redis: {last_error}); judging with store.on_error = {}\n",
+                shared.on_error().as_str()
+            ),
+        },
+        None => "ready\n".to_string(),
+    };
+    respond(StatusCode::OK, "text/plain", text)
 }
 
 fn decisions(app: &App, req: &Request<Incoming>) -> Response<Body> {

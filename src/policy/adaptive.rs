@@ -425,7 +425,7 @@ impl Adaptive {
         let mut detail = format!("{}: {}", first.key, first.figures);
         for (i, t) in trips.iter().enumerate() {
             let rule = Arc::from(format!("adaptive:{}:{}", t.signal, t.kind));
-            let (dur, offence) = self.block.block(store, &t.key, now, rule, self.action);
+            let (dur, offence) = store.trip(&t.key, now, &self.block, rule, self.action);
             if i == 0 {
                 let _ = write!(
                     detail,

@@ -53,6 +53,19 @@ impl Backoff {
     }
 
     /// Wait required after the previous send when `sends` were made.
+    /// The settings as a shared store's script needs them.
+    pub(crate) fn params(&self) -> crate::store::redis_ops::BackoffParams {
+        crate::store::redis_ops::BackoffParams {
+            free: self.free,
+            base: self.base,
+            factor: self.factor,
+            max: self.max,
+            reset_after: self.reset_after,
+            hold_up_to: self.hold_up_to,
+            blocks: self.action.blocks(),
+        }
+    }
+
     fn wait(&self, sends: u32) -> Millis {
         let k = sends.saturating_sub(self.free);
         let w = self.base as f64 * self.factor.powi(k.min(1_000) as i32);

@@ -26,42 +26,7 @@ pub struct BlockRequest {
 
 /// How a rule that trips blocks its key: for `base`, multiplied by
 /// `escalate` for each remembered repeat offence, at most `max`.
-pub(crate) struct Escalation {
-    pub base: Millis,
-    pub escalate: f64,
-    pub max: Millis,
-    pub forgive_after: Millis,
-}
-
-impl Escalation {
-    /// Records an offence on `key` and blocks it; returns how long and
-    /// which offence this is.
-    pub(crate) fn block(
-        &self,
-        store: &dyn Store,
-        key: &str,
-        now: Millis,
-        rule: Arc<str>,
-        action: Action,
-    ) -> (Millis, u32) {
-        let offence = store.offend(key, now, self.forgive_after);
-        let factor = self
-            .escalate
-            .powi(offence.saturating_sub(1).min(1_000) as i32);
-        let dur = (self.base as f64 * factor).min(self.max as f64) as Millis;
-        store.set_block(
-            key,
-            BlockEntry {
-                since: now,
-                until: now.saturating_add(dur),
-                rule,
-                action,
-                offence,
-            },
-        );
-        (dur, offence)
-    }
-}
+pub(crate) use crate::store::Escalation;
 
 pub(crate) struct Blocks {
     /// Single-part keys always checked, then the keys limits block, each

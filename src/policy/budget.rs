@@ -131,6 +131,21 @@ impl Budget {
     }
 
     /// Spends the attempt's cost on every cap that applies, or none of them.
+    /// Every window `a` would spend in at `now`, with its cap.
+    pub(crate) fn planned(&self, a: &Attempt, now: Millis) -> Vec<super::PlannedSpend> {
+        let cost = self.cost(a);
+        self.caps
+            .iter()
+            .filter(|c| self.applies(c, a))
+            .map(|c| super::PlannedSpend {
+                key: Self::key(c, now),
+                amount: cost,
+                cap: c.cap.0,
+                expire_at: (now - now % c.window).saturating_add(c.window),
+            })
+            .collect()
+    }
+
     pub(crate) fn check(
         &self,
         a: &Attempt,

@@ -70,6 +70,19 @@ impl Limits {
             .collect()
     }
 
+    /// The counter key and periods of every limit that applies to `a`.
+    pub(crate) fn keys(&self, a: &Attempt) -> Vec<(String, Vec<Millis>)> {
+        let mut out = Vec::with_capacity(self.limits.len());
+        for l in &self.limits {
+            let mut key = l.counter.clone();
+            if a.write_key(&l.key, &mut key) {
+                let n = l.periods.len().min(MAX_RATES);
+                out.push((key, l.periods[..n].to_vec()));
+            }
+        }
+        out
+    }
+
     pub(crate) fn check(
         &self,
         a: &Attempt,
@@ -112,7 +125,7 @@ impl Limits {
                     max: l.block_max,
                     forgive_after: l.forgive_after,
                 };
-                let (dur, offence) = escalation.block(store, &key, now, l.rule.clone(), l.action);
+                let (dur, offence) = store.trip(&key, now, &escalation, l.rule.clone(), l.action);
                 detail.push_str(&format!(
                     "; blocked for {} (offence {offence})",
                     humantime::format_duration(std::time::Duration::from_secs(dur / 1000))

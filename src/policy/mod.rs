@@ -39,6 +39,27 @@ pub use crate::balance::BalanceView;
 
 pub use blocks::BlockRequest;
 
+/// What one send will read and update in a shared store ([`Policy::plan`]).
+#[derive(Debug, Clone, Default)]
+pub struct Plan {
+    /// The number's backoff key and the stage's settings.
+    pub backoff: Option<(String, crate::store::redis_ops::BackoffParams)>,
+    /// Each limit counter and its periods.
+    pub limits: Vec<(String, Vec<Millis>)>,
+    /// Each budget window the send would spend in.
+    pub spends: Vec<PlannedSpend>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedSpend {
+    pub key: String,
+    /// What this send costs (millionths).
+    pub amount: u64,
+    pub cap: u64,
+    /// When the window ends.
+    pub expire_at: Millis,
+}
+
 /// One send as the policy sees it.
 #[derive(Debug, Clone)]
 pub struct Attempt<'a> {
@@ -247,6 +268,9 @@ pub(crate) enum Step {
 #[must_use = "a judgement holds reservations until it is finished"]
 pub struct Judgement<'j> {
     policy: &'j Policy,
+    /// What this judgement reads and records state in: the policy's own
+    /// store, or a view of a shared one prepared for this send.
+    store: &'j dyn Store,
     attempt: &'j Attempt<'j>,
     decision: Decision,
     backoff: Option<backoff::Reservation>,
@@ -311,7 +335,7 @@ impl Judgement<'_> {
         }
         if let (Some(ad), Some(seen), false) = (&p.adaptive, self.seen.take(), trace) {
             if d.forwarded() {
-                ad.forwarded(a, &*p.store, self.now, &seen);
+                ad.forwarded(a, self.store, self.now, &seen);
             }
         }
         d
@@ -321,10 +345,10 @@ impl Judgement<'_> {
     fn give_back(&mut self) {
         let p = self.policy;
         if let (Some(b), Some(t)) = (&p.backoff, self.backoff.take()) {
-            b.undo(self.attempt, &*p.store, t);
+            b.undo(self.attempt, self.store, t);
         }
         if let (Some(b), Some(s)) = (&p.budget, self.spend.take()) {
-            b.refund(&*p.store, s);
+            b.refund(self.store, s);
         }
     }
 }
@@ -416,17 +440,35 @@ impl Policy {
     /// balance stage and settles the effects. `decide` is exactly
     /// `judge` then `finish(attempt.balance)`.
     pub fn judge<'j>(&'j self, attempt: &'j Attempt<'j>, now: Millis) -> Judgement<'j> {
-        self.begin(attempt, now, false)
+        self.begin(attempt, now, false, &*self.store)
+    }
+
+    /// `judge` on `store` instead of the policy's own: a shared store's
+    /// view prepared for this send ([`crate::store::shared`]).
+    pub fn judge_with<'j>(
+        &'j self,
+        attempt: &'j Attempt<'j>,
+        now: Millis,
+        store: &'j dyn Store,
+    ) -> Judgement<'j> {
+        self.begin(attempt, now, false, store)
     }
 
     fn run(&self, a: &Attempt, now: Millis, trace: bool) -> Decision {
-        self.begin(a, now, trace).finish(a.balance)
+        self.begin(a, now, trace, &*self.store).finish(a.balance)
     }
 
     /// Every stage but the balance.
-    fn begin<'j>(&'j self, a: &'j Attempt<'j>, now: Millis, trace: bool) -> Judgement<'j> {
+    fn begin<'j>(
+        &'j self,
+        a: &'j Attempt<'j>,
+        now: Millis,
+        trace: bool,
+        store: &'j dyn Store,
+    ) -> Judgement<'j> {
         let mut j = Judgement {
             policy: self,
+            store,
             attempt: a,
             decision: Decision {
                 action: Action::Allow,
@@ -466,24 +508,22 @@ impl Policy {
             }
             let step = match stage {
                 Stage::Number => self.number.check(a, trace),
-                Stage::Blocks => self.blocks.check(a, &*self.store, now, trace),
+                Stage::Blocks => self.blocks.check(a, store, now, trace),
                 Stage::Backoff => match &self.backoff {
                     None => pass!(trace, "no backoff configured"),
                     Some(b) if d.verdict.is_none() => {
-                        let (step, hold, token) = b.check(a, &*self.store, now, trace);
+                        let (step, hold, token) = b.check(a, store, now, trace);
                         d.hold = hold;
                         j.backoff = token;
                         step
                     }
-                    Some(b) => b.peek(a, &*self.store, now),
+                    Some(b) => b.peek(a, store, now),
                 },
-                Stage::Limits => self
-                    .limits
-                    .check(a, &*self.store, now, &mut d.would_block, trace),
+                Stage::Limits => self.limits.check(a, store, now, &mut d.would_block, trace),
                 Stage::Adaptive => match &self.adaptive {
                     None => pass!(trace, "no adaptive stage configured"),
                     Some(ad) if d.verdict.is_none() => {
-                        let (step, s) = ad.check(a, &*self.store, now, trace);
+                        let (step, s) = ad.check(a, store, now, trace);
                         j.seen = Some(s);
                         step
                     }
@@ -492,11 +532,11 @@ impl Policy {
                 Stage::Budget => match &self.budget {
                     None => pass!(trace, "no budget configured"),
                     Some(b) if d.verdict.is_none() => {
-                        let (step, spend) = b.check(a, &*self.store, now, trace);
+                        let (step, spend) = b.check(a, store, now, trace);
                         j.spend = spend;
                         step
                     }
-                    Some(b) => b.peek(a, &*self.store, now),
+                    Some(b) => b.peek(a, store, now),
                 },
                 // The last stage, run by `Judgement::finish`.
                 Stage::Balance => break,
@@ -505,6 +545,40 @@ impl Policy {
             d.apply(*stage, step, trace);
         }
         j
+    }
+
+    /// What a shared store must read and update before this policy judges
+    /// `a` at `now` (see [`crate::store::shared`]): the backoff state, every
+    /// limit counter and every budget it would touch, so that one round trip
+    /// fetches them all. `None` when no stateful stage will run: the number
+    /// is safe-listed, or the number rules or an active block (read from
+    /// `local`, which mirrors the shared blocks) already stop it.
+    pub fn plan(&self, a: &Attempt, now: Millis, local: &dyn Store) -> Option<Plan> {
+        if self.safe.matches(a).is_some() {
+            return None;
+        }
+        for step in [
+            self.number.check(a, false),
+            self.blocks.check(a, local, now, false),
+        ] {
+            if let Step::Block(v) = step {
+                if v.action.blocks() {
+                    return None;
+                }
+            }
+        }
+        Some(Plan {
+            backoff: self
+                .backoff
+                .as_ref()
+                .map(|b| (a.to.e164.clone(), b.params())),
+            limits: self.limits.keys(a),
+            spends: self
+                .budget
+                .as_ref()
+                .map(|b| b.planned(a, now))
+                .unwrap_or_default(),
+        })
     }
 
     /// A confirmation that the recipient of the last send to `to` got it

@@ -158,6 +158,27 @@ impl MemoryStore {
     }
 }
 
+impl MemoryStore {
+    /// Remembers at least `count` offences on `key`, the last at `last`
+    /// (a shared store's mirror of offences another replica recorded).
+    pub fn seed_offences(&self, key: &str, count: u32, last: Millis) {
+        let e = self
+            .offences
+            .get_with_by_ref(key, || Arc::new(Mutex::new(Offences::default())));
+        let mut o = e.lock().unwrap_or_else(|p| p.into_inner());
+        if o.count < count {
+            o.count = count;
+            o.last = o.last.max(last);
+        }
+    }
+
+    /// Records `total` as the spend under `key` (a shared store's mirror
+    /// of the fleet's total, for status and alerts).
+    pub fn mirror_spent(&self, key: &str, total: u64) {
+        self.spend.with(key, || 0, |_| {}, |s| *s = total);
+    }
+}
+
 impl Store for MemoryStore {
     fn block(&self, key: &str, now: Millis) -> Option<BlockEntry> {
         self.saw(now);

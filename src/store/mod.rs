@@ -11,7 +11,9 @@
 mod lru;
 mod memory;
 pub mod redis;
+pub mod redis_fakes;
 pub mod redis_ops;
+pub mod shared;
 
 pub use lru::Lru;
 pub use memory::MemoryStore;
@@ -32,6 +34,36 @@ pub struct BlockEntry {
     pub action: Action,
     /// 1 for a first offence; escalated blocks count up.
     pub offence: u32,
+}
+
+/// How blocks set by a limit grow with repeat offences.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Escalation {
+    pub base: Millis,
+    pub escalate: f64,
+    pub max: Millis,
+    pub forgive_after: Millis,
+}
+
+impl Escalation {
+    /// How long the `offence`th block lasts.
+    pub fn duration(&self, offence: u32) -> Millis {
+        let factor = self
+            .escalate
+            .powi(offence.saturating_sub(1).min(1_000) as i32);
+        (self.base as f64 * factor).min(self.max as f64) as Millis
+    }
+
+    /// The block entry of the `offence`th block, set at `now`.
+    pub fn entry(&self, now: Millis, offence: u32, rule: Arc<str>, action: Action) -> BlockEntry {
+        BlockEntry {
+            since: now,
+            until: now.saturating_add(self.duration(offence)),
+            rule,
+            action,
+            offence,
+        }
+    }
 }
 
 /// Backoff state of one destination number.
@@ -370,6 +402,22 @@ pub trait Store: Send + Sync + 'static {
     /// Records one more offence on `key` and returns how many are remembered
     /// (offences older than `forgive_after` are forgotten).
     fn offend(&self, key: &str, now: Millis, forgive_after: Millis) -> u32;
+    /// Records one more offence on `key` and blocks it for as long as
+    /// `esc` says that offence earns; returns the block's length and the
+    /// offence number.
+    fn trip(
+        &self,
+        key: &str,
+        now: Millis,
+        esc: &Escalation,
+        rule: Arc<str>,
+        action: Action,
+    ) -> (Millis, u32) {
+        let offence = self.offend(key, now, esc.forgive_after);
+        self.set_block(key, esc.entry(now, offence, rule, action));
+        let dur = esc.duration(offence);
+        (dur, offence)
+    }
     /// Counts one attempt on `key` in a window per period; writes each
     /// window's count (this attempt included) into `counts`.
     fn hit(&self, key: &str, periods: &[Millis], now: Millis, counts: &mut [u64]);

@@ -113,6 +113,27 @@ pub struct LinkStats {
     pub degradations: AtomicU64,
 }
 
+/// One script call of [`RedisLink::eval_many`].
+pub struct Call<'a> {
+    pub script: &'a Script,
+    pub keys: Vec<String>,
+    pub args: Vec<String>,
+}
+
+impl Call<'_> {
+    fn cmd(&self) -> Cmd {
+        let mut cmd = ::redis::cmd("EVALSHA");
+        cmd.arg(self.script.get_hash()).arg(self.keys.len());
+        for k in &self.keys {
+            cmd.arg(k);
+        }
+        for a in &self.args {
+            cmd.arg(a);
+        }
+        cmd
+    }
+}
+
 /// Told of every health transition (the guard raises an alert and sets a
 /// metric). It runs on the task that noticed the change and must not block.
 pub type OnHealth = Box<dyn Fn(&Health) + Send + Sync>;
@@ -379,6 +400,81 @@ impl RedisLink {
         .await
     }
 
+    /// Runs several scripts in one round trip (a pipeline of EVALSHAs) and
+    /// returns each one's answer, in order; scripts Redis no longer holds
+    /// (NOSCRIPT) are loaded and those calls alone run again. Each call's
+    /// keys must share a hash slot. On a cluster the calls go to their
+    /// nodes concurrently (one round trip of wall time, one per call
+    /// counted). The whole batch is bounded by `store.timeout`; an error
+    /// answer fails only its own call.
+    pub async fn eval_many(
+        &self,
+        calls: &[Call<'_>],
+    ) -> Result<Vec<Result<Value, LinkError>>, LinkError> {
+        if calls.is_empty() {
+            return Ok(Vec::new());
+        }
+        let cmds: Vec<Cmd> = calls.iter().map(Call::cmd).collect();
+        let inner = &self.inner;
+        let answers = self
+            .call(async move |backend: Backend| {
+                let answers: Vec<Result<Value, RedisError>> = match &backend {
+                    Backend::Single(c) => {
+                        inner.stats.round_trips.fetch_add(1, Ordering::Relaxed);
+                        let mut pipe = ::redis::pipe();
+                        for cmd in &cmds {
+                            pipe.add_command(cmd.clone());
+                        }
+                        pipe.ignore_errors();
+                        let values: Vec<Value> = pipe.query_async(&mut c.clone()).await?;
+                        values
+                            .into_iter()
+                            .map(|v| match v {
+                                Value::ServerError(e) => Err(RedisError::from(e)),
+                                v => Ok(v),
+                            })
+                            .collect()
+                    }
+                    Backend::Cluster(_) => {
+                        inner
+                            .stats
+                            .round_trips
+                            .fetch_add(cmds.len() as u64, Ordering::Relaxed);
+                        futures_util::future::join_all(cmds.iter().map(|c| backend.query(c))).await
+                    }
+                };
+                if answers.len() != cmds.len() {
+                    return Err(RedisError::from((
+                        ErrorKind::Parse,
+                        "pipeline answered a different number of replies",
+                    )));
+                }
+                let mut out = Vec::with_capacity(answers.len());
+                for (i, a) in answers.into_iter().enumerate() {
+                    out.push(match a {
+                        Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+                            inner.stats.round_trips.fetch_add(2, Ordering::Relaxed);
+                            inner.stats.script_loads.fetch_add(1, Ordering::Relaxed);
+                            backend.load(calls[i].script).await?;
+                            backend.query(&cmds[i]).await
+                        }
+                        Err(e)
+                            if e.is_unrecoverable_error() || e.is_io_error() || e.is_timeout() =>
+                        {
+                            return Err(e)
+                        }
+                        a => a,
+                    });
+                }
+                Ok(out)
+            })
+            .await?;
+        Ok(answers
+            .into_iter()
+            .map(|a| a.map_err(|e| inner.classify(e)))
+            .collect())
+    }
+
     /// PINGs Redis within `store.timeout`.
     pub async fn ping(&self) -> Result<(), LinkError> {
         let inner = &self.inner;
@@ -392,9 +488,9 @@ impl RedisLink {
 
     /// One call: fails at once while degraded, else runs `f` on the
     /// connection within the timeout and turns faults into a degraded link.
-    async fn call<F>(&self, f: F) -> Result<Value, LinkError>
+    async fn call<T, F>(&self, f: F) -> Result<T, LinkError>
     where
-        F: AsyncFnOnce(Backend) -> Result<Value, RedisError>,
+        F: AsyncFnOnce(Backend) -> Result<T, RedisError>,
     {
         let inner = &self.inner;
         inner.stats.calls.fetch_add(1, Ordering::Relaxed);

@@ -35,7 +35,7 @@ use std::sync::{Arc, LazyLock};
 
 use ::redis::{Script, Value};
 
-use super::redis::{LinkError, RedisLink};
+use super::redis::{Call, LinkError, RedisLink};
 use super::{BackoffState, BlockEntry};
 use crate::clock::{ms, Millis};
 use crate::config::{self, Action};
@@ -112,6 +112,34 @@ for i = 1, n do
 end
 redis.call('PEXPIRE', key, ttl(live - now))
 return out
+"#;
+
+/// `unhit`: KEYS[1] the counter hash; ARGV[1] when the attempt was
+/// counted, ARGV[2..] the periods. Takes back one attempt counted by `hit`
+/// at that instant from each rate whose period and slot are still there
+/// (an attempt a later stage showed was never made, say one that backoff
+/// stopped). Returns how many rates gave one back.
+const UNHIT_LUA: &str = r#"
+local key = KEYS[1]
+local at = tonumber(ARGV[1])
+local n = #ARGV - 1
+if tonumber(redis.call('HGET', key, 'n')) ~= n then return 0 end
+local done = 0
+for i = 1, n do
+  local period = tonumber(ARGV[i + 1])
+  if tonumber(redis.call('HGET', key, 'p' .. i)) == period then
+    local w = math.max(math.ceil(period / 6), 1)
+    local newest = tonumber(redis.call('HGET', key, 't' .. i)) or 0
+    local idx = math.min(math.floor(at / w), newest)
+    local slot = i .. ':' .. f(idx)
+    local c = tonumber(redis.call('HGET', key, slot)) or 0
+    if c > 0 then
+      redis.call('HSET', key, slot, f(c - 1))
+      done = done + 1
+    end
+  end
+end
+return done
 "#;
 
 /// Exact comparison of two non-negative integers in canonical decimal.
@@ -319,6 +347,7 @@ fn script(parts: &[&str]) -> Script {
 }
 
 pub static HIT: LazyLock<Script> = LazyLock::new(|| script(&[LUA_PRELUDE, HIT_LUA]));
+pub static UNHIT: LazyLock<Script> = LazyLock::new(|| script(&[LUA_PRELUDE, UNHIT_LUA]));
 pub static SPEND: LazyLock<Script> = LazyLock::new(|| script(&[LUA_LE, SPEND_LUA]));
 pub static REFUND: LazyLock<Script> = LazyLock::new(|| script(&[LUA_LE, REFUND_LUA]));
 pub static GET: LazyLock<Script> = LazyLock::new(|| Script::new(GET_LUA));
@@ -419,24 +448,42 @@ pub async fn hit(
     if periods.is_empty() {
         return Ok(Vec::new());
     }
+    let c = hit_call(link, key, periods, now);
+    read_hit(link.eval(c.script, &c.keys, &c.args).await?, periods.len())
+}
+
+/// The call of [`hit`], for [`RedisLink::eval_many`].
+pub fn hit_call(link: &RedisLink, key: &str, periods: &[Millis], now: Millis) -> Call<'static> {
     let mut args = Vec::with_capacity(periods.len() + 1);
     args.push(now.to_string());
     args.extend(periods.iter().map(|p| p.to_string()));
-    let v = link
-        .eval(&HIT, &[self::key(link, table::COUNTERS, key)], &args)
-        .await?;
+    Call {
+        script: &HIT,
+        keys: vec![self::key(link, table::COUNTERS, key)],
+        args,
+    }
+}
+
+/// Reads the answer of a [`hit_call`] with `n` periods.
+pub fn read_hit(v: Value, n: usize) -> Result<Vec<u64>, LinkError> {
     let counts = array(v, "hit")?;
-    if counts.len() != periods.len() {
+    if counts.len() != n {
         return Err(LinkError::Server(format!(
-            "hit answered {} counts for {} periods",
+            "hit answered {} counts for {n} periods",
             counts.len(),
-            periods.len()
         )));
     }
     counts
         .iter()
         .map(|c| int(c).ok_or_else(|| unexpected("hit", c)))
         .collect()
+}
+
+/// Takes back one attempt that [`hit`] counted at `at` (see `UNHIT_LUA`).
+pub fn unhit_call(link: &RedisLink, key: &str, periods: &[Millis], at: Millis) -> Call<'static> {
+    let mut c = hit_call(link, key, periods, at);
+    c.script = &UNHIT;
+    c
 }
 
 /// Adds `amount` to the spend under `key` unless the total would pass
@@ -455,16 +502,36 @@ pub async fn spend(
     now: Millis,
     expire_at: Millis,
 ) -> Result<Result<u64, u64>, LinkError> {
-    let k = self::key(link, table::SPEND, key);
-    if i64::try_from(amount).is_err() {
-        return Ok(Err(spent(link, key).await?));
+    match spend_call(link, key, amount, cap, now, expire_at) {
+        None => Ok(Err(spent(link, key).await?)),
+        Some(c) => read_spend(link.eval(c.script, &c.keys, &c.args).await?),
     }
-    let args = [
-        amount.to_string(),
-        cap.to_string(),
-        ttl(expire_at.saturating_sub(now)),
-    ];
-    let v = link.eval(&SPEND, &[k], &args).await?;
+}
+
+/// The call of [`spend`] (`None`: an amount past Redis integers, which is
+/// refused).
+pub fn spend_call(
+    link: &RedisLink,
+    key: &str,
+    amount: u64,
+    cap: u64,
+    now: Millis,
+    expire_at: Millis,
+) -> Option<Call<'static>> {
+    i64::try_from(amount).ok()?;
+    Some(Call {
+        script: &SPEND,
+        keys: vec![self::key(link, table::SPEND, key)],
+        args: vec![
+            amount.to_string(),
+            cap.to_string(),
+            ttl(expire_at.saturating_sub(now)),
+        ],
+    })
+}
+
+/// Reads the answer of a [`spend_call`].
+pub fn read_spend(v: Value) -> Result<Result<u64, u64>, LinkError> {
     let a = array(v, "spend")?;
     match (a.first().and_then(int), a.get(1).and_then(int)) {
         (Some(1), Some(t)) => Ok(Ok(t)),
@@ -478,13 +545,18 @@ pub async fn spend(
 /// Takes `amount` back from the spend under `key`, never below 0
 /// (`Store::refund`). One round trip.
 pub async fn refund(link: &RedisLink, key: &str, amount: u64) -> Result<(), LinkError> {
-    link.eval(
-        &REFUND,
-        &[self::key(link, table::SPEND, key)],
-        &[amount.to_string()],
-    )
-    .await?;
+    let c = refund_call(link, key, amount);
+    link.eval(c.script, &c.keys, &c.args).await?;
     Ok(())
+}
+
+/// The call of [`refund`].
+pub fn refund_call(link: &RedisLink, key: &str, amount: u64) -> Call<'static> {
+    Call {
+        script: &REFUND,
+        keys: vec![self::key(link, table::SPEND, key)],
+        args: vec![amount.to_string()],
+    }
 }
 
 /// The spend under `key` (`Store::spent`). One round trip.
@@ -740,13 +812,26 @@ pub async fn backoff_judge(
     now: Millis,
     params: &BackoffParams,
 ) -> Result<BackoffJudgement, LinkError> {
-    let v = link
-        .eval(
-            &BACKOFF_JUDGE,
-            &[self::key(link, table::BACKOFF, key)],
-            &params.args(now),
-        )
-        .await?;
+    let c = backoff_judge_call(link, key, now, params);
+    read_backoff_judge(link.eval(c.script, &c.keys, &c.args).await?)
+}
+
+/// The call of [`backoff_judge`].
+pub fn backoff_judge_call(
+    link: &RedisLink,
+    key: &str,
+    now: Millis,
+    params: &BackoffParams,
+) -> Call<'static> {
+    Call {
+        script: &BACKOFF_JUDGE,
+        keys: vec![self::key(link, table::BACKOFF, key)],
+        args: params.args(now).to_vec(),
+    }
+}
+
+/// Reads the answer of a [`backoff_judge_call`].
+pub fn read_backoff_judge(v: Value) -> Result<BackoffJudgement, LinkError> {
     let a = array(v, "backoff_judge")?;
     let n: Vec<u64> = a.iter().filter_map(int).collect();
     let &[sends, last_sent, last_attempt, outcome, value, reserved, at] = n.as_slice() else {
@@ -778,18 +863,22 @@ pub async fn backoff_undo(
     key: &str,
     r: &BackoffReservation,
 ) -> Result<bool, LinkError> {
-    let v = link
-        .eval(
-            &BACKOFF_UNDO,
-            &[self::key(link, table::BACKOFF, key)],
-            &[
-                r.before.sends.to_string(),
-                r.before.last_sent.to_string(),
-                r.at.to_string(),
-            ],
-        )
-        .await?;
+    let c = backoff_undo_call(link, key, r);
+    let v = link.eval(c.script, &c.keys, &c.args).await?;
     Ok(int(&v).ok_or_else(|| unexpected("backoff_undo", &v))? == 1)
+}
+
+/// The call of [`backoff_undo`].
+pub fn backoff_undo_call(link: &RedisLink, key: &str, r: &BackoffReservation) -> Call<'static> {
+    Call {
+        script: &BACKOFF_UNDO,
+        keys: vec![self::key(link, table::BACKOFF, key)],
+        args: vec![
+            r.before.sends.to_string(),
+            r.before.last_sent.to_string(),
+            r.at.to_string(),
+        ],
+    }
 }
 
 /// The stored backoff state (default when absent or expired).

@@ -127,6 +127,33 @@ impl Alerts {
         );
     }
 
+    /// Redis, holding the state shared by the replicas, stopped answering
+    /// (sends are judged by `store.on_error` meanwhile) or answers again.
+    pub fn store_health(
+        &self,
+        h: &crate::store::redis::Health,
+        on_error: config::StoreOnError,
+        now: Millis,
+    ) {
+        match h {
+            crate::store::redis::Health::Degraded { last_error, .. } => self.fire(
+                "store",
+                "store:degraded".into(),
+                format!(
+                    ":rotating_light: smsguard lost its shared state (redis: {last_error}); sends are judged with store.on_error = {} until it answers again",
+                    on_error.as_str()
+                ),
+                now,
+            ),
+            crate::store::redis::Health::Up => self.fire(
+                "store",
+                "store:up".into(),
+                ":white_check_mark: smsguard reaches its shared state (redis) again".into(),
+                now,
+            ),
+        }
+    }
+
     /// Periodic checks: region spikes and spend.
     pub fn check(&self, activity: &Activity, spent_today: Option<Money>, now: Millis) {
         for (region, current, average) in activity.region_rates(now, self.spike_window) {

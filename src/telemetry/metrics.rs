@@ -69,6 +69,11 @@ pub struct Metrics {
     /// Read from the listener's and the upstream's counts when scraped.
     pub connections_closed: Family<Labels, Counter>,
     pub streams_cut: Family<Labels, Counter>,
+    /// The shared store (Redis), read from its counts when scraped.
+    pub store_degraded: Gauge,
+    pub store_sends: Family<Labels, Counter>,
+    pub store_unsynced: Gauge,
+    pub redis: Family<Labels, Counter>,
 }
 
 impl Default for Metrics {
@@ -138,7 +143,35 @@ impl Default for Metrics {
             "Streamed bodies (Twilio's answers, clients' uploads) cut for stalling: body_timeout or deadline",
             streams_cut.clone(),
         );
+        let store_degraded = Gauge::default();
+        registry.register(
+            "store_degraded",
+            "1 while Redis (the state shared by the replicas) does not answer and sends are judged by store.on_error; 0 when it answers or is not configured",
+            store_degraded.clone(),
+        );
+        let store_sends = Family::<Labels, Counter>::default();
+        registry.register(
+            "store_sends",
+            "Judged sends by where their state came from: shared (Redis) or fallback (store.on_error while Redis was unavailable)",
+            store_sends.clone(),
+        );
+        let store_unsynced = Gauge::default();
+        registry.register(
+            "store_unsynced_blocks",
+            "Blocks set or removed here that Redis has not been told of yet (written when it answers)",
+            store_unsynced.clone(),
+        );
+        let redis = Family::<Labels, Counter>::default();
+        registry.register(
+            "redis",
+            "The Redis link: calls, round_trips (commands sent; a pipeline is one), errors, timeouts, fast_failures (not sent while degraded), script_loads, probes, degradations, write_errors (write-backs lost), sync_errors",
+            redis.clone(),
+        );
         Metrics {
+            store_degraded,
+            store_sends,
+            store_unsynced,
+            redis,
             registry,
             connections_closed,
             streams_cut,

@@ -1,0 +1,811 @@
+//! State shared by every replica through Redis (`[store] redis` or
+//! `redis_cluster`), with the local memory store as near cache and
+//! fallback.
+//!
+//! The policy is synchronous and asks its store stage by stage; a round
+//! trip per question would cost several per send. Instead, before a send is
+//! judged, [`Policy::plan`] names everything the stateful stages will read
+//! and update (the number's backoff state, each limit counter, each budget
+//! window), and [`SharedStore::prepare`] runs all of it in Redis in one
+//! pipeline of per-key scripts ([`super::redis_ops`]): the backoff step is
+//! judged and reserved, every counter counted, every budget charged against
+//! its cap, each atomically in Redis, so concurrent replicas never count a
+//! send twice nor overshoot a cap. The policy then judges on a [`SendView`]
+//! that answers from those results, and what the judgement gives back (the
+//! backoff step and the budget of a send a later stage stopped, counts of an
+//! attempt that backoff stopped before the limits saw it) is written back
+//! after the answer, off the request path.
+//!
+//! Blocks are read from the near cache: every replica mirrors the shared
+//! block index into its local store every `store.near_cache`, so a send to
+//! an already-blocked key costs no round trip, and a block set by another
+//! replica is enforced here within `near_cache`. A block set here is
+//! enforced here at once and written to Redis asynchronously; one that
+//! cannot be written yet (Redis down) is kept and written when Redis is
+//! back.
+//!
+//! When Redis is down or slow (the link is degraded, or the pipeline fails
+//! or outlasts `store.timeout`), a send is judged by `store.on_error`:
+//! `local` on the local memory store (limits then count from zero on each
+//! replica, blocks stay enforced from the mirror), `block` stops it, `allow`
+//! lets the stateful stages pass. It is never answered 5xx.
+//!
+//! Still per replica: the adaptive stage's state (conversions, pending
+//! confirmations, sender pairs), number classification, minted
+//! certificates and the balance cache.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use super::redis::{Call, LinkError, RedisLink};
+use super::redis_ops::{self as ops, BackoffJudgement};
+use super::{
+    BackoffState, BlockEntry, Conversion, Escalation, MemoryStore, Pending, Store, StoreStats,
+};
+use crate::clock::{Clock, Millis};
+use crate::config::{self, Action, StoreOnError};
+use crate::policy::Plan;
+
+/// Counts of what the shared store did, for metrics.
+#[derive(Debug, Default)]
+pub struct SharedStats {
+    /// Sends judged on shared state (one pipeline, or none when nothing
+    /// stateful was left to judge).
+    pub shared: AtomicU64,
+    /// Sends judged while Redis was unavailable, per `store.on_error`.
+    pub fallback: AtomicU64,
+    /// Write-backs (refunds, undos, blocks) that did not reach Redis.
+    pub write_errors: AtomicU64,
+    /// Mirrors of the shared blocks, and those that failed.
+    pub syncs: AtomicU64,
+    pub sync_errors: AtomicU64,
+    /// Store calls the plan did not foresee, answered locally (a bug if
+    /// ever non-zero).
+    pub unplanned: AtomicU64,
+}
+
+pub struct SharedStore {
+    local: Arc<MemoryStore>,
+    link: RedisLink,
+    on_error: StoreOnError,
+    near_cache: Duration,
+    /// Blocks set here whose Redis write has not succeeded yet.
+    unsynced: Mutex<HashMap<String, BlockEntry>>,
+    /// Blocks removed here whose removal has not reached Redis yet.
+    unremoved: Mutex<HashSet<String>>,
+    pub stats: SharedStats,
+    /// Itself, for tasks that write to Redis after a call returns.
+    me: Weak<SharedStore>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Runs `f` on the current Tokio runtime, if there is one.
+fn spawn(f: impl std::future::Future<Output = ()> + Send + 'static) {
+    if let Ok(h) = tokio::runtime::Handle::try_current() {
+        h.spawn(f);
+    }
+}
+
+impl SharedStore {
+    pub fn new(local: Arc<MemoryStore>, link: RedisLink, cfg: &config::Store) -> Arc<Self> {
+        Arc::new_cyclic(|me| SharedStore {
+            me: me.clone(),
+            local,
+            link,
+            on_error: cfg.on_error,
+            near_cache: cfg.near_cache,
+            unsynced: Mutex::default(),
+            unremoved: Mutex::default(),
+            stats: SharedStats::default(),
+        })
+    }
+
+    pub fn link(&self) -> &RedisLink {
+        &self.link
+    }
+
+    pub fn local(&self) -> &Arc<MemoryStore> {
+        &self.local
+    }
+
+    pub fn on_error(&self) -> StoreOnError {
+        self.on_error
+    }
+
+    /// Keeps `entry` on `key` until Redis has it, and writes it there.
+    fn share_block(&self, key: &str, entry: BlockEntry) {
+        lock(&self.unremoved).remove(key);
+        lock(&self.unsynced).insert(key.to_string(), entry.clone());
+        if let Some(me) = self.me.upgrade() {
+            let key = key.to_string();
+            spawn(async move {
+                let now = entry.since;
+                me.push_block(&key, &entry, now).await;
+            });
+        }
+    }
+
+    /// Blocks set or removed here that Redis has not heard of yet.
+    pub fn unsynced(&self) -> usize {
+        lock(&self.unsynced).len() + lock(&self.unremoved).len()
+    }
+
+    /// Runs the plan of one send in Redis (one pipeline) and returns the
+    /// view the policy judges it on.
+    pub async fn prepare(self: &Arc<Self>, plan: Option<Plan>, now: Millis) -> SendView {
+        let mut view = SendView {
+            shared: self.clone(),
+            mode: Mode::Shared,
+            now,
+            st: Mutex::default(),
+        };
+        let Some(plan) = plan else {
+            self.stats.shared.fetch_add(1, Ordering::Relaxed);
+            return view;
+        };
+        if plan.backoff.is_none() && plan.limits.is_empty() && plan.spends.is_empty() {
+            self.stats.shared.fetch_add(1, Ordering::Relaxed);
+            return view;
+        }
+        if !self.link.is_up() {
+            view.mode = self.fallback();
+            return view;
+        }
+        let link = &self.link;
+        let mut calls: Vec<Call<'static>> = Vec::new();
+        if let Some((key, params)) = &plan.backoff {
+            calls.push(ops::backoff_judge_call(link, key, now, params));
+        }
+        for (key, periods) in &plan.limits {
+            calls.push(ops::hit_call(link, key, periods, now));
+        }
+        // An amount past Redis integers is refused without asking.
+        let mut spend_calls = Vec::with_capacity(plan.spends.len());
+        for s in &plan.spends {
+            let c = ops::spend_call(link, &s.key, s.amount, s.cap, now, s.expire_at);
+            spend_calls.push(c.is_some());
+            calls.extend(c);
+        }
+        let answers = match link.eval_many(&calls).await {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::debug!(error = %e, "shared state unavailable for a send");
+                view.mode = self.fallback();
+                return view;
+            }
+        };
+        self.stats.shared.fetch_add(1, Ordering::Relaxed);
+        let mut answers = answers.into_iter();
+        let st = view.st.get_mut().unwrap_or_else(|p| p.into_inner());
+        if let Some((key, _)) = plan.backoff {
+            match answers.next().map(|a| a.and_then(ops::read_backoff_judge)) {
+                Some(Ok(judged)) => {
+                    st.backoff = Some(PreBackoff {
+                        key,
+                        cur: judged.before,
+                        judged,
+                        touched: false,
+                    })
+                }
+                other => self.unreadable("backoff", other.and_then(Result::err)),
+            }
+        }
+        for (key, periods) in plan.limits {
+            match answers
+                .next()
+                .map(|a| a.and_then(|v| ops::read_hit(v, periods.len())))
+            {
+                Some(Ok(counts)) => st.hits.push(PreHit {
+                    key,
+                    periods,
+                    counts,
+                    used: false,
+                }),
+                other => self.unreadable("hit", other.and_then(Result::err)),
+            }
+        }
+        for (s, asked) in plan.spends.into_iter().zip(spend_calls) {
+            let result = if asked {
+                match answers.next().map(|a| a.and_then(ops::read_spend)) {
+                    Some(Ok(r)) => r,
+                    other => {
+                        self.unreadable("spend", other.and_then(Result::err));
+                        continue;
+                    }
+                }
+            } else {
+                Err(self.local.spent(&s.key))
+            };
+            let (Ok(t) | Err(t)) = result;
+            self.local.mirror_spent(&s.key, t);
+            st.spends.push(PreSpend {
+                key: s.key,
+                amount: s.amount,
+                expire_at: s.expire_at,
+                result,
+                taken: false,
+            });
+        }
+        view
+    }
+
+    fn fallback(&self) -> Mode {
+        self.stats.fallback.fetch_add(1, Ordering::Relaxed);
+        match self.on_error {
+            StoreOnError::Local => Mode::Local,
+            StoreOnError::Block => Mode::Refuse,
+            StoreOnError::Allow => Mode::Allow,
+        }
+    }
+
+    fn unreadable(&self, what: &str, e: Option<LinkError>) {
+        self.stats.unplanned.fetch_add(1, Ordering::Relaxed);
+        match e {
+            Some(e) => {
+                tracing::warn!(call = what, error = %e, "a shared-state call failed: that key is judged on local state")
+            }
+            None => tracing::warn!(
+                call = what,
+                "a shared-state call gave no answer: that key is judged on local state"
+            ),
+        }
+    }
+
+    /// Writes `calls` to Redis off the request path.
+    fn write_back(self: &Arc<Self>, calls: Vec<Call<'static>>) {
+        if calls.is_empty() {
+            return;
+        }
+        let me = self.clone();
+        spawn(async move {
+            let failed = match me.link.eval_many(&calls).await {
+                Ok(answers) => answers.iter().filter(|a| a.is_err()).count(),
+                Err(_) => calls.len(),
+            };
+            if failed > 0 {
+                me.stats
+                    .write_errors
+                    .fetch_add(failed as u64, Ordering::Relaxed);
+            }
+        });
+    }
+
+    /// Writes the block on `key` to Redis (the index, then the block); on
+    /// success it is no longer kept as unsynced.
+    async fn push_block(&self, key: &str, entry: &BlockEntry, now: Millis) -> bool {
+        match ops::set_block(&self.link, key, entry, now).await {
+            Ok(()) => {
+                let mut u = lock(&self.unsynced);
+                if u.get(key) == Some(entry) {
+                    u.remove(key);
+                }
+                true
+            }
+            Err(e) => {
+                self.stats.write_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(error = %e, "block not written to redis yet");
+                false
+            }
+        }
+    }
+
+    /// Mirrors the shared blocks into the local store: first writes what
+    /// was set or removed here while Redis could not be written, then
+    /// lists the active blocks and makes the local ones the same (blocks
+    /// whose write is still on its way are kept).
+    pub async fn sync(&self, now: Millis) -> Result<usize, LinkError> {
+        self.stats.syncs.fetch_add(1, Ordering::Relaxed);
+        let result = self.sync_inner(now).await;
+        if result.is_err() {
+            self.stats.sync_errors.fetch_add(1, Ordering::Relaxed);
+        }
+        result
+    }
+
+    async fn sync_inner(&self, now: Millis) -> Result<usize, LinkError> {
+        if !self.link.is_up() {
+            return Err(LinkError::Down("not syncing blocks".into()));
+        }
+        let pending: Vec<(String, BlockEntry)> = lock(&self.unsynced)
+            .iter()
+            .map(|(k, e)| (k.clone(), e.clone()))
+            .collect();
+        for (key, entry) in pending {
+            if entry.until <= now {
+                lock(&self.unsynced).remove(&key);
+            } else {
+                self.push_block(&key, &entry, now).await;
+            }
+        }
+        let removed: Vec<String> = lock(&self.unremoved).iter().cloned().collect();
+        for key in removed {
+            ops::remove_block(&self.link, &key).await?;
+            lock(&self.unremoved).remove(&key);
+        }
+        let listed = ops::blocks(&self.link, now).await?;
+        let unremoved = lock(&self.unremoved).clone();
+        let mut seen = HashSet::with_capacity(listed.len());
+        for (key, entry) in &listed {
+            seen.insert(key.as_str());
+            if unremoved.contains(key) {
+                continue;
+            }
+            self.local.seed_offences(key, entry.offence, entry.since);
+            match self.local.block(key, now) {
+                // A longer block known here (set here, on its way) stays.
+                Some(mine) if mine.until >= entry.until => {}
+                _ => self.local.set_block(key, entry.clone()),
+            }
+        }
+        let unsynced = lock(&self.unsynced);
+        for (key, _) in self.local.blocks(now) {
+            if !seen.contains(key.as_str()) && !unsynced.contains_key(&key) {
+                self.local.remove_block(&key);
+            }
+        }
+        Ok(listed.len())
+    }
+
+    /// Mirrors the shared blocks every `store.near_cache` until the store
+    /// is dropped or `stop` fires.
+    pub fn start_sync(
+        self: &Arc<Self>,
+        clock: Arc<dyn Clock>,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) {
+        let weak: Weak<SharedStore> = Arc::downgrade(self);
+        let every = self.near_cache.max(Duration::from_millis(10));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = stop.wait_for(|s| *s) => return,
+                }
+                let Some(me) = weak.upgrade() else { return };
+                if let Err(e) = me.sync(clock.now()).await {
+                    tracing::debug!(error = %e, "shared blocks not mirrored this time");
+                }
+            }
+        });
+    }
+}
+
+/// The shared store asked outside a send's view (the admin API, explain,
+/// confirmations): blocks from the mirror and written through to Redis,
+/// everything else on the local store.
+impl Store for SharedStore {
+    fn block(&self, key: &str, now: Millis) -> Option<BlockEntry> {
+        self.local.block(key, now)
+    }
+
+    fn set_block(&self, key: &str, entry: BlockEntry) {
+        self.local.set_block(key, entry.clone());
+        self.share_block(key, entry);
+    }
+
+    fn may_block(&self, kind: &str) -> bool {
+        self.local.may_block(kind)
+    }
+
+    fn remove_block(&self, key: &str) -> bool {
+        let removed = self.local.remove_block(key);
+        lock(&self.unsynced).remove(key);
+        lock(&self.unremoved).insert(key.to_string());
+        if let Some(me) = self.me.upgrade() {
+            let key = key.to_string();
+            spawn(async move {
+                if ops::remove_block(&me.link, &key).await.is_ok() {
+                    lock(&me.unremoved).remove(&key);
+                } else {
+                    me.stats.write_errors.fetch_add(1, Ordering::Relaxed);
+                }
+            });
+        }
+        removed
+    }
+
+    fn blocks(&self, now: Millis) -> Vec<(String, BlockEntry)> {
+        self.local.blocks(now)
+    }
+
+    fn offend(&self, key: &str, now: Millis, forgive_after: Millis) -> u32 {
+        self.local.offend(key, now, forgive_after)
+    }
+
+    /// Trips here at once on the local estimate of the offences (the
+    /// mirror seeds it with what other replicas recorded), then records
+    /// the offence in Redis and blocks for what Redis's count earns.
+    fn trip(
+        &self,
+        key: &str,
+        now: Millis,
+        esc: &Escalation,
+        rule: Arc<str>,
+        action: Action,
+    ) -> (Millis, u32) {
+        let (dur, offence) = self.local.trip(key, now, esc, rule.clone(), action);
+        let entry = esc.entry(now, offence, rule.clone(), action);
+        lock(&self.unremoved).remove(key);
+        lock(&self.unsynced).insert(key.to_string(), entry);
+        if let Some(me) = self.me.upgrade() {
+            let (key, esc) = (key.to_string(), esc.clone());
+            spawn(async move {
+                let shared = match ops::offend(&me.link, &key, now, esc.forgive_after).await {
+                    Ok(n) => n.max(offence),
+                    Err(_) => {
+                        me.stats.write_errors.fetch_add(1, Ordering::Relaxed);
+                        // Kept as unsynced: written by the next sync.
+                        return;
+                    }
+                };
+                let entry = esc.entry(now, shared, rule, action);
+                if shared > offence {
+                    me.local.seed_offences(&key, shared, now);
+                    me.local.set_block(&key, entry.clone());
+                    lock(&me.unsynced).insert(key.clone(), entry.clone());
+                }
+                me.push_block(&key, &entry, now).await;
+            });
+        }
+        (dur, offence)
+    }
+
+    fn hit(&self, key: &str, periods: &[Millis], now: Millis, counts: &mut [u64]) {
+        self.local.hit(key, periods, now, counts)
+    }
+
+    fn backoff(&self, key: &str, now: Millis, update: &mut dyn FnMut(&mut BackoffState)) {
+        self.local.backoff(key, now, update)
+    }
+
+    fn spend(&self, key: &str, amount: u64, cap: u64) -> Result<u64, u64> {
+        self.local.spend(key, amount, cap)
+    }
+
+    fn refund(&self, key: &str, amount: u64) {
+        self.local.refund(key, amount)
+    }
+
+    fn spent(&self, key: &str) -> u64 {
+        self.local.spent(key)
+    }
+
+    fn conversion(&self, key: &str, create: bool, f: &mut dyn FnMut(&mut Conversion)) -> bool {
+        self.local.conversion(key, create, f)
+    }
+
+    fn pending(&self, number: &str, create: bool, f: &mut dyn FnMut(&mut Pending)) -> bool {
+        self.local.pending(number, create, f)
+    }
+
+    fn pair_seen(&self, pair: &str, now: Millis, record: bool) -> Option<Millis> {
+        self.local.pair_seen(pair, now, record)
+    }
+
+    fn confirmations_seen(&self, key: &str, now: Millis, record: bool) -> Option<Millis> {
+        self.local.confirmations_seen(key, now, record)
+    }
+
+    fn stats(&self) -> StoreStats {
+        self.local.stats()
+    }
+}
+
+/// How a send's view answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// From the pipeline's results (and the mirror, for blocks).
+    Shared,
+    /// Redis unavailable, `on_error = "local"`: the local store.
+    Local,
+    /// Redis unavailable, `on_error = "block"`: the send is stopped.
+    Refuse,
+    /// Redis unavailable, `on_error = "allow"`: stateful stages pass.
+    Allow,
+}
+
+struct PreBackoff {
+    key: String,
+    judged: BackoffJudgement,
+    /// The state as the policy's closures see it.
+    cur: BackoffState,
+    touched: bool,
+}
+
+struct PreHit {
+    key: String,
+    periods: Vec<Millis>,
+    counts: Vec<u64>,
+    used: bool,
+}
+
+struct PreSpend {
+    key: String,
+    amount: u64,
+    expire_at: Millis,
+    result: Result<u64, u64>,
+    taken: bool,
+}
+
+#[derive(Default)]
+struct ViewState {
+    backoff: Option<PreBackoff>,
+    hits: Vec<PreHit>,
+    spends: Vec<PreSpend>,
+    /// Net change to give a budget window in Redis after the answer:
+    /// refunds (negative) and charges a monitored budget let through.
+    spend_delta: HashMap<String, (i128, Millis)>,
+    undo_backoff: bool,
+}
+
+/// One send's store: what the pipeline answered, the mirror for blocks,
+/// the local store for the rest. Dropped, it writes back what the
+/// judgement gave back.
+pub struct SendView {
+    shared: Arc<SharedStore>,
+    mode: Mode,
+    now: Millis,
+    st: Mutex<ViewState>,
+}
+
+impl SendView {
+    /// Redis is unavailable and `store.on_error = "block"`: the send must
+    /// be stopped without judging.
+    pub fn refused(&self) -> bool {
+        self.mode == Mode::Refuse
+    }
+
+    /// Whether the send was judged on local state for want of Redis.
+    pub fn fell_back(&self) -> bool {
+        self.mode != Mode::Shared
+    }
+
+    fn local(&self) -> &MemoryStore {
+        &self.shared.local
+    }
+}
+
+impl SendView {
+    /// Writes back now what the judgement gave back, and waits for Redis
+    /// (tests; the guard lets a dropped view write it in the background).
+    pub async fn settle(mut self) {
+        let calls = self.give_back();
+        if !calls.is_empty() {
+            let failed = match self.shared.link.eval_many(&calls).await {
+                Ok(answers) => answers.iter().filter(|a| a.is_err()).count(),
+                Err(_) => calls.len(),
+            };
+            self.shared
+                .stats
+                .write_errors
+                .fetch_add(failed as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// The calls that give back in Redis what the judgement did not keep.
+    fn give_back(&mut self) -> Vec<Call<'static>> {
+        if self.mode != Mode::Shared {
+            return Vec::new();
+        }
+        let st = std::mem::take(self.st.get_mut().unwrap_or_else(|p| p.into_inner()));
+        let link = &self.shared.link;
+        let mut calls = Vec::new();
+        // Counted for an attempt the limits never judged (an earlier stage
+        // stopped it): not an attempt they count.
+        for h in st.hits.iter().filter(|h| !h.used) {
+            calls.push(ops::unhit_call(link, &h.key, &h.periods, self.now));
+        }
+        if let Some(b) = &st.backoff {
+            if let Some(r) = b.judged.reservation {
+                if st.undo_backoff || !b.touched {
+                    calls.push(ops::backoff_undo_call(link, &b.key, &r));
+                }
+            }
+        }
+        let mut delta = st.spend_delta;
+        for s in st.spends.iter().filter(|s| s.result.is_ok() && !s.taken) {
+            let d = delta.entry(s.key.clone()).or_insert((0, s.expire_at));
+            d.0 -= i128::from(s.amount);
+        }
+        for (key, (d, expire_at)) in delta {
+            if d < 0 {
+                let amount = u64::try_from(-d).unwrap_or(u64::MAX);
+                calls.push(ops::refund_call(link, &key, amount));
+                self.shared.local.refund(&key, amount);
+            } else if d > 0 {
+                let amount = u64::try_from(d).unwrap_or(u64::MAX);
+                calls.extend(ops::spend_call(
+                    link,
+                    &key,
+                    amount,
+                    u64::MAX,
+                    self.now,
+                    expire_at,
+                ));
+            }
+        }
+        calls
+    }
+}
+
+impl Drop for SendView {
+    fn drop(&mut self) {
+        let calls = self.give_back();
+        self.shared.write_back(calls);
+    }
+}
+
+impl Store for SendView {
+    fn block(&self, key: &str, now: Millis) -> Option<BlockEntry> {
+        self.shared.block(key, now)
+    }
+
+    fn set_block(&self, key: &str, entry: BlockEntry) {
+        match self.mode {
+            Mode::Shared => self.shared.set_block(key, entry),
+            _ => self.local().set_block(key, entry),
+        }
+    }
+
+    fn may_block(&self, kind: &str) -> bool {
+        self.shared.may_block(kind)
+    }
+
+    fn remove_block(&self, key: &str) -> bool {
+        self.shared.remove_block(key)
+    }
+
+    fn blocks(&self, now: Millis) -> Vec<(String, BlockEntry)> {
+        self.shared.blocks(now)
+    }
+
+    fn offend(&self, key: &str, now: Millis, forgive_after: Millis) -> u32 {
+        self.local().offend(key, now, forgive_after)
+    }
+
+    fn trip(
+        &self,
+        key: &str,
+        now: Millis,
+        esc: &Escalation,
+        rule: Arc<str>,
+        action: Action,
+    ) -> (Millis, u32) {
+        match self.mode {
+            // Set while Redis is unavailable: kept as unsynced, so it is
+            // written (and shared) once Redis is back.
+            Mode::Shared | Mode::Local => self.shared.trip(key, now, esc, rule, action),
+            _ => self.local().trip(key, now, esc, rule, action),
+        }
+    }
+
+    fn hit(&self, key: &str, periods: &[Millis], now: Millis, counts: &mut [u64]) {
+        match self.mode {
+            Mode::Shared => {}
+            Mode::Local | Mode::Refuse => return self.local().hit(key, periods, now, counts),
+            Mode::Allow => return counts.fill(0),
+        }
+        let mut st = lock(&self.st);
+        match st.hits.iter_mut().find(|h| h.key == key && !h.used) {
+            Some(h) if h.counts.len() == counts.len() => {
+                h.used = true;
+                counts.copy_from_slice(&h.counts);
+            }
+            _ => {
+                drop(st);
+                self.shared.stats.unplanned.fetch_add(1, Ordering::Relaxed);
+                self.local().hit(key, periods, now, counts)
+            }
+        }
+    }
+
+    fn backoff(&self, key: &str, now: Millis, update: &mut dyn FnMut(&mut BackoffState)) {
+        match self.mode {
+            Mode::Shared => {}
+            Mode::Local | Mode::Refuse => return self.local().backoff(key, now, update),
+            Mode::Allow => return update(&mut BackoffState::default()),
+        }
+        let mut st = lock(&self.st);
+        let undo = match st.backoff.as_mut() {
+            Some(b) if b.key == key => {
+                let mut s = b.cur;
+                update(&mut s);
+                b.touched = true;
+                let undo = s.sends < b.cur.sends;
+                b.cur = s;
+                undo
+            }
+            _ => {
+                drop(st);
+                self.shared.stats.unplanned.fetch_add(1, Ordering::Relaxed);
+                return self.local().backoff(key, now, update);
+            }
+        };
+        if undo {
+            st.undo_backoff = true;
+        }
+    }
+
+    fn spend(&self, key: &str, amount: u64, cap: u64) -> Result<u64, u64> {
+        match self.mode {
+            Mode::Shared => {}
+            Mode::Local | Mode::Refuse => return self.local().spend(key, amount, cap),
+            Mode::Allow => return Ok(amount),
+        }
+        let mut st = lock(&self.st);
+        let st = &mut *st;
+        let Some(s) = st.spends.iter_mut().find(|s| s.key == key) else {
+            self.shared.stats.unplanned.fetch_add(1, Ordering::Relaxed);
+            return self.local().spend(key, amount, cap);
+        };
+        match s.result {
+            Ok(total) if !s.taken => {
+                s.taken = true;
+                Ok(total)
+            }
+            Err(spent) if cap < u64::MAX => Err(spent),
+            // A charge the pipeline did not make (a monitored budget past
+            // its cap lets the send through and counts it): made after.
+            _ => {
+                let d = st
+                    .spend_delta
+                    .entry(key.to_string())
+                    .or_insert((0, s.expire_at));
+                d.0 += i128::from(amount);
+                s.taken = true;
+                let (Ok(t) | Err(t)) = s.result;
+                Ok(t.saturating_add(amount))
+            }
+        }
+    }
+
+    fn refund(&self, key: &str, amount: u64) {
+        match self.mode {
+            Mode::Shared => {}
+            Mode::Local | Mode::Refuse => return self.local().refund(key, amount),
+            Mode::Allow => return,
+        }
+        let mut st = lock(&self.st);
+        let expire_at = st
+            .spends
+            .iter()
+            .find(|s| s.key == key)
+            .map_or(self.now, |s| s.expire_at);
+        let d = st
+            .spend_delta
+            .entry(key.to_string())
+            .or_insert((0, expire_at));
+        d.0 -= i128::from(amount);
+    }
+
+    fn spent(&self, key: &str) -> u64 {
+        self.local().spent(key)
+    }
+
+    fn conversion(&self, key: &str, create: bool, f: &mut dyn FnMut(&mut Conversion)) -> bool {
+        self.local().conversion(key, create, f)
+    }
+
+    fn pending(&self, number: &str, create: bool, f: &mut dyn FnMut(&mut Pending)) -> bool {
+        self.local().pending(number, create, f)
+    }
+
+    fn pair_seen(&self, pair: &str, now: Millis, record: bool) -> Option<Millis> {
+        self.local().pair_seen(pair, now, record)
+    }
+
+    fn confirmations_seen(&self, key: &str, now: Millis, record: bool) -> Option<Millis> {
+        self.local().confirmations_seen(key, now, record)
+    }
+
+    fn stats(&self) -> StoreStats {
+        self.local().stats()
+    }
+}
