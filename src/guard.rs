@@ -14,9 +14,52 @@ use crate::config::Config;
 use crate::egress::{self, Interceptor};
 use crate::pipeline::App;
 use crate::server::{self, ServerOptions};
+use crate::store::fleet::Fleet;
 use crate::store::redis::{Health, RedisLink};
 use crate::store::shared::SharedStore;
 use crate::store::{MemoryStore, Store};
+
+/// Applies every fleet event after `from` (a stream id) and returns the
+/// last one read.
+async fn catch_up(app: &App, from: &str) -> String {
+    let Some(fleet) = &app.fleet else {
+        return from.to_string();
+    };
+    let mut from = from.to_string();
+    let started = std::time::Instant::now();
+    let mut applied = 0u64;
+    loop {
+        match fleet.read(&from).await {
+            Ok(batch) => {
+                let full = batch.len() >= 1_000;
+                for (id, event) in batch {
+                    from = id;
+                    if let Some((mine, e)) = event {
+                        if !mine {
+                            applied += 1;
+                        }
+                        app.apply(mine, e);
+                    }
+                }
+                if !full {
+                    break;
+                }
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "fleet events not read");
+                break;
+            }
+        }
+    }
+    fleet
+        .stats
+        .applied
+        .fetch_add(applied, std::sync::atomic::Ordering::Relaxed);
+    if from != "0" && started.elapsed() > std::time::Duration::from_secs(1) {
+        tracing::info!(events = applied, took = ?started.elapsed(), "fleet events applied");
+    }
+    from
+}
 
 pub struct Guard {
     addr: SocketAddr,
@@ -66,9 +109,24 @@ impl Guard {
             Some(s) => s.clone(),
             None => local,
         };
-        let mut app = App::new(Arc::new(config), store, clock)?;
+        let mut app = App::new(Arc::new(config), store, clock.clone())?;
+        let mut fleet_from = None;
         if let Some(s) = &shared {
-            app = app.with_shared(s.clone());
+            let fleet = Fleet::start(s.link().clone(), clock.clone());
+            app = app.with_shared(s.clone(), fleet.clone());
+            // Safe-list edits stand across restarts; the adaptive stage
+            // starts from the fleet's last day, not from nothing.
+            match fleet.safe_edits().await {
+                Ok(edits) => {
+                    for (prefix, value, add) in edits {
+                        if let Err(e) = app.edit_safe(prefix, &value, add) {
+                            tracing::warn!(error = %e, "a saved safe-list edit was not applied");
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "saved safe-list edits not read at start"),
+            }
+            fleet_from = Some((fleet, catch_up(&app, "0").await));
         }
         let app = Arc::new(app);
         let policy = app.policy();
@@ -109,6 +167,27 @@ impl Guard {
                 Some(admin_addr)
             }
         };
+        if let Some((fleet, from)) = fleet_from {
+            let (a, mut stopped) = (app.clone(), admin_stopped.clone());
+            let every = a
+                .policy()
+                .config()
+                .store
+                .near_cache
+                .max(std::time::Duration::from_millis(10));
+            tokio::spawn(async move {
+                let mut from = from;
+                let mut tick = tokio::time::interval(every);
+                loop {
+                    tokio::select! {
+                        _ = tick.tick() => {}
+                        _ = stopped.wait_for(|s| *s) => return,
+                    }
+                    from = catch_up(&a, &from).await;
+                }
+            });
+            let _ = fleet;
+        }
         if let Some(shared) = &app.shared {
             shared.start_sync(app.clock.clone(), admin_stopped.clone());
             // A change of Redis's health is told to the alerts.

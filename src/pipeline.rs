@@ -25,6 +25,7 @@ use crate::conversion::{self, SentSids};
 use crate::phone::{Classifier, Destination};
 use crate::policy::{Attempt, Decision, Policy, Reason, Verdict};
 use crate::shadow::{FakeStore, LatencyModel};
+use crate::store::fleet::{Event, Fleet};
 use crate::store::Store;
 use crate::telemetry::activity::Activity;
 use crate::telemetry::alerts::Alerts;
@@ -95,6 +96,8 @@ pub struct App {
     pub listener: Arc<crate::server::ListenerStats>,
     /// State shared with other replicas through Redis, when configured.
     pub shared: Option<Arc<crate::store::shared::SharedStore>>,
+    /// What this replica tells the others (and learns from them).
+    pub fleet: Option<Arc<Fleet>>,
 }
 
 impl App {
@@ -134,14 +137,20 @@ impl App {
             clock,
             listener: Arc::default(),
             shared: None,
+            fleet: None,
         })
     }
 
     /// Judges with `shared` (which must also be the policy's store).
-    pub fn with_shared(mut self, shared: Arc<crate::store::shared::SharedStore>) -> App {
+    pub fn with_shared(
+        mut self,
+        shared: Arc<crate::store::shared::SharedStore>,
+        fleet: Arc<Fleet>,
+    ) -> App {
         // Fakes made here are answered by every replica.
         self.fakes.attach(shared.link().clone());
         self.shared = Some(shared);
+        self.fleet = Some(fleet);
         self
     }
 
@@ -243,6 +252,15 @@ impl App {
         let class = self.classifier.classify(&dest.e164);
         let now = self.clock.now();
         let matched = policy.confirm(&dest, &class, now);
+        if let (Some(f), true) = (&self.fleet, policy.config().adaptive.is_some()) {
+            // Every replica credits it (the send may have gone out through
+            // another one).
+            f.publish(Event::Confirmed {
+                at: now,
+                to: dest.e164.clone(),
+                applied: matched,
+            });
+        }
         let region = class.region;
         self.watch.confirmed(
             via,
@@ -252,6 +270,103 @@ impl App {
             now,
         );
         Ok(matched)
+    }
+
+    /// Adds a number or prefix to the safe list of the running policy, or
+    /// takes it off; whether that changed it.
+    pub fn edit_safe(&self, prefix: bool, value: &str, add: bool) -> Result<bool, String> {
+        let mut config = (**self.policy().config()).clone();
+        let before = (
+            config.numbers.safe.clone(),
+            config.numbers.safe_prefixes.clone(),
+        );
+        if prefix {
+            let digits = value.strip_prefix('+').unwrap_or("");
+            if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(format!("prefix {value:?} must be '+' and digits"));
+            }
+            config.numbers.safe_prefixes.retain(|x| x != value);
+            if add {
+                config.numbers.safe_prefixes.push(value.to_string());
+            }
+        } else {
+            let Ok(d) = crate::phone::normalize(value, None) else {
+                return Err(format!("{value:?} is not an E.164 number"));
+            };
+            let list = &mut config.numbers.safe;
+            list.retain(|x| crate::phone::normalize(x, None).map(|x| x.e164) != Ok(d.e164.clone()));
+            if add {
+                list.push(d.e164);
+            }
+        }
+        let changed = {
+            let (n, p) = &before;
+            let mut a = n.clone();
+            let mut b = config.numbers.safe.clone();
+            a.sort();
+            b.sort();
+            a != b || {
+                let mut a = p.clone();
+                let mut b = config.numbers.safe_prefixes.clone();
+                a.sort();
+                b.sort();
+                a != b
+            }
+        };
+        if changed {
+            self.replace_policy(Arc::new(config));
+        }
+        Ok(changed)
+    }
+
+    /// Takes in what another replica learned (see [`crate::store::fleet`]);
+    /// `mine` when this replica wrote it.
+    pub fn apply(&self, mine: bool, e: Event) {
+        let policy = self.policy();
+        match e {
+            Event::Forwarded { .. } if mine => {}
+            Event::Forwarded {
+                at,
+                product,
+                account,
+                to,
+                client_ip,
+                user,
+            } => {
+                let dest = crate::phone::Destination {
+                    channel: crate::phone::Channel::Sms,
+                    e164: to,
+                };
+                let a = Attempt {
+                    product,
+                    account: &account,
+                    to: &dest,
+                    class: self.classifier.classify(&dest.e164),
+                    client_ip: client_ip.unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)),
+                    end_user_ip: client_ip.is_some(),
+                    user: user.as_deref(),
+                    segments: 1,
+                    media: 0,
+                    balance: BalanceView::NotAsked,
+                };
+                policy.learn_forwarded(&a, at);
+            }
+            Event::Confirmed { applied: true, .. } if mine => {}
+            Event::Confirmed { at, to, .. } => {
+                let dest = crate::phone::Destination {
+                    channel: crate::phone::Channel::Sms,
+                    e164: to,
+                };
+                let class = self.classifier.classify(&dest.e164);
+                policy.confirm(&dest, &class, at);
+            }
+            Event::Safe { .. } if mine => {}
+            Event::Safe { prefix, value, add } => {
+                if let Err(e) = self.edit_safe(prefix, &value, add) {
+                    tracing::warn!(error = %e, "a safe-list edit from another replica was not applied");
+                }
+            }
+        }
     }
 
     /// Swaps the policy atomically; requests in flight finish on the old one.
@@ -845,9 +960,21 @@ async fn handle_send(
         Some(_) => BalanceView::Unavailable,
         None => BalanceView::NotAsked,
     };
+    let learns = judgement.learns();
     let decision = judgement.finish(balance);
     // Gives back in Redis what the judgement gave back, off the request path.
     drop(view);
+    if let (Some(f), true) = (&app.fleet, learns && decision.forwarded()) {
+        // Every replica's adaptive stage counts it.
+        f.publish(Event::Forwarded {
+            at: now,
+            product,
+            account: send.account.clone(),
+            to: dest.e164.clone(),
+            client_ip: ctx.end_user_ip.then_some(ctx.client_ip),
+            user: ctx.user.clone(),
+        });
+    }
     event.decided(&decision);
     app.record(&event);
     act(

@@ -151,9 +151,25 @@ impl Replica {
         body: &str,
         admin: bool,
     ) -> Option<(StatusCode, String)> {
+        self.request_with(addr, method, path, body, admin, &[])
+            .await
+    }
+
+    async fn request_with(
+        &self,
+        addr: SocketAddr,
+        method: Method,
+        path: &str,
+        body: &str,
+        admin: bool,
+        headers: &[(&str, &str)],
+    ) -> Option<(StatusCode, String)> {
         let mut req = Request::builder()
             .method(method)
             .uri(format!("http://{addr}{path}"));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
         if admin {
             req = req.header("authorization", format!("Bearer {TOKEN}"));
             if !body.is_empty() {
@@ -186,12 +202,21 @@ impl Replica {
 
     /// A message send to `to`: the status and the JSON answer.
     async fn send(&self, to: &str) -> (StatusCode, serde_json::Value) {
+        self.send_from(to, None).await
+    }
+
+    /// A send on behalf of an end user at `ip` (`X-SMSGuard-Client-IP`).
+    async fn send_from(&self, to: &str, ip: Option<&str>) -> (StatusCode, serde_json::Value) {
         let form = format!(
             "To={}&From=%2B15005550006&Body=hello",
             to.replace('+', "%2B")
         );
+        let headers: Vec<(&str, &str)> = ip
+            .map(|ip| ("x-smsguard-client-ip", ip))
+            .into_iter()
+            .collect();
         let (status, body) = self
-            .request(self.addr, Method::POST, MESSAGES, &form, false)
+            .request_with(self.addr, Method::POST, MESSAGES, &form, false, &headers)
             .await
             .unwrap_or_else(|| panic!("{}: no answer to a send to {to}", self.name));
         let json = serde_json::from_str(&body)
@@ -592,6 +617,90 @@ rates = ["3/1h"]
         r.send(&format!("+1929555{i:04}")).await;
     }
     assert_eq!(sends(&fake) - before, 3);
+    drop((a, b));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_adaptive_stage_and_safe_list_edits_are_the_fleets() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let fake = FakeTwilio::start().await.unwrap();
+    let dir = temp_dir("fleet");
+    let policy = format!(
+        "{}{}",
+        store(&format!("redis = \"{}\"", redis.url())),
+        r#"
+[geo]
+allow = ["US"]
+[adaptive]
+[adaptive.distinct]
+client_ip = ["5/1h"]
+"#
+    );
+    let a = Replica::start(&dir, "a", &fake, &policy).await;
+    let mut b = Replica::start(&dir, "b", &fake, &policy).await;
+
+    // A safe-list edit on one replica holds on the other, and across its
+    // restart: the number passes a block on its range.
+    let (s, body) = a
+        .admin(
+            Method::POST,
+            "/api/blocks",
+            r#"{"key": "prefix:8", "value": "+16465550", "duration": "1h"}"#,
+        )
+        .await;
+    assert!(s.is_success(), "{s} {body}");
+    let (s, body) = a
+        .admin(Method::POST, "/api/safe", r#"{"number": "+16465550000"}"#)
+        .await;
+    assert!(s.is_success(), "{s} {body}");
+    tokio::time::sleep(STALE).await;
+    let before = sends(&fake);
+    b.send("+16465550000").await;
+    b.send("+16465550001").await;
+    assert_eq!(sends(&fake), before + 1, "safe on b, its range blocked");
+    b.restart().await;
+    b.send("+16465550000").await;
+    b.send("+16465550002").await;
+    assert_eq!(sends(&fake), before + 2, "still safe after b's restart");
+
+    // Distinct numbers per end-user address: 5 an hour across the fleet.
+    // Each replica sees only half the sends itself.
+    let before = sends(&fake);
+    let areas = ["201", "312", "415", "503", "617", "702", "808"];
+    for (i, area) in areas.iter().enumerate().take(5) {
+        let r = if i % 2 == 0 { &a } else { &b };
+        r.send_from(&format!("+1{area}5550100"), Some("203.0.113.9"))
+            .await;
+        tokio::time::sleep(STALE).await;
+    }
+    assert_eq!(sends(&fake), before + 5);
+    b.send_from("+17025550100", Some("203.0.113.9")).await;
+    assert_eq!(
+        sends(&fake),
+        before + 5,
+        "the sixth distinct number is stopped"
+    );
+    // Another address is not.
+    a.send_from("+18085550100", Some("203.0.113.10")).await;
+    assert_eq!(sends(&fake), before + 6);
+
+    // A confirmation seen by one replica matches a send forwarded by the
+    // other.
+    tokio::time::sleep(STALE).await;
+    let (s, body) = b
+        .admin(Method::POST, "/api/confirm", r#"{"to": "+18085550100"}"#)
+        .await;
+    assert!(s.is_success(), "{s} {body}");
+    assert!(body.contains("\"confirmed\":true"), "{body}");
+    // And b restarted learns the fleet's last day: a's send is known there.
+    b.restart().await;
+    let (_, body) = b
+        .admin(Method::POST, "/api/confirm", r#"{"to": "+12015550100"}"#)
+        .await;
+    assert!(body.contains("\"confirmed\":true"), "{body}");
     drop((a, b));
     let _ = std::fs::remove_dir_all(&dir);
 }

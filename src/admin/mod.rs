@@ -446,46 +446,48 @@ async fn safe(app: &App, req: Request<Incoming>, add: bool) -> Response<Body> {
         Ok(e) => e,
         Err(r) => return r,
     };
-    let mut config = (**app.policy().config()).clone();
-    match (e.number, e.prefix) {
-        (Some(n), None) => {
-            let Ok(d) = crate::phone::normalize(&n, None) else {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    format!("{n:?} is not an E.164 number"),
-                );
-            };
-            let list = &mut config.numbers.safe;
-            list.retain(|x| crate::phone::normalize(x, None).map(|x| x.e164) != Ok(d.e164.clone()));
-            if add {
-                list.push(d.e164);
-            }
-        }
-        (None, Some(p)) => {
-            let digits = p.strip_prefix('+').unwrap_or("");
-            if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    format!("prefix {p:?} must be '+' and digits"),
-                );
-            }
-            config.numbers.safe_prefixes.retain(|x| *x != p);
-            if add {
-                config.numbers.safe_prefixes.push(p);
-            }
-        }
+    let (prefix, value) = match (e.number, e.prefix) {
+        (Some(n), None) => (false, n),
+        (None, Some(p)) => (true, p),
         _ => {
             return error(
                 StatusCode::BAD_REQUEST,
                 "give exactly one of number or prefix",
             )
         }
+    };
+    let value = if prefix {
+        value
+    } else {
+        match crate::phone::normalize(&value, None) {
+            Ok(d) => d.e164,
+            Err(_) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!("{value:?} is not an E.164 number"),
+                )
+            }
+        }
+    };
+    if let Err(e) = app.edit_safe(prefix, &value, add) {
+        return error(StatusCode::BAD_REQUEST, e);
     }
+    if let Some(fleet) = &app.fleet {
+        // Every replica applies it now, and any replica that starts later.
+        fleet.publish(crate::store::fleet::Event::Safe {
+            prefix,
+            value: value.clone(),
+            add,
+        });
+        if let Err(e) = fleet.save_safe(prefix, &value, add).await {
+            tracing::warn!(error = %e, "safe-list edit not saved in redis: other replicas apply it, a restart forgets it");
+        }
+    }
+    let config = app.policy().config().clone();
     let counts = json!({
         "safe": config.numbers.safe.len(),
         "safe_prefixes": config.numbers.safe_prefixes.len(),
     });
-    app.replace_policy(Arc::new(config));
     json_response(StatusCode::OK, counts)
 }
 

@@ -594,6 +594,38 @@ impl Adaptive {
         s
     }
 
+    /// Counts a send another replica forwarded, as [`Adaptive::check`] then
+    /// [`Adaptive::forwarded`] would have here, without judging it.
+    pub(crate) fn learn(&self, a: &Attempt, store: &dyn Store, now: Millis) {
+        let mut seen = Seen {
+            keys: Keys::new(),
+            fresh: is_fresh(store, &a.to.e164, now),
+            new_number: 0,
+            new_region: 0,
+        };
+        self.destination_keys(a.to, &a.class, &mut seen.keys);
+        let senders = seen.keys.items.len();
+        let ip = a.end_user_ip.then_some(a.client_ip);
+        self.sender_keys(ip, a.user, a.account, &mut seen.keys);
+        let region = a.class.region.as_ref().map_or("none", |r| r.as_str());
+        let mut pair_key = String::with_capacity(80);
+        for (i, (scope, key)) in seen.keys.iter().enumerate().skip(senders) {
+            let (_, distinct) = self.sender_floors(scope);
+            if distinct.0.iter().any(Option::is_some)
+                && first_in_a_day(store, &mut pair_key, key, &a.to.e164, now)
+            {
+                seen.new_number |= 1 << i;
+            }
+            if self.cfg.distinct.regions > 0
+                && scope != Scope::Account
+                && first_in_a_day(store, &mut pair_key, key, region, now)
+            {
+                seen.new_region |= 1 << i;
+            }
+        }
+        self.forwarded(a, store, now, &seen);
+    }
+
     /// Counts a send the guard forwarded: it now awaits its confirmation.
     pub(crate) fn forwarded(&self, a: &Attempt, store: &dyn Store, now: Millis, seen: &Seen) {
         let grace = self.grace;

@@ -290,6 +290,12 @@ impl Judgement<'_> {
         !self.safe && self.policy.balance.is_some() && self.decision.verdict.is_none()
     }
 
+    /// Whether the adaptive stage judged this send, so that, forwarded, it
+    /// counts there (other replicas are told: [`Policy::learn_forwarded`]).
+    pub fn learns(&self) -> bool {
+        self.seen.is_some()
+    }
+
     /// The verdict of an earlier stage that blocks the send, if one did.
     pub fn blocked_by(&self) -> Option<&Verdict> {
         self.decision.verdict.as_ref()
@@ -588,6 +594,13 @@ impl Policy {
         match &self.adaptive {
             Some(ad) => ad.confirm(to, class, &*self.store, now),
             None => false,
+        }
+    }
+
+    /// Counts in the adaptive stage a send another replica forwarded.
+    pub fn learn_forwarded(&self, a: &Attempt, now: Millis) {
+        if let Some(ad) = &self.adaptive {
+            ad.learn(a, &*self.store, now);
         }
     }
 

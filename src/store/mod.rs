@@ -8,6 +8,7 @@
 //! used keys (so a new key is always admitted and hot keys stay) and counts
 //! every eviction of state that was still live.
 
+pub mod fleet;
 mod lru;
 mod memory;
 pub mod redis;

@@ -475,6 +475,27 @@ impl RedisLink {
             .collect())
     }
 
+    /// Sends `cmds` in one pipeline (on a cluster their keys must share a
+    /// hash slot) and returns the answers, within `store.timeout`.
+    pub async fn query_all(&self, cmds: &[Cmd]) -> Result<Vec<Value>, LinkError> {
+        if cmds.is_empty() {
+            return Ok(Vec::new());
+        }
+        let inner = &self.inner;
+        let mut pipe = ::redis::pipe();
+        for c in cmds {
+            pipe.add_command(c.clone());
+        }
+        self.call(async move |backend: Backend| {
+            inner.stats.round_trips.fetch_add(1, Ordering::Relaxed);
+            match &backend {
+                Backend::Single(c) => pipe.query_async(&mut c.clone()).await,
+                Backend::Cluster(c) => pipe.query_async(&mut c.clone()).await,
+            }
+        })
+        .await
+    }
+
     /// PINGs Redis within `store.timeout`.
     pub async fn ping(&self) -> Result<(), LinkError> {
         let inner = &self.inner;
