@@ -175,6 +175,25 @@ impl Guard {
                 .store
                 .near_cache
                 .max(std::time::Duration::from_millis(10));
+            // This replica's activity, for the fleet's dashboard.
+            let (sa, mut sstopped, sfleet) = (app.clone(), admin_stopped.clone(), fleet.clone());
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(std::time::Duration::from_secs(2));
+                loop {
+                    let stop = tokio::select! {
+                        _ = tick.tick() => false,
+                        _ = sstopped.wait_for(|s| *s) => true,
+                    };
+                    if stop {
+                        let _ = sfleet.drop_summary(&sfleet.id).await;
+                        return;
+                    }
+                    let s = sa.watch.activity.summary(sa.clock.now());
+                    if let Ok(json) = serde_json::to_string(&s) {
+                        let _ = sfleet.save_summary(&json).await;
+                    }
+                }
+            });
             tokio::spawn(async move {
                 let mut from = from;
                 let mut tick = tokio::time::interval(every);

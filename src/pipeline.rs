@@ -1159,7 +1159,7 @@ async fn shadow(
         Err(_) => f.to_string(),
     });
     let from = from.as_deref();
-    let (sid, body) = match (&send.route.endpoint, send.product) {
+    let (sid, body, written) = match (&send.route.endpoint, send.product) {
         (Endpoint::CallCreate { account_sid }, _) => {
             let (sid, body) = responses::fake_call(
                 &responses::CallRequest {
@@ -1169,8 +1169,8 @@ async fn shadow(
                 },
                 now,
             );
-            app.fakes.remember(&sid, body.clone());
-            (sid, body)
+            let written = app.fakes.remember(&sid, body.clone());
+            (sid, body, written)
         }
         (
             Endpoint::ParticipantCreate {
@@ -1196,14 +1196,14 @@ async fn shadow(
             );
             let mut ids = vec![p.call_sid.as_str()];
             ids.extend(one("Label"));
-            app.fakes.remember_participant(
+            let written = app.fakes.remember_participant(
                 &p.call_sid,
                 p.call.clone(),
                 &[p.conference_sid.as_str(), conference_sid.as_str()],
                 &ids,
                 p.body.clone(),
             );
-            (p.call_sid, p.body)
+            (p.call_sid, p.body, written)
         }
         (Endpoint::VerificationCreate { service_sid }, _) => {
             let (sid, body) = responses::fake_verification_on(
@@ -1216,8 +1216,8 @@ async fn shadow(
                 send.verify_version,
                 now,
             );
-            app.fakes.remember(&sid, body.clone());
-            (sid, body)
+            let written = app.fakes.remember(&sid, body.clone());
+            (sid, body, written)
         }
         _ => {
             let req = responses::MessageRequest {
@@ -1229,15 +1229,22 @@ async fn shadow(
                 num_media: send.form.count("MediaUrl"),
             };
             let (sid, body) = responses::fake_message(&req, now);
-            app.fakes.remember_message(&sid, &req, now);
-            (sid, body)
+            let written = app.fakes.remember_message(&sid, &req, now);
+            (sid, body, written)
         }
     };
 
-    if let (Endpoint::VerificationCreate { service_sid }, Some(d)) = (&send.route.endpoint, dest) {
-        app.fakes.remember_verification(service_sid, &d.e164, &sid);
-    }
-    pace(app, send.route.endpoint.name(), started).await;
+    let written = match (&send.route.endpoint, dest) {
+        (Endpoint::VerificationCreate { service_sid }, Some(d)) => {
+            written.and(app.fakes.remember_verification(service_sid, &d.e164, &sid))
+        }
+        _ => written,
+    };
+    // Paced like Twilio, and not before other replicas can answer for it.
+    tokio::join!(
+        pace(app, send.route.endpoint.name(), started),
+        written.wait()
+    );
     let mut resp = Response::new(upstream::full(body));
     *resp.status_mut() = StatusCode::CREATED;
     *resp.headers_mut() = responses::twilio_headers(app.domain(send.route), started.elapsed());

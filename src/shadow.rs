@@ -247,6 +247,25 @@ struct KeptVerification {
     until: SystemTime,
 }
 
+/// Writes of fakes to Redis under way: a shadowed send's answer waits for
+/// them (bounded by `store.timeout`), so another replica asked for the
+/// fake the moment the client has its sid already knows it.
+#[derive(Debug, Default)]
+pub struct Written(Vec<tokio::task::JoinHandle<()>>);
+
+impl Written {
+    pub async fn wait(self) {
+        for h in self.0 {
+            let _ = h.await;
+        }
+    }
+
+    pub fn and(mut self, other: Written) -> Written {
+        self.0.extend(other.0);
+        self
+    }
+}
+
 /// Fakes by sid, and shadowed verifications by service and number.
 pub struct FakeStore {
     /// Bounded by count (least recently made go first) and by age.
@@ -299,22 +318,22 @@ impl FakeStore {
     /// Runs `write` on the link in the background, when attached. Never
     /// waits; a failure is counted and logged at debug (`what` only: keys
     /// and values may hold numbers and message bodies).
-    fn share<F>(&self, what: &'static str, write: impl FnOnce(RedisLink) -> F)
+    fn share<F>(&self, what: &'static str, write: impl FnOnce(RedisLink) -> F) -> Written
     where
         F: Future<Output = Result<(), LinkError>> + Send + 'static,
     {
         let Some(link) = self.link.get() else {
-            return;
+            return Written::default();
         };
         let errors = &self.shared_write_errors;
         if !link.is_up() {
             // The call would fail at once: spare the task.
             errors.fetch_add(1, Ordering::Relaxed);
-            return;
+            return Written::default();
         }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             errors.fetch_add(1, Ordering::Relaxed);
-            return;
+            return Written::default();
         };
         if self.shared_writes.fetch_add(1, Ordering::AcqRel) >= MAX_SHARED_WRITES {
             self.shared_writes.fetch_sub(1, Ordering::AcqRel);
@@ -323,25 +342,26 @@ impl FakeStore {
                 what,
                 "too many fake writes to redis under way: kept locally only"
             );
-            return;
+            return Written::default();
         }
         let (errors, writes) = (errors.clone(), self.shared_writes.clone());
         let write = write(link.clone());
-        runtime.spawn(async move {
+        Written(vec![runtime.spawn(async move {
             if let Err(e) = write.await {
                 errors.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(what, error = %e, "sharing a fake through redis failed: kept locally only");
             }
             writes.fetch_sub(1, Ordering::AcqRel);
-        });
+        })])
     }
 
-    fn keep(&self, sid: &str, kept: Kept) {
+    fn keep(&self, sid: &str, kept: Kept) -> Written {
+        let mut written = Written::default();
         if self.link.get().is_some() {
             match kept.encode() {
                 Some(value) => {
                     let (sid, ttl) = (sid.to_string(), self.retention);
-                    self.share("fake", move |link| async move {
+                    written = self.share("fake", move |link| async move {
                         redis_fakes::put(&link, table::FAKES, &sid, &value, ttl).await
                     });
                 }
@@ -351,6 +371,7 @@ impl FakeStore {
             }
         }
         self.keep_until(sid, kept, SystemTime::now() + self.retention);
+        written
     }
 
     fn keep_until(&self, sid: &str, kept: Kept, until: SystemTime) {
@@ -360,14 +381,19 @@ impl FakeStore {
 
     /// Keeps a fake Message made by [`responses::fake_message`] from `req`
     /// at `created`.
-    pub fn remember_message(&self, sid: &str, req: &MessageRequest, created: SystemTime) {
-        self.keep(sid, Kept::Message(KeptMessage::new(sid, req, created)));
+    pub fn remember_message(
+        &self,
+        sid: &str,
+        req: &MessageRequest,
+        created: SystemTime,
+    ) -> Written {
+        self.keep(sid, Kept::Message(KeptMessage::new(sid, req, created)))
     }
 
     /// Keeps any other fake as its JSON.
-    pub fn remember(&self, sid: &str, body: Bytes) {
+    pub fn remember(&self, sid: &str, body: Bytes) -> Written {
         let sid: Box<str> = sid.into();
-        self.keep(&sid.clone(), Kept::Json { sid, body });
+        self.keep(&sid.clone(), Kept::Json { sid, body })
     }
 
     /// The JSON of the fake `sid`, as first answered, if kept here.
@@ -420,13 +446,17 @@ impl FakeStore {
         conferences: &[&str],
         ids: &[&str],
         body: Bytes,
-    ) {
-        self.remember(call_sid, call);
+    ) -> Written {
+        let mut written = self.remember(call_sid, call);
         for conference in conferences {
             for id in ids {
-                self.remember(&participant_key(conference, id), body.clone());
+                written.0.extend(
+                    self.remember(&participant_key(conference, id), body.clone())
+                        .0,
+                );
             }
         }
+        written
     }
 
     /// The JSON of a fake participant of `conference` (sid or friendly
@@ -455,8 +485,9 @@ impl FakeStore {
         now.max(prev.saturating_add(1))
     }
 
-    pub fn remember_verification(&self, service: &str, to: &str, sid: &str) {
+    pub fn remember_verification(&self, service: &str, to: &str, sid: &str) -> Written {
         let key = verification_key(service, to);
+        let mut written = Written::default();
         let stamp = self.stamp();
         let kept = KeptVerification {
             sid: Some(sid.to_string()),
@@ -465,13 +496,14 @@ impl FakeStore {
         };
         if self.link.get().is_some() {
             let (key, sid, ttl) = (key.clone(), sid.to_string(), self.retention);
-            self.share("verification", move |link| async move {
+            written = self.share("verification", move |link| async move {
                 redis_fakes::put_verification(&link, &key, stamp, Some(&sid), ttl)
                     .await
                     .map(|_| ())
             });
         }
         self.verifications.insert(key, kept);
+        written
     }
 
     /// A real verification to the same number replaces any fake one (on
@@ -488,7 +520,7 @@ impl FakeStore {
         // lands can bring the fake back.
         let stamp = self.stamp();
         let (shared_key, ttl) = (key.clone(), self.retention);
-        self.share("verification", move |link| async move {
+        let _ = self.share("verification", move |link| async move {
             redis_fakes::put_verification(&link, &shared_key, stamp, None, ttl)
                 .await
                 .map(|_| ())

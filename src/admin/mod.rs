@@ -156,11 +156,7 @@ pub async fn handle(app: Arc<App>, auth: Auth, req: Request<Incoming>) -> Respon
         (Method::GET, "/") => dashboard(&auth, &req),
         (Method::GET, "/readyz") => readyz(&app),
         (Method::GET, "/metrics") => metrics(&app),
-        (Method::GET, "/api/summary") => {
-            let mut s = app.watch.activity.summary(app.clock.now());
-            s.conversion.adaptive = app.policy().config().adaptive.is_some();
-            json_response(StatusCode::OK, serde_json::to_value(s).unwrap_or_default())
-        }
+        (Method::GET, "/api/summary") => summary(&app).await,
         (Method::GET, "/api/decisions") => decisions(&app, &req),
         (Method::GET, "/api/blocks") => blocks(&app),
         (Method::POST, "/api/blocks") => add_block(&app, req).await,
@@ -283,6 +279,42 @@ fn metrics(app: &App) -> Response<Body> {
         "text/plain; version=0.0.4; charset=utf-8",
         m.encode(),
     )
+}
+
+/// The activity of this replica, or with a shared store of the whole
+/// fleet (the replicas' published summaries added up; `replicas` says how
+/// many, `fleet_error` why only this one's when Redis cannot be read).
+async fn summary(app: &App) -> Response<Body> {
+    let now = app.clock.now();
+    let mut s = app.watch.activity.summary(now);
+    let mut fleet_error = None;
+    if let Some(fleet) = &app.fleet {
+        match fleet.summaries().await {
+            Ok(others) => {
+                let mut parts = vec![s];
+                for (id, json) in others {
+                    match serde_json::from_str::<crate::telemetry::activity::Summary>(&json) {
+                        Ok(p)
+                            if now.saturating_sub(p.now) <= crate::store::fleet::SUMMARY_STALE =>
+                        {
+                            parts.push(p)
+                        }
+                        _ => {
+                            let _ = fleet.drop_summary(&id).await;
+                        }
+                    }
+                }
+                s = crate::telemetry::activity::merge(parts);
+            }
+            Err(e) => fleet_error = Some(e.to_string()),
+        }
+    }
+    s.conversion.adaptive = app.policy().config().adaptive.is_some();
+    let mut v = serde_json::to_value(s).unwrap_or_default();
+    if let (Some(e), Some(o)) = (fleet_error, v.as_object_mut()) {
+        o.insert("fleet_error".into(), e.into());
+    }
+    json_response(StatusCode::OK, v)
 }
 
 /// Ready while the guard judges sends: always, since a guard whose Redis

@@ -239,6 +239,51 @@ impl Fleet {
     }
 }
 
+/// Summaries older than this are a replica that stopped: left out.
+pub const SUMMARY_STALE: Millis = 30_000;
+
+impl Fleet {
+    /// Publishes this replica's activity summary (JSON) for the fleet's
+    /// dashboard.
+    pub async fn save_summary(&self, json: &str) -> Result<(), LinkError> {
+        let mut cmd = ::redis::cmd("HSET");
+        cmd.arg(summary_key(&self.link)).arg(&self.id).arg(json);
+        self.link.query_all(&[cmd]).await.map(|_| ())
+    }
+
+    /// Every other replica's published summary (JSON); entries of
+    /// replicas silent for long are removed.
+    pub async fn summaries(&self) -> Result<Vec<(String, String)>, LinkError> {
+        let mut cmd = ::redis::cmd("HGETALL");
+        cmd.arg(summary_key(&self.link));
+        let v = self.link.query_all(&[cmd]).await?;
+        let mut out = Vec::new();
+        if let Some(Value::Array(a)) = v.into_iter().next() {
+            for pair in a.chunks(2) {
+                if let (Some(k), Some(v)) =
+                    (pair.first().and_then(text), pair.get(1).and_then(text))
+                {
+                    if k != self.id {
+                        out.push((k, v));
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Forgets the summary of a replica that stopped.
+    pub async fn drop_summary(&self, id: &str) -> Result<(), LinkError> {
+        let mut cmd = ::redis::cmd("HDEL");
+        cmd.arg(summary_key(&self.link)).arg(id);
+        self.link.query_all(&[cmd]).await.map(|_| ())
+    }
+}
+
+fn summary_key(link: &RedisLink) -> String {
+    format!("{}{{fleet}}:summaries", link.prefix())
+}
+
 fn text(v: &Value) -> Option<String> {
     match v {
         Value::BulkString(b) => String::from_utf8(b.clone()).ok(),

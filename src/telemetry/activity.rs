@@ -11,7 +11,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::DecisionEvent;
 use crate::clock::Millis;
@@ -208,7 +208,7 @@ pub struct Filter {
     pub limit: usize,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Count {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub prefix: Option<String>,
@@ -217,17 +217,24 @@ pub struct Count {
     pub count: u64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Summary {
     pub now: Millis,
     pub minute_ms: Millis,
     pub minutes: Vec<Millis>,
-    pub by_action: HashMap<&'static str, Vec<u32>>,
+    pub by_action: HashMap<String, Vec<u32>>,
     pub by_region: HashMap<String, Vec<u32>>,
-    pub totals: HashMap<&'static str, u64>,
+    pub totals: HashMap<String, u64>,
     pub top_blocked_prefixes: Vec<Count>,
     pub top_blocked_regions: Vec<Count>,
     pub conversion: Conversion,
+    /// Replicas whose activity this adds up (1 without a shared store).
+    #[serde(default = "one")]
+    pub replicas: u32,
+}
+
+fn one() -> u32 {
+    1
 }
 
 /// Forwarded sends (`allow`, `monitor`) against confirmed ones over the
@@ -235,7 +242,7 @@ pub struct Summary {
 /// Confirmations come seconds to minutes after their sends (and count in
 /// the hour they arrive), so the newest sends read as unconfirmed for a
 /// while.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Conversion {
     /// Whether the policy takes confirmations at all (`[adaptive]`); the
     /// admin API fills it in. Without, every rate reads 0.
@@ -256,7 +263,7 @@ pub struct Conversion {
     pub adaptive_blocks: Vec<RuleCount>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ConversionRow {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub region: Option<String>,
@@ -270,7 +277,7 @@ pub struct ConversionRow {
 }
 
 /// One adaptive rule (`adaptive:unconfirmed:prefix:7`) over the window.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RuleCount {
     pub rule: String,
     /// Times the signal tripped (and set or extended a block).
@@ -441,8 +448,10 @@ impl Activity {
         let slot = |start: Millis| -> Option<usize> {
             (start >= first && start <= last).then(|| ((start - first) / MINUTE) as usize)
         };
-        let mut by_action: HashMap<&'static str, Vec<u32>> =
-            ACTIONS.iter().map(|a| (*a, vec![0; MINUTES])).collect();
+        let mut by_action: HashMap<String, Vec<u32>> = ACTIONS
+            .iter()
+            .map(|a| (a.to_string(), vec![0; MINUTES]))
+            .collect();
         let mut region_totals: HashMap<&str, u64> = HashMap::new();
         for m in &g.minutes {
             if slot(m.start).is_some() {
@@ -461,7 +470,7 @@ impl Activity {
         for m in &g.minutes {
             let Some(i) = slot(m.start) else { continue };
             for (ai, a) in ACTIONS.iter().enumerate() {
-                if let Some(v) = by_action.get_mut(a) {
+                if let Some(v) = by_action.get_mut(*a) {
                     v[i] = m.actions[ai];
                 }
             }
@@ -476,7 +485,11 @@ impl Activity {
             minutes,
             by_action,
             by_region,
-            totals: ACTIONS.iter().zip(g.totals).map(|(a, t)| (*a, t)).collect(),
+            totals: ACTIONS
+                .iter()
+                .zip(g.totals)
+                .map(|(a, t)| (a.to_string(), t))
+                .collect(),
             top_blocked_prefixes: top(&g.blocked_prefixes, 10)
                 .into_iter()
                 .map(|(p, count)| Count {
@@ -494,6 +507,7 @@ impl Activity {
                 })
                 .collect(),
             conversion,
+            replicas: 1,
         }
     }
 
@@ -582,6 +596,123 @@ fn conversion(c: &Conversions, now: Millis) -> Conversion {
             })
             .collect(),
     }
+}
+
+/// The fleet's activity: several replicas' summaries added up, minute by
+/// minute on the minutes of the newest (`parts` must not be empty).
+pub fn merge(mut parts: Vec<Summary>) -> Summary {
+    parts.sort_by_key(|p| std::cmp::Reverse(p.now));
+    let mut out = parts.remove(0);
+    let index: HashMap<Millis, usize> = out
+        .minutes
+        .iter()
+        .enumerate()
+        .map(|(i, m)| (*m, i))
+        .collect();
+    let add_series = |into: &mut HashMap<String, Vec<u32>>,
+                      minutes: &[Millis],
+                      from: &HashMap<String, Vec<u32>>| {
+        for (k, v) in from {
+            let series = into
+                .entry(k.clone())
+                .or_insert_with(|| vec![0; index.len()]);
+            for (m, c) in minutes.iter().zip(v) {
+                if let Some(i) = index.get(m) {
+                    series[*i] = series[*i].saturating_add(*c);
+                }
+            }
+        }
+    };
+    let add_counts = |into: &mut Vec<Count>, from: &[Count]| {
+        for c in from {
+            match into
+                .iter_mut()
+                .find(|x| x.prefix == c.prefix && x.region == c.region)
+            {
+                Some(x) => x.count += c.count,
+                None => into.push(c.clone()),
+            }
+        }
+        into.sort_by(|a, b| {
+            b.count
+                .cmp(&a.count)
+                .then(a.prefix.cmp(&b.prefix))
+                .then(a.region.cmp(&b.region))
+        });
+        into.truncate(10);
+    };
+    let add_rows = |into: &mut Vec<ConversionRow>, from: &[ConversionRow]| {
+        for r in from {
+            match into
+                .iter_mut()
+                .find(|x| x.prefix == r.prefix && x.region == r.region)
+            {
+                Some(x) => {
+                    x.forwarded += r.forwarded;
+                    x.confirmed += r.confirmed;
+                    x.rate = rate(x.forwarded, x.confirmed);
+                }
+                None => into.push(r.clone()),
+            }
+        }
+    };
+    for p in parts {
+        add_series(&mut out.by_action, &p.minutes, &p.by_action);
+        add_series(&mut out.by_region, &p.minutes, &p.by_region);
+        for (k, v) in p.totals {
+            *out.totals.entry(k).or_default() += v;
+        }
+        add_counts(&mut out.top_blocked_prefixes, &p.top_blocked_prefixes);
+        add_counts(&mut out.top_blocked_regions, &p.top_blocked_regions);
+        let (c, pc) = (&mut out.conversion, p.conversion);
+        c.adaptive |= pc.adaptive;
+        c.since = c.since.min(pc.since);
+        c.forwarded += pc.forwarded;
+        c.confirmed += pc.confirmed;
+        c.unmatched += pc.unmatched;
+        c.rate = rate(c.forwarded, c.confirmed);
+        add_rows(&mut c.by_region, &pc.by_region);
+        add_rows(&mut c.top_prefixes, &pc.top_prefixes);
+        for r in pc.adaptive_blocks {
+            match c.adaptive_blocks.iter_mut().find(|x| x.rule == r.rule) {
+                Some(x) => {
+                    x.trips += r.trips;
+                    x.stopped += r.stopped;
+                    x.monitored += r.monitored;
+                }
+                None => c.adaptive_blocks.push(r),
+            }
+        }
+        out.replicas += p.replicas;
+    }
+    // The busiest regions, as one replica would keep them.
+    if out.by_region.len() > 12 {
+        let mut sums: Vec<(String, u64)> = out
+            .by_region
+            .iter()
+            .map(|(k, v)| (k.clone(), v.iter().map(|c| u64::from(*c)).sum()))
+            .collect();
+        sums.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        let keep: std::collections::HashSet<String> =
+            sums.into_iter().take(12).map(|(k, _)| k).collect();
+        out.by_region.retain(|k, _| keep.contains(k));
+    }
+    let c = &mut out.conversion;
+    c.by_region
+        .sort_by(|a, b| b.forwarded.cmp(&a.forwarded).then(a.region.cmp(&b.region)));
+    c.by_region.truncate(CONVERSION_REGIONS);
+    c.top_prefixes.sort_by(|a, b| {
+        (b.forwarded - b.confirmed.min(b.forwarded))
+            .cmp(&(a.forwarded - a.confirmed.min(a.forwarded)))
+            .then(a.prefix.cmp(&b.prefix))
+    });
+    c.top_prefixes.truncate(CONVERSION_PREFIXES);
+    c.adaptive_blocks.sort_by(|a, b| {
+        (b.stopped + b.monitored)
+            .cmp(&(a.stopped + a.monitored))
+            .then(a.rule.cmp(&b.rule))
+    });
+    out
 }
 
 #[cfg(test)]
