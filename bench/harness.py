@@ -4,9 +4,17 @@ against no proxy at all, on 127.0.0.1, in one run. Start it with bench/run
 (which installs and builds what it needs); this file assumes both are done.
 
     python3 bench/harness.py --loadgen PATH [--rounds 5] [--out DIR]
+                             [--workloads allowed,shadowed,blocked,get] [--no-redis]
+
+Knobs also read from the environment (bench/run passes it on): ROUNDS,
+CLOSED_SECONDS, FIXED_SECONDS (each measurement, default 3), RATES
+(default 5000,15000), WORKLOADS, REDIS=0 (no guard+redis), REDIS_FIXED=0
+(guard+redis closed-loop only).
 
 Layout (2 CPUs):
-  CPU 0: the mock Twilio (nginx, `return 201`), the load generator
+  CPU 0: the mock Twilio (nginx, `return 201`), the load generator, and the
+         redis-server of the guard+redis variant (so Redis shares the
+         generator's core, not the proxy's)
   CPU 1: the proxy under test, alone: nginx (1 worker) or smsguard (1 worker)
 
 Targets, interleaved in rounds (order rotated every round):
@@ -15,8 +23,28 @@ Targets, interleaved in rounds (order rotated every round):
   guard    client -> smsguard -> mock     (bench/smsguard.toml, log level warn)
   guard+info (allowed sends, closed loop only) smsguard with SMSGUARD_LOG=info
            and stderr to /dev/null: the cost of one decision event per send
+  guard+redis (guarded sends only: allowed, shadowed, blocked) smsguard with
+           the same policy plus `[store] redis = ...`: its state shared in a
+           redis-server the harness starts (127.0.0.1, free port, no
+           persistence, its own directory, stopped by PID); emptied
+           (FLUSHALL) before each workload, when both guards start afresh
+  Both guards (not guard+info) get an admin listener (`[admin]`, bearer token
+  in $SMSGUARD_BENCH_ADMIN_TOKEN, random per run): the harness reads their
+  /metrics around each measurement (judged sends, Redis calls and round
+  trips) and sets the blocks of the `blocked` workload through /api/blocks.
 
-Per target, workload and round:
+Workloads (bench/wrk/send.lua; fixed-rate runs need benches/loadgen.rs to
+know the workload, so `blocked` is measured closed-loop only):
+  allowed  distinct valid US numbers, every stage runs, forwarded
+  shadowed +99899394... (UZ), stopped by geo (never reaches the store)
+  blocked  +16462001000..999 (US), stopped by an admin block on
+           prefix:8=+16462001 (set on each guard before its warm-up)
+  get      GET of one Message (not a send)
+After the rounds of `blocked`, one probe on guard+redis alone: the same kind
+of sends into a block with action reject (no shadow fake to share), to tell
+the Redis work of judging a blocked send from that of sharing its fake.
+
+Per target, workload and round (the order of targets rotated every round):
   closed   wrk -t1 -c32 for --closed seconds: throughput; proxy CPU per request
            at saturation; proxy RSS after the run
   R/s      loadgen (benches/loadgen.rs) at a fixed rate for --fixed seconds,
@@ -34,12 +62,15 @@ import argparse
 import json
 import os
 import re
+import secrets
+import shutil
 import signal
 import socket
 import statistics
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from datetime import datetime, timezone
 from pathlib import Path
@@ -47,9 +78,21 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
 MOCK_PORT, PROXY_PORT, GUARD_PORT, GUARD_INFO_PORT, STATUS_PORT = 18081, 18082, 18083, 18084, 18089
+GUARD_REDIS_PORT, GUARD_ADMIN_PORT, GUARD_REDIS_ADMIN_PORT = 18085, 18086, 18087
 CLIENT_CPU, PROXY_CPU = "0", "1"
 TICK = os.sysconf("SC_CLK_TCK")
-WORKLOADS = ["allowed", "shadowed", "get"]
+WORKLOADS = ["allowed", "shadowed", "blocked", "get"]
+TARGETS = ["direct", "nginx", "guard", "guard+info", "guard+redis"]
+# Workloads benches/loadgen.rs knows (fixed-rate runs); the others run closed-loop only.
+LOADGEN_WORKLOADS = {"allowed", "shadowed", "get"}
+# Guarded sends: the workloads the guard+redis variant is measured on.
+REDIS_WORKLOADS = {"allowed", "shadowed", "blocked"}
+ADMIN_TOKEN_ENV = "SMSGUARD_BENCH_ADMIN_TOKEN"
+# The `blocked` workload's numbers (+16462001000..999, bench/wrk/send.lua)
+# under a block set by hand; the action is the policy's default (shadow).
+BLOCK = {"key": "prefix:8", "value": "+16462001", "duration": "1h"}
+# The probe after it: `blocked_reject` (+16462002...) under a rejecting block.
+BLOCK_REJECT = {"key": "prefix:8", "value": "+16462002", "duration": "1h", "action": "reject"}
 
 
 def log(msg):
@@ -171,6 +214,113 @@ def mock_requests():
     return int(text.splitlines()[2].split()[2])
 
 
+def free_port():
+    """A port free on 127.0.0.1 now (the kernel's pick)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# ---------------------------------------------------------------- redis, admin
+
+def redis_cli(port, *args, timeout=30):
+    r = subprocess.run(["redis-cli", "-h", "127.0.0.1", "-p", str(port), *args],
+                       capture_output=True, text=True, timeout=timeout)
+    if r.returncode != 0 or r.stdout.startswith(("ERR", "Could not connect")):
+        sys.exit(f"bench: redis-cli {' '.join(args)} failed: {r.stderr}{r.stdout}")
+    return r.stdout
+
+
+def redis_info(port):
+    """Counters of our redis-server: total_commands_processed, used_memory
+    and the calls of each command (INFO commandstats, which counts the
+    commands scripts run too, each under its own name)."""
+    text = redis_cli(port, "INFO", "stats", "commandstats", "memory")
+    info = {"commands": {}, "usec": {}}
+    for line in text.splitlines():
+        line = line.strip()
+        m = re.match(r"cmdstat_([^:]+):calls=(\d+),usec=(\d+)", line)
+        if m:
+            info["commands"][m.group(1)] = int(m.group(2))
+            info["usec"][m.group(1)] = int(m.group(3))
+            continue
+        for field in ("total_commands_processed", "used_memory", "keyspace_hits", "keyspace_misses"):
+            if line.startswith(field + ":"):
+                info[field] = int(line.split(":", 1)[1])
+    return info
+
+
+def admin(port, token, method, path, body=None):
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method,
+                                 data=None if body is None else json.dumps(body).encode(),
+                                 headers={"Authorization": f"Bearer {token}",
+                                          "Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode(errors="replace")
+
+
+def guard_metrics(port, token):
+    """The counters of a guard's /metrics this harness reads."""
+    status, text = admin(port, token, "GET", "/metrics")
+    if status != 200:
+        sys.exit(f"bench: GET /metrics on 127.0.0.1:{port}: {status} {text[:200]}")
+    m = {"judged": 0, "by_stage": {}, "by_action": {}}
+    for line in text.splitlines():
+        if line.startswith("#") or not line.strip():
+            continue
+        name, _, value = line.rpartition(" ")
+        try:
+            v = float(value)
+        except ValueError:
+            continue
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', name))
+        if name.startswith("smsguard_sends_total{"):
+            m["judged"] += int(v)
+            stage = labels.get("stage", "?")
+            m["by_stage"][stage] = m["by_stage"].get(stage, 0) + int(v)
+            action = labels.get("action", "?")
+            m["by_action"][action] = m["by_action"].get(action, 0) + int(v)
+        elif name.startswith("smsguard_redis_total{"):
+            m["redis_" + labels.get("what", "?")] = int(v)
+        elif name.startswith("smsguard_store_sends_total{"):
+            m["store_" + labels.get("judged", "?")] = int(v)
+    return m
+
+
+def snapshot(admin_port, token, redis_port):
+    s = {"guard": guard_metrics(admin_port, token)}
+    if redis_port:
+        s["redis"] = redis_info(redis_port)
+    return s
+
+
+def counts_delta(before, after):
+    """What one guard (and its Redis) did between two snapshots."""
+    def sub(a, b):
+        out = {}
+        for k, v in b.items():
+            if isinstance(v, dict):
+                out[k] = {kk: vv - a.get(k, {}).get(kk, 0) for kk, vv in v.items()
+                          if vv - a.get(k, {}).get(kk, 0)}
+            else:
+                out[k] = v - a.get(k, 0)
+        return out
+    d = {"guard": sub(before["guard"], after["guard"])}
+    if "redis" in after:
+        r = sub(before["redis"], after["redis"])
+        # The INFO that took `before` is counted in the delta (the one that
+        # took `after` is not yet): it is ours, not the guard's work.
+        ours = r["commands"].pop("info", 0)
+        r["usec"].pop("info", None)
+        r["total_commands_processed"] -= ours
+        r["used_memory_after"] = after["redis"].get("used_memory")
+        d["redis"] = r
+    return d
+
+
 # ---------------------------------------------------------------- load
 
 def run_wrk(port, workload, offset, seconds):
@@ -223,6 +373,7 @@ def measure(kind, fn, proxy_pids):
     m0 = mock_requests()
     c0 = cpu_seconds(proxy_pids) if proxy_pids else 0.0
     k0 = cpu_seconds(MOCK_PIDS)
+    r0 = cpu_seconds(REDIS_PIDS)
     l0 = client_cpu()
     b0, _ = machine_busy()
     t0 = time.monotonic()
@@ -232,8 +383,10 @@ def measure(kind, fn, proxy_pids):
     res["wall_s"] = wall
     res["proxy_cpu_s"] = (cpu_seconds(proxy_pids) - c0) if proxy_pids else None
     res["mock_cpu_s"] = cpu_seconds(MOCK_PIDS) - k0
+    res["redis_cpu_s"] = cpu_seconds(REDIS_PIDS) - r0
     res["client_cpu_s"] = client_cpu() - l0
-    ours = (res["proxy_cpu_s"] or 0) + res["mock_cpu_s"] + res["client_cpu_s"]
+    ours = ((res["proxy_cpu_s"] or 0) + res["mock_cpu_s"] + res["redis_cpu_s"]
+            + res["client_cpu_s"])
     res["other_cpu_s"] = max(0.0, (b1 - b0) - ours)
     res["mock_requests"] = mock_requests() - m0 - 1
     return res
@@ -254,6 +407,45 @@ def fmt(x, nd=1):
     return f"{x:,}"
 
 
+def guard_configs(out, redis_url):
+    """The guards' policies, generated from bench/smsguard.toml so the policy
+    is written once: guard = it plus an admin listener; guard+info = it on
+    another port (no admin); guard+redis = guard's, on another port, with
+    its own admin port and `redis = ...` in [store]. Returns {target: path}."""
+    base = (BENCH / "smsguard.toml").read_text()
+    listen = f'addr = "127.0.0.1:{GUARD_PORT}"'
+    if base.count(listen) != 1:
+        sys.exit(f"bench: bench/smsguard.toml must hold `{listen}` once ([listen])")
+    if re.search(r"(?m)^\[admin\]", base):
+        sys.exit("bench: bench/smsguard.toml must not have an [admin] section: the harness adds its own")
+
+    def with_admin(text, port):
+        return (text.rstrip("\n") + "\n\n# bench: added by bench/harness.py (metrics, /api/blocks)\n"
+                f'[admin]\naddr = "127.0.0.1:{port}"\ntoken_env = "{ADMIN_TOKEN_ENV}"\n')
+
+    confs = {
+        "guard": with_admin(base, GUARD_ADMIN_PORT),
+        "guard+info": base.replace(listen, f'addr = "127.0.0.1:{GUARD_INFO_PORT}"'),
+    }
+    if redis_url:
+        text = base.replace(listen, f'addr = "127.0.0.1:{GUARD_REDIS_PORT}"')
+        line = (f'redis = "{redis_url}"   # bench: added by bench/harness.py '
+                f'(its own redis-server, CPU {CLIENT_CPU})')
+        if re.search(r"(?m)^\s*redis(_cluster)?\s*=", text):
+            sys.exit("bench: bench/smsguard.toml must not name a Redis: the harness adds its own")
+        if re.search(r"(?m)^\[store\]\s*(#.*)?$", text):
+            text = re.sub(r"(?m)^(\[store\]\s*(#.*)?)$", lambda m: m.group(1) + "\n" + line, text, count=1)
+        else:
+            text = text.rstrip("\n") + f"\n\n[store]\n{line}\n"
+        confs["guard+redis"] = with_admin(text, GUARD_REDIS_ADMIN_PORT)
+    paths = {}
+    for t, text in confs.items():
+        path = out / ("smsguard-" + t.replace("+", "-") + ".toml")
+        path.write_text(text)
+        paths[t] = path
+    return paths
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--loadgen", required=True)
@@ -265,28 +457,48 @@ def main():
     ap.add_argument("--idle", type=float, default=0.5)
     ap.add_argument("--idle-timeout", type=float, default=5.0)
     ap.add_argument("--no-info", action="store_true", help="skip the guard+info variant")
-    ap.add_argument("--workloads", default=",".join(WORKLOADS))
+    ap.add_argument("--no-redis", action="store_true", default=os.environ.get("REDIS") == "0",
+                    help="skip the guard+redis variant (also REDIS=0)")
+    ap.add_argument("--redis-fixed", action="store_true", default=os.environ.get("REDIS_FIXED", "1") != "0",
+                    help="fixed-rate runs for guard+redis too (default; REDIS_FIXED=0: closed loop only)")
+    ap.add_argument("--workloads", default=os.environ.get("WORKLOADS", ",".join(WORKLOADS)))
     ap.add_argument("--out", default=None)
     a = ap.parse_args()
     rates = [int(x) for x in a.rates.split(",")]
     workloads = a.workloads.split(",")
+    for w in workloads:
+        if w not in WORKLOADS:
+            sys.exit(f"bench: unknown workload {w!r}: expected some of {','.join(WORKLOADS)}")
 
     out = Path(a.out or BENCH / "out" / datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")).resolve()
     (out / "tmp").mkdir(parents=True, exist_ok=True)
     raw = open(out / "raw.jsonl", "w")
-    for port in (MOCK_PORT, PROXY_PORT, GUARD_PORT, GUARD_INFO_PORT, STATUS_PORT):
+    ports = [MOCK_PORT, PROXY_PORT, GUARD_PORT, GUARD_INFO_PORT, STATUS_PORT, GUARD_ADMIN_PORT]
+    if not a.no_redis:
+        ports += [GUARD_REDIS_PORT, GUARD_REDIS_ADMIN_PORT]
+    for port in ports:
         if port_open(port):
             sys.exit(f"bench: 127.0.0.1:{port} is already in use; stop what listens there first")
     if (os.cpu_count() or 1) < 2:
         sys.exit("bench: needs at least 2 CPUs (proxy alone on CPU 1, client and mock on CPU 0)")
+    use_redis = not a.no_redis and any(w in REDIS_WORKLOADS for w in workloads)
+    if use_redis:
+        for tool in ("redis-server", "redis-cli"):
+            if not shutil.which(tool):
+                sys.exit(f"bench: {tool} not found (Debian: apt-get install redis-server redis-tools), "
+                         "or skip the Redis variant with --no-redis")
+    redis_port = free_port() if use_redis else None
+    redis_url = f"redis://127.0.0.1:{redis_port}/0" if use_redis else None
+    token = secrets.token_hex(16)
 
     for name in ("mock", "proxy"):
         text = (BENCH / f"nginx/{name}.conf").read_text().replace("@RUN@", str(out))
         (out / f"{name}.conf").write_text(text)
-    guard_conf = BENCH / "smsguard.toml"
-    info_conf = out / "smsguard-info.toml"
-    info_conf.write_text(guard_conf.read_text().replace(
-        f'addr = "127.0.0.1:{GUARD_PORT}"', f'addr = "127.0.0.1:{GUARD_INFO_PORT}"'))
+    confs = guard_configs(out, redis_url)
+    for t, path in confs.items():
+        r = subprocess.run([a.smsguard, "check", "--config", str(path)], capture_output=True, text=True)
+        if r.returncode != 0:
+            sys.exit(f"bench: smsguard check --config {path} failed: {r.stdout}{r.stderr}")
 
     machine = {
         "nproc": os.cpu_count(),
@@ -299,12 +511,19 @@ def main():
         "commit": subprocess.run(["git", "-C", str(ROOT), "describe", "--always", "--dirty"],
                                  capture_output=True, text=True).stdout.strip() or "?",
     }
+    if use_redis:
+        machine["redis"] = subprocess.run(["redis-server", "--version"], capture_output=True,
+                                          text=True).stdout.strip()
     log(f"machine: {machine}")
     log(f"output: {out}")
 
     servers = Servers()
-    global MOCK_PIDS
+    global MOCK_PIDS, REDIS_PIDS
     started_at = time.monotonic()
+    results = []
+    offset = {w: 0 for w in WORKLOADS + ["blocked_reject"]}
+    sent_to_guard = {}
+    redis_meta = None
     try:
         mock = servers.start("mock nginx", ["nginx", "-e", str(out / "mock-error.log"), "-p",
                                             str(out), "-c", str(out / "mock.conf")],
@@ -320,37 +539,72 @@ def main():
         if len(nginx_workers) != 1:
             sys.exit(f"bench: expected one nginx proxy worker, found {nginx_workers}")
         nginx_pids = [proxy.pid] + nginx_workers
+        if use_redis:
+            (out / "redis").mkdir(exist_ok=True)
+            redis = servers.start("redis-server", [
+                "redis-server", "--bind", "127.0.0.1", "--port", str(redis_port),
+                "--save", "", "--appendonly", "no", "--daemonize", "no",
+                "--dir", str(out / "redis"), "--logfile", str(out / "redis.log"),
+                "--pidfile", str(out / "redis" / "redis.pid")],
+                CLIENT_CPU, redis_port)
+            REDIS_PIDS = [redis.pid]
+            redis_meta = {"port": redis_port, "cpu": CLIENT_CPU, "version": machine["redis"],
+                          "url": redis_url, "probe": None}
+            log(f"redis-server on 127.0.0.1:{redis_port} (pid {redis.pid}, CPU {CLIENT_CPU})")
 
-        def start_guard(info):
+        def start_guard(t):
             env = dict(os.environ)
             env.pop("SMSGUARD_LOG", None)
+            env[ADMIN_TOKEN_ENV] = token
             # listen.workers is in the policy; the env makes sure of one worker
             # thread whatever version of `serve` reads it.
             env["TOKIO_WORKER_THREADS"] = "1"
-            if info:
+            port = {"guard": GUARD_PORT, "guard+info": GUARD_INFO_PORT,
+                    "guard+redis": GUARD_REDIS_PORT}[t]
+            if t == "guard+info":
                 env["SMSGUARD_LOG"] = "info"
-                conf, port, err = info_conf, GUARD_INFO_PORT, subprocess.DEVNULL
+                err = subprocess.DEVNULL
             else:
-                conf, port = guard_conf, GUARD_PORT
-                err = open(out / "guard-stderr.log", "a")
-            return servers.start("smsguard" + (" (info)" if info else ""),
-                                 [a.smsguard, "serve", "--config", str(conf)],
-                                 PROXY_CPU, port, env=env, stderr=err)
+                err = open(out / ("guard-stderr.log" if t == "guard" else "guard-redis-stderr.log"), "a")
+            p = servers.start("smsguard" + t[5:], [a.smsguard, "serve", "--config", str(confs[t])],
+                              PROXY_CPU, port, env=env, stderr=err)
+            if t in ADMIN_PORTS:
+                wait_port(ADMIN_PORTS[t], p, f"smsguard{t[5:]} admin")
+            return p
 
-        results = []
-        offset = {w: 0 for w in WORKLOADS}
-        sent_to_guard = {}
+        def set_block(t, block):
+            status, body = admin(ADMIN_PORTS[t], token, "POST", "/api/blocks", block)
+            if status != 201:
+                sys.exit(f"bench: POST /api/blocks {block} on {t}: {status} {body}")
+
+        def snap(t):
+            if t not in ADMIN_PORTS:
+                return None
+            return snapshot(ADMIN_PORTS[t], token, redis_port if t == "guard+redis" else None)
 
         for w in workloads:
-            guard = start_guard(False)
+            redis_here = use_redis and w in REDIS_WORKLOADS
+            if redis_here:
+                # Both guards start afresh for each workload: so does Redis.
+                redis_cli(redis_port, "FLUSHALL")
+            guards = {"guard": start_guard("guard")}
             targets = {"direct": (MOCK_PORT, None), "nginx": (PROXY_PORT, nginx_pids),
-                       "guard": (GUARD_PORT, [guard.pid])}
-            info = None
+                       "guard": (GUARD_PORT, [guards["guard"].pid])}
             if w == "allowed" and not a.no_info:
-                info = start_guard(True)
-                targets["guard+info"] = (GUARD_INFO_PORT, [info.pid])
-            rss_idle = {"guard": status_kb(guard.pid, "VmRSS:"),
+                guards["guard+info"] = start_guard("guard+info")
+                targets["guard+info"] = (GUARD_INFO_PORT, [guards["guard+info"].pid])
+            if redis_here:
+                guards["guard+redis"] = start_guard("guard+redis")
+                targets["guard+redis"] = (GUARD_REDIS_PORT, [guards["guard+redis"].pid])
+            if w == "blocked":
+                for t in guards:
+                    if t in ADMIN_PORTS:
+                        set_block(t, BLOCK)
+                time.sleep(1.5)  # past one mirror of the shared blocks (store.near_cache 1s)
+            rss_idle = {"guard": status_kb(guards["guard"].pid, "VmRSS:"),
                         "nginx": status_kb(nginx_workers[0], "VmRSS:")}
+            if "guard+redis" in guards:
+                rss_idle["guard+redis"] = status_kb(guards["guard+redis"].pid, "VmRSS:")
             sent_to_guard[w] = {t: 0 for t in targets if t.startswith("guard")}
             log(f"workload {w}: warm-up (1 s per target)")
             for t, (port, _) in targets.items():
@@ -363,11 +617,14 @@ def main():
                 order = names[rnd % len(names):] + names[:rnd % len(names)]
                 for t in order:
                     port, pids = targets[t]
-                    kinds = [("closed", None)] + [(f"{r}/s", r) for r in rates]
-                    if t == "guard+info":
-                        kinds = kinds[:1]  # closed loop only: the cost of logging
+                    kinds = [("closed", None)]
+                    if w in LOADGEN_WORKLOADS:
+                        kinds += [(f"{r}/s", r) for r in rates]
+                    if t == "guard+info" or (t == "guard+redis" and not a.redis_fixed):
+                        kinds = kinds[:1]  # closed loop only
                     for kind, rate in kinds:
                         idle, idle_frac, waited = wait_idle(a.idle, a.idle_timeout)
+                        before = snap(t)
                         if rate is None:
                             res = measure(kind, lambda: run_wrk(port, w, offset[w], a.closed), pids)
                             n = res["requests"]
@@ -375,6 +632,8 @@ def main():
                             res = measure(kind, lambda: run_loadgen(a.loadgen, port, w, offset[w],
                                                                     rate, a.fixed), pids)
                             n = res["scheduled"]
+                        if before is not None:
+                            res["counts"] = counts_delta(before, snap(t))
                         offset[w] += n + 1000
                         if t in sent_to_guard[w]:
                             sent_to_guard[w][t] += n
@@ -391,23 +650,52 @@ def main():
                         done = res.get("requests", res.get("completed"))
                         rate_s = res.get("rps") or res.get("achieved_rate")
                         cpu = res["proxy_cpu_s"]
-                        log(f"{w:8} r{rnd + 1} {t:10} {kind:8} {fmt(rate_s, 0):>9} req/s"
+                        extra = ""
+                        c = res.get("counts", {})
+                        if "redis" in c and c["guard"].get("judged"):
+                            j = c["guard"]["judged"]
+                            extra = (f"  redis: {c['guard'].get('redis_round_trips', 0) / j:.3f} rt/send, "
+                                     f"{c['redis']['total_commands_processed'] / j:.1f} cmd/send")
+                        log(f"{w:8} r{rnd + 1} {t:11} {kind:8} {fmt(rate_s, 0):>9} req/s"
                             + (f"  proxy cpu {1e6 * cpu / max(done, 1):6.1f} us/req" if cpu is not None else "")
                             + (f"  p50 {res['service_us']['p50']:.0f} us p99 {res['service_us']['p99']:.0f} us"
                                if rate else "")
+                            + extra
                             + ("" if idle else f"  (machine not idle: {idle_frac:.0%} idle)"))
+            if w == "blocked" and "guard+redis" in guards:
+                # Judging a blocked send vs sharing its shadow fake: the same
+                # sends into a rejecting block make no fake.
+                set_block("guard+redis", BLOCK_REJECT)
+                time.sleep(1.5)
+                port, pids = targets["guard+redis"]
+                run_wrk(port, "blocked_reject", offset["blocked_reject"], 1)  # warm-up
+                offset["blocked_reject"] += 100000
+                idle, idle_frac, _ = wait_idle(a.idle, a.idle_timeout)
+                before = snap("guard+redis")
+                res = measure("closed", lambda: run_wrk(port, "blocked_reject",
+                                                        offset["blocked_reject"], a.closed), pids)
+                res["counts"] = counts_delta(before, snap("guard+redis"))
+                res.update(workload="blocked_reject", target="guard+redis", kind="probe",
+                           idle_before=idle, idle_fraction=round(idle_frac, 3))
+                raw.write(json.dumps(res) + "\n")
+                raw.flush()
+                redis_meta["probe"] = res
+                c = res["counts"]
+                j = max(c["guard"].get("judged", 0), 1)
+                log(f"blocked_reject probe on guard+redis: {fmt(res['rps'], 0)} req/s, "
+                    f"{res['non_2xx']} non-2xx (rejected), "
+                    f"{c['guard'].get('redis_round_trips', 0) / j:.4f} redis round trips/send")
             # Idle RSS at the start, and after everything of this workload.
-            results.append({"workload": w, "target": "guard", "kind": "rss_start",
-                            "rss_kb": rss_idle["guard"]})
-            results.append({"workload": w, "target": "nginx", "kind": "rss_start",
-                            "rss_kb": rss_idle["nginx"]})
-            servers.stop(guard)
-            if info is not None:
-                servers.stop(info)
+            for t, kb in rss_idle.items():
+                results.append({"workload": w, "target": t, "kind": "rss_start", "rss_kb": kb})
+            for p in guards.values():
+                servers.stop(p)
+        if use_redis:
+            redis_meta["used_memory_end"] = redis_info(redis_port).get("used_memory")
     finally:
         servers.stop_all()
     elapsed = time.monotonic() - started_at
-    summary = summarize(results, machine, a, rates, workloads, sent_to_guard, elapsed)
+    summary = summarize(results, machine, a, rates, workloads, sent_to_guard, elapsed, redis_meta)
     (out / "results.json").write_text(json.dumps(summary, indent=1))
     md = render(summary)
     (out / "results.md").write_text(md)
@@ -415,10 +703,63 @@ def main():
     log(f"wrote {out}/results.md, results.json, raw.jsonl ({elapsed:.0f} s)")
 
 
+ADMIN_PORTS = {"guard": GUARD_ADMIN_PORT, "guard+redis": GUARD_REDIS_ADMIN_PORT}
+
+
 MOCK_PIDS = []
+REDIS_PIDS = []  # the redis-server of guard+redis, on CPU 0 (empty: not started)
 
 
-def summarize(results, machine, a, rates, workloads, sent_to_guard, elapsed):
+def redis_work(runs):
+    """Redis work per judged send over some guard+redis measurements (their
+    `counts`, summed): judged sends from the guard's smsguard_sends_total;
+    calls and round trips from its smsguard_redis_total; commands from
+    redis-server's INFO (all of them, and the scripts run: EVALSHA)."""
+    runs = [r for r in runs if "counts" in r and "redis" in r["counts"]]
+    if not runs:
+        return None
+    g = lambda k: sum(r["counts"]["guard"].get(k, 0) for r in runs)  # noqa: E731
+    judged = g("judged")
+    cmds = {}
+    for r in runs:
+        for k, v in r["counts"]["redis"]["commands"].items():
+            cmds[k] = cmds.get(k, 0) + v
+    total = sum(r["counts"]["redis"]["total_commands_processed"] for r in runs)
+    usec = {}
+    for r in runs:
+        for k, v in r["counts"]["redis"].get("usec", {}).items():
+            usec[k] = usec.get(k, 0) + v
+    scripts = sum(v for k, v in cmds.items() if k in ("evalsha", "eval", "evalsha_ro", "eval_ro", "fcall"))
+    by_stage = {}
+    for r in runs:
+        for k, v in r["counts"]["guard"].get("by_stage", {}).items():
+            by_stage[k] = by_stage.get(k, 0) + v
+    per = (lambda n: n / judged) if judged else (lambda n: None)
+    return {
+        "measurements": len(runs),
+        "requests": sum(r.get("requests", r.get("completed", 0)) for r in runs),
+        "judged": judged,
+        "by_stage": by_stage,
+        "store_shared": g("store_shared"),
+        "store_fallback": g("store_fallback"),
+        "calls": g("redis_calls"),
+        "round_trips": g("redis_round_trips"),
+        "errors": g("redis_errors") + g("redis_timeouts") + g("redis_fast_failures"),
+        "script_loads": g("redis_script_loads"),
+        "commands_total": total,
+        "scripts_run": scripts,
+        "commands": dict(sorted(cmds.items(), key=lambda kv: -kv[1])),
+        "per_send": {"round_trips": per(g("redis_round_trips")), "calls": per(g("redis_calls")),
+                     "commands": per(total), "scripts": per(scripts),
+                     "set": per(cmds.get("set", 0)),
+                     # commandstats times a script's EVALSHA including the
+                     # commands it runs (those are timed again on their own)
+                     "script_usec": per(sum(usec.get(k, 0) for k in ("evalsha", "eval", "evalsha_ro", "eval_ro")))},
+        "seconds": sum(r["wall_s"] for r in runs),
+    }
+
+
+def summarize(results, machine, a, rates, workloads, sent_to_guard, elapsed, redis_meta=None):
     def sel(w, t, kind):
         return [r for r in results if r["workload"] == w and r["target"] == t and r["kind"] == kind]
 
@@ -433,7 +774,7 @@ def summarize(results, machine, a, rates, workloads, sent_to_guard, elapsed):
     for w in workloads:
         ws = {}
         targets = sorted({r["target"] for r in results if r["workload"] == w and "idle_before" in r},
-                         key=["direct", "nginx", "guard", "guard+info"].index)
+                         key=TARGETS.index)
         for t in targets:
             c = sel(w, t, "closed")
             ts = {"closed": {
@@ -443,7 +784,12 @@ def summarize(results, machine, a, rates, workloads, sent_to_guard, elapsed):
                 if c and c[0]["proxy_cpu_s"] is not None else None,
                 "proxy_cpu_busy": med([r["proxy_cpu_s"] / r["wall_s"] for r in c])
                 if c and c[0]["proxy_cpu_s"] is not None else None,
-                "client_side_cpu_busy": med([(r["mock_cpu_s"] + r["client_cpu_s"]) / r["wall_s"] for r in c]),
+                "client_side_cpu_busy": med([(r["mock_cpu_s"] + r["client_cpu_s"] + r.get("redis_cpu_s", 0))
+                                             / r["wall_s"] for r in c]),
+                "redis_cpu_us_per_req": med([1e6 * r["redis_cpu_s"] / max(r["requests"], 1) for r in c])
+                if t == "guard+redis" and c else None,
+                "redis_cpu_busy": med([r["redis_cpu_s"] / r["wall_s"] for r in c])
+                if t == "guard+redis" and c else None,
                 "non_2xx": sum(r["non_2xx"] for r in c),
                 "socket_errors": sum(r["socket_errors"] for r in c),
                 "requests": sum(r["requests"] for r in c),
@@ -470,6 +816,8 @@ def summarize(results, machine, a, rates, workloads, sent_to_guard, elapsed):
                     "late_over_1ms": sum(r["late_over_1ms"] for r in f),
                     "cpu_us_per_req": med([1e6 * r["proxy_cpu_s"] / max(r["completed"], 1) for r in f])
                     if f[0]["proxy_cpu_s"] is not None else None,
+                    "redis_cpu_us_per_req": med([1e6 * r["redis_cpu_s"] / max(r["completed"], 1) for r in f])
+                    if t == "guard+redis" else None,
                     "errors": sum(r["errors"] + r["other_status"] for r in f),
                     "completed": sum(r["completed"] for r in f),
                     "from_mock": sum(r["from_mock"] for r in f),
@@ -498,8 +846,34 @@ def summarize(results, machine, a, rates, workloads, sent_to_guard, elapsed):
                     for t, v in (("nginx", n), ("guard", g)):
                         ratios[f"added p50 {key} {t}"] = v[key]["p50_us"] - d[key]["p50_us"]
                         ratios[f"added p99 {key} {t}"] = v[key]["p99_us"] - d[key]["p99_us"]
+            gr = ws.get("guard+redis")
+            if gr:
+                rr = {r["round"]: r["rps"] for r in sel(w, "guard+redis", "closed")}
+                ratios["redis/guard"] = gr["closed"]["rps"] / g["closed"]["rps"]
+                ratios["redis/nginx"] = gr["closed"]["rps"] / n["closed"]["rps"]
+                ratios["redis/guard per round"] = [round(rr[k] / per_round["guard"][k], 3)
+                                                   for k in sorted(rr) if k in per_round["guard"]]
+                ratios["redis/nginx per round"] = [round(rr[k] / per_round["nginx"][k], 3)
+                                                   for k in sorted(rr) if k in per_round["nginx"]]
+                for rate in rates:
+                    key = f"{rate}/s"
+                    if key in d and key in gr:
+                        ratios[f"added p50 {key} guard+redis"] = gr[key]["p50_us"] - d[key]["p50_us"]
+                        ratios[f"added p99 {key} guard+redis"] = gr[key]["p99_us"] - d[key]["p99_us"]
             ws["ratios"] = ratios
+        if "guard+redis" in ws:
+            ws["redis_work"] = {
+                "closed": redis_work(sel(w, "guard+redis", "closed")),
+                "all": redis_work([r for r in results if r["workload"] == w
+                                   and r["target"] == "guard+redis" and "idle_before" in r]),
+            }
         s["workloads"][w] = ws
+    if redis_meta:
+        probe = redis_meta.pop("probe", None)
+        s["redis"] = dict(redis_meta)
+        if probe:
+            s["redis"]["probe_reject"] = {"rps": probe["rps"], "non_2xx": probe["non_2xx"],
+                                          "work": redis_work([probe])}
     return s
 
 
@@ -517,7 +891,13 @@ def render(s):
              f"{m['wrk'].split(' Copyright')[0]}; smsguard at {m.get('commit', '?')}.")
     L.append(f"Rounds: {s['rounds']} (medians below); closed loop: wrk -t1 -c32, {s['closed_seconds']} s; "
              f"fixed rate: loadgen, 32 connections, {s['fixed_seconds']} s at {', '.join(str(r) for r in s['rates'])} req/s. "
-             f"Proxy alone on CPU 1; wrk/loadgen and the mock (nginx `return`) on CPU 0. Run took {s['elapsed_s']} s.")
+             f"Proxy alone on CPU 1; wrk/loadgen and the mock (nginx `return`) on CPU 0"
+             + (f", and the Redis of guard+redis ({s['redis']['version'].split(' sha=')[0]}, 127.0.0.1:{s['redis']['port']}): "
+                "it shares the generator's core" if s.get("redis") else "")
+             + f". Run took {s['elapsed_s']} s.")
+    if s.get("redis"):
+        L.append("guard+redis is smsguard with the policy of guard plus `[store] redis = ...` "
+                 "(bench/smsguard.toml, generated at run time); see the Redis store section of the report.")
     L.append("Latency is the loadgen's service time (request written -> answer read), median over rounds; "
              "'saturated': the target fell behind the fixed rate (achieved < 98%, or > 5% of requests sent > 1 ms late because all 32 connections were busy).")
     L.append(f"Machine not idle before {s['not_idle_before']} of {s['measurements']} measurements; "
@@ -525,6 +905,7 @@ def render(s):
              f"max {100 * s['other_cpu_share_max']:.0f}% of one CPU.\n")
     names = {"allowed": "allowed sends (distinct US numbers, full policy, forwarded)",
              "shadowed": "shadowed sends (+99899394…, geo block, answered by the guard)",
+             "blocked": "blocked sends (+16462001…, US, under an admin block on prefix:8=+16462001, answered by the guard)",
              "get": "GET Message (not a send, streamed through)"}
     for w, ws in s["workloads"].items():
         L.append(f"### {names.get(w, w)}\n")
@@ -539,7 +920,7 @@ def render(s):
         L.append(head)
         L.append(sep)
         for t, ts in ws.items():
-            if t == "ratios":
+            if t not in TARGETS:
                 continue
             c = ts["closed"]
             busy = "-" if c["proxy_cpu_busy"] is None else f"{100 * c['proxy_cpu_busy']:.0f}%"
@@ -558,16 +939,20 @@ def render(s):
         if r:
             L.append("")
             L.append(f"Throughput: guard/direct **{r['guard/direct']:.2f}**, nginx/direct {r['nginx/direct']:.2f}, "
-                     f"guard/nginx **{r['guard/nginx']:.2f}** (per round: {', '.join(f'{x:.2f}' for x in r['guard/nginx per round'])}).")
+                     f"guard/nginx **{r['guard/nginx']:.2f}** (per round: {', '.join(f'{x:.2f}' for x in r['guard/nginx per round'])})"
+                     + (f"; guard+redis/guard **{r['redis/guard']:.2f}** (per round: "
+                        f"{', '.join(f'{x:.2f}' for x in r['redis/guard per round'])}), "
+                        f"guard+redis/nginx {r['redis/nginx']:.2f}" if "redis/guard" in r else "") + ".")
             added = [f"{k.split()[2]} {k.split()[3]} {v:+.0f} µs" for k, v in r.items()
                      if k.startswith("added p50")]
             added99 = [f"{k.split()[2]} {k.split()[3]} {v:+.0f} µs" for k, v in r.items()
                        if k.startswith("added p99")]
-            L.append(f"Added latency over direct, p50: {', '.join(added)}; p99: {', '.join(added99)}.")
+            if added:
+                L.append(f"Added latency over direct, p50: {', '.join(added)}; p99: {', '.join(added99)}.")
         g = ws.get("guard", {})
         checks = []
         for t, ts in ws.items():
-            if t == "ratios":
+            if t not in TARGETS:
                 continue
             c = ts["closed"]
             fm = [(k, v) for k, v in ts.items() if k.endswith("/s")]

@@ -35,6 +35,126 @@ def criterion(path):
     return out
 
 
+def redis_section(s):
+    """The "Redis store" table: guard+redis (smsguard-redis) against guard
+    (memory store) and nginx, and the Redis work per judged send."""
+    R = s.get("redis")
+    ws_all = {w: ws for w, ws in s["workloads"].items() if "guard+redis" in ws}
+    if not R or not ws_all:
+        return []
+    L = ["### Redis store (smsguard-redis vs smsguard vs nginx)\n"]
+    L.append(f"smsguard-redis (target `guard+redis`) is bench/smsguard.toml plus `[store] redis = \"{R['url']}\"`, "
+             "generated at run time (other store settings at their defaults: prefix `smsguard:`, timeout 50 ms, "
+             "near_cache 1 s, on_error local); smsguard (`guard`) is the same policy on the memory store. Both have an "
+             "admin listener the harness reads /metrics from between measurements. "
+             f"{R['version'].split(' sha=')[0]} runs with `--save \"\" --appendonly no` on 127.0.0.1:{R['port']}, "
+             f"**pinned to CPU {R['cpu']}: Redis shares the load generator's (and the mock's) core**; the proxy keeps "
+             "CPU 1 alone. Redis is emptied (FLUSHALL) before each workload, when both guards start afresh; the "
+             "workloads never repeat a number, so neither variant trips a limit (bench/smsguard.toml's number, "
+             "prefix and IP limits are never reached; global, adaptive and budget floors are raised) and both judge "
+             "every send through every stage. Ratios are of medians over the rounds of this run.\n")
+    rate0 = f"{s['rates'][0]}/s" if s.get("rates") else None
+    names = {"nginx": "nginx", "guard": "smsguard", "guard+redis": "smsguard-redis"}
+    L.append(f"| workload | target | req/s (c=32) | ÷ nginx | ÷ smsguard | proxy CPU µs/req (c=32) | "
+             f"proxy CPU µs/req at {rate0 or '-'} | Redis CPU µs/req (c=32) | proxy CPU 1 busy | CPU 0 busy (generator, mock, Redis) |")
+    L.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for w, ws in ws_all.items():
+        n, g = ws.get("nginx"), ws.get("guard")
+        for t in ("nginx", "guard", "guard+redis"):
+            ts = ws.get(t)
+            if not ts:
+                continue
+            c = ts["closed"]
+            rn = c["rps"] / n["closed"]["rps"] if n and t != "nginx" else None
+            rg = c["rps"] / g["closed"]["rps"] if g and t == "guard+redis" else None
+            f0 = ts.get(rate0) if rate0 else None
+            at0 = "-"
+            if f0 and f0["cpu_us_per_req"] is not None:
+                at0 = f"{f0['cpu_us_per_req']:.1f}" + (" (saturated)" if saturated(f0, s["rates"][0]) else "")
+            pb = "-" if c["proxy_cpu_busy"] is None else f"{100 * c['proxy_cpu_busy']:.0f}%"
+            cb = "-" if c["client_side_cpu_busy"] is None else f"{100 * c['client_side_cpu_busy']:.0f}%"
+            rc = c.get("redis_cpu_us_per_req")
+            bold = "**" if t == "guard+redis" else ""
+            L.append(f"| {w} | {names[t]} | {bold}{c['rps']:,.0f}{bold} | {'-' if rn is None else f'{rn:.2f}'} | "
+                     f"{'-' if rg is None else f'{bold}{rg:.2f}{bold}'} | {c['cpu_us_per_req']:.1f} | {at0} | "
+                     f"{'-' if rc is None else f'{rc:.1f}'} | {pb} | {cb} |")
+    per_round = []
+    for w, ws in ws_all.items():
+        r = ws.get("ratios", {})
+        if "redis/guard per round" in r:
+            per_round.append(f"{w} {', '.join(f'{x:.2f}' for x in r['redis/guard per round'])}")
+    if per_round:
+        L.append("")
+        L.append("smsguard-redis ÷ smsguard per round: " + "; ".join(per_round) + ". "
+                 "When CPU 0 is near 100% busy for smsguard-redis, its closed-loop rate is bounded by that core "
+                 "(Redis with the generator), not by the proxy: read it as a lower bound, and compare the proxy's own "
+                 "CPU per request at the fixed rate.\n")
+
+    L.append("Redis work per judged send (smsguard-redis, closed-loop runs summed over the rounds): judged sends from "
+             "the guard's `smsguard_sends_total`; round trips and calls from its `smsguard_redis_total` (a pipeline "
+             "is one round trip); commands from redis-server's `INFO` (`total_commands_processed`, which counts the "
+             "commands run inside scripts too, and `commandstats`), our own INFO calls taken out. Background work "
+             "(e.g. mirroring the shared blocks every near_cache) is included: it is what a replica costs Redis.\n")
+    L.append("| case | judged sends | stopped by (stage: sends) | Redis round trips / send | link calls / send | "
+             "scripts (EVALSHA) / send | Redis commands / send, all | Redis µs in scripts / send | commands / send (≥ 0.005) | judged on Redis / fallback |")
+    L.append("|---|---:|---|---:|---:|---:|---:|---:|---|---|")
+    cases = []
+    if "allowed" in ws_all:
+        cases.append(("(a) new numbers (allowed: every send to a number never seen)", ws_all["allowed"]["redis_work"]["closed"]))
+    if "blocked" in ws_all:
+        cases.append(("(b) already-blocked key (prefix:8 block set by the admin API, action shadow)",
+                      ws_all["blocked"]["redis_work"]["closed"]))
+    pr = R.get("probe_reject")
+    if pr and pr.get("work"):
+        cases.append(("(b′) already-blocked key, block action reject (one probe run, no fake made)", pr["work"]))
+    if "shadowed" in ws_all:
+        cases.append(("geo-blocked (+99899394…, UZ: stopped before the store)", ws_all["shadowed"]["redis_work"]["closed"]))
+    for label, wk in cases:
+        if not wk or not wk["judged"]:
+            L.append(f"| {label} | 0 | - | - | - | - | - | - | - | - |")
+            continue
+        ps = wk["per_send"]
+        su = "-" if ps.get("script_usec") is None else f"{ps['script_usec']:.1f}"
+        stages = ", ".join(f"{'none (allowed)' if k == 'none' else k}: {v:,}"
+                           for k, v in sorted(wk["by_stage"].items(), key=lambda kv: -kv[1]))
+        top = ", ".join(f"{k.upper()} {v / wk['judged']:.2f}" for k, v in wk["commands"].items()
+                        if v / wk["judged"] >= 0.005)
+        L.append(f"| {label} | {wk['judged']:,} | {stages} | **{ps['round_trips']:.4f}** | {ps['calls']:.4f} | "
+                 f"{ps['scripts']:.2f} | {ps['commands']:.1f} | "
+                 f"{su} | {top or '-'} | "
+                 f"{wk['store_shared']:,} / {wk['store_fallback']:,}"
+                 + (f"; {wk['errors']:,} link errors" if wk["errors"] else "") + " |")
+    notes = []
+    a = ws_all.get("allowed", {}).get("redis_work", {}).get("closed")
+    if a and a["judged"]:
+        x = a["commands"].get("xadd", 0) / a["judged"]
+        notes.append(f"(a): {a['per_send']['round_trips']:.3f} round trips per send (expected ~1: one pipeline "
+                     f"of {a['per_send']['scripts']:.1f} scripts, backoff, each limit counter and each budget window)"
+                     + (f", of which ~{a['per_send']['round_trips'] - 1:.3f} are the batched XADDs ({x:.2f} per send) "
+                        "of the fleet log of forwarded sends (src/store/fleet.rs, off the request path)" if x else "")
+                     + (f"; Redis spends {a['per_send']['script_usec']:.0f} µs per send executing the scripts "
+                        f"(commandstats) and {ws_all['allowed']['guard+redis']['closed']['redis_cpu_us_per_req']:.0f} µs "
+                        "of CPU in all (/proc, with its network I/O)" if a["per_send"].get("script_usec") else ""))
+    b = ws_all.get("blocked", {}).get("redis_work", {}).get("closed")
+    if b and b["judged"]:
+        notes.append(f"(b): {b['per_send']['round_trips']:.3f} round trips per send, of which "
+                     f"{b['per_send']['set']:.3f} per send are scripts writing (SET) the send's shadow fake to Redis "
+                     "so other replicas answer a GET of its sid (src/shadow.rs, written in the background, off the "
+                     "request path); judging the send reads the block from the local mirror")
+    if pr and pr.get("work") and pr["work"]["judged"]:
+        w2 = pr["work"]
+        notes.append(f"(b′): {w2['per_send']['round_trips']:.4f} round trips per send "
+                     f"({w2['round_trips']:,} in {w2['seconds']:.1f} s over {w2['judged']:,} rejected sends at "
+                     f"{pr['rps']:,.0f} req/s: the block mirror only), i.e. judging a send to a blocked key costs no "
+                     "round trip")
+    if R.get("used_memory_end"):
+        notes.append(f"Redis used_memory at the end: {R['used_memory_end'] / 2**20:.1f} MB")
+    if notes:
+        L.append("")
+        L.append("; ".join(notes) + ".\n")
+    return L
+
+
 def verdict(ok):
     return "met" if ok else "**missed**"
 
@@ -48,6 +168,7 @@ def main():
         mem = [json.loads(l) for l in (run / "memory.jsonl").read_text().splitlines() if l.startswith("{")]
 
     L = [render(s)]
+    L += redis_section(s)
     if crit:
         L.append("### Micro-benchmarks (criterion, `cargo bench --bench decide`)\n")
         idle = run / "criterion-idle.txt"

@@ -8,7 +8,7 @@
 //! reaches Twilio. A decision becomes an HTTP response only in [`act`].
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -98,6 +98,8 @@ pub struct App {
     pub shared: Option<Arc<crate::store::shared::SharedStore>>,
     /// What this replica tells the others (and learns from them).
     pub fleet: Option<Arc<Fleet>>,
+    /// The fleet's safe-list edits applied here: (prefix?, value, add?).
+    fleet_safe: Mutex<Vec<(bool, String, bool)>>,
 }
 
 impl App {
@@ -138,6 +140,7 @@ impl App {
             listener: Arc::default(),
             shared: None,
             fleet: None,
+            fleet_safe: Mutex::default(),
         })
     }
 
@@ -238,6 +241,15 @@ impl App {
             }
         }
         self.replace_policy(Arc::new(config));
+        // With a shared store, the fleet's safe-list edits outlive reloads.
+        let edits = self
+            .fleet_safe
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        for (prefix, value, add) in edits {
+            let _ = self.edit_safe_only(prefix, &value, add);
+        }
         tracing::info!(file = %path.display(), "policy reloaded");
         Ok(())
     }
@@ -273,8 +285,19 @@ impl App {
     }
 
     /// Adds a number or prefix to the safe list of the running policy, or
-    /// takes it off; whether that changed it.
+    /// takes it off; whether that changed it. With a shared store the edit
+    /// is the fleet's: it is kept and applied again after every reload.
     pub fn edit_safe(&self, prefix: bool, value: &str, add: bool) -> Result<bool, String> {
+        let changed = self.edit_safe_only(prefix, value, add)?;
+        if self.fleet.is_some() {
+            let mut edits = self.fleet_safe.lock().unwrap_or_else(|p| p.into_inner());
+            edits.retain(|(p, v, _)| !(*p == prefix && v == value));
+            edits.push((prefix, value.to_string(), add));
+        }
+        Ok(changed)
+    }
+
+    fn edit_safe_only(&self, prefix: bool, value: &str, add: bool) -> Result<bool, String> {
         let mut config = (**self.policy().config()).clone();
         let before = (
             config.numbers.safe.clone(),

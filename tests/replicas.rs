@@ -706,6 +706,10 @@ client_ip = ["5/1h"]
     b.send("+16465550000").await;
     b.send("+16465550002").await;
     assert_eq!(sends(&fake), before + 2, "still safe after b's restart");
+    let (s, body) = b.admin(Method::POST, "/api/reload", "").await;
+    assert!(s.is_success(), "{s} {body}");
+    b.send("+16465550000").await;
+    assert_eq!(sends(&fake), before + 3, "and after a reload of b's file");
 
     // Distinct numbers per end-user address: 5 an hour across the fleet.
     // Each replica sees only half the sends itself.

@@ -6,6 +6,11 @@
 --                    request (same scheme as benches/common/mod.rs: 256,000
 --                    prefix:8 values in turn, 8 requests per client IP)
 --           shadowed POST Messages.json to the +99899394 block (UZ: geo)
+--           blocked  POST Messages.json to the 1,000 numbers +16462001000..999
+--                    (US, valid), which the harness puts under an admin
+--                    block on prefix:8=+16462001 (action: the default, shadow)
+--           blocked_reject  the same into +16462002000..999, under a block
+--                    with action reject (no shadow fake to remember)
 --           get      GET of one Message (not a send: streamed through)
 -- OFFSET: first request number, so that runs never reuse a number. Use one
 -- wrk thread (-t1): a second thread would start at the same OFFSET.
@@ -31,7 +36,8 @@ local get_request
 function init(args)
   workload = args[1] or "allowed"
   n = tonumber(args[2] or "0")
-  if workload ~= "allowed" and workload ~= "shadowed" and workload ~= "get" then
+  if workload ~= "allowed" and workload ~= "shadowed" and workload ~= "get"
+     and workload ~= "blocked" and workload ~= "blocked_reject" then
     error("unknown workload " .. workload)
   end
   get_request = wrk.format("GET", get_path,
@@ -51,6 +57,10 @@ function request()
     to = fmt("%d%d%d%03d", areas[p % K + 1], 200 + rest % 800, floor(rest / 800),
              floor(i / P) % 1000)
     to = "1" .. to
+  elseif workload == "blocked" then
+    to = fmt("16462001%03d", i % 1000)
+  elseif workload == "blocked_reject" then
+    to = fmt("16462002%03d", i % 1000)
   else
     to = fmt("99899394%04d", i % 10000)
   end
