@@ -189,7 +189,18 @@ struct Inner {
     last_ok: AtomicU64,
     /// What every key starts with (`store.prefix`).
     prefix: String,
+    /// Calls waiting to go out together (see [`RedisLink::eval_batched`]).
+    batch: std::sync::OnceLock<tokio::sync::mpsc::Sender<Batched>>,
 }
+
+/// A call waiting for its batch, and where its answer goes.
+type Batched = (
+    Call<'static>,
+    tokio::sync::oneshot::Sender<Result<Value, LinkError>>,
+);
+
+/// Most calls sent in one batched pipeline.
+const BATCH: usize = 256;
 
 /// A connection to Redis with a health state. Cheap to clone.
 #[derive(Clone)]
@@ -301,6 +312,7 @@ impl RedisLink {
             born: Instant::now(),
             last_ok: AtomicU64::new(0),
             prefix: store.prefix.clone(),
+            batch: std::sync::OnceLock::new(),
         });
         match inner.open().await {
             Ok(backend) => {
@@ -473,6 +485,60 @@ impl RedisLink {
             .into_iter()
             .map(|a| a.map_err(|e| inner.classify(e)))
             .collect())
+    }
+
+    /// Runs `call` together with the other calls made meanwhile: one
+    /// pipeline for up to 256 calls, so a flood of small independent writes
+    /// (fakes of shadowed sends) costs a round trip per batch, not per call.
+    /// Each call still gets its own answer, within `store.timeout` of its
+    /// batch leaving.
+    pub async fn eval_batched(&self, call: Call<'static>) -> Result<Value, LinkError> {
+        let tx = self.inner.batch.get_or_init(|| {
+            let (tx, mut rx) = tokio::sync::mpsc::channel::<Batched>(BATCH * 64);
+            let weak = Arc::downgrade(&self.inner);
+            tokio::spawn(async move {
+                let mut calls = Vec::with_capacity(BATCH);
+                let mut answers = Vec::with_capacity(BATCH);
+                while let Some((c, a)) = rx.recv().await {
+                    calls.push(c);
+                    answers.push(a);
+                    while calls.len() < BATCH {
+                        match rx.try_recv() {
+                            Ok((c, a)) => {
+                                calls.push(c);
+                                answers.push(a);
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    let Some(inner) = weak.upgrade() else { return };
+                    let link = RedisLink { inner };
+                    match link.eval_many(&calls).await {
+                        Ok(results) => {
+                            for (a, r) in answers.drain(..).zip(results) {
+                                let _ = a.send(r);
+                            }
+                        }
+                        Err(e) => {
+                            for a in answers.drain(..) {
+                                let _ = a.send(Err(e.clone()));
+                            }
+                        }
+                    }
+                    answers.clear();
+                    calls.clear();
+                }
+            });
+            tx
+        });
+        let (answer, rx) = tokio::sync::oneshot::channel();
+        if tx.try_send((call, answer)).is_err() {
+            return Err(LinkError::Unavailable(
+                "too many batched calls waiting".into(),
+            ));
+        }
+        rx.await
+            .unwrap_or_else(|_| Err(LinkError::Unavailable("batch dropped".into())))
     }
 
     /// Sends `cmds` in one pipeline (on a cluster their keys must share a

@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use ::redis::{Script, Value};
 
-use super::redis::{LinkError, RedisLink};
+use super::redis::{Call, LinkError, RedisLink};
 use super::redis_ops::key;
 
 /// Tables of the shared fakes, beside those of `redis_ops::table`.
@@ -83,7 +83,9 @@ fn kind(v: &Value) -> &'static str {
     }
 }
 
-/// Stores `value` under `k` in `table` for `ttl`. One round trip.
+/// Stores `value` under `k` in `table` for `ttl`, batched with the other
+/// writes made meanwhile (a flood of shadowed sends costs a round trip per
+/// batch, not per fake).
 pub async fn put(
     link: &RedisLink,
     table: &str,
@@ -92,9 +94,20 @@ pub async fn put(
     ttl: Duration,
 ) -> Result<(), LinkError> {
     let ttl = ttl_ms(ttl);
-    link.eval(&PUT, &[key(link, table, k)], &[value, ttl.as_bytes()])
-        .await
-        .map(|_| ())
+    match std::str::from_utf8(value) {
+        Ok(text) => link
+            .eval_batched(Call {
+                script: &PUT,
+                keys: vec![key(link, table, k)],
+                args: vec![text.to_string(), ttl],
+            })
+            .await
+            .map(|_| ()),
+        Err(_) => link
+            .eval(&PUT, &[key(link, table, k)], &[value, ttl.as_bytes()])
+            .await
+            .map(|_| ()),
+    }
 }
 
 /// What is stored under `k` in `table`, and how long it has left. One
@@ -144,13 +157,18 @@ pub async fn put_verification(
     sid: Option<&str>,
     ttl: Duration,
 ) -> Result<bool, LinkError> {
-    let args = [
+    let args = vec![
         stamp.to_string(),
         sid.unwrap_or("").to_string(),
         ttl_ms(ttl),
     ];
+    // Batched with the other writes made meanwhile.
     let v = link
-        .eval(&PUT_STAMPED, &[key(link, table::VERIFICATIONS, k)], &args)
+        .eval_batched(Call {
+            script: &PUT_STAMPED,
+            keys: vec![key(link, table::VERIFICATIONS, k)],
+            args,
+        })
         .await?;
     match v {
         Value::Int(n) => Ok(n == 1),

@@ -14,7 +14,7 @@
 //!
 //! | key                | type   | holds                                             |
 //! |--------------------|--------|---------------------------------------------------|
-//! | `P c:{K}`          | hash   | rate counters: `n` rates; per rate `i` (1-based) its period `p<i>`, newest slot index `t<i>`, and a count per slot index `<i>:<slot>` (the seven newest at most) |
+//! | `P c:{K}`          | string | rate counters: per rate `period,newest slot index,c0,...,c6` (`c0` the newest slot's count), rates joined by `|` |
 //! | `P s:{K}`          | string | spend total (millionths), exact integer           |
 //! | `P b:{K}`          | hash   | a block: `since`, `until`, `rule`, `action`, `offence` |
 //! | `P o:{K}`          | hash   | offences: `count`, `last`                         |
@@ -47,74 +47,85 @@ local function f(x) return string.format('%.0f', x) end
 local function ttl(x) return f(math.min(math.max(x, 1), 1e15)) end
 "#;
 
-/// `hit`: KEYS[1] the counter hash; ARGV[1] now, ARGV[2..] the periods.
-/// The `Slots` of memory.rs, one per rate: slot width ceil(period/6) (at
-/// least 1 ms), the attempt counted in the newest slot (a clock that
-/// stepped back counts there too), the count the sum of the slots within
-/// the last seven slot indexes. A changed number of rates starts afresh,
-/// as in memory; so does a rate whose period changed (see `hit`).
+/// Reads a counter string (`HIT_LUA`'s layout) into `rates`: per rate
+/// {period, newest slot index, count of the newest slot, ... 7 counts};
+/// empty when absent or written for another number of rates.
+const LUA_COUNTERS: &str = r#"
+local function counters(cur, n)
+  local rates = {}
+  if not cur then return rates end
+  local segs = {}
+  for seg in string.gmatch(cur, '[^|]+') do segs[#segs + 1] = seg end
+  if #segs ~= n then return rates end
+  for i, seg in ipairs(segs) do
+    local v = {}
+    for x in string.gmatch(seg, '[^,]+') do v[#v + 1] = tonumber(x) end
+    if #v ~= 9 then return {} end
+    rates[i] = v
+  end
+  return rates
+end
+local function encode(rates)
+  local segs = {}
+  for i, v in ipairs(rates) do
+    local parts = {}
+    for k = 1, 9 do parts[k] = f(v[k]) end
+    segs[i] = table.concat(parts, ',')
+  end
+  return table.concat(segs, '|')
+end
+"#;
+
+/// `hit`: KEYS[1] the counter string; ARGV[1] now, ARGV[2..] the periods.
+/// The `Slots` of the memory store, one per rate: slot width ceil(period/6)
+/// (at least 1 ms), the attempt counted in the newest slot (a clock that
+/// stepped back counts there too), the count the sum of the seven newest
+/// slots. A changed number of rates starts afresh, as in memory; a rate
+/// whose period changed (a reload) carries what still counted under the
+/// old one into its newest slot. One string per key, `p,t,c0,...,c6` per
+/// rate joined by `|` (`c0` the newest slot, index `t`): a GET and a SET
+/// however many rates.
 const HIT_LUA: &str = r#"
 local key = KEYS[1]
 local now = tonumber(ARGV[1])
 local n = #ARGV - 1
-if tonumber(redis.call('HGET', key, 'n')) ~= n then
-  redis.call('DEL', key)
-  redis.call('HSET', key, 'n', f(n))
-end
-local out = {}
-local live = 0
+local rates = counters(redis.call('GET', key), n)
+local out, live = {}, 0
 for i = 1, n do
   local period = tonumber(ARGV[i + 1])
   local w = math.max(math.ceil(period / 6), 1)
   local idx = math.floor(now / w)
-  local pf, tf = 'p' .. i, 't' .. i
-  local got = redis.call('HMGET', key, pf, tf)
-  local p, newest = tonumber(got[1]), tonumber(got[2])
-  local carried = 0
-  if newest ~= nil and p ~= period then
-    -- A new period (a reload): what still counted under the old one counts
-    -- on, as of now, in the newest slot (as the memory store does).
-    local old_idx = math.floor(now / math.max(math.ceil(p / 6), 1))
-    for j = newest - 6, newest do
-      local field = i .. ':' .. f(j)
-      if j >= math.max(old_idx, newest) - 6 then
-        carried = carried + (tonumber(redis.call('HGET', key, field)) or 0)
-      end
-      redis.call('HDEL', key, field)
+  local r = rates[i]
+  local c = {0, 0, 0, 0, 0, 0, 0}
+  local t = idx
+  if r then
+    local p, rt = r[1], r[2]
+    if p ~= period then
+      -- A new period: what still counted under the old one counts on.
+      local age = math.max(math.floor(now / math.max(math.ceil(p / 6), 1)) - rt, 0)
+      local carried = 0
+      for k = 0, 6 - age do carried = carried + r[3 + k] end
+      c[1] = math.min(carried, 4294967295)
+    elseif idx > rt then
+      local shift = idx - rt
+      for k = shift, 6 do c[k + 1] = r[3 + k - shift] end
+    else
+      for k = 0, 6 do c[k + 1] = r[3 + k] end
+      t = rt
     end
-    newest = nil
   end
-  if newest == nil then
-    newest = idx
-    if carried > 0 then
-      redis.call('HSET', key, i .. ':' .. f(idx), f(math.min(carried, 4294967295)))
-    end
-  elseif idx > newest then
-    for j = newest - 6, math.min(newest, idx - 7) do
-      redis.call('HDEL', key, i .. ':' .. f(j))
-    end
-    newest = idx
-  end
-  redis.call('HSET', key, pf, f(period), tf, f(newest))
-  local slot = i .. ':' .. f(newest)
-  local c = tonumber(redis.call('HGET', key, slot)) or 0
-  if c < 4294967295 then redis.call('HSET', key, slot, f(c + 1)) end
-  local fields = {}
-  for j = math.max(idx - 6, newest - 6), newest do
-    fields[#fields + 1] = i .. ':' .. f(j)
-  end
+  if c[1] < 4294967295 then c[1] = c[1] + 1 end
   local sum = 0
-  for _, v in ipairs(redis.call('HMGET', key, unpack(fields))) do
-    sum = sum + (tonumber(v) or 0)
-  end
+  for k = 1, 7 do sum = sum + c[k] end
   out[i] = sum
-  live = math.max(live, (newest + 7) * w)
+  live = math.max(live, (t + 7) * w)
+  rates[i] = {period, t, c[1], c[2], c[3], c[4], c[5], c[6], c[7]}
 end
-redis.call('PEXPIRE', key, ttl(live - now))
+redis.call('SET', key, encode(rates), 'PX', ttl(live - now))
 return out
 "#;
 
-/// `unhit`: KEYS[1] the counter hash; ARGV[1] when the attempt was
+/// `unhit`: KEYS[1] the counter string; ARGV[1] when the attempt was
 /// counted, ARGV[2..] the periods. Takes back one attempt counted by `hit`
 /// at that instant from each rate whose period and slot are still there
 /// (an attempt a later stage showed was never made, say one that backoff
@@ -123,22 +134,22 @@ const UNHIT_LUA: &str = r#"
 local key = KEYS[1]
 local at = tonumber(ARGV[1])
 local n = #ARGV - 1
-if tonumber(redis.call('HGET', key, 'n')) ~= n then return 0 end
+local rates = counters(redis.call('GET', key), n)
+if #rates ~= n then return 0 end
 local done = 0
 for i = 1, n do
   local period = tonumber(ARGV[i + 1])
-  if tonumber(redis.call('HGET', key, 'p' .. i)) == period then
+  local r = rates[i]
+  if r[1] == period then
     local w = math.max(math.ceil(period / 6), 1)
-    local newest = tonumber(redis.call('HGET', key, 't' .. i)) or 0
-    local idx = math.min(math.floor(at / w), newest)
-    local slot = i .. ':' .. f(idx)
-    local c = tonumber(redis.call('HGET', key, slot)) or 0
-    if c > 0 then
-      redis.call('HSET', key, slot, f(c - 1))
+    local k = r[2] - math.min(math.floor(at / w), r[2])
+    if k <= 6 and r[3 + k] > 0 then
+      r[3 + k] = r[3 + k] - 1
       done = done + 1
     end
   end
 end
+if done > 0 then redis.call('SET', key, encode(rates), 'KEEPTTL') end
 return done
 "#;
 
@@ -346,8 +357,9 @@ fn script(parts: &[&str]) -> Script {
     Script::new(&parts.concat())
 }
 
-pub static HIT: LazyLock<Script> = LazyLock::new(|| script(&[LUA_PRELUDE, HIT_LUA]));
-pub static UNHIT: LazyLock<Script> = LazyLock::new(|| script(&[LUA_PRELUDE, UNHIT_LUA]));
+pub static HIT: LazyLock<Script> = LazyLock::new(|| script(&[LUA_PRELUDE, LUA_COUNTERS, HIT_LUA]));
+pub static UNHIT: LazyLock<Script> =
+    LazyLock::new(|| script(&[LUA_PRELUDE, LUA_COUNTERS, UNHIT_LUA]));
 pub static SPEND: LazyLock<Script> = LazyLock::new(|| script(&[LUA_LE, SPEND_LUA]));
 pub static REFUND: LazyLock<Script> = LazyLock::new(|| script(&[LUA_LE, REFUND_LUA]));
 pub static GET: LazyLock<Script> = LazyLock::new(|| Script::new(GET_LUA));
