@@ -1054,8 +1054,9 @@ pub struct Store {
     /// What sends are judged with while Redis is down or slow.
     #[serde(deserialize_with = "de_from_str")]
     pub on_error: StoreOnError,
-    /// Longest a replica may act on shared state it cached (active blocks,
-    /// keys over a limit) before asking Redis again; 0 always asks.
+    /// How often each replica mirrors the shared blocks and reads the
+    /// fleet's log: a block set on another replica is enforced here within
+    /// this (at least 10 ms).
     #[serde(with = "humantime_serde")]
     pub near_cache: Duration,
     /// Put before every Redis key, so several guards (or other programs)

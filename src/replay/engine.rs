@@ -113,6 +113,14 @@ pub fn prepare(config: &mut Config, upstream: &str) -> Vec<String> {
     if config.alerts.take().is_some() {
         notes.push("[alerts] is off: a replay sends no webhooks".into());
     }
+    if config.store.shared() {
+        config.store.redis = None;
+        config.store.redis_cluster = None;
+        notes.push(
+            "[store] redis is off: a replay judges on its own memory and never touches the live shared state"
+                .into(),
+        );
+    }
     notes
 }
 
@@ -794,6 +802,18 @@ fn base64(input: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_replay_never_touches_the_live_shared_store() {
+        let mut c = Config::parse(
+            std::path::Path::new("t.toml"),
+            "[store]\nredis = \"redis://10.0.0.5:6379/0\"\n",
+        )
+        .unwrap();
+        let notes = prepare(&mut c, "http://127.0.0.1:1");
+        assert!(!c.store.shared());
+        assert!(notes.iter().any(|n| n.contains("[store] redis is off")), "{notes:?}");
+    }
 
     #[test]
     fn base64_matches_the_standard() {
