@@ -296,6 +296,17 @@ async fn three_replicas(redis: &str, tag: &str) {
         assert_eq!(status, StatusCode::CREATED, "{}", r.name);
     }
     assert_eq!(sends(&fake), 20, "the limit of 20 is one across replicas");
+    // The 21st tripped the range's block on one replica; all three list it
+    // within the staleness bound.
+    tokio::time::sleep(STALE).await;
+    for r in &fleet {
+        let (_, listed) = r.admin(Method::GET, "/api/blocks", "").await;
+        assert!(
+            listed.contains("prefix:8=+14155550") && listed.contains("limit:range"),
+            "{}: {listed}",
+            r.name
+        );
+    }
 
     // A block set through one replica is enforced by the other two within
     // the staleness bound, and lifted the same way.
