@@ -352,3 +352,39 @@ async fn concurrent_judges_count_limits_and_budgets_once() {
 async fn ops_spent(link: &RedisLink, key: &str) -> u64 {
     smsguard::store::redis_ops::spent(link, key).await.unwrap()
 }
+
+/// Mirroring many blocks (a long attack leaves tens of thousands) takes
+/// longer than a send may wait on Redis; it is off the request path and
+/// must not mark a healthy Redis degraded, and every block is mirrored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mirroring_many_blocks_does_not_degrade_the_link() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let until = T0 * 2;
+    // 50,000 `to` blocks in the shared index, written by Redis itself.
+    let script = format!(
+        "for i = 1, 50000 do local m = 'to=+1415' .. string.format('%07d', i) \
+         redis.call('ZADD', KEYS[1], {until}, m) \
+         redis.call('HSET', KEYS[2], m, '{T0}|{until}|1|shadow|limit:number') end \
+         redis.call('HSET', KEYS[3], 'to', 50000) return 1"
+    );
+    let out = server.cli(&[
+        "EVAL",
+        &script,
+        "3",
+        "smsguard:{blocks}:until",
+        "smsguard:{blocks}:entries",
+        "smsguard:{blocks}:kinds",
+    ]);
+    assert_eq!(out, "1");
+    let store = format!("redis = \"{}\"", server.url());
+    let cfg = config(&format!("[store]\n{store}\ntimeout = \"5ms\"\n")).store;
+    let link = RedisLink::connect(&cfg, |_| {}).await.unwrap();
+    let local = Arc::new(MemoryStore::new(10_000, 100_000));
+    let shared = SharedStore::new(local.clone(), link.clone(), &cfg);
+    let mirrored = shared.sync(T0).await.expect("the mirror is read");
+    assert_eq!(mirrored, 50_000);
+    assert!(link.is_up(), "a long listing does not degrade the link");
+    assert_eq!(smsguard::store::Store::blocks(&*local, T0).len(), 50_000);
+}

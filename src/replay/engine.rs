@@ -812,7 +812,10 @@ mod tests {
         .unwrap();
         let notes = prepare(&mut c, "http://127.0.0.1:1");
         assert!(!c.store.shared());
-        assert!(notes.iter().any(|n| n.contains("[store] redis is off")), "{notes:?}");
+        assert!(
+            notes.iter().any(|n| n.contains("[store] redis is off")),
+            "{notes:?}"
+        );
     }
 
     #[test]

@@ -111,6 +111,8 @@ impl Fleet {
         let (tx, mut rx) = mpsc::channel::<Event>(QUEUE);
         let id = format!("{:016x}", rand::random::<u64>());
         let stats = Arc::new(FleetStats::default());
+        // Off the request path: the log may take longer than a send may wait.
+        let link = link.background();
         let fleet = Arc::new(Fleet {
             link: link.clone(),
             id: id.clone(),

@@ -35,6 +35,9 @@ use crate::config;
 pub const PROBE_FIRST: Duration = Duration::from_millis(250);
 /// Longest wait between probes while degraded.
 pub const PROBE_MAX: Duration = Duration::from_secs(5);
+/// Longest wait for a call off the request path (see
+/// [`RedisLink::background`]).
+pub const BACKGROUND_TIMEOUT: Duration = Duration::from_secs(2);
 /// An up link that made no successful call for this long is PINGed.
 pub const HEARTBEAT: Duration = Duration::from_secs(1);
 
@@ -206,6 +209,10 @@ const BATCH: usize = 256;
 #[derive(Clone)]
 pub struct RedisLink {
     inner: Arc<Inner>,
+    /// Calls off the request path (mirroring every block, reading the
+    /// fleet's log) may take longer than `store.timeout`: a big listing
+    /// must not mark a healthy Redis degraded.
+    background: bool,
 }
 
 impl fmt::Debug for RedisLink {
@@ -280,7 +287,7 @@ impl RedisLink {
                 .join(",");
             let mut b = ClusterClientBuilder::new(infos)
                 .connection_timeout(connect_timeout)
-                .response_timeout(timeout)
+                .response_timeout(timeout.max(BACKGROUND_TIMEOUT))
                 .retries(2)
                 .min_retry_wait(10)
                 .max_retry_wait(100);
@@ -347,7 +354,19 @@ impl RedisLink {
             }
         }
         tokio::spawn(monitor(Arc::downgrade(&inner)));
-        Ok(RedisLink { inner })
+        Ok(RedisLink {
+            inner,
+            background: false,
+        })
+    }
+
+    /// The same link for calls off the request path: bounded by
+    /// [`BACKGROUND_TIMEOUT`] rather than `store.timeout`.
+    pub fn background(&self) -> RedisLink {
+        RedisLink {
+            inner: self.inner.clone(),
+            background: true,
+        }
     }
 
     /// Whether Redis is answering (one atomic load).
@@ -512,7 +531,10 @@ impl RedisLink {
                         }
                     }
                     let Some(inner) = weak.upgrade() else { return };
-                    let link = RedisLink { inner };
+                    let link = RedisLink {
+                        inner,
+                        background: false,
+                    };
                     match link.eval_many(&calls).await {
                         Ok(results) => {
                             for (a, r) in answers.drain(..).zip(results) {
@@ -596,8 +618,13 @@ impl RedisLink {
             return Err(LinkError::Down(why));
         };
         // The client's own response timeout (the same) may fire first.
-        let result = match tokio::time::timeout(inner.timeout, f(backend)).await {
-            Err(_) => Err(LinkError::Timeout(inner.timeout)),
+        let limit = if self.background {
+            BACKGROUND_TIMEOUT.max(inner.timeout)
+        } else {
+            inner.timeout
+        };
+        let result = match tokio::time::timeout(limit, f(backend)).await {
+            Err(_) => Err(LinkError::Timeout(limit)),
             Ok(r) => r.map_err(|e| inner.classify(e)),
         };
         match &result {
@@ -667,7 +694,7 @@ impl Inner {
                 Connector::Single(client) => {
                     let config = ConnectionManagerConfig::new()
                         .set_connection_timeout(Some(self.connect_timeout))
-                        .set_response_timeout(Some(self.timeout))
+                        .set_response_timeout(Some(self.timeout.max(BACKGROUND_TIMEOUT)))
                         .set_number_of_retries(1)
                         .set_min_delay(Duration::from_millis(50))
                         .set_max_delay(Duration::from_secs(1));

@@ -263,7 +263,7 @@ impl SharedStore {
         }
         let me = self.clone();
         spawn(async move {
-            let failed = match me.link.eval_many(&calls).await {
+            let failed = match me.link.background().eval_many(&calls).await {
                 Ok(answers) => answers.iter().filter(|a| a.is_err()).count(),
                 Err(_) => calls.len(),
             };
@@ -278,7 +278,7 @@ impl SharedStore {
     /// Writes the block on `key` to Redis (the index, then the block); on
     /// success it is no longer kept as unsynced.
     async fn push_block(&self, key: &str, entry: &BlockEntry, now: Millis) -> bool {
-        match ops::set_block(&self.link, key, entry, now).await {
+        match ops::set_block(&self.link.background(), key, entry, now).await {
             Ok(()) => {
                 let mut u = lock(&self.unsynced);
                 if u.get(key) == Some(entry) {
@@ -324,10 +324,11 @@ impl SharedStore {
         }
         let removed: Vec<String> = lock(&self.unremoved).iter().cloned().collect();
         for key in removed {
-            ops::remove_block(&self.link, &key).await?;
+            ops::remove_block(&self.link.background(), &key).await?;
             lock(&self.unremoved).remove(&key);
         }
-        let listed = ops::blocks(&self.link, now).await?;
+        // Every active block: may take longer than a send may wait.
+        let listed = ops::blocks(&self.link.background(), now).await?;
         let unremoved = lock(&self.unremoved).clone();
         let mut seen = HashSet::with_capacity(listed.len());
         for (key, entry) in &listed {
@@ -401,7 +402,7 @@ impl Store for SharedStore {
         if let Some(me) = self.me.upgrade() {
             let key = key.to_string();
             spawn(async move {
-                if ops::remove_block(&me.link, &key).await.is_ok() {
+                if ops::remove_block(&me.link.background(), &key).await.is_ok() {
                     lock(&me.unremoved).remove(&key);
                 } else {
                     me.stats.write_errors.fetch_add(1, Ordering::Relaxed);
@@ -437,7 +438,8 @@ impl Store for SharedStore {
         if let Some(me) = self.me.upgrade() {
             let (key, esc) = (key.to_string(), esc.clone());
             spawn(async move {
-                let shared = match ops::offend(&me.link, &key, now, esc.forgive_after).await {
+                let link = me.link.background();
+                let shared = match ops::offend(&link, &key, now, esc.forgive_after).await {
                     Ok(n) => n.max(offence),
                     Err(_) => {
                         me.stats.write_errors.fetch_add(1, Ordering::Relaxed);
