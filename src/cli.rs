@@ -481,7 +481,7 @@ fn serve(path: &Path) -> i32 {
         Ok(c) => c,
         Err(code) => return code,
     };
-    crate::telemetry::init(c.log.format, &c.log.level);
+    let _log = crate::telemetry::init(c.log.format, &c.log.level);
     // One worker: a single-threaded runtime, which spares every task switch
     // the synchronisation a work-stealing scheduler needs.
     let mut builder = match c.listen.workers {

@@ -156,3 +156,77 @@ fn check_accepts_a_redis_store_and_names_it() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A send never waits for the log: `serve` with its stderr a pipe nobody
+/// reads (a stalled log shipper) still answers thousands of sends, each
+/// logged at `info`, after the pipe has filled. A writer on the request
+/// path would block in `write` once the pipe's 64 KiB were full.
+#[test]
+fn a_stalled_stderr_never_holds_up_a_send() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::net::TcpStream;
+    use std::time::Duration;
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    let dir = std::env::temp_dir().join(format!("smsguard-cli-log-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("log.toml");
+    // Every send shadowed: no upstream is ever contacted.
+    std::fs::write(
+        &path,
+        format!("[listen]\naddr = \"127.0.0.1:{port}\"\n[geo]\nallow = [\"US\"]\n[shadow]\ntiming = false\n[log]\nlevel = \"info\"\n"),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_smsguard"))
+        .args(["serve", "--config", path.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut conn = None;
+    for _ in 0..200 {
+        if let Ok(c) = TcpStream::connect(("127.0.0.1", port)) {
+            conn = Some(c);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    let conn = conn.expect("the guard listens");
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut reader = BufReader::new(conn.try_clone().unwrap());
+    let mut w = conn;
+    let body = "To=%2B998993941234&From=%2B15005550006&Body=hi";
+    let req = format!(
+        "POST /2010-04-01/Accounts/AC0123456789abcdef0123456789abcdef/Messages.json HTTP/1.1\r\nHost: x\r\nAuthorization: Basic QUM6dA==\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    // ~300 bytes of log per send: 3,000 sends are 14 times the pipe.
+    for i in 0..3_000 {
+        w.write_all(req.as_bytes()).unwrap();
+        let mut status = String::new();
+        reader
+            .read_line(&mut status)
+            .unwrap_or_else(|e| panic!("send {i} got no answer: {e}"));
+        assert!(status.starts_with("HTTP/1.1 201"), "send {i}: {status}");
+        let mut len = 0;
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            if line == "\r\n" {
+                break;
+            }
+            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                len = v.trim().parse().unwrap();
+            }
+        }
+        let mut body = vec![0; len];
+        reader.read_exact(&mut body).unwrap();
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+}

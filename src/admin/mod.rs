@@ -251,6 +251,9 @@ fn metrics(app: &App) -> Response<Body> {
     let c = &app.upstream.cuts;
     set(&m.streams_cut, "reason", "body_timeout", &c.idle);
     set(&m.streams_cut, "reason", "deadline", &c.deadline);
+    m.log_dropped
+        .inner()
+        .store(crate::telemetry::log_lines_dropped(), Ordering::Relaxed);
     if let Some(shared) = &app.shared {
         let link = shared.link();
         m.store_degraded.set(i64::from(!link.is_up()));

@@ -74,6 +74,7 @@ pub struct Metrics {
     pub store_sends: Family<Labels, Counter>,
     pub store_unsynced: Gauge,
     pub redis: Family<Labels, Counter>,
+    pub log_dropped: Counter,
 }
 
 impl Default for Metrics {
@@ -167,7 +168,14 @@ impl Default for Metrics {
             "The Redis link: calls, round_trips (commands sent; a pipeline is one), errors, timeouts, fast_failures (not sent while degraded), script_loads, probes, degradations, write_errors (write-backs lost), sync_errors",
             redis.clone(),
         );
+        let log_dropped = Counter::default();
+        registry.register(
+            "log_lines_dropped",
+            "Log lines (decision events included) dropped because stderr could not keep up; a send never waits for the log",
+            log_dropped.clone(),
+        );
         Metrics {
+            log_dropped,
             store_degraded,
             store_sends,
             store_unsynced,

@@ -154,18 +154,53 @@ pub fn record(e: &DecisionEvent) {
     );
 }
 
-/// Installs the global subscriber: human text or JSON lines on stderr.
-pub fn init(format: crate::config::LogFormat, level: &str) {
+/// Log lines dropped because the writer fell behind (see [`init`]).
+static DROPPED: std::sync::OnceLock<tracing_appender::non_blocking::ErrorCounter> =
+    std::sync::OnceLock::new();
+
+/// Log lines (decisions and the rest) dropped so far because stderr could
+/// not keep up.
+pub fn log_lines_dropped() -> u64 {
+    DROPPED.get().map_or(0, |c| c.dropped_lines() as u64)
+}
+
+/// Keeps the log writer running; dropping it writes out what is queued.
+pub struct LogGuard {
+    _writer: Option<tracing_appender::non_blocking::WorkerGuard>,
+}
+
+/// Lines queued for the writer thread at most; past this a line is
+/// dropped (counted) rather than making a send wait for stderr.
+const LOG_QUEUE: usize = 65_536;
+
+/// Installs the global subscriber: human text or JSON lines on stderr,
+/// written by a thread of its own. Formatting a line stays on the request
+/// path; writing it (a system call per line, and a pipe or terminal that
+/// may be slow) does not. Keep the guard until the process ends.
+pub fn init(format: crate::config::LogFormat, level: &str) -> LogGuard {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("SMSGUARD_LOG")
         .or_else(|_| EnvFilter::try_new(level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(true)
+        .buffered_lines_limit(LOG_QUEUE)
+        .thread_name("smsguard-log")
+        .finish(std::io::stderr());
+    let counter = writer.error_counter();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
-    let _ = match format {
+        .with_writer(writer);
+    let installed = match format {
         crate::config::LogFormat::Json => builder.json().flatten_event(true).try_init(),
         crate::config::LogFormat::Human => builder.try_init(),
     };
+    if installed.is_err() {
+        return LogGuard { _writer: None };
+    }
+    let _ = DROPPED.set(counter);
+    LogGuard {
+        _writer: Some(guard),
+    }
 }
