@@ -327,12 +327,19 @@ async fn shared_fakes_expire_after_the_retention() {
     let made = Instant::now();
     let req = &messages()[0];
     let (sid, json) = responses::fake_message(req, SystemTime::now());
-    a.remember_message(&sid, req, SystemTime::now());
+    // Each write awaited, as the guard awaits them before answering.
+    a.remember_message(&sid, req, SystemTime::now())
+        .wait()
+        .await;
     a.remember(
         "CA0123456789abcdef0123456789abcdef",
         Bytes::from_static(b"{}"),
-    );
-    a.remember_verification(SERVICE, "+15551230003", "VE1");
+    )
+    .wait()
+    .await;
+    a.remember_verification(SERVICE, "+15551230003", "VE1")
+        .wait()
+        .await;
     assert_eq!(seen("message", || b.get_shared(&sid)).await, json);
     assert!(b
         .shadowed_verification_shared(SERVICE, "+15551230003")
