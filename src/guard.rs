@@ -19,6 +19,25 @@ use crate::store::redis::{Health, RedisLink};
 use crate::store::shared::SharedStore;
 use crate::store::{MemoryStore, Store};
 
+/// Applies the safe-list edits saved in Redis; false when Redis could not
+/// be read.
+async fn load_safe_edits(app: &App, fleet: &Fleet) -> bool {
+    match fleet.safe_edits().await {
+        Ok(edits) => {
+            for (prefix, value, add) in edits {
+                if let Err(e) = app.edit_safe(prefix, &value, add) {
+                    tracing::warn!(error = %e, "a saved safe-list edit was not applied");
+                }
+            }
+            true
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "saved safe-list edits not read");
+            false
+        }
+    }
+}
+
 /// Applies every fleet event after `from` (a stream id) and returns the
 /// last one read.
 async fn catch_up(app: &App, from: &str) -> String {
@@ -116,17 +135,11 @@ impl Guard {
             app = app.with_shared(s.clone(), fleet.clone());
             // Safe-list edits stand across restarts; the adaptive stage
             // starts from the fleet's last day, not from nothing.
-            match fleet.safe_edits().await {
-                Ok(edits) => {
-                    for (prefix, value, add) in edits {
-                        if let Err(e) = app.edit_safe(prefix, &value, add) {
-                            tracing::warn!(error = %e, "a saved safe-list edit was not applied");
-                        }
-                    }
-                }
-                Err(e) => tracing::warn!(error = %e, "saved safe-list edits not read at start"),
+            let loaded = load_safe_edits(&app, &fleet).await;
+            if !loaded {
+                tracing::warn!("saved safe-list edits not read at start: read once redis answers");
             }
-            fleet_from = Some((fleet, catch_up(&app, "0").await));
+            fleet_from = Some((fleet, catch_up(&app, "0").await, loaded));
         }
         let app = Arc::new(app);
         let policy = app.policy();
@@ -167,7 +180,7 @@ impl Guard {
                 Some(admin_addr)
             }
         };
-        if let Some((fleet, from)) = fleet_from {
+        if let Some((fleet, from, mut safe_loaded)) = fleet_from {
             let (a, mut stopped) = (app.clone(), admin_stopped.clone());
             let every = a
                 .policy()
@@ -202,10 +215,13 @@ impl Guard {
                         _ = tick.tick() => {}
                         _ = stopped.wait_for(|s| *s) => return,
                     }
+                    if !safe_loaded {
+                        // Redis was down at start: the saved edits now.
+                        safe_loaded = load_safe_edits(&a, &fleet).await;
+                    }
                     from = catch_up(&a, &from).await;
                 }
             });
-            let _ = fleet;
         }
         if let Some(shared) = &app.shared {
             shared.start_sync(app.clock.clone(), admin_stopped.clone());

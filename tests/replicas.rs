@@ -760,3 +760,65 @@ client_ip = ["5/1h"]
     drop((a, b));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guard_started_while_redis_is_down_judges_locally_and_joins_when_it_answers() {
+    let Some(mut redis) = RedisServer::start() else {
+        return;
+    };
+    redis.kill();
+    let fake = FakeTwilio::start().await.unwrap();
+    let dir = temp_dir("late");
+    let policy = format!(
+        "{}[geo]\nallow = [\"US\"]\n",
+        store(&format!("redis = \"{}\"", redis.url()))
+    );
+    let g = Replica::start(&dir, "g", &fake, &policy).await;
+    let (_, text) = g.admin(Method::GET, "/readyz", "").await;
+    assert!(text.contains("degraded"), "{text}");
+    let (s, _) = g.send("+12125550100").await;
+    assert_eq!(s, StatusCode::CREATED);
+    assert_eq!(sends(&fake), 1, "judged locally, forwarded");
+    // A block set while Redis is away is enforced here at once...
+    let (s, body) = g
+        .admin(
+            Method::POST,
+            "/api/blocks",
+            r#"{"key": "prefix:8", "value": "+17185550", "duration": "1h"}"#,
+        )
+        .await;
+    assert!(s.is_success(), "{s} {body}");
+    g.send("+17185550100").await;
+    assert_eq!(sends(&fake), 1);
+
+    // ...and written to Redis once it answers; a safe-list edit saved by
+    // another replica meanwhile is read then.
+    redis.restart();
+    redis.cli(&["HSET", "smsguard:{fleet}:safe", "n:+16465550000", "add"]);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (_, text) = g.admin(Method::GET, "/readyz", "").await;
+        let written = !redis
+            .cli(&["HGET", "smsguard:{blocks}:entries", "prefix:8=+17185550"])
+            .is_empty();
+        if text == "ready\n" && written {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never joined: {text}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (s, body) = g
+        .admin(
+            Method::POST,
+            "/api/blocks",
+            r#"{"key": "prefix:8", "value": "+16465550", "duration": "1h"}"#,
+        )
+        .await;
+    assert!(s.is_success(), "{s} {body}");
+    tokio::time::sleep(STALE).await;
+    g.send("+16465550000").await;
+    g.send("+16465550001").await;
+    assert_eq!(sends(&fake), 2, "the saved safe edit holds, the block too");
+    drop(g);
+    let _ = std::fs::remove_dir_all(&dir);
+}
