@@ -180,12 +180,22 @@ fn a_stalled_stderr_never_holds_up_a_send() {
         format!("[listen]\naddr = \"127.0.0.1:{port}\"\n[geo]\nallow = [\"US\"]\n[shadow]\ntiming = false\n[log]\nlevel = \"info\"\n"),
     )
     .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_smsguard"))
-        .args(["serve", "--config", path.to_str().unwrap()])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    /// Stopped by PID however the test ends.
+    struct Serve(std::process::Child);
+    impl Drop for Serve {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let child = Serve(
+        Command::new(env!("CARGO_BIN_EXE_smsguard"))
+            .args(["serve", "--config", path.to_str().unwrap()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     let mut conn = None;
     for _ in 0..200 {
         if let Ok(c) = TcpStream::connect(("127.0.0.1", port)) {
@@ -226,7 +236,6 @@ fn a_stalled_stderr_never_holds_up_a_send() {
         let mut body = vec![0; len];
         reader.read_exact(&mut body).unwrap();
     }
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(child);
     let _ = std::fs::remove_dir_all(&dir);
 }
