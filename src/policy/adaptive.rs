@@ -298,16 +298,7 @@ impl Adaptive {
         trace: bool,
     ) -> (Step, Seen) {
         let flows = self.flows(store, a.account, a.product, now);
-        let mut seen = Seen {
-            keys: Keys::new(),
-            fresh: is_fresh(store, &a.to.e164, now),
-            new_number: 0,
-            new_region: 0,
-        };
-        self.destination_keys(a.to, &a.class, &mut seen.keys);
-        let senders = seen.keys.items.len();
-        let ip = a.end_user_ip.then_some(a.client_ip);
-        self.sender_keys(ip, a.user, a.account, &mut seen.keys);
+        let (mut seen, senders) = self.keys_of(a, store, now);
         let region = a.class.region.as_ref().map_or("none", |r| r.as_str());
         let mut trips: Vec<Trip> = Vec::new();
         let mut notes: Vec<String> = Vec::new();
@@ -326,16 +317,13 @@ impl Adaptive {
                 if flows {
                     trips.extend(self.unconfirmed(scope, key, &state, unconfirmed, own, now));
                 }
-                if distinct.0.iter().any(Option::is_some)
-                    && first_in_a_day(store, &mut pair_key, key, &a.to.e164, now)
-                {
+                let (new_number, new_region) =
+                    self.reaches_new(scope, store, &mut pair_key, key, a, region, now);
+                if new_number {
                     seen.new_number |= 1 << i;
                     trips.extend(self.distinct(scope, key, &state, distinct, flows, now));
                 }
-                if self.cfg.distinct.regions > 0
-                    && scope != Scope::Account
-                    && first_in_a_day(store, &mut pair_key, key, region, now)
-                {
+                if new_region {
                     seen.new_region |= 1 << i;
                     let count = state.regions.count(DAY, now) + 1;
                     // People behind one office or hotel address who prove
@@ -597,6 +585,22 @@ impl Adaptive {
     /// Counts a send another replica forwarded, as [`Adaptive::check`] then
     /// [`Adaptive::forwarded`] would have here, without judging it.
     pub(crate) fn learn(&self, a: &Attempt, store: &dyn Store, now: Millis) {
+        let (mut seen, senders) = self.keys_of(a, store, now);
+        let region = a.class.region.as_ref().map_or("none", |r| r.as_str());
+        let mut pair_key = String::with_capacity(80);
+        for (i, (scope, key)) in seen.keys.iter().enumerate().skip(senders) {
+            let (new_number, new_region) =
+                self.reaches_new(scope, store, &mut pair_key, key, a, region, now);
+            seen.new_number |= u32::from(new_number) << i;
+            seen.new_region |= u32::from(new_region) << i;
+        }
+        self.forwarded(a, store, now, &seen);
+    }
+
+    /// The keys of a send (its destination's, then its senders') and
+    /// whether its number is fresh; the second value is where the senders
+    /// start.
+    fn keys_of(&self, a: &Attempt, store: &dyn Store, now: Millis) -> (Seen, usize) {
         let mut seen = Seen {
             keys: Keys::new(),
             fresh: is_fresh(store, &a.to.e164, now),
@@ -607,23 +611,29 @@ impl Adaptive {
         let senders = seen.keys.items.len();
         let ip = a.end_user_ip.then_some(a.client_ip);
         self.sender_keys(ip, a.user, a.account, &mut seen.keys);
-        let region = a.class.region.as_ref().map_or("none", |r| r.as_str());
-        let mut pair_key = String::with_capacity(80);
-        for (i, (scope, key)) in seen.keys.iter().enumerate().skip(senders) {
-            let (_, distinct) = self.sender_floors(scope);
-            if distinct.0.iter().any(Option::is_some)
-                && first_in_a_day(store, &mut pair_key, key, &a.to.e164, now)
-            {
-                seen.new_number |= 1 << i;
-            }
-            if self.cfg.distinct.regions > 0
-                && scope != Scope::Account
-                && first_in_a_day(store, &mut pair_key, key, region, now)
-            {
-                seen.new_region |= 1 << i;
-            }
-        }
-        self.forwarded(a, store, now, &seen);
+        (seen, senders)
+    }
+
+    /// Whether the sender `key` reaches a number, and a region, it has not
+    /// within a day; each asked only where it is judged.
+    #[allow(clippy::too_many_arguments)]
+    fn reaches_new(
+        &self,
+        scope: Scope,
+        store: &dyn Store,
+        pair_key: &mut String,
+        key: &str,
+        a: &Attempt,
+        region: &str,
+        now: Millis,
+    ) -> (bool, bool) {
+        let (_, distinct) = self.sender_floors(scope);
+        let number = distinct.0.iter().any(Option::is_some)
+            && first_in_a_day(store, pair_key, key, &a.to.e164, now);
+        let region = self.cfg.distinct.regions > 0
+            && scope != Scope::Account
+            && first_in_a_day(store, pair_key, key, region, now);
+        (number, region)
     }
 
     /// Counts a send the guard forwarded: it now awaits its confirmation.
