@@ -260,6 +260,11 @@ fn sends(fake: &FakeTwilio) -> usize {
 /// A shared store; calls may take up to a second before the link counts
 /// as degraded (tests run on busy machines: a degraded link judges
 /// locally, and these tests count exactly).
+/// The `[store]` of a guard on this one Redis.
+fn on(redis: &RedisServer) -> String {
+    store(&format!("redis = \"{}\"", redis.url()))
+}
+
 fn store(redis: &str) -> String {
     format!("[store]\n{redis}\nnear_cache = \"{NEAR_CACHE}\"\ntimeout = \"1s\"\n")
 }
@@ -467,7 +472,7 @@ async fn a_restarted_guard_keeps_blocks_backoff_counters_and_spend() {
     let dir = temp_dir("restart");
     let policy = format!(
         "{}{}",
-        store(&format!("redis = \"{}\"", redis.url())),
+        on(&redis),
         r#"
 [geo]
 allow = ["US"]
@@ -536,7 +541,7 @@ async fn redis_killed_under_load_degrades_to_local_judging_and_recovers() {
     let dir = temp_dir("kill");
     let policy = format!(
         "{}[alerts]\nwebhook = \"{}/alerts\"\ninterval = \"1s\"\n{}",
-        store(&format!("redis = \"{}\"", redis.url())),
+        on(&redis),
         fake.url(),
         r#"
 [geo]
@@ -682,7 +687,7 @@ async fn the_adaptive_stage_and_safe_list_edits_are_the_fleets() {
     let dir = temp_dir("fleet");
     let policy = format!(
         "{}{}",
-        store(&format!("redis = \"{}\"", redis.url())),
+        on(&redis),
         r#"
 [geo]
 allow = ["US"]
@@ -769,10 +774,7 @@ async fn a_guard_started_while_redis_is_down_judges_locally_and_joins_when_it_an
     redis.kill();
     let fake = FakeTwilio::start().await.unwrap();
     let dir = temp_dir("late");
-    let policy = format!(
-        "{}[geo]\nallow = [\"US\"]\n",
-        store(&format!("redis = \"{}\"", redis.url()))
-    );
+    let policy = format!("{}[geo]\nallow = [\"US\"]\n", on(&redis));
     let g = Replica::start(&dir, "g", &fake, &policy).await;
     let (_, text) = g.admin(Method::GET, "/readyz", "").await;
     assert!(text.contains("degraded"), "{text}");
