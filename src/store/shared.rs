@@ -262,17 +262,21 @@ impl SharedStore {
             return;
         }
         let me = self.clone();
-        spawn(async move {
-            let failed = match me.link.background().eval_many(&calls).await {
-                Ok(answers) => answers.iter().filter(|a| a.is_err()).count(),
-                Err(_) => calls.len(),
-            };
-            if failed > 0 {
-                me.stats
-                    .write_errors
-                    .fetch_add(failed as u64, Ordering::Relaxed);
-            }
-        });
+        spawn(async move { me.send_back(&calls).await });
+    }
+
+    /// Writes `calls` to Redis now, counting those that fail.
+    async fn send_back(&self, calls: &[Call<'static>]) {
+        if calls.is_empty() {
+            return;
+        }
+        let failed = match self.link.background().eval_many(calls).await {
+            Ok(answers) => answers.iter().filter(|a| a.is_err()).count(),
+            Err(_) => calls.len(),
+        };
+        self.stats
+            .write_errors
+            .fetch_add(failed as u64, Ordering::Relaxed);
     }
 
     /// Writes the block on `key` to Redis (the index, then the block); on
@@ -579,16 +583,7 @@ impl SendView {
     /// (tests; the guard lets a dropped view write it in the background).
     pub async fn settle(mut self) {
         let calls = self.give_back();
-        if !calls.is_empty() {
-            let failed = match self.shared.link.eval_many(&calls).await {
-                Ok(answers) => answers.iter().filter(|a| a.is_err()).count(),
-                Err(_) => calls.len(),
-            };
-            self.shared
-                .stats
-                .write_errors
-                .fetch_add(failed as u64, Ordering::Relaxed);
-        }
+        self.shared.send_back(&calls).await;
     }
 
     /// The calls that give back in Redis what the judgement did not keep.
