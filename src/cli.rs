@@ -476,6 +476,14 @@ pub fn explain(
     0
 }
 
+/// Runtime worker threads for `listen.workers` (0: one per usable CPU).
+fn workers(configured: usize) -> usize {
+    match configured {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    }
+}
+
 fn serve(path: &Path) -> i32 {
     let c = match load(path) {
         Ok(c) => c,
@@ -483,14 +491,14 @@ fn serve(path: &Path) -> i32 {
     };
     let _log = crate::telemetry::init(c.log.format, &c.log.level);
     // One worker: a single-threaded runtime, which spares every task switch
-    // the synchronisation a work-stealing scheduler needs.
-    let mut builder = match c.listen.workers {
+    // the synchronisation a work-stealing scheduler needs. `0` means one per
+    // CPU this process may run on (its affinity and cgroup quota, so a guard
+    // pinned to one core gets the single-threaded runtime too).
+    let mut builder = match workers(c.listen.workers) {
         1 => tokio::runtime::Builder::new_current_thread(),
         n => {
             let mut b = tokio::runtime::Builder::new_multi_thread();
-            if n > 1 {
-                b.worker_threads(n);
-            }
+            b.worker_threads(n);
             b
         }
     };

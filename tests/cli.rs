@@ -157,85 +157,198 @@ fn check_accepts_a_redis_store_and_names_it() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// `smsguard serve` on a free port with `policy` (its `[listen] addr`
+/// added), stopped by PID however the test ends.
+struct Serve {
+    child: std::process::Child,
+    port: u16,
+    dir: std::path::PathBuf,
+}
+
+impl Serve {
+    fn start(name: &str, policy: &str, stderr: std::process::Stdio, env: &[(&str, &str)]) -> Serve {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .unwrap()
+            .port();
+        let dir = std::env::temp_dir().join(format!("smsguard-cli-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("policy.toml");
+        std::fs::write(
+            &path,
+            format!("[listen]\naddr = \"127.0.0.1:{port}\"\n{policy}"),
+        )
+        .unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_smsguard"));
+        cmd.args(["serve", "--config", path.to_str().unwrap()])
+            .env_remove("SMSGUARD_LOG")
+            .stdout(std::process::Stdio::null())
+            .stderr(stderr);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        Serve {
+            child: cmd.spawn().unwrap(),
+            port,
+            dir,
+        }
+    }
+
+    /// A keep-alive connection to the guard: (reader, writer).
+    fn connect(&self) -> (std::io::BufReader<std::net::TcpStream>, std::net::TcpStream) {
+        use std::time::Duration;
+        for _ in 0..200 {
+            if let Ok(c) = std::net::TcpStream::connect(("127.0.0.1", self.port)) {
+                c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                return (std::io::BufReader::new(c.try_clone().unwrap()), c);
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        panic!("the guard never listened on {}", self.port);
+    }
+
+    /// SIGTERM, then waits for the exit (the log is written out by then).
+    fn stop(mut self) {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// POSTs a Message create to `to` and reads the whole answer; returns its
+/// status line.
+fn send(
+    reader: &mut std::io::BufReader<std::net::TcpStream>,
+    w: &mut std::net::TcpStream,
+    to: &str,
+) -> String {
+    use std::io::{BufRead, Read, Write};
+    let body = format!("To={to}&From=%2B15005550006&Body=planted-secret-body");
+    let req = format!(
+        "POST /2010-04-01/Accounts/AC0123456789abcdef0123456789abcdef/Messages.json HTTP/1.1\r\nHost: x\r\nAuthorization: Basic QUM6dA==\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    w.write_all(req.as_bytes()).unwrap();
+    let mut status = String::new();
+    reader
+        .read_line(&mut status)
+        .unwrap_or_else(|e| panic!("no answer: {e}"));
+    let mut len = 0;
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        if line == "\r\n" {
+            break;
+        }
+        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+            len = v.trim().parse().unwrap();
+        }
+    }
+    let mut body = vec![0; len];
+    reader.read_exact(&mut body).unwrap();
+    status
+}
+
+/// Every send shadowed: no upstream is ever contacted.
+const SHADOW_ALL: &str =
+    "[geo]\nallow = [\"US\"]\n[shadow]\ntiming = false\n[log]\nlevel = \"info\"\n";
+
 /// A send never waits for the log: `serve` with its stderr a pipe nobody
 /// reads (a stalled log shipper) still answers thousands of sends, each
 /// logged at `info`, after the pipe has filled. A writer on the request
 /// path would block in `write` once the pipe's 64 KiB were full.
 #[test]
 fn a_stalled_stderr_never_holds_up_a_send() {
-    use std::io::{BufRead, BufReader, Read, Write};
-    use std::net::TcpStream;
-    use std::time::Duration;
-
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .unwrap()
-        .port();
-    let dir = std::env::temp_dir().join(format!("smsguard-cli-log-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("log.toml");
-    // Every send shadowed: no upstream is ever contacted.
-    std::fs::write(
-        &path,
-        format!("[listen]\naddr = \"127.0.0.1:{port}\"\n[geo]\nallow = [\"US\"]\n[shadow]\ntiming = false\n[log]\nlevel = \"info\"\n"),
-    )
-    .unwrap();
-    /// Stopped by PID however the test ends.
-    struct Serve(std::process::Child);
-    impl Drop for Serve {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let child = Serve(
-        Command::new(env!("CARGO_BIN_EXE_smsguard"))
-            .args(["serve", "--config", path.to_str().unwrap()])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let mut conn = None;
-    for _ in 0..200 {
-        if let Ok(c) = TcpStream::connect(("127.0.0.1", port)) {
-            conn = Some(c);
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    }
-    let conn = conn.expect("the guard listens");
-    conn.set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let mut reader = BufReader::new(conn.try_clone().unwrap());
-    let mut w = conn;
-    let body = "To=%2B998993941234&From=%2B15005550006&Body=hi";
-    let req = format!(
-        "POST /2010-04-01/Accounts/AC0123456789abcdef0123456789abcdef/Messages.json HTTP/1.1\r\nHost: x\r\nAuthorization: Basic QUM6dA==\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
+    let serve = Serve::start("stalled", SHADOW_ALL, std::process::Stdio::piped(), &[]);
+    let (mut reader, mut w) = serve.connect();
     // ~300 bytes of log per send: 3,000 sends are 14 times the pipe.
     for i in 0..3_000 {
-        w.write_all(req.as_bytes()).unwrap();
-        let mut status = String::new();
-        reader
-            .read_line(&mut status)
-            .unwrap_or_else(|e| panic!("send {i} got no answer: {e}"));
+        let status = send(&mut reader, &mut w, "%2B998993941234");
         assert!(status.starts_with("HTTP/1.1 201"), "send {i}: {status}");
-        let mut len = 0;
-        loop {
-            let mut line = String::new();
-            reader.read_line(&mut line).unwrap();
-            if line == "\r\n" {
-                break;
-            }
-            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                len = v.trim().parse().unwrap();
-            }
-        }
-        let mut body = vec![0; len];
-        reader.read_exact(&mut body).unwrap();
     }
-    drop(child);
-    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `serve` writes one decision line per send to stderr, in the configured
+/// format, with the rule and the number but never the body or the token,
+/// and honours SMSGUARD_LOG's filter for them.
+#[test]
+fn serve_logs_one_decision_line_per_send_in_either_format() {
+    let run = |name: &str, format: &str, env: &[(&str, &str)]| -> String {
+        let dir =
+            std::env::temp_dir().join(format!("smsguard-cli-out-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("stderr.log");
+        let policy = format!("{SHADOW_ALL}format = \"{format}\"\n");
+        let serve = Serve::start(
+            name,
+            &policy,
+            std::fs::File::create(&file).unwrap().into(),
+            env,
+        );
+        let (mut reader, mut w) = serve.connect();
+        for to in ["%2B998993941234", "%2B998993941235", "%2B998993941236"] {
+            let status = send(&mut reader, &mut w, to);
+            assert!(status.starts_with("HTTP/1.1 201"), "{status}");
+        }
+        serve.stop();
+        let log = std::fs::read_to_string(&file).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(!log.contains("planted-secret-body"), "body leaked: {log}");
+        assert!(!log.contains("QUM6dA"), "token leaked: {log}");
+        log
+    };
+
+    let json = run("json", "json", &[]);
+    let decisions: Vec<serde_json::Value> = json
+        .lines()
+        .filter(|l| l.contains("smsguard::decision"))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert_eq!(decisions.len(), 3, "{json}");
+    for (d, to) in decisions
+        .iter()
+        .zip(["+998993941234", "+998993941235", "+998993941236"])
+    {
+        assert_eq!(d["message"], "decision", "{d}");
+        assert_eq!(d["level"], "INFO", "{d}");
+        assert_eq!(d["to"], to, "{d}");
+        assert_eq!(d["action"], "shadow", "{d}");
+        assert_eq!(d["rule"], "geo:UZ", "{d}");
+        assert_eq!(d["client_ip"], "127.0.0.1", "{d}");
+        assert!(d["timestamp"].as_str().unwrap().ends_with('Z'), "{d}");
+    }
+
+    let text = run("human", "human", &[]);
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("smsguard::decision"))
+        .collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    assert!(
+        lines[0].contains(
+            " INFO smsguard::decision: decision endpoint=\"messages.create\" product=\"messaging\""
+        ),
+        "{text}"
+    );
+    assert!(lines[2].contains("to=\"+998993941236\""), "{text}");
+    assert!(
+        lines[2].contains("rule=\"geo:UZ\" action=\"shadow\""),
+        "{text}"
+    );
+
+    let off = run(
+        "off",
+        "json",
+        &[("SMSGUARD_LOG", "info,smsguard::decision=off")],
+    );
+    assert!(off.contains("smsguard listening"), "{off}");
+    assert!(!off.contains("smsguard::decision"), "{off}");
 }

@@ -134,6 +134,15 @@ pub fn record(e: &DecisionEvent) {
     if !tracing::enabled!(target: "smsguard::decision", tracing::Level::INFO) {
         return;
     }
+    match LINES.get() {
+        Some(lines) => lines.write(e),
+        None => emit(e),
+    }
+}
+
+/// The decision event through tracing (a subscriber installed by a test or
+/// an embedding program, or a terminal).
+fn emit(e: &DecisionEvent) {
     let would_block = e.would_block.join(",");
     tracing::info!(
         target: "smsguard::decision",
@@ -182,15 +191,26 @@ pub fn init(format: crate::config::LogFormat, level: &str) -> LogGuard {
     let filter = EnvFilter::try_from_env("SMSGUARD_LOG")
         .or_else(|_| EnvFilter::try_new(level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
+    // The writer thread drains every queued line into the buffer, then
+    // flushes: one write(2) for many lines under load, each line at once
+    // when idle.
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(true)
         .buffered_lines_limit(LOG_QUEUE)
         .thread_name("smsguard-log")
-        .finish(std::io::stderr());
+        .finish(std::io::BufWriter::with_capacity(
+            64 * 1024,
+            std::io::stderr(),
+        ));
     let counter = writer.error_counter();
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let lines = Lines {
+        json: matches!(format, crate::config::LogFormat::Json),
+        writer: writer.clone(),
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_ansi(ansi)
         .with_writer(writer);
     let installed = match format {
         crate::config::LogFormat::Json => builder.json().flatten_event(true).try_init(),
@@ -200,7 +220,210 @@ pub fn init(format: crate::config::LogFormat, level: &str) -> LogGuard {
         return LogGuard { _writer: None };
     }
     let _ = DROPPED.set(counter);
+    if !ansi {
+        // Decision lines, one per send, are formatted here rather than by
+        // tracing's formatter (same text, a fraction of the cost); a
+        // terminal gets tracing's coloured lines.
+        let _ = LINES.set(lines);
+    }
     LogGuard {
         _writer: Some(guard),
+    }
+}
+
+/// Decision lines written by [`record`] itself once [`init`] installed the
+/// log: the line tracing's formatter would print for the same event (human
+/// text or flattened JSON), built into one buffer without visiting fields
+/// through `dyn` calls, and queued for the writer thread.
+static LINES: std::sync::OnceLock<Lines> = std::sync::OnceLock::new();
+
+struct Lines {
+    json: bool,
+    writer: tracing_appender::non_blocking::NonBlocking,
+}
+
+impl Lines {
+    fn write(&self, e: &DecisionEvent) {
+        use std::io::Write;
+        thread_local! {
+            static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        BUF.with(|b| {
+            let mut b = b.borrow_mut();
+            b.clear();
+            let now = time::OffsetDateTime::now_utc();
+            if self.json {
+                decision_json(&mut b, now, e);
+            } else {
+                decision_text(&mut b, now, e);
+            }
+            // Lossy: a full queue drops the line and counts it.
+            let _ = self.writer.clone().write_all(&b);
+        });
+    }
+}
+
+/// `2026-11-29T08:21:32.880610Z`, as tracing's default timer prints it.
+fn timestamp(b: &mut Vec<u8>, t: time::OffsetDateTime) {
+    use std::io::Write;
+    let _ = write!(
+        b,
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.microsecond()
+    );
+}
+
+/// The decision's fields in order: name, value, and whether tracing
+/// records the value with `Display` (unquoted in text) rather than as a str.
+fn decision_fields(e: &DecisionEvent, f: &mut dyn FnMut(&str, &str, bool)) {
+    f("endpoint", e.endpoint, false);
+    f("product", e.product, false);
+    f("account", e.account.as_deref().unwrap_or(""), false);
+    f("to", e.to.as_deref().unwrap_or(""), false);
+    f("region", e.region.as_deref().unwrap_or(""), false);
+    f("prefix", e.prefix.as_deref().unwrap_or(""), false);
+    f("client_ip", &e.client_ip, true);
+    f("user", e.user.as_deref().unwrap_or(""), false);
+    f("stage", e.stage.unwrap_or(""), false);
+    f("rule", e.rule.as_deref().unwrap_or(""), false);
+    f("action", e.action, false);
+    f("detail", e.detail.as_deref().unwrap_or(""), false);
+    let would_block = e.would_block.join(",");
+    f("would_block", &would_block, true);
+}
+
+fn decision_text(b: &mut Vec<u8>, t: time::OffsetDateTime, e: &DecisionEvent) {
+    use std::fmt::Write as _;
+    timestamp(b, t);
+    b.extend_from_slice(b"  INFO smsguard::decision: decision");
+    let mut quoted = String::new();
+    decision_fields(e, &mut |name, value, display| {
+        b.push(b' ');
+        b.extend_from_slice(name.as_bytes());
+        b.push(b'=');
+        if display {
+            b.extend_from_slice(value.as_bytes());
+        } else if value
+            .bytes()
+            .all(|c| (b' '..=b'~').contains(&c) && c != b'"' && c != b'\\')
+        {
+            b.push(b'"');
+            b.extend_from_slice(value.as_bytes());
+            b.push(b'"');
+        } else {
+            // What `{:?}` prints: escapes for quotes, control and
+            // non-printable characters.
+            quoted.clear();
+            let _ = write!(quoted, "{value:?}");
+            b.extend_from_slice(quoted.as_bytes());
+        }
+    });
+    b.push(b'\n');
+}
+
+fn decision_json(b: &mut Vec<u8>, t: time::OffsetDateTime, e: &DecisionEvent) {
+    b.extend_from_slice(b"{\"timestamp\":\"");
+    timestamp(b, t);
+    b.extend_from_slice(b"\",\"level\":\"INFO\",\"message\":\"decision\"");
+    decision_fields(e, &mut |name, value, _| {
+        b.extend_from_slice(b",\"");
+        b.extend_from_slice(name.as_bytes());
+        b.extend_from_slice(b"\":");
+        let _ = serde_json::to_writer(&mut *b, value);
+    });
+    b.extend_from_slice(b",\"target\":\"smsguard::decision\"}\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Capture(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+    impl std::io::Write for Capture {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn awkward() -> DecisionEvent {
+        let mut e = DecisionEvent::new(
+            "messages.create",
+            &"2001:db8::1".parse().unwrap(),
+            Some("user \"quoted\" \\ back\tslash\u{7f} é ü\u{200b}"),
+        );
+        e.product = "messaging";
+        e.account = Some("AC0123".into());
+        e.to = Some("+998993941234".into());
+        e.region = None;
+        e.prefix = Some("+9989939".into());
+        e.stage = Some("limits");
+        e.rule = Some("limit:prefix".into());
+        e.action = "shadow";
+        e.detail = Some("line\nbreak \u{1b}[31m".into());
+        e.would_block = vec!["geo:UZ".into(), "limit:ip".into()];
+        e
+    }
+
+    /// What tracing's own formatter prints for `e`.
+    fn by_tracing(e: &DecisionEvent, json: bool) -> String {
+        let buf = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let w = buf.clone();
+        let b = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(move || Capture(w.clone()));
+        if json {
+            let sub = b.json().flatten_event(true).finish();
+            tracing::subscriber::with_default(sub, || emit(e));
+        } else {
+            let sub = b.finish();
+            tracing::subscriber::with_default(sub, || emit(e));
+        }
+        let out = String::from_utf8(buf.lock().unwrap().clone()).unwrap();
+        out
+    }
+
+    #[test]
+    fn decision_lines_match_tracing_s_formatter_byte_for_byte() {
+        let now =
+            time::OffsetDateTime::from_unix_timestamp_nanos(1_795_305_600_123_456_000).unwrap();
+        for e in [awkward(), DecisionEvent::default()] {
+            let mut text = Vec::new();
+            decision_text(&mut text, now, &e);
+            let text = String::from_utf8(text).unwrap();
+            assert!(
+                text.starts_with("2026-11-22T00:00:00.123456Z  INFO"),
+                "{text}"
+            );
+            let theirs = by_tracing(&e, false);
+            assert_eq!(text[27..], theirs[27..], "\nours:   {text}theirs: {theirs}");
+
+            let mut json = Vec::new();
+            decision_json(&mut json, now, &e);
+            let json = String::from_utf8(json).unwrap();
+            let ours: serde_json::Value = serde_json::from_str(&json).unwrap();
+            assert_eq!(ours["timestamp"], "2026-11-22T00:00:00.123456Z");
+            // Byte for byte, keys in the same order, but the timestamp.
+            let theirs = by_tracing(&e, true);
+            let strip = |l: &str| -> String {
+                let at = l.find("\"level\"").unwrap();
+                l[at..].to_string()
+            };
+            assert_eq!(
+                strip(&json),
+                strip(&theirs),
+                "\nours:   {json}theirs: {theirs}"
+            );
+            assert!(theirs.starts_with("{\"timestamp\":\""), "{theirs}");
+        }
     }
 }
