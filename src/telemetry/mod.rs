@@ -9,6 +9,7 @@ pub mod activity;
 pub mod alerts;
 pub mod audit;
 pub mod metrics;
+pub mod sink;
 
 use std::net::IpAddr;
 
@@ -163,71 +164,61 @@ fn emit(e: &DecisionEvent) {
     );
 }
 
-/// Log lines dropped because the writer fell behind (see [`init`]).
-static DROPPED: std::sync::OnceLock<tracing_appender::non_blocking::ErrorCounter> =
-    std::sync::OnceLock::new();
+/// The log's queue, once [`init`] installed it.
+static SINK: std::sync::OnceLock<&'static sink::Sink> = std::sync::OnceLock::new();
 
 /// Log lines (decisions and the rest) dropped so far because stderr could
 /// not keep up.
 pub fn log_lines_dropped() -> u64 {
-    DROPPED.get().map_or(0, |c| c.dropped_lines() as u64)
+    SINK.get().map_or(0, |s| s.dropped())
 }
 
 /// Keeps the log writer running; dropping it writes out what is queued.
 pub struct LogGuard {
-    _writer: Option<tracing_appender::non_blocking::WorkerGuard>,
+    _writer: Option<sink::Writer>,
 }
 
-/// Lines queued for the writer thread at most; past this a line is
-/// dropped (counted) rather than making a send wait for stderr.
-const LOG_QUEUE: usize = 65_536;
-
 /// Installs the global subscriber: human text or JSON lines on stderr,
-/// written by a thread of its own. Formatting a line stays on the request
-/// path; writing it (a system call per line, and a pipe or terminal that
-/// may be slow) does not. Keep the guard until the process ends.
+/// queued in memory and written by a thread of its own every
+/// [`sink::FLUSH_EVERY`] (see [`sink`]): a send never waits for stderr,
+/// makes no system call for its line and wakes no thread. Decision lines,
+/// one per send, are formatted by [`record`] itself (the same text as
+/// tracing's formatter, at a fraction of the cost) unless stderr is a
+/// terminal, which gets tracing's coloured lines. Keep the guard until the
+/// process ends.
 pub fn init(format: crate::config::LogFormat, level: &str) -> LogGuard {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("SMSGUARD_LOG")
         .or_else(|_| EnvFilter::try_new(level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    // The writer thread drains every queued line into the buffer, then
-    // flushes: one write(2) for many lines under load, each line at once
-    // when idle.
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(true)
-        .buffered_lines_limit(LOG_QUEUE)
-        .thread_name("smsguard-log")
-        .finish(std::io::BufWriter::with_capacity(
-            64 * 1024,
-            std::io::stderr(),
-        ));
-    let counter = writer.error_counter();
+    let queue: &'static sink::Sink = Box::leak(Box::new(sink::Sink::new(sink::MAX_QUEUED)));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let lines = Lines {
-        json: matches!(format, crate::config::LogFormat::Json),
-        writer: writer.clone(),
-    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(ansi)
-        .with_writer(writer);
-    let installed = match format {
-        crate::config::LogFormat::Json => builder.json().flatten_event(true).try_init(),
-        crate::config::LogFormat::Human => builder.try_init(),
+        .with_writer(queue);
+    let json = matches!(format, crate::config::LogFormat::Json);
+    let installed = if json {
+        builder.json().flatten_event(true).try_init()
+    } else {
+        builder.try_init()
     };
     if installed.is_err() {
         return LogGuard { _writer: None };
     }
-    let _ = DROPPED.set(counter);
+    let writer = match sink::Sink::start(queue, Box::new(std::io::stderr())) {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!("cannot start the log writer: {e}");
+            return LogGuard { _writer: None };
+        }
+    };
+    let _ = SINK.set(queue);
     if !ansi {
-        // Decision lines, one per send, are formatted here rather than by
-        // tracing's formatter (same text, a fraction of the cost); a
-        // terminal gets tracing's coloured lines.
-        let _ = LINES.set(lines);
+        let _ = LINES.set(Lines { json, sink: queue });
     }
     LogGuard {
-        _writer: Some(guard),
+        _writer: Some(writer),
     }
 }
 
@@ -239,12 +230,11 @@ static LINES: std::sync::OnceLock<Lines> = std::sync::OnceLock::new();
 
 struct Lines {
     json: bool,
-    writer: tracing_appender::non_blocking::NonBlocking,
+    sink: &'static sink::Sink,
 }
 
 impl Lines {
     fn write(&self, e: &DecisionEvent) {
-        use std::io::Write;
         thread_local! {
             static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
         }
@@ -257,8 +247,8 @@ impl Lines {
             } else {
                 decision_text(&mut b, now, e);
             }
-            // Lossy: a full queue drops the line and counts it.
-            let _ = self.writer.clone().write_all(&b);
+            // A full queue drops the line and counts it.
+            self.sink.push(&b);
         });
     }
 }
