@@ -10,13 +10,11 @@
 mod common;
 
 use std::future::Future;
-use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
-use common::redis::{RedisCluster, RedisServer};
-use smsguard::config::Config;
+use common::redis::{link, RedisCluster, RedisServer, Target};
 use smsguard::shadow::FakeStore;
 use smsguard::store::redis::RedisLink;
 use smsguard::twilio::responses::{self, MessageRequest};
@@ -25,43 +23,6 @@ const ACCOUNT: &str = "AC0123456789abcdef0123456789abcdef";
 const SERVICE: &str = "VA0123456789abcdef0123456789abcdef";
 /// How long an asynchronous write may take to be seen by the other store.
 const SEEN_WITHIN: Duration = Duration::from_secs(5);
-
-fn store_cfg(toml: &str) -> smsguard::config::Store {
-    Config::parse(Path::new("t.toml"), &format!("[store]\n{toml}"))
-        .unwrap_or_else(|e| panic!("{e}"))
-        .store
-}
-
-async fn link(server: &RedisServer, timeout: &str) -> RedisLink {
-    let l = RedisLink::connect(
-        &store_cfg(&format!(
-            "redis = \"{}\"\ntimeout = \"{timeout}\"\n",
-            server.url()
-        )),
-        |_| {},
-    )
-    .await
-    .unwrap();
-    assert!(l.is_up());
-    l
-}
-
-async fn cluster_link(cluster: &RedisCluster) -> RedisLink {
-    let seeds = cluster
-        .urls()
-        .iter()
-        .map(|u| format!("\"{u}\""))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let l = RedisLink::connect(
-        &store_cfg(&format!("redis_cluster = [{seeds}]\ntimeout = \"2s\"\n")),
-        |_| {},
-    )
-    .await
-    .unwrap();
-    assert!(l.is_up());
-    l
-}
 
 /// Two replicas' fake stores, each attached to its own link.
 async fn replicas(a: RedisLink, b: RedisLink, retention: Duration) -> (FakeStore, FakeStore) {
@@ -237,8 +198,8 @@ async fn a_fake_made_by_one_replica_is_answered_by_another() {
         return;
     };
     let (a, b) = replicas(
-        link(&server, "2s").await,
-        link(&server, "2s").await,
+        link(Target::Server(&server), "2s").await,
+        link(Target::Server(&server), "2s").await,
         Duration::from_secs(60),
     )
     .await;
@@ -263,8 +224,8 @@ async fn a_forgotten_verification_is_forgotten_by_every_replica() {
         return;
     };
     let (a, b) = replicas(
-        link(&server, "2s").await,
-        link(&server, "2s").await,
+        link(Target::Server(&server), "2s").await,
+        link(Target::Server(&server), "2s").await,
         Duration::from_secs(60),
     )
     .await;
@@ -319,8 +280,8 @@ async fn shared_fakes_expire_after_the_retention() {
     };
     let retention = Duration::from_millis(600);
     let (a, b) = replicas(
-        link(&server, "2s").await,
-        link(&server, "2s").await,
+        link(Target::Server(&server), "2s").await,
+        link(Target::Server(&server), "2s").await,
         retention,
     )
     .await;
@@ -370,8 +331,8 @@ async fn with_redis_down_each_replica_answers_its_own_fakes_quickly() {
         return;
     };
     let (a, b) = replicas(
-        link(&server, "200ms").await,
-        link(&server, "200ms").await,
+        link(Target::Server(&server), "200ms").await,
+        link(Target::Server(&server), "200ms").await,
         Duration::from_secs(60),
     )
     .await;
@@ -470,7 +431,10 @@ async fn a_store_not_attached_keeps_its_fakes_to_itself() {
     assert_eq!(server.cli(&["dbsize"]), "0");
 
     // Attached later: shares from then on.
-    let (l1, l2) = (link(&server, "2s").await, link(&server, "2s").await);
+    let (l1, l2) = (
+        link(Target::Server(&server), "2s").await,
+        link(Target::Server(&server), "2s").await,
+    );
     a.attach(l1);
     b.attach(l2);
     a.remember("CA3", Bytes::from_static(b"{\"3\"}"));
@@ -486,8 +450,8 @@ async fn fakes_are_shared_on_a_cluster() {
         return;
     };
     let (a, b) = replicas(
-        cluster_link(&cluster).await,
-        cluster_link(&cluster).await,
+        link(Target::Cluster(&cluster), "2s").await,
+        link(Target::Cluster(&cluster), "2s").await,
         Duration::from_secs(60),
     )
     .await;

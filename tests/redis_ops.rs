@@ -16,7 +16,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::redis::{RedisCluster, RedisServer};
+use common::redis::{link, store_config, RedisCluster, RedisServer, Target};
 use smsguard::clock::Millis;
 use smsguard::config::{Action, Config};
 use smsguard::phone::{Channel, Classification, Destination, NumberType, Region};
@@ -27,40 +27,6 @@ use smsguard::store::{BackoffState, BlockEntry, MemoryStore, Store};
 use smsguard::twilio::routes::Product;
 
 const T0: Millis = 1_700_000_000_000;
-
-fn store_cfg(toml: &str) -> smsguard::config::Store {
-    Config::parse(Path::new("t.toml"), &format!("[store]\n{toml}"))
-        .unwrap_or_else(|e| panic!("{e}"))
-        .store
-}
-
-async fn link(server: &RedisServer) -> RedisLink {
-    let l = RedisLink::connect(
-        &store_cfg(&format!("redis = \"{}\"\ntimeout = \"2s\"\n", server.url())),
-        |_| {},
-    )
-    .await
-    .unwrap();
-    assert!(l.is_up());
-    l
-}
-
-async fn cluster_link(cluster: &RedisCluster) -> RedisLink {
-    let seeds = cluster
-        .urls()
-        .iter()
-        .map(|u| format!("\"{u}\""))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let l = RedisLink::connect(
-        &store_cfg(&format!("redis_cluster = [{seeds}]\ntimeout = \"2s\"\n")),
-        |_| {},
-    )
-    .await
-    .unwrap();
-    assert!(l.is_up());
-    l
-}
 
 /// xorshift64*: seeded, reproducible.
 struct Rng(u64);
@@ -129,7 +95,7 @@ async fn hits_count_exactly_as_the_memory_store_does() {
     let Some(server) = RedisServer::start() else {
         return;
     };
-    let link = link(&server).await;
+    let link = link(Target::Server(&server), "2s").await;
     // Each key has its own rates, as a limit does; periods from 1 ms (one
     // slot of 1 ms) to an hour, and one not divisible by six.
     // Now and then a key's periods change, as after a reload: what still
@@ -187,7 +153,7 @@ async fn spends_and_refunds_match_the_memory_store() {
     let Some(server) = RedisServer::start() else {
         return;
     };
-    let link = link(&server).await;
+    let link = link(Target::Server(&server), "2s").await;
     let keys = ["hour:*@1700000000000", "day:*@1699920000000", "hour:UZ@1"];
     let caps = [0, 1, 50, 1_000, 123_456, u64::MAX];
     let amounts = [0, 1, 7, 49, 50, 51, 999, 100_000];
@@ -278,7 +244,7 @@ async fn blocks_and_offences_match_the_memory_store() {
     let Some(server) = RedisServer::start() else {
         return;
     };
-    let link = link(&server).await;
+    let link = link(Target::Server(&server), "2s").await;
     let keys = [
         "prefix:8=+99899394",
         "prefix:8=+99899395",
@@ -402,7 +368,7 @@ async fn backoff_judges_as_the_policys_backoff_stage() {
     let Some(server) = RedisServer::start() else {
         return;
     };
-    let link = link(&server).await;
+    let link = link(Target::Server(&server), "2s").await;
     let variants = [
         "free = 1\nbase = \"1s\"\nfactor = 2\nmax = \"1m\"\nreset_after = \"30s\"\n",
         "free = 0\nbase = \"300ms\"\nfactor = 1.5\nmax = \"20s\"\nreset_after = \"10s\"\nhold_up_to = \"400ms\"\n",
@@ -509,7 +475,7 @@ async fn a_backoff_reservation_is_given_back_as_in_memory() {
     let Some(server) = RedisServer::start() else {
         return;
     };
-    let link = link(&server).await;
+    let link = link(Target::Server(&server), "2s").await;
     let b = smsguard::config::Backoff {
         free: 1,
         base: Duration::from_secs(30),
@@ -566,9 +532,9 @@ async fn sixty_four_concurrent_spends_never_overshoot_the_cap() {
     };
     // Three replicas, each with its own link.
     let links = [
-        link(&server).await,
-        link(&server).await,
-        link(&server).await,
+        link(Target::Server(&server), "2s").await,
+        link(Target::Server(&server), "2s").await,
+        link(Target::Server(&server), "2s").await,
     ];
     let (amount, cap) = (7u64, 7 * 20 + 3);
     let mut tasks = Vec::new();
@@ -598,9 +564,9 @@ async fn three_replicas_hitting_one_key_see_each_count_once() {
         return;
     };
     let links = [
-        link(&server).await,
-        link(&server).await,
-        link(&server).await,
+        link(Target::Server(&server), "2s").await,
+        link(Target::Server(&server), "2s").await,
+        link(Target::Server(&server), "2s").await,
     ];
     let now = real_now();
     let per = 20;
@@ -638,7 +604,7 @@ async fn keys_expire_when_they_stop_mattering() {
     let Some(server) = RedisServer::start() else {
         return;
     };
-    let link = link(&server).await;
+    let link = link(Target::Server(&server), "2s").await;
     let start = Instant::now();
     let now = real_now();
     // A 600 ms rate: slots of 100 ms, live until 7 slots after the newest.
@@ -707,10 +673,7 @@ async fn the_configured_prefix_starts_every_key() {
         return;
     };
     let link = RedisLink::connect(
-        &store_cfg(&format!(
-            "redis = \"{}\"\nprefix = \"fleet-a/\"\n",
-            server.url()
-        )),
+        &store_config(Target::Server(&server), "2s", "prefix = \"fleet-a/\"\n"),
         |_| {},
     )
     .await
@@ -738,7 +701,7 @@ async fn every_op_works_on_a_three_master_cluster() {
     let Some(cluster) = RedisCluster::start(3) else {
         return;
     };
-    let link = cluster_link(&cluster).await;
+    let link = link(Target::Cluster(&cluster), "2s").await;
     let mem = MemoryStore::new(10_000, 1_000);
     let now = real_now();
     let mut c = [0u64; 2];
@@ -824,7 +787,7 @@ async fn boundaries_match_the_memory_store() {
     let Some(server) = RedisServer::start() else {
         return;
     };
-    let link = link(&server).await;
+    let link = link(Target::Server(&server), "2s").await;
     let mem = MemoryStore::new(10_000, 1_000);
 
     // Offences: remembered at exactly forgive_after of quiet, forgotten

@@ -360,3 +360,39 @@ impl RedisCluster {
         self.nodes.iter().map(RedisServer::url).collect()
     }
 }
+
+/// The `[store]` of a guard on `server` (`redis = ...`) or on `cluster`
+/// (`redis_cluster = [...]`), with `timeout` and the rest of `extra`.
+pub fn store_config(target: Target<'_>, timeout: &str, extra: &str) -> smsguard::config::Store {
+    let at = match target {
+        Target::Server(s) => format!("redis = \"{}\"", s.url()),
+        Target::Cluster(c) => format!(
+            "redis_cluster = [{}]",
+            c.urls()
+                .iter()
+                .map(|u| format!("\"{u}\""))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
+    let toml = format!("[store]\n{at}\ntimeout = \"{timeout}\"\n{extra}");
+    smsguard::config::Config::parse(std::path::Path::new("t.toml"), &toml)
+        .unwrap_or_else(|e| panic!("{e}\n{toml}"))
+        .store
+}
+
+/// Where a link goes.
+#[derive(Clone, Copy)]
+pub enum Target<'a> {
+    Server(&'a RedisServer),
+    Cluster(&'a RedisCluster),
+}
+
+/// A link to `target` with store.timeout `timeout`, checked to be up.
+pub async fn link(target: Target<'_>, timeout: &str) -> smsguard::store::redis::RedisLink {
+    let l = smsguard::store::redis::RedisLink::connect(&store_config(target, timeout, ""), |_| {})
+        .await
+        .unwrap_or_else(|e| panic!("connecting: {e}"));
+    assert!(l.is_up());
+    l
+}
