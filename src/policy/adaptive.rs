@@ -24,6 +24,7 @@
 //! that blocks more and more.
 
 use std::fmt::Write as _;
+use std::hash::BuildHasher as _;
 use std::sync::Arc;
 
 use super::blocks::Escalation;
@@ -31,7 +32,7 @@ use super::{Attempt, Policy, Reason, Stage, Step, Verdict};
 use crate::clock::{ms, Millis};
 use crate::config::{self, Action, Config, Rate};
 use crate::phone::{Classification, Destination};
-use crate::store::{Conversion, Pending, Store};
+use crate::store::{Conversion, Origin, Pending, Store};
 use crate::twilio::routes::Product;
 
 const HOUR: Millis = 3_600_000;
@@ -132,8 +133,10 @@ impl Floors {
 
 pub(crate) struct Adaptive {
     cfg: config::Adaptive,
-    /// Account sids, shared by the numbers awaiting confirmation.
+    /// Account sids, shared by the origins of one account.
     accounts: std::sync::Mutex<std::collections::HashSet<Arc<str>>>,
+    /// Users and accounts, shared by the numbers awaiting confirmation.
+    origins: std::sync::Mutex<Origins>,
     action: Action,
     grace: Millis,
     learn: Millis,
@@ -147,6 +150,13 @@ pub(crate) struct Adaptive {
     distinct_client_ip: Floors,
     distinct_user: Floors,
     distinct_account: Floors,
+}
+
+/// Interned origins, found by the hash of their user and account.
+#[derive(Default)]
+struct Origins {
+    table: hashbrown::HashTable<Arc<Origin>>,
+    hasher: std::hash::RandomState,
 }
 
 /// A signal that tripped on one key, with the figures it compared.
@@ -180,6 +190,7 @@ impl Adaptive {
             distinct_account: Floors::from_rates(&cfg.distinct.account),
             cfg: cfg.clone(),
             accounts: Default::default(),
+            origins: Default::default(),
         }
     }
 
@@ -195,6 +206,28 @@ impl Adaptive {
             set.insert(a.clone());
         }
         a
+    }
+
+    /// The user and account as one shared origin (a fresh one past 10,000
+    /// origins, which only costs memory).
+    fn origin(&self, user: Option<&str>, account: &str) -> Arc<Origin> {
+        let mut o = self.origins.lock().unwrap_or_else(|p| p.into_inner());
+        let hash = o.hasher.hash_one((user, account));
+        let same = |x: &Arc<Origin>| x.user.as_deref() == user && *x.account == *account;
+        if let Some(x) = o.table.find(hash, same) {
+            return x.clone();
+        }
+        let x = Arc::new(Origin {
+            user: user.map(Box::from),
+            account: self.account(account),
+        });
+        if o.table.len() < 10_000 {
+            let Origins { table, hasher } = &mut *o;
+            table.insert_unique(hash, x.clone(), |y| {
+                hasher.hash_one((y.user.as_deref(), &*y.account))
+            });
+        }
+        x
     }
 
     /// Whether a sender of this scope is judged on the numbers (or regions)
@@ -649,11 +682,8 @@ impl Adaptive {
             p.sent_at = now;
             p.confirmed_at = 0;
             p.client_ip = a.end_user_ip.then_some(a.client_ip);
-            if p.user.as_deref() != a.user {
-                p.user = a.user.map(Box::from);
-            }
-            if *p.account != *a.account {
-                p.account = self.account(a.account);
+            if p.user() != a.user || p.account() != a.account {
+                p.origin = Some(self.origin(a.user, a.account));
             }
             p.product = product_code(a.product);
         });
@@ -715,12 +745,12 @@ impl Adaptive {
             return false;
         };
         let product = product_of(p.product);
-        store.confirmations_seen(&flow_key(&p.account, product), now, true);
+        store.confirmations_seen(&flow_key(p.account(), product), now, true);
         let baseline = self.baseline;
         let w = self.surge_window;
         let mut keys = Keys::new();
         self.destination_keys(to, class, &mut keys);
-        self.sender_keys(p.client_ip, p.user.as_deref(), &p.account, &mut keys);
+        self.sender_keys(p.client_ip, p.user(), p.account(), &mut keys);
         for (_, key) in keys.iter() {
             store.conversion(key, true, &mut |c| {
                 for (win, period) in c.confirmed.iter_mut().zip(PERIODS) {

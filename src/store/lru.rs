@@ -166,6 +166,15 @@ impl<V> Lru<V> {
                 i
             }
             None if s.slots.len() < s.capacity => {
+                if s.slots.capacity() == 0 {
+                    // The whole shard at once, on its first key: a slab that
+                    // grew by doubling would hold up to half its length
+                    // unused (and copy itself on each step). Pages not yet
+                    // written are not resident, so an idle guard does not
+                    // pay for the capacity it may never use.
+                    let cap = s.capacity;
+                    s.slots.reserve_exact(cap);
+                }
                 let i = s.slots.len() as u32;
                 s.slots.push(Slot {
                     key: hash,

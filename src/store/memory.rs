@@ -1,6 +1,7 @@
 //! The in-memory store: bounded LRU tables.
 //!
-//! The per-number tables (rate counters, backoff), which grow with every
+//! The per-number tables (rate counters; numbers, each with its backoff
+//! and its pending confirmation in one entry), which grow with every
 //! distinct number an attack sprays, are compact sharded LRU slabs
 //! ([`Lru`]): a few dozen bytes per key and no allocation per key. Blocks,
 //! offences and spend, which stay small, are moka caches with LRU eviction
@@ -11,6 +12,7 @@
 //! silent.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -19,10 +21,69 @@ use moka::policy::EvictionPolicy;
 use moka::sync::Cache;
 
 use super::lru::Lru;
-use super::{BackoffState, BlockEntry, Conversion, Counters, Pending, Store, StoreStats, Windows};
+use super::{BackoffState, BlockEntry, Conversion, Counters, Origin, Pending, Store, StoreStats};
 use crate::clock::Millis;
 
 type Shared<T> = Arc<Mutex<T>>;
+
+/// One number's backoff and pending confirmation, in one entry: a number
+/// both stages track pays one slot and one index entry, not two. The two
+/// parts are kept apart (`parts`): a part not yet created reads as absent,
+/// as it would in a table of its own.
+#[derive(Debug, Default)]
+struct Number {
+    // BackoffState
+    last_sent: Millis,
+    last_attempt: Millis,
+    sends: u32,
+    // Pending
+    sent_at: Millis,
+    confirmed_at: Millis,
+    origin: Option<Arc<Origin>>,
+    client_ip: Option<IpAddr>,
+    product: u8,
+    /// Which parts exist: `BACKOFF`, `PENDING`.
+    parts: u8,
+}
+
+const BACKOFF: u8 = 1;
+const PENDING: u8 = 2;
+const DAY: Millis = 86_400_000;
+
+impl Number {
+    fn backoff(&self) -> BackoffState {
+        BackoffState {
+            sends: self.sends,
+            last_sent: self.last_sent,
+            last_attempt: self.last_attempt,
+        }
+    }
+
+    fn set_backoff(&mut self, s: BackoffState) {
+        self.sends = s.sends;
+        self.last_sent = s.last_sent;
+        self.last_attempt = s.last_attempt;
+    }
+
+    /// The pending part, moved out (the origin is not cloned).
+    fn take_pending(&mut self) -> Pending {
+        Pending {
+            sent_at: self.sent_at,
+            confirmed_at: self.confirmed_at,
+            client_ip: self.client_ip,
+            product: self.product,
+            origin: self.origin.take(),
+        }
+    }
+
+    fn put_pending(&mut self, p: Pending) {
+        self.sent_at = p.sent_at;
+        self.confirmed_at = p.confirmed_at;
+        self.client_ip = p.client_ip;
+        self.product = p.product;
+        self.origin = p.origin;
+    }
+}
 
 #[derive(Debug, Clone, Copy, Default)]
 struct Offences {
@@ -32,12 +93,12 @@ struct Offences {
 
 pub struct MemoryStore {
     counters: Lru<Counters>,
-    backoffs: Lru<BackoffState>,
+    /// Per number (E.164 text): its backoff and its pending confirmation.
+    numbers: Lru<Number>,
     blocks: Cache<String, BlockEntry>,
     offences: Cache<String, Shared<Offences>>,
     spend: Lru<u64>,
     conversions: Lru<Conversion>,
-    pending: Lru<Pending>,
     pairs: Lru<Millis>,
     flows: Lru<Millis>,
     shared: Arc<Watch>,
@@ -50,6 +111,9 @@ struct Watch {
     evicted_live: AtomicU64,
     /// Backoff states are live until this long after their last attempt.
     backoff_live_for: AtomicU64,
+    /// Numbers with a backoff part, and with a pending part.
+    backoffs: AtomicU64,
+    pending: AtomicU64,
     /// Block entries held per key kind (`prefix:8`), expired ones included:
     /// a kind with none needs no lookup.
     block_kinds: RwLock<HashMap<Box<str>, u64>>,
@@ -72,6 +136,27 @@ impl Watch {
                 evicted_live = n,
                 "state evicted while still live: raise store.capacity"
             );
+        }
+    }
+
+    /// Accounts for a number pushed out of its table: each part it held is
+    /// gone, and counted when it still mattered (a backoff streak within
+    /// its lifetime as of `now`, a send awaiting its confirmation within a
+    /// day).
+    fn number_evicted(&self, n: &Number, now: Millis) {
+        if n.parts & BACKOFF != 0 {
+            self.backoffs.fetch_sub(1, Ordering::Relaxed);
+            let window = self.backoff_live_for.load(Ordering::Relaxed);
+            if n.sends > 0 && now < n.last_attempt.saturating_add(window) {
+                self.evicted("backoff", "to");
+            }
+        }
+        if n.parts & PENDING != 0 {
+            self.pending.fetch_sub(1, Ordering::Relaxed);
+            let now = self.now.load(Ordering::Relaxed);
+            if n.confirmed_at == 0 && n.sent_at + DAY > now {
+                self.evicted("pending", "to");
+            }
         }
     }
 
@@ -99,8 +184,8 @@ impl Watch {
 }
 
 impl MemoryStore {
-    /// `capacity` bounds each counter/backoff table, `block_capacity` the
-    /// blocks and offences.
+    /// `capacity` bounds each per-key table (counters, numbers, adaptive
+    /// keys and pairs), `block_capacity` the blocks and offences.
     pub fn new(capacity: u64, block_capacity: u64) -> Self {
         let shared = Arc::new(Watch::default());
         let w = shared.clone();
@@ -125,9 +210,8 @@ impl MemoryStore {
             // age out.
             spend: Lru::new(10_000),
             counters: Lru::new(capacity),
-            backoffs: Lru::new(capacity),
+            numbers: Lru::new(capacity),
             conversions: Lru::new(capacity),
-            pending: Lru::new(capacity),
             pairs: Lru::new(capacity),
             // One key per account and product.
             flows: Lru::new(10_000),
@@ -235,50 +319,32 @@ impl Store for MemoryStore {
         let w = &self.shared;
         self.counters.with(
             key,
-            || Counters {
-                windows: Windows::new(periods.len()),
-                live_until: 0,
-            },
+            || Counters::new(periods.len()),
             |old| {
-                if old.value.live_until > now {
+                if old.value.live_until() > now {
                     w.evicted("counters", kind_of(key));
                 }
             },
-            |s| {
-                if s.windows.as_slice().len() != periods.len() {
-                    // The policy was reloaded with other rates for this key.
-                    s.windows = Windows::new(periods.len());
-                }
-                let mut until = 0;
-                for ((win, p), c) in s
-                    .windows
-                    .as_mut_slice()
-                    .iter_mut()
-                    .zip(periods)
-                    .zip(counts.iter_mut())
-                {
-                    *c = win.hit(*p, now);
-                    until = until.max(win.live_until(*p));
-                }
-                s.live_until = until;
-            },
+            |s| s.hit(periods, now, counts),
         );
     }
 
     fn backoff(&self, key: &str, now: Millis, update: &mut dyn FnMut(&mut BackoffState)) {
         self.saw(now);
         let w = &self.shared;
-        let window = w.backoff_live_for.load(Ordering::Relaxed);
-        self.backoffs.with(
+        self.numbers.with(
             key,
-            BackoffState::default,
-            |old| {
-                let s = old.value;
-                if s.sends > 0 && now < s.last_attempt.saturating_add(window) {
-                    w.evicted("backoff", "to");
+            Number::default,
+            |old| w.number_evicted(old.value, now),
+            |n| {
+                if n.parts & BACKOFF == 0 {
+                    n.parts |= BACKOFF;
+                    w.backoffs.fetch_add(1, Ordering::Relaxed);
                 }
+                let mut s = n.backoff();
+                update(&mut s);
+                n.set_backoff(s);
             },
-            |s| update(s),
         );
     }
 
@@ -326,21 +392,37 @@ impl Store for MemoryStore {
     }
 
     fn pending(&self, number: &str, create: bool, f: &mut dyn FnMut(&mut Pending)) -> bool {
+        let w = &self.shared;
+        let mut run = |n: &mut Number| {
+            let mut p = n.take_pending();
+            f(&mut p);
+            n.put_pending(p);
+        };
         if create {
-            self.pending.with(
+            let now = w.now.load(Ordering::Relaxed);
+            self.numbers.with(
                 number,
-                Pending::default,
-                |old| {
-                    let now = self.shared.now.load(Ordering::Relaxed);
-                    if old.value.confirmed_at == 0 && old.value.sent_at + 86_400_000 > now {
-                        self.shared.evicted("pending", "to");
+                Number::default,
+                |old| w.number_evicted(old.value, now),
+                |n| {
+                    if n.parts & PENDING == 0 {
+                        n.parts |= PENDING;
+                        w.pending.fetch_add(1, Ordering::Relaxed);
                     }
+                    run(n)
                 },
-                |p| f(p),
             );
             true
         } else {
-            self.pending.update(number, |p| f(p)).is_some()
+            self.numbers
+                .update(number, |n| {
+                    let present = n.parts & PENDING != 0;
+                    if present {
+                        run(n);
+                    }
+                    present
+                })
+                .unwrap_or(false)
         }
     }
 
@@ -381,11 +463,11 @@ impl Store for MemoryStore {
     fn stats(&self) -> StoreStats {
         StoreStats {
             counters: self.counters.entries(),
-            backoffs: self.backoffs.entries(),
+            backoffs: self.shared.backoffs.load(Ordering::Relaxed),
             blocks: self.blocks.entry_count(),
             offences: self.offences.entry_count(),
             conversions: self.conversions.entries(),
-            pending: self.pending.entries(),
+            pending: self.shared.pending.load(Ordering::Relaxed),
             pairs: self.pairs.entries(),
             evicted_live: self.shared.evicted_live.load(Ordering::Relaxed),
         }
@@ -415,6 +497,67 @@ mod tests {
         assert!(st.counters <= 100, "{st:?}");
         // The flood pushed out keys that were still inside their window: counted.
         assert!(st.evicted_live > 0, "{st:?}");
+    }
+
+    #[test]
+    fn a_number_keeps_its_backoff_and_pending_apart_in_one_entry() {
+        let s = MemoryStore::new(100, 10);
+        s.set_backoff_lifetime(7_200_000);
+        let n = "+14155550100";
+        // A backoff alone: no pending state to read or update.
+        s.backoff(n, 1_000, &mut |b| b.sends += 1);
+        assert!(!s.pending(n, false, &mut |_| panic!("no pending state yet")));
+        let st = s.stats();
+        assert_eq!((st.backoffs, st.pending), (1, 0));
+        // A pending state alone, on another number, starts from nothing
+        // and brings no backoff.
+        let m = "+14155550101";
+        assert!(s.pending(m, true, &mut |p| {
+            assert_eq!(*p, Pending::default());
+            p.sent_at = 1_000;
+        }));
+        s.backoff(m, 1_000, &mut |b| assert_eq!(*b, BackoffState::default()));
+        // Each part keeps what was written to it.
+        let origin = Arc::new(Origin {
+            user: Some("u1".into()),
+            account: "AC1".into(),
+        });
+        assert!(s.pending(n, true, &mut |p| {
+            assert_eq!(*p, Pending::default());
+            p.sent_at = 2_000;
+            p.client_ip = Some("203.0.113.7".parse().unwrap());
+            p.origin = Some(origin.clone());
+            p.product = 2;
+        }));
+        s.backoff(n, 2_000, &mut |b| {
+            assert_eq!(b.sends, 1);
+            b.last_sent = 2_000;
+        });
+        let mut seen = None;
+        assert!(s.pending(n, false, &mut |p| seen = Some(p.clone())));
+        let p = seen.unwrap();
+        assert_eq!(
+            (p.sent_at, p.product, p.user(), p.account()),
+            (2_000, 2, Some("u1"), "AC1")
+        );
+        assert_eq!(p.client_ip, Some("203.0.113.7".parse().unwrap()));
+        s.backoff(n, 3_000, &mut |b| {
+            assert_eq!((b.sends, b.last_sent), (1, 2_000))
+        });
+        let st = s.stats();
+        assert_eq!((st.backoffs, st.pending), (2, 2));
+        // A flood pushes both parts out: each is counted once, and each live
+        // part counts as an eviction of live state.
+        for i in 0..1_000 {
+            s.backoff(&format!("+1212555{i:04}"), 4_000, &mut |b| b.sends = 1);
+        }
+        let st = s.stats();
+        assert_eq!(st.pending, 0, "{st:?}");
+        assert!(st.backoffs <= 100, "{st:?}");
+        assert!(st.evicted_live >= 1_000 - 100 + 2, "{st:?}");
+        assert!(!s.pending(n, false, &mut |_| panic!("evicted")));
+        // Both parts in one cache line's worth.
+        assert!(std::mem::size_of::<Number>() <= 64);
     }
 
     #[test]

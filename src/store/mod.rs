@@ -240,45 +240,216 @@ impl Slots {
     }
 }
 
-/// Counters of one limit key, one per rate: inline for the usual one or
-/// two rates, so a tracked key costs no allocation of its own.
-#[derive(Debug, Clone)]
-pub enum Windows {
-    Few(u8, [Slots; 2]),
-    Many(Box<[Slots]>),
+impl Slots {
+    /// The slot width as kept in `width`.
+    fn kept_width(period: Millis) -> u32 {
+        Self::width(period).min(u64::from(u32::MAX)) as u32
+    }
+
+    /// Until when attempts counted here still count, from the slot width
+    /// kept (0 when there are none).
+    fn live_until_kept(&self) -> Millis {
+        match self.counts.iter().position(|c| *c > 0) {
+            Some(j) => (self.newest - j as u64 + 7) * u64::from(self.width),
+            None => 0,
+        }
+    }
 }
 
-impl Windows {
+/// How many rates a narrow key holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[repr(u8)]
+enum Inline {
+    #[default]
+    Zero,
+    One,
+    Two,
+}
+
+/// The [`Slots`] of up to two rates whose counts all fit in 8 bits: the
+/// usual limit key (a number, a prefix, an address) in 32 bytes. A key
+/// whose rate would count past 255 within its slots widens first.
+///
+/// The rates share the instant of the key's latest attempt (`last`): each
+/// rate's newest slot is the one holding it, as `Slots::newest` is, so no
+/// rate keeps a slot index of its own. The one case where they part (a
+/// reload that changes a period while the clock is behind the latest
+/// attempt: `Slots` then starts the new period as of now) widens first.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Narrow {
+    /// The latest attempt counted (ms; 0 before the first).
+    last: Millis,
+    /// Slot width per rate (ms; 0 before the first hit), as `Slots::width`.
+    width: [u32; 2],
+    counts: [[u8; 7]; 2],
+    rates: Inline,
+}
+
+impl Narrow {
+    fn new(rates: usize) -> Narrow {
+        Narrow {
+            rates: match rates {
+                0 => Inline::Zero,
+                1 => Inline::One,
+                _ => Inline::Two,
+            },
+            ..Narrow::default()
+        }
+    }
+
+    fn rates(&self) -> usize {
+        self.rates as usize
+    }
+
+    /// Whether this attempt can be counted here exactly as [`Slots`]
+    /// count it: every count stays within 8 bits (none, nor what a reload
+    /// carries over, can exceed a rate's total), and no period changes
+    /// while the clock is behind the latest attempt.
+    fn fits(&self, periods: &[Millis], now: Millis) -> bool {
+        let small = self.counts[..self.rates()]
+            .iter()
+            .all(|c| c.iter().map(|n| u32::from(*n)).sum::<u32>() < u32::from(u8::MAX));
+        small
+            && (now >= self.last
+                || periods
+                    .iter()
+                    .zip(self.width)
+                    .all(|(p, w)| Slots::kept_width(*p) == w))
+    }
+
+    /// The same counts as [`Slots`], 32-bit.
+    fn widen(&self) -> Vec<Slots> {
+        (0..self.rates())
+            .map(|i| {
+                let width = self.width[i];
+                Slots {
+                    newest: match width {
+                        0 => 0,
+                        w => self.last / u64::from(w),
+                    },
+                    counts: self.counts[i].map(u32::from),
+                    width,
+                }
+            })
+            .collect()
+    }
+
+    /// [`Slots::hit`] on every rate at once; the caller has checked
+    /// [`Narrow::fits`].
+    fn hit(&mut self, periods: &[Millis], now: Millis, out: &mut [u64]) {
+        let before = self.last;
+        let last = before.max(now);
+        for (i, (p, out)) in periods.iter().zip(out.iter_mut()).enumerate() {
+            let w = Slots::width(*p);
+            let kept = Slots::kept_width(*p);
+            let counts = &mut self.counts[i];
+            if self.width[i] != kept {
+                // A new period (a reload): what still counted under the old
+                // one counts on, as of the latest attempt, and ages out under
+                // the new period.
+                let total = match u64::from(self.width[i]) {
+                    0 => 0,
+                    old => {
+                        let age = (now / old).saturating_sub(before / old) as usize;
+                        counts
+                            .iter()
+                            .take(counts.len().saturating_sub(age))
+                            .fold(0u8, |a, c| a.saturating_add(*c))
+                    }
+                };
+                *counts = [0; 7];
+                counts[0] = total;
+                self.width[i] = kept;
+            } else {
+                let shift = last / w - before / w;
+                if shift >= counts.len() as u64 {
+                    *counts = [0; 7];
+                } else if shift > 0 {
+                    counts.rotate_right(shift as usize);
+                    counts[..shift as usize].fill(0);
+                }
+            }
+            // A clock that stepped back counts into the newest slot.
+            counts[0] = counts[0].saturating_add(1);
+            let age = (now / w).saturating_sub(last / w) as usize;
+            *out = counts
+                .iter()
+                .take(counts.len().saturating_sub(age))
+                .map(|c| u64::from(*c))
+                .sum();
+        }
+        self.last = last;
+    }
+
+    fn live_until(&self) -> Millis {
+        (0..self.rates())
+            .filter_map(|i| {
+                let w = u64::from(self.width[i]);
+                let j = self.counts[i].iter().position(|c| *c > 0)?;
+                Some((self.last / w - j as u64 + 7) * w)
+            })
+            .max()
+            .unwrap_or(0)
+    }
+}
+
+/// Counters of one limit key, one per rate, with no allocation of its own
+/// for the usual one or two rates of modest counts (a number's, a prefix's).
+#[derive(Debug, Clone)]
+pub enum Counters {
+    Narrow(Narrow),
+    /// More rates, or a count past 8 bits (a narrow key widens before one
+    /// could saturate, so nothing is lost): a busy key (an address, a
+    /// global limit) pays one allocation.
+    Wide(Box<[Slots]>),
+}
+
+impl Counters {
     pub fn new(rates: usize) -> Self {
         if rates <= 2 {
-            Windows::Few(rates as u8, [Slots::default(); 2])
+            Counters::Narrow(Narrow::new(rates))
         } else {
-            Windows::Many(vec![Slots::default(); rates].into_boxed_slice())
+            Counters::Wide(vec![Slots::default(); rates].into_boxed_slice())
         }
     }
 
-    pub fn as_mut_slice(&mut self) -> &mut [Slots] {
+    pub fn rates(&self) -> usize {
         match self {
-            Windows::Few(n, w) => &mut w[..*n as usize],
-            Windows::Many(w) => w,
+            Counters::Narrow(n) => n.rates(),
+            Counters::Wide(w) => w.len(),
         }
     }
 
-    pub fn as_slice(&self) -> &[Slots] {
+    /// Counts one attempt in every rate's window and writes each count
+    /// (this attempt included) into `out`, as [`Slots::hit`] per rate.
+    pub fn hit(&mut self, periods: &[Millis], now: Millis, out: &mut [u64]) {
+        if self.rates() != periods.len() {
+            // The policy was reloaded with other rates for this key.
+            *self = Counters::new(periods.len());
+        }
+        if let Counters::Narrow(n) = self {
+            if !n.fits(periods, now) {
+                *self = Counters::Wide(n.widen().into_boxed_slice());
+            }
+        }
         match self {
-            Windows::Few(n, w) => &w[..*n as usize],
-            Windows::Many(w) => w,
+            Counters::Narrow(n) => n.hit(periods, now, out),
+            Counters::Wide(w) => {
+                for ((s, p), c) in w.iter_mut().zip(periods).zip(out.iter_mut()) {
+                    *c = s.hit(*p, now);
+                }
+            }
         }
     }
-}
 
-/// A limit key's counters and until when they matter.
-#[derive(Debug, Clone)]
-pub struct Counters {
-    pub windows: Windows,
     /// After this instant no window here counts anything: evicting the key
     /// then forgets nothing.
-    pub live_until: Millis,
+    pub fn live_until(&self) -> Millis {
+        match self {
+            Counters::Narrow(n) => n.live_until(),
+            Counters::Wide(w) => w.iter().map(Slots::live_until_kept).max().unwrap_or(0),
+        }
+    }
 }
 
 /// Counts of the last few minutes in eight buckets, so "sends within the
@@ -357,6 +528,15 @@ pub struct Conversion {
     pub peak_at: Millis,
 }
 
+/// Who asked for a send: a user (when named) and an account, shared by
+/// every number they send to.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Origin {
+    pub user: Option<Box<str>>,
+    /// Shared by every origin of the account (accounts are few).
+    pub account: Arc<str>,
+}
+
 /// A number the guard forwarded a send to and awaits a confirmation for.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Pending {
@@ -366,10 +546,21 @@ pub struct Pending {
     pub confirmed_at: Millis,
     /// Who asked for it, to credit them when it is confirmed.
     pub client_ip: Option<std::net::IpAddr>,
-    pub user: Option<Box<str>>,
-    /// Shared by every number the account sends to (accounts are few).
-    pub account: std::sync::Arc<str>,
     pub product: u8,
+    /// The user and account (none: neither known), one pointer rather than
+    /// a text of each per number.
+    pub origin: Option<Arc<Origin>>,
+}
+
+impl Pending {
+    pub fn user(&self) -> Option<&str> {
+        self.origin.as_ref().and_then(|o| o.user.as_deref())
+    }
+
+    /// The account ("" when not known).
+    pub fn account(&self) -> &str {
+        self.origin.as_ref().map_or("", |o| &o.account)
+    }
 }
 
 /// Sizes and evictions, for metrics and tests.
@@ -512,6 +703,115 @@ mod tests {
         assert_eq!(s.hit(m10, t + 2 * h + 2 * m10), 1);
         // What no longer counted under the old period is not carried.
         assert_eq!(s.hit(h, t + 4 * h), 1);
+    }
+
+    /// The counters of a key, one [`Slots`] per rate: what [`Counters`]
+    /// must answer exactly.
+    fn reference(slots: &mut Vec<Slots>, periods: &[Millis], now: Millis) -> Vec<u64> {
+        if slots.len() != periods.len() {
+            *slots = vec![Slots::default(); periods.len()];
+        }
+        slots
+            .iter_mut()
+            .zip(periods)
+            .map(|(s, p)| s.hit(*p, now))
+            .collect()
+    }
+
+    #[test]
+    fn narrow_counters_count_as_slots_do_through_reloads_and_pauses() {
+        let (m, h, d) = (60_000, 3_600_000, 86_400_000);
+        let plans: [&[Millis]; 6] = [&[h, d], &[10 * m, d], &[h], &[6], &[d, h], &[7, 13]];
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut rand = move |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        let mut narrow = 0;
+        for run in 0..200 {
+            let mut c = Counters::new(2);
+            let mut slots = Vec::new();
+            let mut now = 1_795_305_600_000 + rand(d);
+            let mut plan = plans[run % plans.len()];
+            for step in 0..250 {
+                // Mostly bursts, sometimes a pause of up to two days, and
+                // now and then a reload with other periods.
+                now += match rand(10) {
+                    0..=5 => rand(1_000),
+                    6..=8 => rand(h),
+                    _ => rand(2 * d),
+                };
+                // Now and then a clock a little behind.
+                let now = if rand(8) == 0 { now - rand(3 * m) } else { now };
+                if rand(50) == 0 {
+                    plan = plans[rand(plans.len() as u64) as usize];
+                }
+                let mut out = [0u64; 2];
+                c.hit(plan, now, &mut out[..plan.len()]);
+                let want = reference(&mut slots, plan, now);
+                assert_eq!(&out[..plan.len()], &want[..], "run {run} step {step}");
+                let live = slots.iter().map(Slots::live_until_kept).max().unwrap();
+                assert_eq!(c.live_until(), live, "run {run} step {step}");
+            }
+            narrow += usize::from(matches!(c, Counters::Narrow(_)));
+        }
+        // Most keys stay narrow: only a reload behind the clock widens.
+        assert!(narrow > 100, "{narrow}");
+    }
+
+    #[test]
+    fn a_narrow_key_widens_before_a_count_passes_8_bits() {
+        let (m, h) = (60_000, 3_600_000);
+        let t = 1_795_305_600_000;
+        let mut c = Counters::new(2);
+        let mut slots = Vec::new();
+        let mut out = [0u64; 2];
+        let periods = [m, h];
+        // 70,000 attempts in one minute: past u8::MAX in one slot, and
+        // past u16::MAX.
+        for i in 0..70_000u64 {
+            let now = t + i * 50_000 / 70_000;
+            if i == 254 {
+                assert!(matches!(c, Counters::Narrow(_)));
+            }
+            c.hit(&periods, now, &mut out);
+            let want = reference(&mut slots, &periods, now);
+            assert_eq!(&out[..], &want[..], "attempt {i}");
+            assert_eq!(out[0], i + 1);
+        }
+        assert!(matches!(c, Counters::Wide(_)));
+        // Wide, it goes on exactly, and ages out.
+        for now in [t + m, t + 30 * m, t + h + m, t + 3 * h] {
+            c.hit(&periods, now, &mut out);
+            assert_eq!(&out[..], &reference(&mut slots, &periods, now)[..]);
+        }
+        assert_eq!(out, [1, 1]);
+        // Three rates are wide from the start; one rate is narrow.
+        assert!(matches!(Counters::new(3), Counters::Wide(_)));
+        assert!(matches!(Counters::new(1), Counters::Narrow(_)));
+        assert!(std::mem::size_of::<Counters>() <= 32);
+    }
+
+    #[test]
+    fn widening_keeps_every_count_and_its_age() {
+        let (m, h) = (600_000, 3_600_000);
+        let t = 1_795_305_600_000;
+        let mut n = Narrow::new(2);
+        let mut slots = Vec::new();
+        let mut out = [0u64; 2];
+        for i in 0..250 {
+            let now = t + i * 7_000;
+            n.hit(&[m, h], now, &mut out);
+            reference(&mut slots, &[m, h], now);
+        }
+        assert_eq!(n.widen(), slots);
+        // A reload right after widening carries the same counts.
+        let mut c = Counters::Wide(n.widen().into_boxed_slice());
+        let now = t + 250 * 7_000;
+        c.hit(&[h, 2 * h], now, &mut out);
+        assert_eq!(&out[..], &reference(&mut slots, &[h, 2 * h], now)[..]);
     }
 
     #[test]
