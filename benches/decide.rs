@@ -18,10 +18,9 @@ use std::sync::Arc;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use smsguard::config::{Action, Config};
 use smsguard::phone::{normalize, Classifier, Destination};
-use smsguard::policy::{Attempt, BalanceView, Policy};
+use smsguard::policy::{Attempt, Policy};
 use smsguard::store::MemoryStore;
 use smsguard::twilio::form::parse_send;
-use smsguard::twilio::routes::Product;
 
 /// 2026-11-22T00:00:00Z: any fixed wall-clock start will do.
 const T0: u64 = 1_795_305_600_000;
@@ -49,18 +48,7 @@ fn destination(n: u64) -> Destination {
 }
 
 fn attempt<'a>(dest: &'a Destination, classifier: &Classifier, n: u64) -> Attempt<'a> {
-    Attempt {
-        product: Product::Messaging,
-        account: common::ACCOUNT,
-        to: dest,
-        class: classifier.classify(&dest.e164),
-        client_ip: common::client_ip(n),
-        end_user_ip: true,
-        user: None,
-        segments: 1,
-        media: 0,
-        balance: BalanceView::NotAsked,
-    }
+    common::attempt(dest, classifier.classify(&dest.e164), n)
 }
 
 fn decide(c: &mut Criterion) {
@@ -134,18 +122,7 @@ fn decide(c: &mut Criterion) {
                     (n, d, class)
                 },
                 |(n, d, class)| {
-                    let a = Attempt {
-                        product: Product::Messaging,
-                        account: common::ACCOUNT,
-                        to: &d,
-                        class,
-                        client_ip: common::client_ip(n),
-                        end_user_ip: true,
-                        user: None,
-                        segments: 1,
-                        media: 0,
-                        balance: BalanceView::NotAsked,
-                    };
+                    let a = common::attempt(&d, class, n);
                     black_box(p.decide(&a, T0 + n))
                 },
                 BatchSize::SmallInput,

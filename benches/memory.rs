@@ -27,9 +27,8 @@ use std::time::Instant;
 
 use smsguard::config::{Action, Config};
 use smsguard::phone::{normalize, Classifier};
-use smsguard::policy::{Attempt, BalanceView, Policy};
+use smsguard::policy::Policy;
 use smsguard::store::{MemoryStore, Store};
-use smsguard::twilio::routes::Product;
 
 const T0: u64 = 1_795_305_600_000;
 const THREADS: u64 = 2;
@@ -48,18 +47,7 @@ fn judge(
     raw.clear();
     common::us_number(n, raw);
     let dest = normalize(raw, config.numbers.default_region).expect("valid number");
-    let a = Attempt {
-        product: Product::Messaging,
-        account: common::ACCOUNT,
-        to: &dest,
-        class: classifier.classify(&dest.e164),
-        client_ip: common::client_ip(n),
-        end_user_ip: true,
-        user: None,
-        segments: 1,
-        media: 0,
-        balance: BalanceView::NotAsked,
-    };
+    let a = common::attempt(&dest, classifier.classify(&dest.e164), n);
     match policy.decide(&a, T0 + n).action {
         Action::Allow | Action::Monitor => 0,
         Action::Shadow => 1,

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use smsguard::config::Config;
 use smsguard::phone::{normalize, Classifier};
-use smsguard::policy::{Attempt, BalanceView, Policy};
+use smsguard::policy::{BalanceView, Policy};
 use smsguard::store::fleet::{Event, Fleet};
 use smsguard::store::redis::RedisLink;
 use smsguard::store::shared::SharedStore;
@@ -164,18 +164,7 @@ fn main() {
                     raw.clear();
                     common::us_number(n, &mut raw);
                     let dest = normalize(&raw, config.numbers.default_region).expect("valid");
-                    let a = Attempt {
-                        product: Product::Messaging,
-                        account: common::ACCOUNT,
-                        to: &dest,
-                        class: classifier.classify(&dest.e164),
-                        client_ip: common::client_ip(n),
-                        end_user_ip: true,
-                        user: None,
-                        segments: 1,
-                        media: 0,
-                        balance: BalanceView::NotAsked,
-                    };
+                    let a = common::attempt(&dest, classifier.classify(&dest.e164), n);
                     let now = T0 + n;
                     let view = shared.prepare(policy.plan(&a, now, &**shared.local()), now).await;
                     let j = policy.judge_with(&a, now, &view);

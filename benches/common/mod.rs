@@ -72,3 +72,24 @@ pub fn rss_bytes(field: &str) -> u64 {
         .and_then(|kb| kb.parse::<u64>().ok())
         .map_or(0, |kb| kb * 1024)
 }
+
+/// Send `n` of the allowed workload as the policy sees it: a Message from
+/// the account to `to`, by `client_ip(n)` as the end user's address.
+pub fn attempt(
+    to: &smsguard::phone::Destination,
+    class: smsguard::phone::Classification,
+    n: u64,
+) -> smsguard::policy::Attempt<'_> {
+    smsguard::policy::Attempt {
+        product: smsguard::twilio::routes::Product::Messaging,
+        account: ACCOUNT,
+        to,
+        class,
+        client_ip: client_ip(n),
+        end_user_ip: true,
+        user: None,
+        segments: 1,
+        media: 0,
+        balance: smsguard::policy::BalanceView::NotAsked,
+    }
+}
