@@ -200,6 +200,13 @@ impl Replica {
             .unwrap_or_else(|| panic!("{}: admin {path} answered", self.name))
     }
 
+    /// Blocks the `prefix:8` range `value` for an hour through the admin API.
+    async fn block_range(&self, value: &str) {
+        let body = format!(r#"{{"key": "prefix:8", "value": "{value}", "duration": "1h"}}"#);
+        let (s, text) = self.admin(Method::POST, "/api/blocks", &body).await;
+        assert!(s.is_success(), "{}: block {value}: {s} {text}", self.name);
+    }
+
     /// A message send to `to`: the status and the JSON answer.
     async fn send(&self, to: &str) -> (StatusCode, serde_json::Value) {
         self.send_from(to, None).await
@@ -319,14 +326,7 @@ async fn three_replicas(redis: &str, tag: &str) {
     let (s, _) = fleet[2].send("+16175550100").await;
     assert_eq!(s, StatusCode::CREATED);
     assert_eq!(sends(&fake), before + 1, "not blocked yet");
-    let (s, body) = fleet[0]
-        .admin(
-            Method::POST,
-            "/api/blocks",
-            r#"{"key": "prefix:8", "value": "+16175550", "duration": "1h"}"#,
-        )
-        .await;
-    assert!(s.is_success(), "{s} {body}");
+    fleet[0].block_range("+16175550").await;
     tokio::time::sleep(STALE).await;
     for r in &fleet[1..] {
         let (s, _) = r.send("+16175550101").await;
@@ -500,14 +500,7 @@ prices = { default = "0.01" }
     forwarded(1);
     g.send("+14155550002").await;
     forwarded(2);
-    let (s, body) = g
-        .admin(
-            Method::POST,
-            "/api/blocks",
-            r#"{"key": "prefix:8", "value": "+16175550", "duration": "1h"}"#,
-        )
-        .await;
-    assert!(s.is_success(), "{s} {body}");
+    g.block_range("+16175550").await;
     // Give the block's write a moment to reach Redis, then restart.
     tokio::time::sleep(STALE).await;
     g.restart().await;
@@ -701,14 +694,7 @@ client_ip = ["5/1h"]
 
     // A safe-list edit on one replica holds on the other, and across its
     // restart: the number passes a block on its range.
-    let (s, body) = a
-        .admin(
-            Method::POST,
-            "/api/blocks",
-            r#"{"key": "prefix:8", "value": "+16465550", "duration": "1h"}"#,
-        )
-        .await;
-    assert!(s.is_success(), "{s} {body}");
+    a.block_range("+16465550").await;
     let (s, body) = a
         .admin(Method::POST, "/api/safe", r#"{"number": "+16465550000"}"#)
         .await;
@@ -782,14 +768,7 @@ async fn a_guard_started_while_redis_is_down_judges_locally_and_joins_when_it_an
     assert_eq!(s, StatusCode::CREATED);
     assert_eq!(sends(&fake), 1, "judged locally, forwarded");
     // A block set while Redis is away is enforced here at once...
-    let (s, body) = g
-        .admin(
-            Method::POST,
-            "/api/blocks",
-            r#"{"key": "prefix:8", "value": "+17185550", "duration": "1h"}"#,
-        )
-        .await;
-    assert!(s.is_success(), "{s} {body}");
+    g.block_range("+17185550").await;
     g.send("+17185550100").await;
     assert_eq!(sends(&fake), 1);
 
@@ -809,14 +788,7 @@ async fn a_guard_started_while_redis_is_down_judges_locally_and_joins_when_it_an
         assert!(Instant::now() < deadline, "never joined: {text}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let (s, body) = g
-        .admin(
-            Method::POST,
-            "/api/blocks",
-            r#"{"key": "prefix:8", "value": "+16465550", "duration": "1h"}"#,
-        )
-        .await;
-    assert!(s.is_success(), "{s} {body}");
+    g.block_range("+16465550").await;
     tokio::time::sleep(STALE).await;
     g.send("+16465550000").await;
     g.send("+16465550001").await;
