@@ -51,6 +51,15 @@ const PENDING: u8 = 2;
 const DAY: Millis = 86_400_000;
 
 impl Number {
+    /// Makes `part` exist (reading as created from now on), counted in
+    /// `count` the first time.
+    fn create(&mut self, part: u8, count: &AtomicU64) {
+        if self.parts & part == 0 {
+            self.parts |= part;
+            count.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     fn backoff(&self) -> BackoffState {
         BackoffState {
             sends: self.sends,
@@ -337,10 +346,7 @@ impl Store for MemoryStore {
             Number::default,
             |old| w.number_evicted(old.value, now),
             |n| {
-                if n.parts & BACKOFF == 0 {
-                    n.parts |= BACKOFF;
-                    w.backoffs.fetch_add(1, Ordering::Relaxed);
-                }
+                n.create(BACKOFF, &w.backoffs);
                 let mut s = n.backoff();
                 update(&mut s);
                 n.set_backoff(s);
@@ -405,10 +411,7 @@ impl Store for MemoryStore {
                 Number::default,
                 |old| w.number_evicted(old.value, now),
                 |n| {
-                    if n.parts & PENDING == 0 {
-                        n.parts |= PENDING;
-                        w.pending.fetch_add(1, Ordering::Relaxed);
-                    }
+                    n.create(PENDING, &w.pending);
                     run(n)
                 },
             );
