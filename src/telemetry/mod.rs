@@ -135,9 +135,9 @@ pub fn record(e: &DecisionEvent) {
     if !tracing::enabled!(target: "smsguard::decision", tracing::Level::INFO) {
         return;
     }
-    match LINES.get() {
-        Some(lines) => lines.write(e),
-        None => emit(e),
+    match (LINES.get(), SINK.get()) {
+        (Some(lines), Some(sink)) => lines.write(e, sink),
+        _ => emit(e),
     }
 }
 
@@ -192,6 +192,14 @@ pub fn init(format: crate::config::LogFormat, level: &str) -> LogGuard {
         .or_else(|_| EnvFilter::try_new(level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let queue: &'static sink::Sink = Box::leak(Box::new(sink::Sink::new(sink::MAX_QUEUED)));
+    // The writer first: nothing is queued that no thread will write.
+    let mut writer = match sink::Sink::start(queue, Box::new(std::io::stderr())) {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!("cannot start the log writer, logging nothing: {e}");
+            return LogGuard { _writer: None };
+        }
+    };
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -204,18 +212,12 @@ pub fn init(format: crate::config::LogFormat, level: &str) -> LogGuard {
         builder.try_init()
     };
     if installed.is_err() {
+        writer.stop();
         return LogGuard { _writer: None };
     }
-    let writer = match sink::Sink::start(queue, Box::new(std::io::stderr())) {
-        Ok(w) => w,
-        Err(e) => {
-            eprintln!("cannot start the log writer: {e}");
-            return LogGuard { _writer: None };
-        }
-    };
     let _ = SINK.set(queue);
     if !ansi {
-        let _ = LINES.set(Lines { json, sink: queue });
+        let _ = LINES.set(Lines { json });
     }
     LogGuard {
         _writer: Some(writer),
@@ -230,43 +232,32 @@ static LINES: std::sync::OnceLock<Lines> = std::sync::OnceLock::new();
 
 struct Lines {
     json: bool,
-    sink: &'static sink::Sink,
 }
 
 impl Lines {
-    fn write(&self, e: &DecisionEvent) {
+    fn write(&self, e: &DecisionEvent, sink: &sink::Sink) {
         thread_local! {
             static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
         }
         BUF.with(|b| {
             let mut b = b.borrow_mut();
             b.clear();
-            let now = time::OffsetDateTime::now_utc();
+            let now = std::time::SystemTime::now();
             if self.json {
                 decision_json(&mut b, now, e);
             } else {
                 decision_text(&mut b, now, e);
             }
             // A full queue drops the line and counts it.
-            self.sink.push(&b);
+            sink.push(&b);
         });
     }
 }
 
 /// `2026-11-29T08:21:32.880610Z`, as tracing's default timer prints it.
-fn timestamp(b: &mut Vec<u8>, t: time::OffsetDateTime) {
+fn timestamp(b: &mut Vec<u8>, t: std::time::SystemTime) {
     use std::io::Write;
-    let _ = write!(
-        b,
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second(),
-        t.microsecond()
-    );
+    let _ = write!(b, "{}", humantime::format_rfc3339_micros(t));
 }
 
 /// The decision's fields in order: name, value, and whether tracing
@@ -288,7 +279,7 @@ fn decision_fields(e: &DecisionEvent, f: &mut dyn FnMut(&str, &str, bool)) {
     f("would_block", &would_block, true);
 }
 
-fn decision_text(b: &mut Vec<u8>, t: time::OffsetDateTime, e: &DecisionEvent) {
+fn decision_text(b: &mut Vec<u8>, t: std::time::SystemTime, e: &DecisionEvent) {
     use std::fmt::Write as _;
     timestamp(b, t);
     b.extend_from_slice(b"  INFO smsguard::decision: decision");
@@ -317,7 +308,7 @@ fn decision_text(b: &mut Vec<u8>, t: time::OffsetDateTime, e: &DecisionEvent) {
     b.push(b'\n');
 }
 
-fn decision_json(b: &mut Vec<u8>, t: time::OffsetDateTime, e: &DecisionEvent) {
+fn decision_json(b: &mut Vec<u8>, t: std::time::SystemTime, e: &DecisionEvent) {
     b.extend_from_slice(b"{\"timestamp\":\"");
     timestamp(b, t);
     b.extend_from_slice(b"\",\"level\":\"INFO\",\"message\":\"decision\"");
@@ -385,7 +376,7 @@ mod tests {
     #[test]
     fn decision_lines_match_tracing_s_formatter_byte_for_byte() {
         let now =
-            time::OffsetDateTime::from_unix_timestamp_nanos(1_795_305_600_123_456_000).unwrap();
+            std::time::UNIX_EPOCH + std::time::Duration::from_nanos(1_795_305_600_123_456_000);
         for e in [awkward(), DecisionEvent::default()] {
             let mut text = Vec::new();
             decision_text(&mut text, now, &e);
