@@ -73,6 +73,11 @@ pub enum Command {
         /// A day whose attacks differ from the demo's (ranges, rates, mixes).
         #[arg(long)]
         held_out: bool,
+        /// Two days: the held-out day, then a day of returning users and
+        /// attacks of other shapes (dispersed Verify, prefix sprayer,
+        /// poisoned conversions). Implies --held-out.
+        #[arg(long)]
+        dispersed: bool,
         /// Also write the day as JSON lines, for `smsguard replay`.
         #[arg(long, value_name = "FILE.jsonl")]
         save: Option<PathBuf>,
@@ -121,8 +126,15 @@ pub fn main() -> i32 {
             config,
             seed,
             held_out,
+            dispersed,
             save,
-        } => crate::demo::main(config.as_deref(), seed, held_out, save.as_deref()),
+        } => crate::demo::main(
+            config.as_deref(),
+            seed,
+            held_out,
+            dispersed,
+            save.as_deref(),
+        ),
         Command::Replay {
             config,
             out,

@@ -42,12 +42,20 @@ pub async fn run(config: Config, plan: &Plan) -> Result<Replayed, String> {
     engine::replay(config, &loaded).await
 }
 
-/// `smsguard demo [--config FILE] [--seed N] [--held-out] [--save FILE]`.
-pub fn main(path: Option<&Path>, seed: Option<u64>, held_out: bool, save: Option<&Path>) -> i32 {
+/// `smsguard demo [--config FILE] [--seed N] [--held-out | --dispersed]
+/// [--save FILE]`.
+pub fn main(
+    path: Option<&Path>,
+    seed: Option<u64>,
+    held_out: bool,
+    dispersed: bool,
+    save: Option<&Path>,
+) -> i32 {
     let result = (|| -> Result<(), String> {
         let config = config(path)?;
         let mut plan = Plan {
-            held_out,
+            held_out: held_out || dispersed,
+            dispersed,
             ..Plan::default()
         };
         if let Some(s) = seed {
@@ -69,11 +77,21 @@ pub fn main(path: Option<&Path>, seed: Option<u64>, held_out: bool, save: Option
                 .and_then(|()| std::io::Write::flush(&mut w))
                 .map_err(|e| format!("cannot write {}: {e}", save.display()))?;
         }
-        println!(
-            "smsguard demo: a generated day of one-time-code traffic and SMS pumping attacks (seed {}{}),",
-            plan.seed,
-            if plan.held_out { ", held-out day" } else { "" }
-        );
+        if plan.dispersed {
+            println!(
+                "smsguard demo: the two-day dispersed plan (seed {}): the held-out day, then a day of returning users,",
+                plan.seed
+            );
+            println!(
+                "new sign-ins and dispersed Verify, prefix-sprayer and poisoned-conversion attacks,"
+            );
+        } else {
+            println!(
+                "smsguard demo: a generated day of one-time-code traffic and SMS pumping attacks (seed {}{}),",
+                plan.seed,
+                if plan.held_out { ", held-out day" } else { "" }
+            );
+        }
         println!(
             "replayed as HTTP requests through the guard in front of a built-in fake Twilio (offline).\n"
         );

@@ -95,6 +95,7 @@ async fn held_out_days_with_other_ranges_rates_and_mixes_hold_too() {
         let report = replay(Plan {
             seed,
             held_out: true,
+            ..Plan::default()
         })
         .await;
         check(&report, &format!("held-out day, seed {seed}"));

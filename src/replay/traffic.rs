@@ -3,9 +3,14 @@
 //! kinds, as replay records labelled by class.
 //!
 //! Labels start with `legitimate` or `attack`; the demo's verdict counts by
-//! that first word. Attackers never confirm a code; legitimate people
-//! mostly do. Nothing here judges anything: it only describes what an app
-//! would have asked Twilio to send.
+//! that first word. Attackers never confirm a code (but for the poisoned
+//! conversions of the two-day plan, a pumper that reads its own SIMs);
+//! legitimate people mostly do. Nothing here judges anything: it only
+//! describes what an app would have asked Twilio to send.
+//!
+//! The two-day plan ([`Plan::dispersed`]) is the held-out day followed by a
+//! day of returning users and attacks of other shapes, for measuring a
+//! policy on traffic it was not tuned on.
 //!
 //! Each class is one small function with its own random stream (the seed,
 //! the day kind and the class label), so a change to one class does not
@@ -36,6 +41,10 @@ pub const LOW_AND_SLOW: &str = "attack: low and slow";
 pub const ONE_ADDRESS: &str = "attack: one address";
 pub const ONE_USER: &str = "attack: one user";
 pub const IN_COUNTRY_VERIFY: &str = "attack: in-country Verify";
+pub const RETURNING_USERS: &str = "legitimate: returning users";
+pub const DISPERSED_VERIFY: &str = "attack: dispersed Verify";
+pub const PREFIX_SPRAYER: &str = "attack: prefix sprayer";
+pub const POISONED_CONVERSIONS: &str = "attack: poisoned conversions";
 
 /// Every label a generated day uses, legitimate classes first.
 pub const LABELS: [&str; 11] = [
@@ -50,6 +59,26 @@ pub const LABELS: [&str; 11] = [
     ONE_ADDRESS,
     ONE_USER,
     IN_COUNTRY_VERIFY,
+];
+
+/// Every label the two-day plan uses, legitimate classes first: the
+/// held-out day's, then the second day's new ones.
+pub const DISPERSED_LABELS: [&str; 15] = [
+    DAILY_SIGN_INS,
+    CAMPAIGN_SURGE,
+    CARRIER_NAT,
+    RETURNING_USERS,
+    BLOCKED_COUNTRY,
+    BLOCKED_COUNTRY_VERIFY,
+    MOBILE_BLOCKS,
+    WIDE_AND_SHALLOW,
+    LOW_AND_SLOW,
+    ONE_ADDRESS,
+    ONE_USER,
+    IN_COUNTRY_VERIFY,
+    DISPERSED_VERIFY,
+    PREFIX_SPRAYER,
+    POISONED_CONVERSIONS,
 ];
 
 const ACCOUNT: &str = "AC5ef8732a3c49700934481addd5ce1659";
@@ -68,6 +97,10 @@ pub struct Plan {
     /// A day whose attack ranges, rates and mixes differ from the demo's,
     /// to check that a policy does not depend on the demo's numbers.
     pub held_out: bool,
+    /// Two days: the held-out day (whatever `held_out` says), then a day of
+    /// returning users, new sign-ins and attacks of other shapes (dispersed
+    /// Verify, prefix sprayer, poisoned conversions).
+    pub dispersed: bool,
 }
 
 impl Default for Plan {
@@ -75,35 +108,95 @@ impl Default for Plan {
         Plan {
             seed: 20_231_122,
             held_out: false,
+            dispersed: false,
         }
     }
 }
 
-/// The day's sends starting at `day` (a UTC midnight), sorted by time.
-/// `config` tells which countries and number types the policy allows, so
-/// legitimate users only have numbers a real user of this app would have.
+/// The day's sends starting at `day` (a UTC midnight), sorted by time; two
+/// days of them for the dispersed plan. `config` tells which countries and
+/// number types the policy allows, so legitimate users only have numbers a
+/// real user of this app would have.
 pub fn day(plan: &Plan, day: Millis, config: &Config) -> Result<Vec<Record>, String> {
+    if plan.dispersed {
+        return two_days(plan.seed, day, config);
+    }
     let mut g = Gen::new(plan, day, config)?;
-    let habits = Habits::new(&mut g.rng("habits"), plan.held_out);
-
-    daily_sign_ins(&mut g, &habits)?;
-    campaign_surge(&mut g, &habits)?;
-    carrier_nat(&mut g, &habits)?;
-
-    let pool = attack_pool(&g);
-    let pump = pump(&g)?;
-    blocked_country(&mut g, &pool, &pump);
-    blocked_country_verify(&mut g, &pool, &pump);
-    mobile_blocks(&mut g, &pool)?;
-    wide_and_shallow(&mut g, &pool)?;
-    low_and_slow(&mut g, &pool)?;
-    one_address(&mut g)?;
-    one_user(&mut g, &pool)?;
-    in_country_verify(&mut g, &pool)?;
-
+    one_day(&mut g)?;
     // Stable: records of one moment keep the order they were made in.
     g.records.sort_by_key(|r| r.at);
     Ok(g.records)
+}
+
+/// The classes of one day, demo or held-out.
+fn one_day(g: &mut Gen) -> Result<(), String> {
+    let habits = Habits::new(&mut g.rng("habits"), g.held_out);
+
+    let sends = if g.held_out { 5_000 } else { 4_000 };
+    daily_sign_ins(g, &habits, sends)?;
+    campaign_surge(g, &habits)?;
+    carrier_nat(g, &habits)?;
+
+    let pool = attack_pool(g);
+    let pump = pump(g)?;
+    blocked_country(g, &pool, &pump);
+    blocked_country_verify(g, &pool, &pump);
+    mobile_blocks(g, &pool)?;
+    wide_and_shallow(g, &pool)?;
+    low_and_slow(g, &pool)?;
+    one_address(g)?;
+    one_user(g, &pool)?;
+    in_country_verify(g, &pool)?;
+    Ok(())
+}
+
+/// The dispersed plan: the held-out day of `seed` from `start`, then a
+/// second day from `start` + 24 h. On the second day the people who
+/// confirmed a code come back (a third to a half of the day's legitimate
+/// sends), new people sign in, another campaign and another carrier's NAT
+/// show up; the attackers spread themselves thin (one number per address
+/// and per user), spray many prefixes a few numbers each, or confirm part
+/// of their own sends to look like people.
+fn two_days(seed: u64, start: Millis, config: &Config) -> Result<Vec<Record>, String> {
+    let held_out = Plan {
+        seed,
+        held_out: true,
+        dispersed: false,
+    };
+    let mut first = Gen::new(&held_out, start, config)?;
+    one_day(&mut first)?;
+    first.records.sort_by_key(|r| r.at);
+
+    let mut g = Gen::new(&held_out, start + DAY, config)?;
+    g.stream = "day 2";
+    // The same app: user ids go on from the first day's, attacks keep off
+    // the first day's ranges, the campaign is in another city.
+    g.next_user = first.next_user;
+    g.ranges = first.ranges.clone();
+    g.campaign_npa = first.campaign_npa;
+    let habits = Habits::new(&mut g.rng("habits"), true);
+
+    campaign_surge(&mut g, &habits)?;
+    carrier_nat(&mut g, &habits)?;
+    let others = g.records.len();
+    // Sign-ins and returning people together, and the returning people's
+    // share of the day's legitimate sends.
+    let mut rng = g.rng("mix");
+    let volume: usize = rng.gen_range(4_000..=5_000);
+    let share: f64 = rng.gen_range(0.35..=0.55);
+    let returning = ((volume + others) as f64 * share).round() as usize;
+    let made = returning_users(&mut g, &habits, &first.records, returning.min(volume));
+    daily_sign_ins(&mut g, &habits, volume - made)?;
+
+    let pool = attack_pool(&g);
+    dispersed_verify(&mut g, &pool)?;
+    prefix_sprayer(&mut g, &pool)?;
+    poisoned_conversions(&mut g, &pool)?;
+
+    g.records.sort_by_key(|r| r.at);
+    let mut records = first.records;
+    records.append(&mut g.records);
+    Ok(records)
 }
 
 // ---------------------------------------------------------------------------
@@ -113,9 +206,8 @@ pub fn day(plan: &Plan, day: Millis, config: &Config) -> Result<Vec<Record>, Str
 /// at night; a quarter through Verify; some ask for a second or third code
 /// when the first is slow to arrive. Each has their own address, except a
 /// few who share one with someone else (a household, an office).
-fn daily_sign_ins(g: &mut Gen, habits: &Habits) -> Result<(), String> {
+fn daily_sign_ins(g: &mut Gen, habits: &Habits, sends: usize) -> Result<(), String> {
     let mut rng = g.rng(DAILY_SIGN_INS);
-    let sends = if g.held_out { 5_000 } else { 4_000 };
     let mut recent: Vec<IpAddr> = Vec::new();
     let mut made = 0;
     while made < sends {
@@ -165,15 +257,32 @@ fn campaign_surge(g: &mut Gen, habits: &Habits) -> Result<(), String> {
         ]
     };
     let cities: Vec<_> = cities.iter().filter(|c| g.allows(c.2)).collect();
+    // The second day's campaign is in another city, if there is one.
+    let elsewhere: Vec<_> = cities
+        .iter()
+        .copied()
+        .filter(|c| Some(c.1) != g.campaign_npa)
+        .collect();
+    let cities = if elsewhere.is_empty() {
+        cities
+    } else {
+        elsewhere
+    };
     // A policy that allows neither the US nor Canada has no such city.
     let Some(&&(_city, npa, country)) = cities.choose(&mut rng) else {
         return Ok(());
     };
+    g.campaign_npa = Some(npa);
     let (people, start, span) = if g.held_out {
-        // Prime time in the evening, overlapping the night's attacks.
         (
             rng.gen_range(600..=1_000),
-            rng.gen_range(0..3) * HOUR + rng.gen_range(0..HOUR),
+            if g.second_day() {
+                // A daytime spot: North American late morning to evening.
+                rng.gen_range(15..=22) * HOUR + rng.gen_range(0..HOUR)
+            } else {
+                // Prime time in the evening, overlapping the night's attacks.
+                rng.gen_range(0..3) * HOUR + rng.gen_range(0..HOUR)
+            },
             rng.gen_range(20..=45) * MINUTE,
         )
     } else {
@@ -254,6 +363,62 @@ fn carrier_nat(g: &mut Gen, habits: &Habits) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// People who confirmed a code on the first day come back on the second
+/// (to sign in again, for a second factor): the same number and user id,
+/// the same product but for a few, the same address for most and another
+/// one for the rest (at work, on mobile data), at their country's busy
+/// hours. Only people the app knows by a user id come back as such: the
+/// campaign's new accounts had none yet. Returns the sends made: `sends`,
+/// unless too few people confirmed the first day.
+fn returning_users(g: &mut Gen, habits: &Habits, first_day: &[Record], sends: usize) -> usize {
+    let mut rng = g.rng(RETURNING_USERS);
+    let mut seen = HashSet::new();
+    let mut people: Vec<(&Record, Country)> = Vec::new();
+    for r in first_day {
+        let legitimate = r
+            .label
+            .as_deref()
+            .is_some_and(|l| l.starts_with("legitimate"));
+        if !legitimate || r.confirmed_at.is_none() || r.user.is_none() {
+            continue;
+        }
+        let region = g.classifier.classify(&r.to).region;
+        let country = region.and_then(|c| Country::of_region(c.as_str()));
+        if let Some(country) = country {
+            if seen.insert(r.to.as_str()) {
+                people.push((r, country));
+            }
+        }
+    }
+    people.shuffle(&mut rng);
+    let same_address = rng.gen_range(0.65..=0.85);
+    let mut made = 0;
+    for (r, country) in people {
+        if made >= sends {
+            break;
+        }
+        let product = match r.product {
+            Product::Verify if rng.gen_bool(0.1) => Product::Messaging,
+            Product::Messaging if rng.gen_bool(0.1) => Product::Verify,
+            p => p,
+        };
+        let ip = match r.client_ip {
+            Some(ip) if rng.gen_bool(same_address) => ip,
+            _ => IpAddr::V4(public_ipv4(&mut rng)),
+        };
+        let person = Person {
+            to: r.to.clone(),
+            ip,
+            user: r.user.clone(),
+            product,
+        };
+        let at = busy_time(&mut rng, country);
+        let codes = habits.codes(&mut rng).min(sends - made);
+        made += g.person(&mut rng, &person, at, codes, RETURNING_USERS, habits);
+    }
+    made
 }
 
 // ---------------------------------------------------------------------------
@@ -576,6 +741,163 @@ fn in_country_verify(g: &mut Gen, pool: &[IpAddr]) -> Result<(), String> {
     Ok(())
 }
 
+/// Verify abused from everywhere at once: inside one allowed country, in
+/// its evening, hundreds of verifications over a few hours, each to another
+/// number anywhere in the country's mobile numbering, each from another
+/// proxy address and under a fresh account of its own (the bot signs up,
+/// then asks for the code). No number, address or user comes twice, and
+/// hardly a prefix: only the missing confirmations tie them together.
+fn dispersed_verify(g: &mut Gen, pool: &[IpAddr]) -> Result<(), String> {
+    let mut rng = g.rng(DISPERSED_VERIFY);
+    let country = g.any_allowed_country(&mut rng);
+    let sends = rng.gen_range(600..=1_000).min(pool.len());
+    let span = rng.gen_range(120..=240) * MINUTE;
+    let start = evening(&mut rng, country, span);
+    let mut numbers = HashSet::new();
+    for k in index::sample(&mut rng, pool.len(), sends) {
+        let to = loop {
+            let to = g.usable_number(&mut rng, country, |rng| country.any_number(rng))?;
+            if numbers.insert(to.clone()) {
+                break to;
+            }
+        };
+        let at = within(&mut rng, start, span);
+        let user = g.new_user();
+        g.attack(&mut rng, at, to, Product::Verify, pool[k], DISPERSED_VERIFY)
+            .user = Some(user);
+    }
+    Ok(())
+}
+
+/// A sprayer that hides among the prefixes real users live in: 120 to 180
+/// prefixes of one allowed country (a number but its last four digits: a
+/// NANP area code and exchange, `+44 7xxx xx`, `+353 8x xxx`), 8 to 12
+/// numbers in each, at an even pace over 4 to 8 hours, from rotating
+/// proxy addresses.
+fn prefix_sprayer(g: &mut Gen, pool: &[IpAddr]) -> Result<(), String> {
+    let mut rng = g.rng(PREFIX_SPRAYER);
+    let country = g.any_allowed_country(&mut rng);
+    let prefixes = rng.gen_range(120..=180);
+    let span = rng.gen_range(4 * HOUR..=8 * HOUR);
+    let start = rng.gen_range(0..=DAY - span);
+    let mut chosen: Vec<String> = Vec::new();
+    let mut numbers: Vec<String> = Vec::new();
+    for _ in 0..100_000 {
+        if chosen.len() == prefixes {
+            break;
+        }
+        let range = country.range(&mut rng);
+        let prefix = fill(&mut rng, &range, country.digits() - 4);
+        // Not another attack's range; a prefix whose numbers people have.
+        if g.ranges.contains(&range) || chosen.contains(&prefix) {
+            continue;
+        }
+        let first = fill(&mut rng, &prefix, country.digits());
+        if !g.fits(&first, country) {
+            continue;
+        }
+        let want = rng.gen_range(8..=12);
+        let mut mine = vec![first];
+        for _ in 0..1_000 {
+            if mine.len() == want {
+                break;
+            }
+            let to = fill(&mut rng, &prefix, country.digits());
+            if !mine.contains(&to) && g.fits(&to, country) {
+                mine.push(to);
+            }
+        }
+        chosen.push(prefix);
+        numbers.append(&mut mine);
+    }
+    if chosen.len() < prefixes {
+        return Err(format!("too few {} prefixes to spray", country.region()));
+    }
+    for prefix in &chosen {
+        g.ranges.insert(prefix[..8].to_string());
+    }
+    numbers.shuffle(&mut rng);
+    let slot = span / numbers.len() as u64;
+    for (k, to) in numbers.into_iter().enumerate() {
+        let at = start + k as u64 * slot + rng.gen_range(0..slot);
+        let ip = pick(&mut rng, pool);
+        g.attack(&mut rng, at, to, Product::Messaging, ip, PREFIX_SPRAYER);
+    }
+    Ok(())
+}
+
+/// A pumper who owns its numbers (a SIM bank on one 6-digit mobile range,
+/// the UK's if the policy allows it) and knows that conversions count:
+/// 600 to 1,500 messages over 1 to 3 hours from rotating proxy addresses,
+/// a fifth to 30 % of them confirmed 1 to 4 seconds after the send by a bot
+/// that reads the code off its own SIM. The codes did arrive: the
+/// confirmations are real, only too fast and too few.
+fn poisoned_conversions(g: &mut Gen, pool: &[IpAddr]) -> Result<(), String> {
+    let mut rng = g.rng(POISONED_CONVERSIONS);
+    let country = g.attack_country(&[Country::Gb, Country::Ie, Country::Us, Country::Ca]);
+    let sends = rng.gen_range(600..=1_500);
+    let span = rng.gen_range(60..=180) * MINUTE;
+    let start = rng.gen_range(0..=DAY - span);
+    let share: f64 = rng.gen_range(0.20..=0.30);
+    let mut range = None;
+    for _ in 0..10_000 {
+        // `+44 7xxx`, `+353 8x x`, a NANP area code and the exchange's
+        // first two digits: a million numbers, or a hundred thousand.
+        let candidate = country.range(&mut rng)[..7].to_string();
+        if g.ranges.iter().any(|r| r.starts_with(&candidate)) {
+            continue;
+        }
+        let clean = (0..20).all(|_| {
+            let n = fill(&mut rng, &candidate, country.digits());
+            g.fits(&n, country)
+        });
+        if clean {
+            range = Some(candidate);
+            break;
+        }
+    }
+    let Some(range) = range else {
+        return Err(format!("no {} mobile range to own", country.region()));
+    };
+    let mut confirmed = vec![false; sends];
+    let count = (sends as f64 * share).round() as usize;
+    for k in index::sample(&mut rng, sends, count) {
+        confirmed[k] = true;
+    }
+    for confirms in confirmed {
+        let at = within(&mut rng, start, span);
+        let to = g.usable_number(&mut rng, country, |rng| fill(rng, &range, country.digits()))?;
+        let ip = pick(&mut rng, pool);
+        let delay = rng.gen_range(SECOND..=4 * SECOND);
+        let r = g.attack(
+            &mut rng,
+            at,
+            to,
+            Product::Messaging,
+            ip,
+            POISONED_CONVERSIONS,
+        );
+        if confirms {
+            r.confirmed_at = Some(r.at + delay);
+        }
+    }
+    Ok(())
+}
+
+/// A start (ms into the day, UTC) in the evening of one of `country`'s
+/// time zones, 17:00 to 22:00 local, such that `span` after it is still
+/// inside the day.
+fn evening(rng: &mut StdRng, country: Country, span: u64) -> u64 {
+    let offset = country.utc_offset(rng) * HOUR as i64;
+    loop {
+        let local = rng.gen_range(17 * HOUR..22 * HOUR) as i64;
+        let utc = (local - offset).rem_euclid(DAY as i64) as u64;
+        if utc + span <= DAY {
+            return utc;
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------
 // People
 
@@ -659,6 +981,12 @@ enum Country {
 }
 
 impl Country {
+    const ALL: [Country; 4] = [Country::Us, Country::Ca, Country::Gb, Country::Ie];
+
+    fn of_region(region: &str) -> Option<Country> {
+        Country::ALL.into_iter().find(|c| c.region() == region)
+    }
+
     fn region(self) -> &'static str {
         match self {
             Country::Us => "US",
@@ -709,6 +1037,24 @@ impl Country {
     }
 }
 
+impl Country {
+    /// A number anywhere in its mobile numbering, not only where the big
+    /// cities are: any NANP area code and exchange, `+44 7…`, `+353 8…`.
+    /// Not yet checked (most are not valid, or not of this country).
+    fn any_number(self, rng: &mut StdRng) -> String {
+        let start = match self {
+            Country::Us | Country::Ca => format!(
+                "+1{}{}",
+                rng.gen_range(200..1_000),
+                rng.gen_range(200..1_000)
+            ),
+            Country::Gb => "+447".to_string(),
+            Country::Ie => "+3538".to_string(),
+        };
+        fill(rng, &start, self.digits())
+    }
+}
+
 /// Area codes of large cities.
 fn npa(rng: &mut StdRng, country: Country) -> u16 {
     const US: [u16; 30] = [
@@ -735,6 +1081,11 @@ struct Gen<'a> {
     countries: Vec<(Country, u32)>,
     /// 7-digit ranges already attacked: two attack classes never share one.
     ranges: HashSet<String>,
+    /// The area code of the campaign surge, once it has one.
+    campaign_npa: Option<u16>,
+    /// Added to every class's stream name: empty on a one-day plan and on
+    /// the first day of the two-day plan (that day is the held-out day).
+    stream: &'static str,
     next_user: u64,
     records: Vec<Record>,
 }
@@ -749,6 +1100,8 @@ impl<'a> Gen<'a> {
             classifier: Classifier::new(100_000),
             countries: Vec::new(),
             ranges: HashSet::new(),
+            campaign_npa: None,
+            stream: "",
             next_user: 0,
             records: Vec::new(),
         };
@@ -779,14 +1132,23 @@ impl<'a> Gen<'a> {
     }
 
     /// A random stream of its own for one class: the seed, the kind of day
-    /// and the class name.
+    /// and the class name (and which day of the two-day plan).
     fn rng(&self, name: &str) -> StdRng {
         // FNV-1a: stable across Rust versions, unlike the std hasher.
         let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for b in name.bytes().chain([u8::from(self.held_out)]) {
+        for b in name
+            .bytes()
+            .chain([u8::from(self.held_out)])
+            .chain(self.stream.bytes())
+        {
             h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
         }
         StdRng::seed_from_u64(self.seed ^ h)
+    }
+
+    /// Whether this is the second day of the two-day plan.
+    fn second_day(&self) -> bool {
+        !self.stream.is_empty()
     }
 
     fn allowed(&self, region: Option<Region>) -> bool {
@@ -808,6 +1170,16 @@ impl<'a> Gen<'a> {
             .copied()
             .find(|c| self.allows(*c))
             .unwrap_or(preferred[0])
+    }
+
+    /// One of the countries the policy allows, any of them alike.
+    fn any_allowed_country(&self, rng: &mut StdRng) -> Country {
+        let allowed: Vec<Country> = Country::ALL
+            .into_iter()
+            .filter(|c| self.allows(*c))
+            .collect();
+        // Gen::new refuses a policy that allows none of them.
+        allowed.choose(rng).copied().unwrap_or(Country::Us)
     }
 
     fn pick_country(&self, rng: &mut StdRng) -> Country {
@@ -1056,7 +1428,37 @@ mod tests {
     }
 
     fn generate(seed: u64, held_out: bool) -> Vec<Record> {
-        day(&Plan { seed, held_out }, MIDNIGHT, &config()).expect("a day")
+        let plan = Plan {
+            seed,
+            held_out,
+            dispersed: false,
+        };
+        day(&plan, MIDNIGHT, &config()).expect("a day")
+    }
+
+    fn generate_two_days(seed: u64) -> Vec<Record> {
+        let plan = Plan {
+            seed,
+            held_out: false,
+            dispersed: true,
+        };
+        day(&plan, MIDNIGHT, &config()).expect("two days")
+    }
+
+    /// The two-day plan of seeds 1 to 4, generated once each.
+    fn dispersed_plan(seed: u64) -> &'static [Record] {
+        static DAYS: [std::sync::OnceLock<Vec<Record>>; 4] =
+            [const { std::sync::OnceLock::new() }; 4];
+        DAYS[seed as usize - 1].get_or_init(|| generate_two_days(seed))
+    }
+
+    fn second_day(records: &[Record]) -> &[Record] {
+        let first = records.partition_point(|r| r.at < MIDNIGHT + DAY);
+        &records[first..]
+    }
+
+    fn region(classifier: &Classifier, r: &Record) -> String {
+        classifier.classify(&r.to).region.unwrap().to_string()
     }
 
     /// The demo's day, generated once for the tests that only read it.
@@ -1177,15 +1579,32 @@ mod tests {
 
     #[test]
     fn attackers_never_confirm_and_legitimate_people_mostly_do() {
-        for (seed, held_out) in [(Plan::default().seed, false), (3, false), (3, true)] {
-            let records = generate(seed, held_out);
-            let mut people: HashMap<(String, String), Vec<&Record>> = HashMap::new();
+        let plans = [
+            (Plan::default().seed, false, false),
+            (3, false, false),
+            (3, true, false),
+            (2, true, true),
+        ];
+        for (seed, held_out, dispersed) in plans {
+            let plan = Plan {
+                seed,
+                held_out,
+                dispersed,
+            };
+            let records = day(&plan, MIDNIGHT, &config()).unwrap();
+            // A person: a label, a number and a day.
+            let mut people: HashMap<(String, String, u64), Vec<&Record>> = HashMap::new();
             for r in &records {
                 let label = r.label.clone().unwrap();
-                if label.starts_with("attack") {
+                // The pumper that reads its own SIMs is the one exception.
+                if label.starts_with("attack") && label != POISONED_CONVERSIONS {
                     assert_eq!(r.confirmed_at, None, "{r:?}");
-                } else {
-                    people.entry((label, r.to.clone())).or_default().push(r);
+                } else if label.starts_with("legitimate") {
+                    let day = (r.at - MIDNIGHT) / DAY;
+                    people
+                        .entry((label, r.to.clone(), day))
+                        .or_default()
+                        .push(r);
                 }
             }
             let mut confirmed = 0;
@@ -1423,5 +1842,267 @@ mod tests {
             .iter()
             .filter(|r| r.label.as_deref().unwrap().starts_with("legit"))
             .all(|r| r.to.starts_with("+44")));
+    }
+
+    // -----------------------------------------------------------------------
+    // The two-day plan
+
+    #[test]
+    fn two_days_are_deterministic_for_a_seed_and_different_across_seeds() {
+        let a = dispersed_plan(1);
+        assert_eq!(a, generate_two_days(1));
+        let b = dispersed_plan(2);
+        assert_ne!(a, b);
+        // Every class of the second day changes with the seed.
+        let (a, b) = (second_day(a), second_day(b));
+        for label in [
+            DAILY_SIGN_INS,
+            CAMPAIGN_SURGE,
+            CARRIER_NAT,
+            RETURNING_USERS,
+            DISPERSED_VERIFY,
+            PREFIX_SPRAYER,
+            POISONED_CONVERSIONS,
+        ] {
+            let (x, y) = (of(a, label), of(b, label));
+            assert!(!x.is_empty() && !y.is_empty(), "{label}");
+            let same = x.iter().zip(&y).filter(|(x, y)| x.to == y.to).count();
+            assert!(same < x.len() / 10 + 2, "{label}: {same} of {}", x.len());
+            let ips = |v: &[&Record]| v.iter().map(|r| r.client_ip).collect::<BTreeSet<_>>();
+            assert_ne!(ips(&x), ips(&y), "{label}");
+        }
+        // The dispersed plan is the same whether --held-out is given or not.
+        let plan = Plan {
+            seed: 1,
+            held_out: true,
+            dispersed: true,
+        };
+        assert_eq!(day(&plan, MIDNIGHT, &config()).unwrap(), dispersed_plan(1));
+    }
+
+    #[test]
+    fn the_first_of_two_days_is_the_held_out_day() {
+        for seed in [1, 3] {
+            let records = dispersed_plan(seed);
+            let second = second_day(records);
+            let first = &records[..records.len() - second.len()];
+            assert_eq!(first, generate(seed, true));
+            assert!(records.windows(2).all(|w| w[0].at <= w[1].at));
+            assert!(second
+                .iter()
+                .all(|r| (MIDNIGHT + DAY..MIDNIGHT + 2 * DAY).contains(&r.at)));
+            for r in records {
+                let label = r.label.as_deref().unwrap();
+                assert!(DISPERSED_LABELS.contains(&label), "{label}");
+                assert!(label.starts_with("legitimate") || label.starts_with("attack"));
+                assert!(r.client_ip.is_some() && r.judged());
+            }
+            for label in DISPERSED_LABELS {
+                assert!(!of(records, label).is_empty(), "{label} missing");
+            }
+            // The second day: its own legitimate classes and the new attacks.
+            let labels: BTreeSet<_> = second.iter().map(|r| r.label.as_deref().unwrap()).collect();
+            let expected: BTreeSet<_> = [
+                DAILY_SIGN_INS,
+                CAMPAIGN_SURGE,
+                CARRIER_NAT,
+                RETURNING_USERS,
+                DISPERSED_VERIFY,
+                PREFIX_SPRAYER,
+                POISONED_CONVERSIONS,
+            ]
+            .into();
+            assert_eq!(labels, expected);
+            // Fewer new people; another city for the campaign, at another time.
+            let sign_ins = of(second, DAILY_SIGN_INS).len();
+            assert!(sign_ins < of(first, DAILY_SIGN_INS).len() * 7 / 10);
+            let city = |v: &[Record]| of(v, CAMPAIGN_SURGE)[0].to[..5].to_string();
+            assert_ne!(city(first), city(second));
+            let hour = |v: &[Record]| (of(v, CAMPAIGN_SURGE)[0].at - MIDNIGHT) % DAY / HOUR;
+            assert_ne!(hour(first), hour(second));
+            // New people have new user ids: the first day's are not reused.
+            let users = |v: &[Record], label| -> BTreeSet<String> {
+                of(v, label).iter().filter_map(|r| r.user.clone()).collect()
+            };
+            let old: BTreeSet<String> = first.iter().filter_map(|r| r.user.clone()).collect();
+            for label in [DAILY_SIGN_INS, CARRIER_NAT, DISPERSED_VERIFY] {
+                assert!(users(second, label).is_disjoint(&old), "{label}");
+            }
+        }
+    }
+
+    #[test]
+    fn returning_users_confirmed_on_the_first_day() {
+        for seed in [1, 2, 3, 4] {
+            let records = dispersed_plan(seed);
+            let second = second_day(records);
+            let first = &records[..records.len() - second.len()];
+            let mut confirmed: BTreeMap<&str, &Record> = BTreeMap::new();
+            for r in first {
+                if r.label.as_deref().unwrap().starts_with("legitimate") && r.confirmed_at.is_some()
+                {
+                    confirmed.insert(&r.to, r);
+                }
+            }
+            let back = of(second, RETURNING_USERS);
+            let (mut same_ip, mut same_product) = (0, 0);
+            let mut numbers = BTreeSet::new();
+            for r in &back {
+                let before = confirmed.get(r.to.as_str()).expect("confirmed on day 1");
+                assert!(r.user.is_some());
+                assert_eq!(r.user, before.user, "{}", r.to);
+                same_ip += usize::from(r.client_ip == before.client_ip);
+                same_product += usize::from(r.product == before.product);
+                numbers.insert(&r.to);
+            }
+            let n = back.len();
+            assert!(same_ip * 100 >= n * 55 && same_ip < n, "{same_ip} of {n}");
+            assert!(same_product * 100 >= n * 85 && same_product < n);
+            // A third to a half or so of the day's legitimate sends.
+            let legitimate = second
+                .iter()
+                .filter(|r| r.label.as_deref().unwrap().starts_with("legitimate"))
+                .count();
+            let share = n as f64 / legitimate as f64;
+            assert!((0.30..=0.60).contains(&share), "seed {seed}: {share}");
+            assert!(numbers.len() > 1_000, "{}", numbers.len());
+            // At the busy hours: US afternoon against US night, as the
+            // first day's people.
+            let hour = |r: &&Record| (r.at - MIDNIGHT - DAY) / HOUR;
+            let afternoon = back.iter().filter(|r| (18..22).contains(&hour(r))).count();
+            let night = back.iter().filter(|r| (7..11).contains(&hour(r))).count();
+            assert!(afternoon > 2 * night, "{afternoon} vs {night}");
+        }
+    }
+
+    #[test]
+    fn dispersed_verify_never_repeats_a_number_address_or_user() {
+        let config = config();
+        let classifier = Classifier::new(10_000);
+        let mut countries = BTreeSet::new();
+        for seed in [1, 2, 3, 4] {
+            let records = dispersed_plan(seed);
+            let v = of(records, DISPERSED_VERIFY);
+            assert!((600..=1_000).contains(&v.len()), "{}", v.len());
+            assert!(v.iter().all(|r| r.product == Product::Verify));
+            assert!(v.iter().all(|r| r.confirmed_at.is_none()));
+            let regions: BTreeSet<_> = v.iter().map(|r| region(&classifier, r)).collect();
+            assert_eq!(regions.len(), 1, "{regions:?}");
+            let country = regions.into_iter().next().unwrap();
+            assert!(config.geo.allow.contains(&country.parse().unwrap()));
+            for r in &v {
+                let c = classifier.classify(&r.to);
+                assert!(
+                    c.valid && matches!(c.kind, NumberType::Mobile | NumberType::FixedLineOrMobile)
+                );
+            }
+            let distinct = |f: &dyn Fn(&Record) -> String| {
+                v.iter().map(|r| f(r)).collect::<BTreeSet<_>>().len()
+            };
+            assert_eq!(distinct(&|r| r.to.clone()), v.len());
+            assert_eq!(distinct(&|r| format!("{:?}", r.client_ip)), v.len());
+            assert_eq!(distinct(&|r| r.user.clone().unwrap()), v.len());
+            // Over the whole numbering, not a range.
+            assert!(
+                distinct(&|r| prefix(r, 7)) > 300,
+                "{}",
+                distinct(&|r| prefix(r, 7))
+            );
+            if country == "US" {
+                let npas = distinct(&|r| prefix(r, 4));
+                assert!(npas > 100, "{npas} area codes");
+            }
+            let span = v.last().unwrap().at - v[0].at;
+            assert!((110 * MINUTE..=4 * HOUR).contains(&span), "{span}");
+            countries.insert(country);
+        }
+        assert!(countries.len() >= 2, "{countries:?}");
+    }
+
+    #[test]
+    fn prefix_sprayer_hits_many_prefixes_a_few_numbers_each_at_an_even_pace() {
+        let classifier = Classifier::new(10_000);
+        for seed in [1, 2, 3, 4] {
+            let records = dispersed_plan(seed);
+            let v = of(records, PREFIX_SPRAYER);
+            let regions: BTreeSet<_> = v.iter().map(|r| region(&classifier, r)).collect();
+            assert_eq!(regions.len(), 1, "{regions:?}");
+            // A number but its last four digits: prefix:7 in NANP, else 8.
+            let len = v[0].to.len() - 1 - 4;
+            assert_eq!(len, if v[0].to.starts_with("+1") { 7 } else { 8 });
+            let mut prefixes: BTreeMap<String, usize> = BTreeMap::new();
+            for r in &v {
+                *prefixes.entry(prefix(r, len)).or_default() += 1;
+                assert_eq!(r.product, Product::Messaging);
+                assert!(r.user.is_none() && r.confirmed_at.is_none());
+                assert!(classifier.classify(&r.to).valid, "{}", r.to);
+            }
+            assert!((120..=180).contains(&prefixes.len()), "{}", prefixes.len());
+            assert!(
+                prefixes.values().all(|n| (8..=12).contains(n)),
+                "{prefixes:?}"
+            );
+            let numbers: BTreeSet<_> = v.iter().map(|r| &r.to).collect();
+            assert_eq!(numbers.len(), v.len());
+            let span = v.last().unwrap().at - v[0].at;
+            assert!(
+                (4 * HOUR - 10 * MINUTE..=8 * HOUR).contains(&span),
+                "{span}"
+            );
+            // Even: no gap longer than two slots.
+            let slot = span / v.len() as u64;
+            assert!(v.windows(2).all(|w| w[1].at - w[0].at <= 2 * slot + SECOND));
+            let ips: BTreeSet<_> = v.iter().map(|r| r.client_ip).collect();
+            assert!(ips.len() * 10 >= v.len() * 9, "{}", ips.len());
+        }
+    }
+
+    #[test]
+    fn poisoned_conversions_confirm_a_quarter_within_seconds() {
+        for seed in [1, 2, 3, 4] {
+            let records = dispersed_plan(seed);
+            let v = of(records, POISONED_CONVERSIONS);
+            assert!((600..=1_500).contains(&v.len()), "{}", v.len());
+            let ranges: BTreeSet<_> = v.iter().map(|r| prefix(r, 6)).collect();
+            assert_eq!(ranges.len(), 1, "{ranges:?}");
+            // The UK, allowed by the example policy.
+            assert!(v[0].to.starts_with("+447"), "{}", v[0].to);
+            assert!(v
+                .iter()
+                .all(|r| r.product == Product::Messaging && r.user.is_none()));
+            let confirmed: Vec<_> = v.iter().filter(|r| r.confirmed_at.is_some()).collect();
+            let share = confirmed.len() as f64 / v.len() as f64;
+            assert!((0.20..=0.30).contains(&share), "{share}");
+            for r in confirmed {
+                let delay = r.confirmed_at.unwrap() - r.at;
+                assert!((SECOND..=4 * SECOND).contains(&delay), "{delay}");
+            }
+            let span = v.last().unwrap().at - v[0].at;
+            assert!((50 * MINUTE..=3 * HOUR).contains(&span), "{span}");
+            let ips: BTreeSet<_> = v.iter().map(|r| r.client_ip).collect();
+            assert!(ips.len() * 10 >= v.len() * 9, "{}", ips.len());
+        }
+        // Without the UK, another allowed country's range.
+        let text = include_str!("../../config.example.toml").replace(
+            r#"allow = ["US", "CA", "GB", "IE"]"#,
+            r#"allow = ["US", "CA"]"#,
+        );
+        let config = Config::parse(Path::new("x.toml"), &text).unwrap();
+        let plan = Plan {
+            seed: 5,
+            held_out: true,
+            dispersed: true,
+        };
+        let records = day(&plan, MIDNIGHT, &config).unwrap();
+        let v = of(&records, POISONED_CONVERSIONS);
+        let ranges: BTreeSet<_> = v.iter().map(|r| prefix(r, 6)).collect();
+        assert_eq!(ranges.len(), 1, "{ranges:?}");
+        assert!(v[0].to.starts_with("+1"));
+        for label in [DISPERSED_VERIFY, PREFIX_SPRAYER, RETURNING_USERS] {
+            assert!(
+                of(&records, label).iter().all(|r| r.to.starts_with("+1")),
+                "{label}"
+            );
+        }
     }
 }
