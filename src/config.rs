@@ -673,6 +673,30 @@ pub struct Adaptive {
     /// Numbers remembered while awaiting their confirmation (bounded).
     #[serde(default = "million")]
     pub capacity: u64,
+    /// A number that proved receipt (a plausible confirmation) within this
+    /// long passes adaptive blocks and signals: a returning user is never
+    /// collateral. `0s` turns vouching off.
+    #[serde(default = "thirty_days", with = "humantime_serde")]
+    pub vouch: Duration,
+    /// A confirmation sooner than this after its send is not believed
+    /// (a bot reading its own SIM): it credits no key and vouches for
+    /// nothing.
+    #[serde(default = "five_seconds", with = "humantime_serde")]
+    pub min_confirm_delay: Duration,
+    /// A prefix this many digits (or more) shorter than the number's block,
+    /// and a region, is broad: an excess there never blocks it; it puts
+    /// the key under alert, and the narrower ranges that carry the excess
+    /// are blocked instead.
+    #[serde(default = "two_u8")]
+    pub broad_digits: u8,
+    /// How long a broad key stays under alert after its last excess.
+    #[serde(default = "thirty_minutes", with = "humantime_serde")]
+    pub alert: Duration,
+    /// How long a range found carrying an alerted key's excess is blocked
+    /// (for new, unvouched numbers only); repeat offences double it, up
+    /// to `block_max`.
+    #[serde(default = "fifteen_minutes", with = "humantime_serde")]
+    pub alert_block: Duration,
     #[serde(default)]
     pub unconfirmed: Unconfirmed,
     #[serde(default)]
@@ -689,6 +713,11 @@ pub struct Unconfirmed {
     /// Unconfirmed sends tolerated per confirmed one.
     #[serde(deserialize_with = "de_ratio")]
     pub ratio: f64,
+    /// A broad key (a region, a short prefix) is put under alert when its
+    /// unconfirmed sends in a window exceed `max(floor, alert_ratio ×
+    /// its confirmations in that window)`: a collapse of its conversion.
+    #[serde(deserialize_with = "de_ratio")]
+    pub alert_ratio: f64,
     /// Sends past their grace before a key's conversion is judged at all.
     pub min_sample: u32,
     /// Floors for a number's block; each digit shorter doubles them.
@@ -707,6 +736,7 @@ impl Default for Unconfirmed {
         let r = |s: &[&str]| s.iter().filter_map(|s| s.parse().ok()).collect();
         Unconfirmed {
             ratio: 1.0,
+            alert_ratio: 0.5,
             min_sample: 5,
             prefix: r(&["4/1h", "10/1d"]),
             region: r(&["100/1h", "500/1d"]),
@@ -843,6 +873,21 @@ fn adaptive_prefixes() -> Vec<u8> {
 }
 fn four_u8() -> u8 {
     4
+}
+fn two_u8() -> u8 {
+    2
+}
+fn five_seconds() -> Duration {
+    Duration::from_secs(5)
+}
+fn fifteen_minutes() -> Duration {
+    Duration::from_secs(900)
+}
+fn thirty_minutes() -> Duration {
+    Duration::from_secs(1800)
+}
+fn thirty_days() -> Duration {
+    Duration::from_secs(30 * 86_400)
 }
 fn five_minutes() -> Duration {
     Duration::from_secs(300)

@@ -906,6 +906,7 @@ async fn handle_send(
                 would_block: Vec::new(),
                 hold: None,
                 trace: Vec::new(),
+                vouched: false,
             };
             event.decided(&decision);
             app.record(&event);
@@ -1034,6 +1035,7 @@ fn store_unavailable(config: &Config) -> Decision {
         would_block: Vec::new(),
         hold: None,
         trace: Vec::new(),
+        vouched: false,
     }
 }
 

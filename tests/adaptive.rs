@@ -13,8 +13,9 @@ use http_body_util::Full;
 
 const SERVICE: &str = "VA0123456789abcdef0123456789abcdef";
 /// Geo, an open admin listener on loopback, and the adaptive stage with
-/// only the signal a test is about switched on where it matters.
-const POLICY: &str = "[geo]\nallow = [\"US\", \"CA\", \"GB\", \"IE\"]\n[admin]\naddr = \"127.0.0.1:0\"\ntoken_env = \"SMSGUARD_TEST_UNSET_ADAPTIVE_TOKEN\"\n[adaptive]\n[adaptive.surge]\nfloor = 100000\nregion = 0\n[adaptive.distinct]\nclient_ip = []\nuser = []\nregions = 0\n[adaptive.unconfirmed]\nclient_ip = []\nuser = []\n";
+/// only the signal a test is about switched on where it matters. The
+/// tests' people confirm at once: every confirmation is believed.
+const POLICY: &str = "[geo]\nallow = [\"US\", \"CA\", \"GB\", \"IE\"]\n[admin]\naddr = \"127.0.0.1:0\"\ntoken_env = \"SMSGUARD_TEST_UNSET_ADAPTIVE_TOKEN\"\n[adaptive]\nmin_confirm_delay = \"0s\"\n[adaptive.surge]\nfloor = 100000\nregion = 0\n[adaptive.distinct]\nclient_ip = []\nuser = []\nregions = 0\n[adaptive.unconfirmed]\nclient_ip = []\nuser = []\n";
 
 async fn admin(env: &Env, method: Method, path: &str, body: &str) -> Answer {
     let url = format!("http://{}{}", env.guard.admin_addr().unwrap(), path);

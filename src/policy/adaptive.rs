@@ -108,6 +108,8 @@ pub(crate) struct Seen {
     /// region, within a day.
     new_number: u32,
     new_region: u32,
+    /// The number is vouched for: adaptive signals passed it.
+    pub(crate) vouched: bool,
 }
 
 /// Floors per window (hour, day); `None` when the window is not judged.
@@ -143,6 +145,11 @@ pub(crate) struct Adaptive {
     baseline: Millis,
     surge_window: Millis,
     block: Escalation,
+    /// Blocks of ranges found carrying an alerted key's excess.
+    alert_block: Escalation,
+    alert: Millis,
+    vouch: Millis,
+    min_confirm_delay: Millis,
     unconfirmed_prefix: Floors,
     unconfirmed_region: Floors,
     unconfirmed_client_ip: Floors,
@@ -167,6 +174,28 @@ struct Trip {
     figures: String,
 }
 
+/// A destination key of the send being judged, with its state: what
+/// narrowing an alert reads.
+struct Dest {
+    /// Index in the send's keys.
+    index: usize,
+    state: Conversion,
+    broad: bool,
+}
+
+/// What an alert on a broad key finds about the send's own ranges.
+enum Range {
+    /// The narrowest range with history has confirmations and no recent
+    /// excess: the send goes.
+    Proven(usize),
+    /// The narrowest range with history carries unconfirmed sends and no
+    /// confirmations to match: it takes the block.
+    Carrying(usize),
+    /// No range under the alerted key has any history: its broadest
+    /// child takes the block.
+    Unknown(usize),
+}
+
 impl Adaptive {
     pub(crate) fn new(cfg: &config::Adaptive, config: &Config) -> Adaptive {
         Adaptive {
@@ -181,6 +210,15 @@ impl Adaptive {
                 max: ms(cfg.block_max),
                 forgive_after: ms(cfg.forgive_after),
             },
+            alert_block: Escalation {
+                base: ms(cfg.alert_block),
+                escalate: cfg.escalate,
+                max: ms(cfg.block_max),
+                forgive_after: ms(cfg.forgive_after),
+            },
+            alert: ms(cfg.alert),
+            vouch: ms(cfg.vouch),
+            min_confirm_delay: ms(cfg.min_confirm_delay),
             unconfirmed_prefix: Floors::from_rates(&cfg.unconfirmed.prefix),
             unconfirmed_region: Floors::from_rates(&cfg.unconfirmed.region),
             unconfirmed_client_ip: Floors::from_rates(&cfg.unconfirmed.client_ip),
@@ -322,6 +360,48 @@ impl Adaptive {
             .is_some_and(|t| now.saturating_sub(t) <= self.learn)
     }
 
+    /// Whether `e164` proved receipt recently (a plausible confirmation
+    /// within `vouch`): until when.
+    pub(crate) fn vouched(&self, store: &dyn Store, e164: &str, now: Millis) -> Option<Millis> {
+        if self.vouch == 0 {
+            return None;
+        }
+        let mut until = 0;
+        store.pending(e164, false, &mut |p| until = p.vouched_until);
+        (until > now).then_some(until)
+    }
+
+    /// Why a block the adaptive stage set does not apply to this send, if
+    /// it does not: the number is vouched for, or the block is an alert's
+    /// and the number is not new (someone asking again for a code that was
+    /// sent). Blocks set by hand or by limits always apply.
+    pub(crate) fn exempts(
+        &self,
+        rule: &str,
+        a: &Attempt,
+        store: &dyn Store,
+        now: Millis,
+    ) -> Option<String> {
+        if !rule.starts_with("adaptive:") {
+            return None;
+        }
+        if let Some(until) = self.vouched(store, &a.to.e164, now) {
+            return Some(format!("the number is vouched for until {}", at(until)));
+        }
+        (rule.starts_with("adaptive:alert:") && !is_fresh(store, &a.to.e164, now))
+            .then(|| "an alert's block applies to new numbers only".to_string())
+    }
+
+    /// Whether a destination key is broad: a region, or a prefix at least
+    /// `broad_digits` shorter than the number's block.
+    fn broad(&self, scope: Scope) -> bool {
+        match scope {
+            Scope::Region => true,
+            Scope::Prefix { width, .. } => width >= self.cfg.broad_digits.max(1),
+            _ => false,
+        }
+    }
+
     /// Judges a send; what it learned is returned for [`Adaptive::forwarded`].
     pub(crate) fn check(
         &self,
@@ -335,6 +415,7 @@ impl Adaptive {
         let region = a.class.region.as_ref().map_or("none", |r| r.as_str());
         let mut trips: Vec<Trip> = Vec::new();
         let mut notes: Vec<String> = Vec::new();
+        let mut dests: Vec<Dest> = Vec::with_capacity(senders);
         let mut pair_key = String::with_capacity(80);
 
         // Destination keys come broadest first, so each lends its baseline
@@ -348,7 +429,8 @@ impl Adaptive {
                 // A sender: client address, user or account.
                 let (unconfirmed, distinct) = self.sender_floors(scope);
                 if flows {
-                    trips.extend(self.unconfirmed(scope, key, &state, unconfirmed, own, now));
+                    let against = (own, self.cfg.unconfirmed.ratio);
+                    trips.extend(self.unconfirmed(scope, key, &state, unconfirmed, against, now));
                 }
                 let (new_number, new_region) =
                     self.reaches_new(scope, store, &mut pair_key, key, a, region, now);
@@ -397,6 +479,7 @@ impl Adaptive {
                 });
                 let base = [own[0].max(borrowed[0]), own[1].max(borrowed[1])];
                 parent = Some((n, base));
+                let broad = self.broad(scope);
                 let (floors, surge_floor) = match scope {
                     Scope::Prefix { width, .. } => (
                         self.unconfirmed_prefix.doubled(width),
@@ -407,7 +490,16 @@ impl Adaptive {
                     _ => (self.unconfirmed_region, u64::from(self.cfg.surge.region)),
                 };
                 if flows {
-                    trips.extend(self.unconfirmed(scope, key, &state, floors, base, now));
+                    // A broad key is judged on this window's own conversion
+                    // (its alert costs nobody by itself); a narrow one
+                    // against its baseline too.
+                    let (base, ratio) = if broad {
+                        let own = [0, 1].map(|w| state.confirmed[w].count(PERIODS[w], now));
+                        (own, self.cfg.unconfirmed.alert_ratio)
+                    } else {
+                        (base, self.cfg.unconfirmed.ratio)
+                    };
+                    trips.extend(self.unconfirmed(scope, key, &state, floors, (base, ratio), now));
                 }
                 if seen.fresh && surge_floor > 0 {
                     trips.extend(self.surge(scope, key, &state, surge_floor, flows, now));
@@ -426,10 +518,59 @@ impl Adaptive {
                     }
                     notes.push(note);
                 }
+                dests.push(Dest {
+                    index: i,
+                    state,
+                    broad,
+                });
             }
         }
 
-        let Some(first) = trips.first() else {
+        let keys: Vec<&str> = seen.keys.iter().map(|(_, k)| k).collect();
+        if let Some(until) = self.vouched(store, &a.to.e164, now) {
+            // Counted as any forwarded send, judged by nothing here.
+            seen.vouched = true;
+            let step = pass!(
+                trace,
+                "vouched for until {}: the number proved receipt; {}",
+                at(until),
+                notes.join("; ")
+            );
+            return (step, seen);
+        }
+
+        // A broad key's excess puts it under alert; it is never blocked.
+        let (broad, narrow): (Vec<Trip>, Vec<Trip>) = trips.into_iter().partition(|t| {
+            dests
+                .iter()
+                .any(|d| d.broad && keys[d.index] == t.key.as_str())
+        });
+        for t in &broad {
+            store.pair_seen(&alert_key(&t.key), now, true);
+        }
+
+        if let Some(first) = narrow.first() {
+            let rule = format!("adaptive:{}:{}", first.signal, first.kind);
+            let mut detail = format!("{}: {}", first.key, first.figures);
+            for (i, t) in narrow.iter().enumerate() {
+                let rule = Arc::from(format!("adaptive:{}:{}", t.signal, t.kind));
+                let (dur, offence) = store.trip(&t.key, now, &self.block, rule, self.action);
+                self.sibling_tripped(&dests, &keys, &t.key, store, now);
+                if i == 0 {
+                    let _ = write!(detail, "; {}", blocked_for(dur, offence));
+                }
+            }
+            return (self.stop(rule, detail, first.key.clone()), seen);
+        }
+
+        // Under an alert, a new number is judged by its own ranges.
+        let alerted = dests.iter().find(|d| {
+            d.broad
+                && store
+                    .pair_seen(&alert_key(keys[d.index]), now, false)
+                    .is_some_and(|t| now.saturating_sub(t) < self.alert)
+        });
+        let Some(alerted) = alerted.filter(|_| seen.fresh) else {
             let step = pass!(
                 trace,
                 "{}{}",
@@ -442,28 +583,130 @@ impl Adaptive {
             );
             return (step, seen);
         };
-        let rule = format!("adaptive:{}:{}", first.signal, first.kind);
-        let mut detail = format!("{}: {}", first.key, first.figures);
-        for (i, t) in trips.iter().enumerate() {
-            let rule = Arc::from(format!("adaptive:{}:{}", t.signal, t.kind));
-            let (dur, offence) = store.trip(&t.key, now, &self.block, rule, self.action);
-            if i == 0 {
-                let _ = write!(
-                    detail,
-                    "; blocked for {} (offence {offence})",
-                    humantime::format_duration(std::time::Duration::from_secs(dur / 1000))
+        let why = match broad.iter().find(|t| t.key == keys[alerted.index]) {
+            Some(t) => format!("{} under alert: {}", t.key, t.figures),
+            None => format!("{} under alert", keys[alerted.index]),
+        };
+        let children: Vec<&Dest> = dests.iter().filter(|d| d.index > alerted.index).collect();
+        let (key_index, figures) = match self.range(&children, flows, now) {
+            Some(Range::Proven(i)) => {
+                let step = pass!(
+                    trace,
+                    "{why}; {} is a proven range: {}",
+                    keys[i],
+                    notes.join("; ")
                 );
+                return (step, seen);
             }
-        }
-        let step = Step::Block(Verdict {
+            None => return (pass!(trace, "{why}; {}", notes.join("; ")), seen),
+            Some(Range::Carrying(i)) => {
+                let c = &dests.iter().find(|d| d.index == i).expect("a child").state;
+                (
+                    i,
+                    format!(
+                        "{} unconfirmed and {} confirmed sends in 1h",
+                        self.aged_unconfirmed(c, 0, now),
+                        c.confirmed[0].count(HOUR, now)
+                    ),
+                )
+            }
+            Some(Range::Unknown(i)) => (i, "no confirmed send under it recently".to_string()),
+        };
+        let key = keys[key_index].to_string();
+        let kind = seen
+            .keys
+            .iter()
+            .nth(key_index)
+            .map_or_else(String::new, |(s, _)| s.kind());
+        let rule = format!("adaptive:alert:{kind}");
+        let (dur, offence) = store.trip(
+            &key,
+            now,
+            &self.alert_block,
+            Arc::from(rule.as_str()),
+            self.action,
+        );
+        let detail = format!("{why}; {key}: {figures}; {}", blocked_for(dur, offence));
+        (self.stop(rule, detail, key), seen)
+    }
+
+    /// The verdict of a send this stage stops.
+    fn stop(&self, rule: String, detail: String, key: String) -> Step {
+        Step::Block(Verdict {
             stage: Stage::Adaptive,
             rule,
             detail: Some(detail),
             reason: Reason::Blocked,
             action: self.action,
-            blocked: Some(first.key.clone()),
-        });
-        (step, seen)
+            blocked: Some(key),
+        })
+    }
+
+    /// Forwarded sends past their grace and not confirmed, in window `i`.
+    fn aged_unconfirmed(&self, c: &Conversion, i: usize, now: Millis) -> u64 {
+        let recent = c.recent.count(self.grace, now);
+        c.sent[i]
+            .count(PERIODS[i], now)
+            .saturating_sub(recent)
+            .saturating_sub(c.confirmed[i].count(PERIODS[i], now))
+    }
+
+    /// What the send's ranges under an alerted key show, narrowest first:
+    /// the first with any history decides. Without confirmations flowing
+    /// nothing can be proven: the broadest range takes the alert.
+    fn range(&self, children: &[&Dest], flows: bool, now: Millis) -> Option<Range> {
+        let broadest = children.first()?.index;
+        if !flows {
+            return Some(Range::Unknown(broadest));
+        }
+        for d in children.iter().rev() {
+            let c = &d.state;
+            let confirmed = c.confirmed[1].count(DAY, now)
+                + u64::from(now.saturating_sub(c.peak_at) <= self.baseline) * u64::from(c.peak);
+            let sent = c.sent[1].count(DAY, now);
+            if sent == 0 && confirmed == 0 {
+                continue;
+            }
+            let unconfirmed = self.aged_unconfirmed(c, 0, now);
+            let confirmed_hour = c.confirmed[0].count(HOUR, now);
+            if confirmed == 0 && unconfirmed == 0 {
+                // Its sends are still in their grace: not known yet.
+                continue;
+            }
+            // One unanswered send is anyone's bad luck; two, and more than
+            // the range's own confirmations this hour, are its excess.
+            return Some(
+                if confirmed > 0 && (unconfirmed < 2 || unconfirmed <= confirmed_hour) {
+                    Range::Proven(d.index)
+                } else {
+                    Range::Carrying(d.index)
+                },
+            );
+        }
+        Some(Range::Unknown(broadest))
+    }
+
+    /// A narrow key tripped: its nearest broad ancestor counts it, and a
+    /// second such trip within `alert` puts the ancestor under alert, so
+    /// its other ranges are judged by their own conversion.
+    fn sibling_tripped(
+        &self,
+        dests: &[Dest],
+        keys: &[&str],
+        key: &str,
+        store: &dyn Store,
+        now: Millis,
+    ) {
+        let Some(at) = dests.iter().position(|d| keys[d.index] == key) else {
+            return;
+        };
+        let Some(parent) = dests[..at].iter().rev().find(|d| d.broad) else {
+            return;
+        };
+        let pk = keys[parent.index];
+        if store.offend(&format!("children>{pk}"), now, self.alert) >= 2 {
+            store.pair_seen(&alert_key(pk), now, true);
+        }
     }
 
     /// The key's own confirmation baselines per window: the most
@@ -486,7 +729,7 @@ impl Adaptive {
         key: &str,
         c: &Conversion,
         floors: Floors,
-        base: [u64; 2],
+        (base, ratio): ([u64; 2], f64),
         now: Millis,
     ) -> Option<Trip> {
         let recent = c.recent.count(self.grace, now);
@@ -498,16 +741,15 @@ impl Adaptive {
             }
             let confirmed = c.confirmed[i].count(*period, now);
             let unconfirmed = aged.saturating_sub(confirmed);
-            let allowed = floor.max((self.cfg.unconfirmed.ratio * base[i] as f64) as u64);
+            let allowed = floor.max((ratio * base[i] as f64) as u64);
             if unconfirmed > allowed {
                 return Some(Trip {
                     signal: "unconfirmed",
                     kind: scope.kind(),
                     key: key.to_string(),
                     figures: format!(
-                        "{unconfirmed} of {aged} sends unconfirmed in {} > max(floor {floor}, {} x baseline {})",
+                        "{unconfirmed} of {aged} sends unconfirmed in {} > max(floor {floor}, {ratio} x baseline {})",
                         window_name(i),
-                        self.cfg.unconfirmed.ratio,
                         base[i]
                     ),
                 });
@@ -639,6 +881,7 @@ impl Adaptive {
             fresh: is_fresh(store, &a.to.e164, now),
             new_number: 0,
             new_region: 0,
+            vouched: false,
         };
         self.destination_keys(a.to, &a.class, &mut seen.keys);
         let senders = seen.keys.items.len();
@@ -751,6 +994,16 @@ impl Adaptive {
         let mut keys = Keys::new();
         self.destination_keys(to, class, &mut keys);
         self.sender_keys(p.client_ip, p.user(), p.account(), &mut keys);
+        if !self.plausible(&p, &keys, store, now) {
+            // Answered, so not awaited any more; but it credits nothing:
+            // the send stays counted as unconfirmed.
+            return true;
+        }
+        if self.vouch > 0 {
+            store.pending(&to.e164, false, &mut |p| {
+                p.vouched_until = now.saturating_add(self.vouch);
+            });
+        }
         for (_, key) in keys.iter() {
             store.conversion(key, true, &mut |c| {
                 for (win, period) in c.confirmed.iter_mut().zip(PERIODS) {
@@ -763,6 +1016,38 @@ impl Adaptive {
                     c.peak_at = now;
                 }
             });
+        }
+        true
+    }
+}
+
+impl Adaptive {
+    /// Whether a confirmation is believable. A pumper who owns its numbers
+    /// can enter some codes; it gives itself away by entering them faster
+    /// than a person reads a text, from an address or as a user behind
+    /// many unconfirmed sends, or in a range whose other sends never
+    /// confirm. Such a confirmation credits nothing and vouches for nothing.
+    fn plausible(&self, p: &Pending, keys: &Keys, store: &dyn Store, now: Millis) -> bool {
+        if now.saturating_sub(p.sent_at) < self.min_confirm_delay {
+            return false;
+        }
+        // The number's narrowest range and its senders.
+        let narrowest = keys
+            .iter()
+            .filter(|(s, _)| matches!(s, Scope::Prefix { .. } | Scope::Region))
+            .last();
+        let senders = keys
+            .iter()
+            .filter(|(s, _)| matches!(s, Scope::ClientIp | Scope::User));
+        for (_, key) in narrowest.into_iter().chain(senders) {
+            let c = read(store, key);
+            let unconfirmed = self.aged_unconfirmed(&c, 1, now);
+            let confirmed = c.confirmed[1].count(DAY, now);
+            if unconfirmed >= u64::from(self.cfg.unconfirmed.min_sample.max(2))
+                && unconfirmed > 2 * confirmed
+            {
+                return false;
+            }
         }
         true
     }
@@ -810,6 +1095,24 @@ fn first_in_a_day(
     store
         .pair_seen(buf, now, false)
         .is_none_or(|t| now.saturating_sub(t) >= DAY)
+}
+
+/// The marker of an alert on a broad key.
+fn alert_key(key: &str) -> String {
+    format!("alert>{key}")
+}
+
+fn blocked_for(dur: Millis, offence: u32) -> String {
+    format!(
+        "blocked for {} (offence {offence})",
+        humantime::format_duration(std::time::Duration::from_secs(dur / 1000))
+    )
+}
+
+/// A moment as RFC 3339, to the second.
+fn at(t: Millis) -> String {
+    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_millis(t))
+        .to_string()
 }
 
 fn flow_key(account: &str, product: Product) -> String {

@@ -7,6 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::adaptive::Adaptive;
 use super::{Attempt, Reason, Stage, Step, Verdict};
 use crate::clock::{ms, Millis};
 use crate::config::{Action, Config, KeyPart, KeySpec};
@@ -80,14 +81,37 @@ impl Blocks {
         self.specs.iter().any(|(s, _)| s == spec)
     }
 
-    pub(crate) fn check(&self, a: &Attempt, store: &dyn Store, now: Millis, trace: bool) -> Step {
+    /// The first active block on one of the attempt's keys. A block the
+    /// adaptive stage set is passed over where that stage says it does not
+    /// apply (a vouched number; an alert's block and a number already
+    /// sent to).
+    pub(crate) fn check(
+        &self,
+        a: &Attempt,
+        store: &dyn Store,
+        now: Millis,
+        adaptive: Option<&Adaptive>,
+        trace: bool,
+    ) -> Step {
         let mut key = String::with_capacity(64);
+        let mut passed: Vec<String> = Vec::new();
         for (spec, kind) in self.specs.iter().chain(&self.prefixes) {
             if let Some(step) = Self::probe(a, store, now, spec, kind, &mut key) {
-                return step;
+                let exempt = match (&step, adaptive) {
+                    (Step::Block(v), Some(ad)) => ad.exempts(&v.rule, a, store, now),
+                    _ => None,
+                };
+                match exempt {
+                    Some(why) => passed.push(format!("{key} ({}): {why}", rule_of(&step))),
+                    None => return step,
+                }
             }
         }
-        pass!(trace, "no active block")
+        if passed.is_empty() {
+            pass!(trace, "no active block")
+        } else {
+            pass!(trace, "blocks passed over: {}", passed.join("; "))
+        }
     }
 
     /// The block on this attempt's key of one kind, if any.
@@ -156,5 +180,12 @@ impl Blocks {
             },
         );
         Ok(key)
+    }
+}
+
+fn rule_of(step: &Step) -> &str {
+    match step {
+        Step::Block(v) => &v.rule,
+        Step::Pass(_) => "",
     }
 }

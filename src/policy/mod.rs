@@ -205,6 +205,9 @@ pub struct Decision {
     pub hold: Option<Duration>,
     /// Every stage's outcome, in order (filled by `explain` only).
     pub trace: Vec<(Stage, StageOutcome)>,
+    /// The number proved receipt recently: adaptive blocks and signals
+    /// passed it.
+    pub vouched: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -316,6 +319,7 @@ impl Judgement<'_> {
                 would_block: Vec::new(),
                 hold: None,
                 trace: Vec::new(),
+                vouched: false,
             },
         );
         if self.safe {
@@ -482,6 +486,7 @@ impl Policy {
                 would_block: Vec::new(),
                 hold: None,
                 trace: Vec::new(),
+                vouched: false,
             },
             backoff: None,
             spend: None,
@@ -514,7 +519,9 @@ impl Policy {
             }
             let step = match stage {
                 Stage::Number => self.number.check(a, trace),
-                Stage::Blocks => self.blocks.check(a, store, now, trace),
+                Stage::Blocks => self
+                    .blocks
+                    .check(a, store, now, self.adaptive.as_ref(), trace),
                 Stage::Backoff => match &self.backoff {
                     None => pass!(trace, "no backoff configured"),
                     Some(b) if d.verdict.is_none() => {
@@ -530,6 +537,7 @@ impl Policy {
                     None => pass!(trace, "no adaptive stage configured"),
                     Some(ad) if d.verdict.is_none() => {
                         let (step, s) = ad.check(a, store, now, trace);
+                        d.vouched = s.vouched;
                         j.seen = Some(s);
                         step
                     }
@@ -565,7 +573,8 @@ impl Policy {
         }
         for step in [
             self.number.check(a, false),
-            self.blocks.check(a, local, now, false),
+            self.blocks
+                .check(a, local, now, self.adaptive.as_ref(), false),
         ] {
             if let Step::Block(v) = step {
                 if v.action.blocks() {

@@ -38,12 +38,23 @@ struct Number {
     sends: u32,
     // Pending
     sent_at: Millis,
-    confirmed_at: Millis,
+    /// Seconds, not milliseconds: both only need the second they fall
+    /// in, and four bytes each keep the entry in 64.
+    confirmed_at: u32,
+    vouched_until: u32,
     origin: Option<Arc<Origin>>,
     client_ip: Option<IpAddr>,
     product: u8,
     /// Which parts exist: `BACKOFF`, `PENDING`.
     parts: u8,
+}
+
+fn seconds(t: Millis) -> u32 {
+    u32::try_from(t / 1000).unwrap_or(u32::MAX)
+}
+
+fn millis(s: u32) -> Millis {
+    Millis::from(s) * 1000
 }
 
 const BACKOFF: u8 = 1;
@@ -78,7 +89,8 @@ impl Number {
     fn take_pending(&mut self) -> Pending {
         Pending {
             sent_at: self.sent_at,
-            confirmed_at: self.confirmed_at,
+            confirmed_at: millis(self.confirmed_at),
+            vouched_until: millis(self.vouched_until),
             client_ip: self.client_ip,
             product: self.product,
             origin: self.origin.take(),
@@ -87,7 +99,12 @@ impl Number {
 
     fn put_pending(&mut self, p: Pending) {
         self.sent_at = p.sent_at;
-        self.confirmed_at = p.confirmed_at;
+        // A confirmation in the first second still reads as one.
+        self.confirmed_at = match p.confirmed_at {
+            0 => 0,
+            t => seconds(t).max(1),
+        };
+        self.vouched_until = seconds(p.vouched_until.saturating_add(999));
         self.client_ip = p.client_ip;
         self.product = p.product;
         self.origin = p.origin;
@@ -163,7 +180,9 @@ impl Watch {
         if n.parts & PENDING != 0 {
             self.pending.fetch_sub(1, Ordering::Relaxed);
             let now = self.now.load(Ordering::Relaxed);
-            if n.confirmed_at == 0 && n.sent_at + DAY > now {
+            // Awaiting a confirmation, or vouched for (a returning user
+            // evicted becomes a stranger again).
+            if (n.confirmed_at == 0 && n.sent_at + DAY > now) || millis(n.vouched_until) > now {
                 self.evicted("pending", "to");
             }
         }

@@ -544,6 +544,10 @@ pub struct Pending {
     pub sent_at: Millis,
     /// A confirmation after `sent_at` (0: none yet).
     pub confirmed_at: Millis,
+    /// Until when the number is vouched for (0: never was): set by a
+    /// plausible confirmation (the number proved receipt); unlike
+    /// `confirmed_at`, a new send does not clear it.
+    pub vouched_until: Millis,
     /// Who asked for it, to credit them when it is confirmed.
     pub client_ip: Option<std::net::IpAddr>,
     pub product: u8,

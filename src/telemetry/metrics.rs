@@ -61,6 +61,7 @@ pub struct Metrics {
     upstream: Family<UpstreamLabels, Counter>,
     latency: Family<EndpointLabels, Histogram, fn() -> Histogram>,
     confirmations: Family<ConfirmationLabels, Counter>,
+    vouched: Counter,
     pub blocks: Family<Labels, Gauge>,
     pub spent: Family<Labels, FloatGauge>,
     pub balance: Family<Labels, FloatGauge>,
@@ -105,6 +106,12 @@ impl Default for Metrics {
             "confirmations",
             "Confirmations seen (Verify approved, Feedback confirmed, admin API), by way and by whether a forwarded send awaited them",
             confirmations.clone(),
+        );
+        let vouched = Counter::default();
+        registry.register(
+            "vouched_sends",
+            "Sends to numbers that proved receipt recently, which adaptive blocks and signals pass",
+            vouched.clone(),
         );
         let blocks = Family::<Labels, Gauge>::default();
         registry.register("blocks_active", "Active blocks by key kind", blocks.clone());
@@ -187,6 +194,7 @@ impl Default for Metrics {
             upstream,
             latency,
             confirmations,
+            vouched,
             blocks,
             spent,
             balance,
@@ -206,6 +214,9 @@ impl Metrics {
             region: e.region.clone().unwrap_or_else(|| "none".into()),
         };
         self.sends.get_or_create(&labels).inc();
+        if e.vouched {
+            self.vouched.inc();
+        }
     }
 
     pub fn upstream(&self, endpoint: &'static str, status: u16, took: Duration) {

@@ -76,6 +76,8 @@ pub struct DecisionEvent {
     pub would_block: Vec<String>,
     /// Keys this decision blocked (a limit tripped with `block`).
     pub blocked: Vec<String>,
+    /// The number was vouched for (it proved receipt recently).
+    pub vouched: bool,
 }
 
 impl DecisionEvent {
@@ -111,6 +113,7 @@ impl DecisionEvent {
             self.detail = v.detail.clone();
         }
         self.would_block = d.would_block.iter().map(|v| v.rule.clone()).collect();
+        self.vouched = d.vouched;
         self.blocked = d
             .verdict
             .iter()
