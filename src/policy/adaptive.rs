@@ -618,6 +618,9 @@ impl Adaptive {
             .iter()
             .nth(key_index)
             .map_or_else(String::new, |(s, _)| s.kind());
+        // Stopping sends under it is the excess persisting: the alert
+        // lasts while they come, and lifts `alert` after the last.
+        store.pair_seen(&alert_key(keys[alerted.index]), now, true);
         let rule = format!("adaptive:alert:{kind}");
         let (dur, offence) = store.trip(
             &key,
@@ -626,7 +629,7 @@ impl Adaptive {
             Arc::from(rule.as_str()),
             self.action,
         );
-        let detail = format!("{why}; {key}: {figures}; {}", blocked_for(dur, offence));
+        let detail = format!("{key}: {figures}; {why}; {}", blocked_for(dur, offence));
         (self.stop(rule, detail, key), seen)
     }
 
@@ -663,20 +666,28 @@ impl Adaptive {
             let c = &d.state;
             let confirmed = c.confirmed[1].count(DAY, now)
                 + u64::from(now.saturating_sub(c.peak_at) <= self.baseline) * u64::from(c.peak);
-            let sent = c.sent[1].count(DAY, now);
-            if sent == 0 && confirmed == 0 {
+            if c.sent[1].count(DAY, now) == 0 && confirmed == 0 {
                 continue;
             }
-            let unconfirmed = self.aged_unconfirmed(c, 0, now);
-            let confirmed_hour = c.confirmed[0].count(HOUR, now);
-            if confirmed == 0 && unconfirmed == 0 {
+            if confirmed == 0 {
+                // Never confirmed: two unanswered sends carry the excess;
+                // one does where a range above it collapsed too (a single
+                // unanswered code is anyone's bad luck in a range that
+                // converts, such as a campaign's city).
+                let unconfirmed = self.aged_unconfirmed(c, 1, now);
+                let above = children.iter().filter(|p| p.index < d.index);
+                let collapsed = above.clone().any(|p| self.collapsed(&p.state, now));
+                if unconfirmed >= 2 || (unconfirmed == 1 && collapsed) {
+                    return Some(Range::Carrying(d.index));
+                }
                 // Its sends are still in their grace: not known yet.
                 continue;
             }
-            // One unanswered send is anyone's bad luck; two, and more than
-            // the range's own confirmations this hour, are its excess.
+            // A range that converts goes, unless this hour's unanswered
+            // sends outnumber its confirmations: one is anyone's bad luck.
+            let unconfirmed = self.aged_unconfirmed(c, 0, now);
             return Some(
-                if confirmed > 0 && (unconfirmed < 2 || unconfirmed <= confirmed_hour) {
+                if unconfirmed < 2 || unconfirmed <= c.confirmed[0].count(HOUR, now) {
                     Range::Proven(d.index)
                 } else {
                     Range::Carrying(d.index)
@@ -684,6 +695,14 @@ impl Adaptive {
             );
         }
         Some(Range::Unknown(broadest))
+    }
+
+    /// Whether this hour's unanswered sends of a range outnumber what its
+    /// confirmations allow (`alert_ratio`): its conversion collapsed.
+    fn collapsed(&self, c: &Conversion, now: Millis) -> bool {
+        let unconfirmed = self.aged_unconfirmed(c, 0, now);
+        let confirmed = c.confirmed[0].count(HOUR, now) as f64;
+        unconfirmed >= 2 && unconfirmed as f64 > self.cfg.unconfirmed.alert_ratio * confirmed
     }
 
     /// A narrow key tripped: its nearest broad ancestor counts it, and a
