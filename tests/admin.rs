@@ -193,6 +193,12 @@ async fn recent_decisions_can_be_filtered() {
     .json();
     assert_eq!(shadow["decisions"].as_array().unwrap().len(), 1);
     assert_eq!(shadow["decisions"][0]["rule"], "geo:UZ");
+    // The rule's figures, as the decision log has them.
+    assert_eq!(shadow["decisions"][0]["detail"], "+998993941234");
+    assert_eq!(
+        all["decisions"][0]["detail"], "",
+        "an allowed send has none"
+    );
     let gb = admin(
         &env,
         Method::GET,
@@ -236,6 +242,14 @@ async fn blocks_can_be_added_listed_and_removed() {
     assert_eq!(r.json()["key"], "prefix:6=+141555");
     env.send("+14155550123").await;
     assert_eq!(env.upstream_count(), 0, "blocked by hand");
+    let d = admin(&env, Method::GET, "/api/decisions", Some(TOKEN), "")
+        .await
+        .json();
+    assert_eq!(
+        (&d["decisions"][0]["stage"], &d["decisions"][0]["detail"]),
+        (&"blocks".into(), &"prefix:6=+141555".into()),
+        "the block's key: {d}"
+    );
     let list = admin(&env, Method::GET, "/api/blocks", Some(TOKEN), "")
         .await
         .json();
@@ -593,6 +607,101 @@ async fn the_summary_shows_conversion_by_region_and_prefix() {
     assert_eq!(c["forwarded"], 0);
     assert_eq!(c["rate"], serde_json::Value::Null);
     assert_eq!(c["by_region"], serde_json::json!([]));
+}
+
+/// Forwarded sends the summary counts as confirmed (matched or not).
+async fn credited(env: &Env, token: Option<&str>) -> (u64, u64) {
+    let s = admin(env, Method::GET, "/api/summary", token, "")
+        .await
+        .json();
+    let c = &s["conversion"];
+    (
+        c["confirmed"].as_u64().unwrap(),
+        c["unmatched"].as_u64().unwrap(),
+    )
+}
+
+#[tokio::test]
+async fn confirming_needs_the_token_and_without_it_credits_nothing() {
+    let env = admin_env(ADAPTIVE_QUIET).await;
+    env.send("+14155550100").await;
+    assert_eq!(env.upstream_count(), 1);
+    let body = r#"{"to": "+14155550100"}"#;
+    for (path, token) in [
+        ("/api/confirm", None),
+        ("/api/confirm", Some("wrong")),
+        ("/api/confirm", Some("")),
+        // The query token opens the dashboard page only.
+        (&format!("/api/confirm?token={TOKEN}") as &str, None),
+    ] {
+        let r = admin(&env, Method::POST, path, token, body).await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{path} {token:?}");
+        assert!(!r.text().contains("confirmed"), "{}", r.text());
+    }
+    assert_eq!(
+        credited(&env, Some(TOKEN)).await,
+        (0, 0),
+        "nothing credited"
+    );
+    // With the token it is taken, and the send still awaited it.
+    assert!(confirm(&env, "+14155550100").await);
+    assert_eq!(credited(&env, Some(TOKEN)).await, (1, 0));
+}
+
+/// The admin API with custom headers.
+async fn admin_from(env: &Env, path: &str, headers: &[(&str, String)], body: &str) -> Answer {
+    let url = format!("http://{}{}", env.guard.admin_addr().unwrap(), path);
+    let mut b = Request::builder().method(Method::POST).uri(url);
+    for (k, v) in headers {
+        b = b.header(*k, v);
+    }
+    env.request(b.body(Full::new(Bytes::from(body.to_string()))).unwrap())
+        .await
+}
+
+#[tokio::test]
+async fn without_a_token_only_local_clients_reach_the_admin_api() {
+    // Loopback without a token starts (and warns): open to local users.
+    let env = start(&format!(
+        "{GEO}[admin]\naddr = \"127.0.0.1:0\"\ntoken_env = \"SMSGUARD_TEST_UNSET_TOKEN_VAR\"\n{ADAPTIVE_QUIET}"
+    ))
+    .await;
+    env.send("+14155550100").await;
+    let local = env.guard.admin_addr().unwrap().to_string();
+    let body = r#"{"to": "+14155550100"}"#;
+    let from_elsewhere = [
+        // A proxy on this machine forwarded it.
+        vec![("x-forwarded-for", "203.0.113.9".to_string())],
+        vec![("forwarded", "for=203.0.113.9".to_string())],
+        // A web page whose name resolves to 127.0.0.1 (DNS rebinding).
+        vec![(
+            "host",
+            format!("evil.example:{}", env.guard.admin_addr().unwrap().port()),
+        )],
+        // A page of another origin in a local browser (no preflight for a
+        // text/plain POST).
+        vec![
+            ("origin", "https://evil.example".to_string()),
+            ("content-type", "text/plain".to_string()),
+        ],
+        vec![("origin", "null".to_string())],
+        vec![("origin", "http://127.0.0.1:1".to_string())],
+    ];
+    for headers in &from_elsewhere {
+        let r = admin_from(&env, "/api/confirm", headers, body).await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{headers:?}: {}", r.text());
+        assert!(r.json()["error"].as_str().unwrap().len() > 10, "says why");
+    }
+    assert_eq!(credited(&env, None).await, (0, 0), "nothing credited");
+    // /healthz stays open; a local client, also a page of the listener's
+    // own origin, gets through.
+    let r = admin_from(&env, "/healthz", &from_elsewhere[0], "").await;
+    assert_eq!(r.status, StatusCode::OK);
+    let own = [("origin", format!("http://{local}"))];
+    let r = admin_from(&env, "/api/confirm", &own, body).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(r.json()["confirmed"], true);
+    assert_eq!(credited(&env, None).await, (1, 0));
 }
 
 #[tokio::test]

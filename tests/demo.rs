@@ -9,7 +9,7 @@ use std::path::Path;
 
 use smsguard::config::Config;
 use smsguard::demo::{self, Plan};
-use smsguard::replay::report::Report;
+use smsguard::replay::report::{Kind, Report};
 
 /// Every class the demo day must show, attacks and legitimate surges.
 const CLASSES: [&str; 11] = [
@@ -33,6 +33,9 @@ async fn replay(plan: Plan) -> Report {
 
 fn check(report: &Report, what: &str) {
     let shown = report.render();
+    check_first_stops(report, what, &shown);
+    check_legit_stopped_by_rule(report, what, &shown);
+    check_blocked_keys(report, what, &shown);
     let attack = report
         .attack_stopped_ratio()
         .expect("the day has an attack");
@@ -68,6 +71,162 @@ fn check(report: &Report, what: &str) {
     }
 }
 
+/// Per label, what got out before the first stop agrees with the table.
+fn check_first_stops(report: &Report, what: &str, shown: &str) {
+    for (label, t) in &report.labels {
+        assert!(
+            t.forwarded_before_stop <= t.forwarded,
+            "{what}: {label}: {} forwarded before the first stop, {} forwarded\n{shown}",
+            t.forwarded_before_stop,
+            t.forwarded
+        );
+        match (t.stopped, t.first_send_at, t.first_stop_at) {
+            (0, Some(_), None) => {
+                assert_eq!(t.forwarded_before_stop, t.sends, "{what}: {label}");
+                assert_eq!(t.minutes_to_detect(), None, "{what}: {label}");
+            }
+            (_, Some(first), Some(stop)) => {
+                assert!(stop >= first, "{what}: {label}");
+                // Before the first stop every send got out.
+                assert!(
+                    t.forwarded_before_stop + t.stopped <= t.sends,
+                    "{what}: {label}"
+                );
+                let minutes = t.minutes_to_detect().unwrap();
+                assert!(
+                    (0.0..=24.0 * 60.0).contains(&minutes),
+                    "{what}: {label}: {minutes}"
+                );
+            }
+            other => panic!("{what}: {label}: stopped, first send, first stop {other:?}"),
+        }
+        if Kind::of(label) == Kind::Attack {
+            let row = shown
+                .lines()
+                .skip_while(|l| !l.contains("forwarded before first stop"))
+                .find(|l| l.starts_with(label.as_str()))
+                .unwrap_or_else(|| panic!("{what}: no first-stop row for {label}\n{shown}"));
+            let cells: Vec<&str> = row[label.len()..].split_whitespace().collect();
+            assert_eq!(
+                cells,
+                [
+                    t.forwarded_before_stop.to_string(),
+                    format!("{:.2}", t.minutes_to_detect().unwrap())
+                ],
+                "{what}: {row}"
+            );
+        }
+    }
+}
+
+/// The rules that stopped legitimate sends add up to the legitimate
+/// stopped total and to the table's `stopped by` of legitimate labels.
+fn check_legit_stopped_by_rule(report: &Report, what: &str, shown: &str) {
+    let legit: Vec<_> = report
+        .labels
+        .iter()
+        .filter(|(l, _)| Kind::of(l) == Kind::Legitimate)
+        .map(|(_, t)| t)
+        .collect();
+    let sends: u64 = legit.iter().map(|t| t.sends).sum();
+    let stopped: u64 = legit.iter().map(|t| t.stopped).sum();
+    assert_eq!(report.legit_sends(), sends, "{what}");
+    let rules = report.legit_stopped_by_rule();
+    assert_eq!(
+        rules.iter().map(|r| r.sends).sum::<u64>(),
+        stopped,
+        "{what}: {rules:?}\n{shown}"
+    );
+    let share: f64 = rules.iter().map(|r| r.share).sum();
+    assert!(
+        (share - report.legit_blocked_ratio()).abs() < 1e-9,
+        "{what}: {share} {}",
+        report.legit_blocked_ratio()
+    );
+    for r in &rules {
+        let in_table: u64 = legit
+            .iter()
+            .filter_map(|t| t.stopped_by.get(&r.phrase))
+            .sum();
+        assert_eq!(in_table, r.sends, "{what}: {r:?}\n{shown}");
+    }
+    if stopped == 0 {
+        assert!(
+            shown.contains("legitimate stopped by:   no rule\n"),
+            "{shown}"
+        );
+    }
+}
+
+/// Every key a block stopped sends under is listed with whose sends they
+/// were; the blocks stage's stops are all under one.
+fn check_blocked_keys(report: &Report, what: &str, shown: &str) {
+    let total = |kind: Kind| -> u64 {
+        report
+            .labels
+            .iter()
+            .filter(|(l, _)| Kind::of(l) == kind)
+            .map(|(_, t)| t.stopped)
+            .sum()
+    };
+    let keys = &report.blocked_keys;
+    let by_kind =
+        |f: fn(&smsguard::replay::report::BlockedKey) -> u64| -> u64 { keys.iter().map(f).sum() };
+    assert!(
+        by_kind(|k| k.legitimate) <= total(Kind::Legitimate),
+        "{what}"
+    );
+    assert!(by_kind(|k| k.attack) <= total(Kind::Attack), "{what}");
+    assert!(by_kind(|k| k.other) <= total(Kind::Other), "{what}");
+    let stopped_by = |stage: &str| -> u64 {
+        report
+            .labels
+            .iter()
+            .flat_map(|(_, t)| &t.stopped_by)
+            .filter(|(why, _)| why.starts_with(stage))
+            .map(|(_, n)| n)
+            .sum()
+    };
+    let under_keys: u64 = keys.iter().map(|k| k.stopped()).sum();
+    let blocks = stopped_by("blocks (");
+    assert!(
+        blocks > 0,
+        "{what}: the demo's attacks are blocked\n{shown}"
+    );
+    assert!(
+        under_keys >= blocks
+            && under_keys <= blocks + stopped_by("adaptive (") + stopped_by("limit "),
+        "{what}: {under_keys} under keys, {blocks} by the blocks stage\n{shown}"
+    );
+    for k in keys {
+        assert!(k.stopped() > 0, "{what}: {k:?}");
+        // The replay reads each block from the guard's own store.
+        assert!(!k.spans.is_empty(), "{what}: {k:?}");
+        assert!(k.blocked_for() > 0, "{what}: {k:?}");
+        assert!(!k.rule.is_empty(), "{what}: {k:?}");
+    }
+    let ranked = report.blocked_keys_ranked();
+    assert!(
+        ranked
+            .windows(2)
+            .all(|w| (w[0].legitimate, w[0].attack) >= (w[1].legitimate, w[1].attack)),
+        "{what}: legitimate first, then attack"
+    );
+    for k in ranked.iter().take(20) {
+        assert!(
+            shown.contains(&format!("  {} ", k.key)),
+            "{what}: {} not printed\n{shown}",
+            k.key
+        );
+    }
+    if ranked.len() > 20 {
+        assert!(
+            shown.contains(&format!("  ... and {} more keys (", ranked.len() - 20)),
+            "{what}\n{shown}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn the_example_policy_stops_the_attack_and_spares_legitimate_users() {
     let report = replay(Plan::default()).await;
@@ -87,6 +246,27 @@ async fn the_example_policy_stops_the_attack_and_spares_legitimate_users() {
     );
     // Every confirmation of a forwarded send reached the fake Twilio.
     assert!(report.upstream.confirmations > 0);
+    // What the adaptive stage costs legitimate users: at most 0.2% of
+    // their sends, and never a region-wide block.
+    let rules = report.legit_stopped_by_rule();
+    let adaptive: f64 = rules
+        .iter()
+        .filter(|r| r.rule.starts_with("adaptive:"))
+        .map(|r| r.share)
+        .sum();
+    assert!(adaptive <= 0.002, "{rules:?}");
+    assert!(
+        !rules
+            .iter()
+            .any(|r| r.rule.starts_with("adaptive:") && r.rule.ends_with(":region")),
+        "{rules:?}"
+    );
+    // Each attack class got a few sends out at most before its first stop.
+    for label in CLASSES.iter().filter(|l| l.starts_with("attack")) {
+        let t = report.tally(label).unwrap();
+        assert!(t.first_stop_at.is_some(), "{label}");
+        assert!(t.forwarded_before_stop <= t.forwarded, "{label}");
+    }
 }
 
 #[tokio::test]

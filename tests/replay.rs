@@ -131,6 +131,8 @@ fn an_export_is_backtested_with_bad_lines_named_and_one_decision_per_record() {
     );
     assert_eq!(d[2]["stage"], "number");
     assert_eq!(d[2]["rule"], "geo:UZ");
+    assert_eq!(d[2]["detail"], "+998993941234", "the rule's figures");
+    assert_eq!(d[0]["detail"], Value::Null, "an allowed send has none");
     assert_eq!(d[2]["label"], "attack: UZ block");
     assert_eq!(d[2]["to"], "+998993941234");
     assert_eq!(
@@ -403,6 +405,172 @@ async fn confirmations_are_replayed_at_their_time_between_later_sends() {
     let confirmed: Vec<bool> = r.outcomes.iter().map(|o| o.confirmed).collect();
     assert_eq!(confirmed, [true, false, true]);
     fake.shutdown();
+}
+
+/// Blocks set during a replay: the keys, who set them and for how long,
+/// whose sends they stopped, and the attack's first stop; numbers masked.
+#[tokio::test]
+async fn keys_blocked_during_a_replay_are_reported_with_whose_sends_they_stopped() {
+    use smsguard::replay::report::{Kind, Span};
+    use smsguard::replay::Record;
+    use smsguard::twilio::routes::Product;
+    let config = Config::parse(
+        Path::new("t.toml"),
+        "[geo]\nallow = [\"US\", \"GB\"]\n[log]\nmask_numbers = true\n\
+         [[limit]]\nname = \"prefix\"\nkey = \"prefix:8\"\nrates = [\"2/1h\"]\nblock = \"1h\"\n\
+         [[limit]]\nname = \"user\"\nkey = \"user\"\nrates = [\"1/1d\"]\nblock = \"3h\"\n\
+         [[limit]]\nname = \"number\"\nkey = \"to\"\nrates = [\"1/1d\"]\nblock = \"2h\"\n",
+    )
+    .unwrap();
+    let t0 = 1_700_528_523_000;
+    let minute = 60_000;
+    let send = |minutes: u64, to: &str, label: Option<&str>| {
+        let mut r = Record::new(t0 + minutes * minute, to, Product::Messaging);
+        r.label = label.map(str::to_string);
+        r.user = to.starts_with("+1").then(|| "u1".to_string());
+        r
+    };
+    let uk = Some("attack: UK blocks");
+    let repeat = Some("legitimate: second code");
+    let loaded = input::Loaded::from_records(
+        "made",
+        vec![
+            send(0, "+447400123001", uk),
+            send(1, "+447400123002", uk),
+            // The third number in the block trips the prefix limit...
+            send(2, "+447400123003", uk),
+            // ...whose block stops whoever comes next.
+            send(10, "+447400123004", Some("legitimate")),
+            send(20, "+447400123005", None),
+            // A second send of one user to one number trips the user's
+            // limit, which decides, and the number's, which blocks the
+            // number too: the block the next send meets first.
+            send(30, "+12125550143", repeat),
+            send(31, "+12125550143", repeat),
+            send(40, "+12125550143", repeat),
+        ],
+    );
+    let r = engine::replay(config, &loaded).await.unwrap();
+    let actions: Vec<(&str, Option<&str>)> =
+        r.outcomes.iter().map(|o| (o.action, o.stage)).collect();
+    assert_eq!(
+        actions,
+        [
+            ("allow", None),
+            ("allow", None),
+            ("shadow", Some("limits")),
+            ("shadow", Some("blocks")),
+            ("shadow", Some("blocks")),
+            ("allow", None),
+            ("shadow", Some("limits")),
+            ("shadow", Some("blocks")),
+        ]
+    );
+    let detail = |i: usize| r.outcomes[i].detail.as_deref().unwrap_or("-").to_string();
+    assert_eq!(
+        detail(2),
+        "prefix:8=+44740012: 3 attempts, rate 2/1h; blocked for 1h (offence 1)"
+    );
+    assert_eq!(detail(3), "prefix:8=+44740012");
+    assert_eq!(
+        detail(6),
+        "user=u1: 2 attempts, rate 1/1day; blocked for 3h (offence 1)"
+    );
+    assert_eq!(detail(7), "to=+1212555****");
+
+    let report = &r.report;
+    let attack = report.tally("attack: UK blocks").unwrap();
+    assert_eq!(attack.forwarded_before_stop, 2);
+    assert_eq!(attack.minutes_to_detect(), Some(2.0));
+    let keys: Vec<(&str, &str, u64, u64, u64)> = report
+        .blocked_keys_ranked()
+        .iter()
+        .map(|k| {
+            (
+                k.key.as_str(),
+                k.rule.as_str(),
+                k.legitimate,
+                k.attack,
+                k.other,
+            )
+        })
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            ("prefix:8=+44740012", "limit:prefix", 1, 1, 1),
+            ("to=+1212555****", "limit:number", 1, 0, 0),
+            ("user=u1", "limit:user", 1, 0, 0),
+        ]
+    );
+    // Read from the guard's store, also under a masked number whose block
+    // the replay first met in the blocks stage.
+    assert_eq!(
+        report.blocked_keys[0].spans,
+        [Span {
+            since: t0 + 2 * minute,
+            until: t0 + 62 * minute,
+            offence: 1
+        }]
+    );
+    assert_eq!(report.blocked_keys[1].key, "user=u1");
+    assert_eq!(
+        report.blocked_keys[1].spans,
+        [Span {
+            since: t0 + 31 * minute,
+            until: t0 + 211 * minute,
+            offence: 1
+        }]
+    );
+    assert_eq!(report.blocked_keys[2].key, "to=+1212555****");
+    assert_eq!(
+        report.blocked_keys[2].spans,
+        [Span {
+            since: t0 + 31 * minute,
+            until: t0 + 151 * minute,
+            offence: 1
+        }]
+    );
+    let rules = report.legit_stopped_by_rule();
+    let legit: Vec<(&str, &str, u64)> = rules
+        .iter()
+        .map(|r| (r.stage, r.rule.as_str(), r.sends))
+        .collect();
+    assert_eq!(
+        legit,
+        [
+            ("blocks", "limit:number", 1),
+            ("blocks", "limit:prefix", 1),
+            ("limits", "limit:user", 1),
+        ]
+    );
+    assert_eq!(report.legit_sends(), 4);
+    assert!(rules.iter().all(|r| r.share == 0.25), "{rules:?}");
+    assert_eq!(Kind::of("Legitimate: x"), Kind::Legitimate);
+
+    let text = report.render();
+    for line in [
+        "attack: UK blocks                                  2               2.00\n",
+        "  prefix:8=+44740012  limit prefix  1h                    1        1        1\n",
+        "  to=+1212555****     limit number  2h                    1        0        0\n",
+        "  user=u1             limit user    3h                    1        0        0\n",
+        "  blocks (limit number)         1   25.00%\n",
+    ] {
+        assert!(text.contains(line), "{line:?} in\n{text}");
+    }
+    let mut out = Vec::new();
+    smsguard::replay::report::write_decisions(&mut out, &loaded, &r.outcomes).unwrap();
+    let out = String::from_utf8(out).unwrap();
+    assert!(
+        out.contains(
+            r#""detail":"prefix:8=+44740012: 3 attempts, rate 2/1h; blocked for 1h (offence 1)""#
+        ),
+        "{out}"
+    );
+    for shown in [&text, &out] {
+        assert!(!shown.contains("+12125550143"), "{shown}");
+        assert!(!shown.contains("+447400123004"), "{shown}");
+    }
 }
 
 #[test]

@@ -6,8 +6,12 @@
 //! `admin.token_env` (compared in constant time); the dashboard page may
 //! also be opened as `/?token=...`, which sets an HttpOnly cookie for its own
 //! calls. The guard refuses to start with an admin address off loopback and
-//! no token. Nothing here shows a credential or a message body.
+//! no token; without one, a request that did not come straight from a
+//! local client (forwarded by a proxy, addressed to another host name, or
+//! sent by a web page of another origin) is refused too. Nothing here shows
+//! a credential or a message body.
 
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -59,6 +63,46 @@ impl Auth {
         Ok(Auth { token })
     }
 
+    /// Without a token the listener is on loopback (see
+    /// [`Auth::from_config`]): open to local users, and to nobody else. A
+    /// request that reached it from elsewhere all the same is refused, with
+    /// why: one forwarded by a proxy on this machine; one addressed to a
+    /// host name other than loopback's (a web page whose name resolves to
+    /// 127.0.0.1, DNS rebinding); one a browser sends for a page of another
+    /// origin (a form or `fetch` from any site the local browser shows,
+    /// which needs no preflight for a `text/plain` POST to `/api/confirm`,
+    /// `/api/safe` or `/api/reload`).
+    fn refuses(&self, req: &Request<Incoming>) -> Option<&'static str> {
+        if self.token.is_some() {
+            return None;
+        }
+        let headers = req.headers();
+        if headers.contains_key(header::FORWARDED) || headers.contains_key("x-forwarded-for") {
+            return Some(
+                "forwarded by a proxy: set the admin token to reach the admin API from elsewhere",
+            );
+        }
+        let host = headers
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .or_else(|| req.uri().authority().map(|a| a.as_str()));
+        if host.is_some_and(|h| !loopback_authority(h)) {
+            return Some("not addressed to a loopback host: set the admin token to reach the admin API from elsewhere");
+        }
+        if let Some(origin) = headers.get(header::ORIGIN) {
+            let same = origin
+                .to_str()
+                .ok()
+                .and_then(|o| o.strip_prefix("http://"))
+                .zip(host)
+                .is_some_and(|(o, h)| o.eq_ignore_ascii_case(h));
+            if !same {
+                return Some("sent from a page of another origin: refused without an admin token");
+            }
+        }
+        None
+    }
+
     fn allows(&self, req: &Request<Incoming>) -> bool {
         let Some(token) = &self.token else {
             return true;
@@ -78,6 +122,20 @@ impl Auth {
             .flatten()
             .any(|given| constant_time_eq(given.as_bytes(), token.as_bytes()))
     }
+}
+
+/// Whether a `Host` (`127.0.0.1:9090`, `[::1]:9090`, `localhost`) names
+/// this machine's loopback.
+fn loopback_authority(authority: &str) -> bool {
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => match authority.rsplit_once(':') {
+            Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,
+            _ => authority,
+        },
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Compares without an early exit, so timing does not reveal how much of a
@@ -136,6 +194,9 @@ pub async fn handle(app: Arc<App>, auth: Auth, req: Request<Incoming>) -> Respon
     let path = req.uri().path().to_string();
     if path == "/healthz" {
         return respond(StatusCode::OK, "text/plain", "ok\n");
+    }
+    if let Some(why) = auth.refuses(&req) {
+        return error(StatusCode::FORBIDDEN, why);
     }
     if !auth.allows(&req) {
         return if path == "/" {
@@ -529,6 +590,31 @@ async fn safe(app: &App, req: Request<Incoming>, add: bool) -> Response<Body> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn loopback_hosts_are_told_from_others() {
+        for host in [
+            "127.0.0.1:9090",
+            "127.0.0.1",
+            "[::1]:9090",
+            "localhost:9090",
+            "LOCALHOST",
+            "127.1.2.3:1",
+        ] {
+            assert!(loopback_authority(host), "{host}");
+        }
+        for host in [
+            "evil.example:9090",
+            "localhost.evil.example",
+            "10.0.0.5:9090",
+            "[::ffff:10.0.0.5]:9090",
+            "0.0.0.0:9090",
+            "127.0.0.1.evil.example",
+            "",
+        ] {
+            assert!(!loopback_authority(host), "{host}");
+        }
+    }
 
     #[test]
     fn token_comparison_is_exact() {

@@ -28,13 +28,13 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 
 use super::input::Loaded;
-use super::report::{Report, StoppedConfirmed, Upstream};
+use super::report::{Report, Span, StoppedConfirmed, Under, Upstream};
 use super::Record;
 use crate::clock::{ManualClock, Millis};
 use crate::config::{Admin, Config, Prices};
 use crate::fake_twilio::FakeTwilio;
 use crate::guard::Guard;
-use crate::phone::Region;
+use crate::phone::{self, Region};
 use crate::pipeline::App;
 use crate::server::ConnInfo;
 use crate::telemetry::audit::mask_number;
@@ -60,6 +60,10 @@ pub struct Outcome {
     pub action: &'static str,
     pub stage: Option<&'static str>,
     pub rule: Option<Arc<str>>,
+    /// The rule's figures as the decision log has them: the blocked key
+    /// (`prefix:8=+99899394`), a limit's count and rate, an adaptive
+    /// signal's figures (masked when `log.mask_numbers`).
+    pub detail: Option<Arc<str>>,
     /// The number as the guard recorded it (masked when `log.mask_numbers`).
     pub to: Option<String>,
     /// The guard let the send go to Twilio.
@@ -161,6 +165,7 @@ pub async fn replay_with(
         .as_ref()
         .map_or_else(|| "USD".to_string(), |b| b.currency.clone());
     let mask = config.log.mask_numbers;
+    let default_region = config.numbers.default_region;
     let token_env = config.admin.as_ref().map(|a| a.token_env.clone());
 
     // Sends in time order; the sort is stable, so equal times keep their
@@ -208,6 +213,9 @@ pub async fn replay_with(
             token_env,
         ),
         rules: HashMap::new(),
+        keys: HashMap::new(),
+        app: guard.app().clone(),
+        default_region,
     };
     run.classify_unjudged();
 
@@ -267,6 +275,11 @@ struct Decided {
     rule: Option<String>,
     to: Option<String>,
     region: Option<String>,
+    detail: Option<String>,
+    /// Keys the decision blocked (its own verdict's first).
+    blocked: Vec<String>,
+    /// Rules in monitor mode that fired.
+    monitored: usize,
 }
 
 impl From<&DecisionEvent> for Decided {
@@ -277,8 +290,53 @@ impl From<&DecisionEvent> for Decided {
             rule: e.rule.clone(),
             to: e.to.clone(),
             region: e.region.clone(),
+            detail: e.detail.clone(),
+            blocked: e.blocked.clone(),
+            monitored: e.would_block.len(),
         }
     }
+}
+
+impl Decided {
+    /// The key a stopped send was stopped under, and whether its own
+    /// rule just blocked it: the block the blocks stage met (its detail
+    /// is the key), or the key the deciding limit or adaptive signal
+    /// blocked as it tripped (its detail starts with that key; without
+    /// monitored rules, every blocked key is the deciding verdict's).
+    fn under(&self) -> Option<(&str, bool)> {
+        let detail = self.detail.as_deref();
+        match self.stage? {
+            "blocks" => detail.map(|key| (key, false)),
+            "limits" | "adaptive" => {
+                let own = self.blocked.iter().find(|key| {
+                    detail.is_some_and(|d| {
+                        d.strip_prefix(key.as_str())
+                            .is_some_and(|rest| rest.starts_with(':'))
+                    })
+                });
+                let own = own.or(match (&self.blocked[..], self.monitored) {
+                    ([only], 0) => Some(only),
+                    _ => None,
+                });
+                own.map(|key| (key.as_str(), true))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// The block a tripping verdict's detail tells of (`...; blocked for 12h
+/// (offence 1)`), set at `at`.
+fn tripped_span(detail: &str, at: Millis) -> Option<Span> {
+    let (_, rest) = detail.rsplit_once("blocked for ")?;
+    let (length, rest) = rest.split_once(" (offence ")?;
+    let offence = rest.strip_suffix(')')?.parse().ok()?;
+    let length = humantime::parse_duration(length).ok()?;
+    Some(Span {
+        since: at,
+        until: at.saturating_add(length.as_millis() as Millis),
+        offence,
+    })
 }
 
 /// The guard's answer to a send.
@@ -294,6 +352,12 @@ struct Run<'a> {
     calls: Calls,
     /// Rule names shared between outcomes instead of one string each.
     rules: HashMap<String, Arc<str>>,
+    /// Blocked keys (the blocks stage's details), shared the same way.
+    keys: HashMap<String, Arc<str>>,
+    /// The guard, whose store holds the blocks the replay meets.
+    app: Arc<App>,
+    /// How the guard reads a number without `+` (to find a masked key).
+    default_region: Option<Region>,
 }
 
 impl Run<'_> {
@@ -379,8 +443,39 @@ impl Run<'_> {
         });
         let forwarded = matches!(action, "allow" | "monitor" | "unjudged");
         outcome.forwarded = forwarded;
+        outcome.detail = decided
+            .as_ref()
+            .and_then(|d| d.detail.as_deref())
+            .map(|detail| {
+                if stage != Some("blocks") {
+                    return Arc::from(detail);
+                }
+                if let Some(key) = self.keys.get(detail) {
+                    return key.clone();
+                }
+                let key: Arc<str> = Arc::from(detail);
+                self.keys.insert(detail.to_string(), key.clone());
+                key
+            });
+        let under = match &decided {
+            Some(d) if !forwarded => d.under().map(|(key, tripped)| {
+                let span = self
+                    .report
+                    .span_wanted(key, r.at, tripped)
+                    .then(|| self.span(key, r, d, tripped))
+                    .flatten();
+                Under {
+                    key,
+                    rule: rule.unwrap_or("-"),
+                    span,
+                    number_len: d.to.as_deref().map_or(0, str::len),
+                }
+            }),
+            _ => None,
+        };
         self.report.record_send(super::report::Send {
             label: r.label.as_deref(),
+            at: r.at,
             forwarded,
             monitor: action == "monitor",
             stage,
@@ -388,6 +483,7 @@ impl Run<'_> {
             cost,
             cost_from_record: from_record,
             confirmed: r.confirmed_at.is_some(),
+            under,
         });
         if forwarded && !status.is_success() {
             self.report
@@ -423,6 +519,35 @@ impl Run<'_> {
                 }
             },
             _ => Some(String::new()),
+        }
+    }
+
+    /// The block on `key` as the guard's store has it now (the record's
+    /// time); for a block its rule just set and the store no longer has,
+    /// as the rule's detail tells it.
+    fn span(&self, key: &str, r: &Record, d: &Decided, tripped: bool) -> Option<Span> {
+        // With masked numbers, a key on the number (`to=+4477009****`) is
+        // looked up by the number the guard read.
+        let masked =
+            d.to.as_deref()
+                .filter(|to| self.mask && to.contains('*') && key.contains(*to));
+        let unmasked = masked.and_then(|to| {
+            let e164 = phone::normalize(&r.to, self.default_region).ok()?.e164;
+            Some(key.replace(to, &e164))
+        });
+        let entry = self
+            .app
+            .policy()
+            .store()
+            .block(unmasked.as_deref().unwrap_or(key), r.at);
+        match entry {
+            Some(b) => Some(Span {
+                since: b.since,
+                until: b.until,
+                offence: b.offence,
+            }),
+            None if tripped => d.detail.as_deref().and_then(|t| tripped_span(t, r.at)),
+            None => None,
         }
     }
 
@@ -842,5 +967,76 @@ mod tests {
             Some("SM0123")
         );
         assert_eq!(message_sid(b"{}"), None);
+    }
+
+    fn decided(stage: &'static str, detail: &str, blocked: &[&str], monitored: usize) -> Decided {
+        Decided {
+            action: "shadow",
+            stage: Some(stage),
+            rule: Some("limit:prefix".into()),
+            to: Some("+447400123456".into()),
+            region: Some("GB".into()),
+            detail: Some(detail.into()),
+            blocked: blocked.iter().map(|k| k.to_string()).collect(),
+            monitored,
+        }
+    }
+
+    #[test]
+    fn a_stopped_send_is_stopped_under_the_key_its_verdict_names() {
+        let met = decided("blocks", "prefix:8=+44740012", &[], 0);
+        assert_eq!(met.under(), Some(("prefix:8=+44740012", false)));
+        // A tripping limit: its detail starts with the key it blocked, also
+        // when a monitored limit blocked another key first.
+        let tripped = decided(
+            "limits",
+            "prefix:8=+44740012: 21 attempts, rate 20/10m; blocked for 12h (offence 1)",
+            &["client_ip=203.0.113.7", "prefix:8=+44740012"],
+            1,
+        );
+        assert_eq!(tripped.under(), Some(("prefix:8=+44740012", true)));
+        let adaptive = decided("adaptive", "some other wording", &["prefix:7=+4474001"], 0);
+        assert_eq!(adaptive.under(), Some(("prefix:7=+4474001", true)));
+        // A limit without `block`, a monitored block, another stage: none.
+        assert_eq!(
+            decided("limits", "to=+447400123456: 6", &[], 0).under(),
+            None
+        );
+        assert_eq!(
+            decided("limits", "x", &["client_ip=203.0.113.7"], 1).under(),
+            None
+        );
+        assert_eq!(decided("number", "+998993941234", &[], 0).under(), None);
+    }
+
+    #[test]
+    fn a_tripped_block_is_read_from_the_rule_s_detail() {
+        let at = 1_795_305_600_000;
+        assert_eq!(
+            tripped_span(
+                "prefix:7=+4479111: 12 of 14 sends unconfirmed in 1h > max(floor 4, 1 x baseline 0); blocked for 12h (offence 1)",
+                at
+            ),
+            Some(Span {
+                since: at,
+                until: at + 12 * 3_600_000,
+                offence: 1
+            })
+        );
+        assert_eq!(
+            tripped_span(
+                "x: 4 attempts, rate 3/10m; blocked for 1day 30m (offence 3)",
+                at
+            ),
+            Some(Span {
+                since: at,
+                until: at + 24 * 3_600_000 + 30 * 60_000,
+                offence: 3
+            })
+        );
+        assert_eq!(
+            tripped_span("prefix:8=+44740012: 4 attempts, rate 3/10m", at),
+            None
+        );
     }
 }

@@ -1,7 +1,10 @@
 //! What a replay found, for a person: per label what was sent, forwarded
 //! and stopped (and by which rule, in words), what it cost with and without
-//! the guard, the confirmed sends the guard would have stopped, the records
-//! it could not read; and `--out`, one decision per input record.
+//! the guard; per attack how many sends got out before its first stop and
+//! how long that took; which rules stopped legitimate sends; the keys
+//! blocked during the replay and whose sends they stopped; the confirmed
+//! sends the guard would have stopped, the records it could not read; and
+//! `--out`, one decision per input record.
 //!
 //! Figures only: never a message body or a credential. Numbers in the
 //! printed report are masked.
@@ -12,8 +15,11 @@ use std::io::Write;
 
 use super::engine::Outcome;
 use super::input::Loaded;
+use crate::clock::Millis;
+use crate::telemetry::audit::mask_number;
 
-/// How many bad records and stopped confirmed sends are listed by name.
+/// How many bad records, stopped confirmed sends and blocked keys are
+/// listed by name.
 const LISTED: usize = 20;
 
 /// Label of records that carry none.
@@ -36,6 +42,113 @@ pub struct Tally {
     /// Sends the recipient confirmed, and of those the guard stopped.
     pub confirmed: u64,
     pub confirmed_stopped: u64,
+    /// Record times of the label's first send and of its first send the
+    /// guard stopped (None while none was).
+    pub first_send_at: Option<Millis>,
+    pub first_stop_at: Option<Millis>,
+    /// The label's sends, in time order, that were forwarded before the
+    /// first one the guard stopped: all of its sends while none was.
+    pub forwarded_before_stop: u64,
+}
+
+impl Tally {
+    /// From the label's first send to its first stopped send ("time to
+    /// detect"), in milliseconds; None when none was stopped.
+    pub fn time_to_detect(&self) -> Option<Millis> {
+        Some(self.first_stop_at?.saturating_sub(self.first_send_at?))
+    }
+
+    /// [`Tally::time_to_detect`] in minutes.
+    pub fn minutes_to_detect(&self) -> Option<f64> {
+        self.time_to_detect().map(|ms| ms as f64 / 60_000.0)
+    }
+}
+
+/// What a label says its sends are: `legitimate…` or `attack…` (in any
+/// case), or neither (unlabelled sends included).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Kind {
+    Legitimate,
+    Attack,
+    Other,
+}
+
+impl Kind {
+    pub fn of(label: &str) -> Kind {
+        let starts = |p: &str| {
+            label
+                .get(..p.len())
+                .is_some_and(|l| l.eq_ignore_ascii_case(p))
+        };
+        if starts("legitimate") {
+            Kind::Legitimate
+        } else if starts("attack") {
+            Kind::Attack
+        } else {
+            Kind::Other
+        }
+    }
+}
+
+/// Legitimate sends one rule stopped.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RuleStops {
+    /// The stage and rule as the decision log names them (`blocks`,
+    /// `adaptive:surge:prefix:7`).
+    pub stage: &'static str,
+    pub rule: String,
+    /// As the table phrases them: `blocks (adaptive surge prefix:7)`.
+    pub phrase: String,
+    pub sends: u64,
+    /// Of all sends labelled `legitimate…` (0 to 1).
+    pub share: f64,
+}
+
+/// One block as the guard's store had it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span {
+    pub since: Millis,
+    pub until: Millis,
+    /// 1 for a first offence; escalated blocks count up.
+    pub offence: u32,
+}
+
+impl Span {
+    /// How long the block was set for, in milliseconds.
+    pub fn length(&self) -> Millis {
+        self.until.saturating_sub(self.since)
+    }
+}
+
+/// A key blocked during the replay, and the sends stopped under it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BlockedKey {
+    /// `prefix:8=+44740012`, a number in it masked as the report masks
+    /// numbers (see [`mask_key`]).
+    pub key: String,
+    /// The rule that set its first block: `adaptive:surge:prefix:8`,
+    /// `limit:prefix`, `manual`.
+    pub rule: String,
+    /// The blocks set on it that stopped sends, in order (empty when the
+    /// replay could not read one).
+    pub spans: Vec<Span>,
+    /// Stopped sends (the one whose rule tripped the block and those the
+    /// block stopped) by what their label says.
+    pub legitimate: u64,
+    pub attack: u64,
+    /// Neither `legitimate…` nor `attack…`, unlabelled sends included.
+    pub other: u64,
+}
+
+impl BlockedKey {
+    pub fn stopped(&self) -> u64 {
+        self.legitimate + self.attack + self.other
+    }
+
+    /// How long it was blocked: its blocks' lengths added up.
+    pub fn blocked_for(&self) -> Millis {
+        self.spans.iter().map(Span::length).sum()
+    }
 }
 
 /// A confirmed send the guard would have stopped.
@@ -99,9 +212,24 @@ impl Upstream {
     }
 }
 
-/// One judged send, as the engine tells it.
+/// The key a stopped send was stopped under.
+pub(crate) struct Under<'a> {
+    /// As the decision event spells it (masked when the log masks).
+    pub key: &'a str,
+    /// The rule that set the block.
+    pub rule: &'a str,
+    /// The block as the store had it, when the engine read it (see
+    /// [`Report::span_wanted`]).
+    pub span: Option<Span>,
+    /// Length of the number the send went to (see [`mask_key`]).
+    pub number_len: usize,
+}
+
+/// One judged send, as the engine tells it, in time order.
 pub(crate) struct Send<'a> {
     pub label: Option<&'a str>,
+    /// The record's time.
+    pub at: Millis,
     pub forwarded: bool,
     pub monitor: bool,
     pub stage: Option<&'static str>,
@@ -109,6 +237,9 @@ pub(crate) struct Send<'a> {
     pub cost: u64,
     pub cost_from_record: bool,
     pub confirmed: bool,
+    /// A stopped send's blocked key: the block that stopped it, or the one
+    /// its rule set as it tripped.
+    pub under: Option<Under<'a>>,
 }
 
 #[derive(Debug, Clone)]
@@ -117,6 +248,15 @@ pub struct Report {
     /// then attack, then the rest).
     pub labels: Vec<(String, Tally)>,
     index: HashMap<String, usize>,
+    /// What each label says, same order as `labels`.
+    kinds: Vec<Kind>,
+    /// Sends labelled `legitimate…` the guard stopped, by (stage, rule).
+    legit_stopped: HashMap<(&'static str, String), u64>,
+    /// Keys blocked during the replay that stopped sends, in order of first
+    /// stop (see [`Report::blocked_keys_ranked`] for the printed order).
+    pub blocked_keys: Vec<BlockedKey>,
+    /// By the key as the decision events spell it.
+    key_index: HashMap<String, usize>,
     /// Phrases already built, by (stage, rule).
     phrases: HashMap<(&'static str, String), String>,
     pub files: usize,
@@ -151,6 +291,10 @@ impl Report {
         Report {
             labels: Vec::new(),
             index: HashMap::new(),
+            kinds: Vec::new(),
+            legit_stopped: HashMap::new(),
+            blocked_keys: Vec::new(),
+            key_index: HashMap::new(),
             phrases: HashMap::new(),
             files,
             skipped: BTreeMap::new(),
@@ -192,10 +336,12 @@ impl Report {
             Some(&i) => i,
             None => {
                 self.labels.push((label.to_string(), Tally::default()));
+                self.kinds.push(Kind::of(label));
                 self.index.insert(label.to_string(), self.labels.len() - 1);
                 self.labels.len() - 1
             }
         };
+        let kind = self.kinds[i];
         let why = if s.forwarded && !s.monitor {
             None
         } else {
@@ -217,24 +363,123 @@ impl Report {
         let t = &mut self.labels[i].1;
         t.sends += 1;
         t.cost_without += s.cost;
+        if t.first_send_at.is_none_or(|first| s.at < first) {
+            t.first_send_at = Some(s.at);
+        }
         if s.confirmed {
             t.confirmed += 1;
         }
         if s.forwarded {
             t.forwarded += 1;
             t.cost_with += s.cost;
+            if t.first_stop_at.is_none() {
+                t.forwarded_before_stop += 1;
+            }
             if let Some(why) = why {
                 *t.would_stop.entry(why).or_default() += 1;
             }
         } else {
             t.stopped += 1;
+            if t.first_stop_at.is_none() {
+                t.first_stop_at = Some(s.at);
+            }
             if s.confirmed {
                 t.confirmed_stopped += 1;
             }
             if let Some(why) = why {
                 *t.stopped_by.entry(why).or_default() += 1;
             }
+            if kind == Kind::Legitimate {
+                let key = (s.stage.unwrap_or("-"), s.rule.unwrap_or("-").to_string());
+                *self.legit_stopped.entry(key).or_default() += 1;
+            }
+            if let Some(u) = s.under {
+                self.stopped_under(u, kind);
+            }
         }
+    }
+
+    /// Whether the engine should read the block on `key` from the store for
+    /// a send stopped under it at `at`: a key not met yet, a block its rule
+    /// just set (`tripped`), or one met after its last known block ended.
+    pub(crate) fn span_wanted(&self, key: &str, at: Millis, tripped: bool) -> bool {
+        match self.key_index.get(key) {
+            None => true,
+            Some(&i) => {
+                tripped
+                    || self.blocked_keys[i]
+                        .spans
+                        .last()
+                        .is_none_or(|last| last.until <= at)
+            }
+        }
+    }
+
+    fn stopped_under(&mut self, u: Under<'_>, kind: Kind) {
+        let i = match self.key_index.get(u.key) {
+            Some(&i) => i,
+            None => {
+                self.blocked_keys.push(BlockedKey {
+                    key: mask_key(u.key, u.number_len),
+                    rule: u.rule.to_string(),
+                    spans: Vec::new(),
+                    legitimate: 0,
+                    attack: 0,
+                    other: 0,
+                });
+                self.key_index
+                    .insert(u.key.to_string(), self.blocked_keys.len() - 1);
+                self.blocked_keys.len() - 1
+            }
+        };
+        let k = &mut self.blocked_keys[i];
+        if let Some(span) = u.span {
+            if k.spans.last().is_none_or(|last| last.since != span.since) {
+                k.spans.push(span);
+            }
+        }
+        match kind {
+            Kind::Legitimate => k.legitimate += 1,
+            Kind::Attack => k.attack += 1,
+            Kind::Other => k.other += 1,
+        }
+    }
+
+    /// The blocked keys as printed: most legitimate sends stopped first,
+    /// then most attack sends, then by key.
+    pub fn blocked_keys_ranked(&self) -> Vec<&BlockedKey> {
+        let mut v: Vec<&BlockedKey> = self.blocked_keys.iter().collect();
+        v.sort_by(|a, b| {
+            b.legitimate
+                .cmp(&a.legitimate)
+                .then(b.attack.cmp(&a.attack))
+                .then(b.other.cmp(&a.other))
+                .then(a.key.cmp(&b.key))
+        });
+        v
+    }
+
+    /// Sends labelled `legitimate…`.
+    pub fn legit_sends(&self) -> u64 {
+        self.group("legitimate").map_or(0, |(sends, _, _)| sends)
+    }
+
+    /// The rules that stopped sends labelled `legitimate…`, most first.
+    pub fn legit_stopped_by_rule(&self) -> Vec<RuleStops> {
+        let all = self.legit_sends();
+        let mut v: Vec<RuleStops> = self
+            .legit_stopped
+            .iter()
+            .map(|((stage, rule), &sends)| RuleStops {
+                stage,
+                rule: rule.clone(),
+                phrase: phrase(stage, rule),
+                sends,
+                share: sends as f64 / all.max(1) as f64,
+            })
+            .collect();
+        v.sort_by(|a, b| b.sends.cmp(&a.sends).then(a.phrase.cmp(&b.phrase)));
+        v
     }
 
     pub fn tally(&self, label: &str) -> Option<&Tally> {
@@ -316,23 +561,163 @@ impl Report {
             s.push('\n');
         }
         s.push_str(&self.table());
+        s.push_str(&self.first_stops());
         s.push('\n');
         s.push_str(&self.totals());
+        s.push_str(&self.legit_stopped_section());
+        s.push_str(&self.blocked_keys_section());
         s.push_str(&self.lists());
+        s
+    }
+
+    /// Label column width: the longest label, at most 40.
+    fn label_width(&self) -> usize {
+        self.labels
+            .iter()
+            .map(|(l, _)| l.chars().count())
+            .chain([5])
+            .max()
+            .unwrap_or(5)
+            .min(40)
+    }
+
+    /// Per attack label: the sends that got out before its first stop, and
+    /// the minutes from its first send to that stop.
+    pub fn first_stops(&self) -> String {
+        let width = self.label_width();
+        let mut s = String::new();
+        let mut attacks = self
+            .labels
+            .iter()
+            .zip(&self.kinds)
+            .filter(|(_, k)| **k == Kind::Attack)
+            .peekable();
+        if attacks.peek().is_none() {
+            return s;
+        }
+        let _ = writeln!(
+            s,
+            "\n{:<width$}  {:>27}  {:>17}",
+            "attack", "forwarded before first stop", "minutes to detect"
+        );
+        for ((label, t), _) in attacks {
+            let _ = writeln!(
+                s,
+                "{:<width$}  {:>27}  {:>17}",
+                clip(label, width),
+                t.forwarded_before_stop,
+                t.minutes_to_detect()
+                    .map_or_else(|| "-".to_string(), |m| format!("{m:.2}")),
+            );
+        }
+        s
+    }
+
+    /// The rules that stopped legitimate sends, with their share.
+    fn legit_stopped_section(&self) -> String {
+        let mut s = String::new();
+        let Some((sends, _, stopped)) = self.group("legitimate") else {
+            return s;
+        };
+        if stopped == 0 {
+            // Said in the totals.
+            return s;
+        }
+        let rules = self.legit_stopped_by_rule();
+        let width = rules
+            .iter()
+            .map(|r| r.phrase.chars().count())
+            .max()
+            .unwrap_or(0)
+            .min(60);
+        let _ = writeln!(
+            s,
+            "\nlegitimate sends stopped, by rule ({stopped} of {sends} sends labelled legitimate…, {}):",
+            percent(stopped, sends)
+        );
+        for r in &rules {
+            let _ = writeln!(
+                s,
+                "  {:<width$}  {:>8}  {:>7}",
+                clip(&r.phrase, width),
+                r.sends,
+                percent(r.sends, sends)
+            );
+        }
+        s
+    }
+
+    /// The keys blocked during the replay, those that stopped legitimate
+    /// sends first; at most [`LISTED`] lines.
+    fn blocked_keys_section(&self) -> String {
+        let mut s = String::new();
+        if self.blocked_keys.is_empty() {
+            return s;
+        }
+        let ranked = self.blocked_keys_ranked();
+        let shown = &ranked[..ranked.len().min(LISTED)];
+        let key_width = shown
+            .iter()
+            .map(|k| k.key.chars().count())
+            .chain([3])
+            .max()
+            .unwrap_or(3)
+            .min(40);
+        let set_by: Vec<String> = shown.iter().map(|k| set_by(&k.rule)).collect();
+        let rule_width = set_by
+            .iter()
+            .map(|r| r.chars().count())
+            .chain([6])
+            .max()
+            .unwrap_or(6)
+            .min(40);
+        let _ = writeln!(
+            s,
+            "\nkeys blocked during the replay ({}; stopped sends: the one that tripped the block and those it stopped):",
+            self.blocked_keys.len()
+        );
+        let lengths: Vec<String> = shown.iter().map(|k| blocked_for(&k.spans)).collect();
+        let length_width = lengths
+            .iter()
+            .map(|l| l.chars().count())
+            .chain([11])
+            .max()
+            .unwrap_or(11);
+        let _ = writeln!(
+            s,
+            "  {:<key_width$}  {:<rule_width$}  {:<length_width$}  {:>10} {:>8} {:>8}",
+            "key", "set by", "blocked for", "legitimate", "attack", "other"
+        );
+        for ((k, by), length) in shown.iter().zip(&set_by).zip(&lengths) {
+            let _ = writeln!(
+                s,
+                "  {:<key_width$}  {:<rule_width$}  {:<length_width$}  {:>10} {:>8} {:>8}",
+                clip(&k.key, key_width),
+                clip(by, rule_width),
+                length,
+                k.legitimate,
+                k.attack,
+                k.other
+            );
+        }
+        if ranked.len() > shown.len() {
+            let rest = &ranked[shown.len()..];
+            let _ = writeln!(
+                s,
+                "  ... and {} more keys ({} legitimate, {} attack, {} other sends stopped)",
+                rest.len(),
+                rest.iter().map(|k| k.legitimate).sum::<u64>(),
+                rest.iter().map(|k| k.attack).sum::<u64>(),
+                rest.iter().map(|k| k.other).sum::<u64>(),
+            );
+        }
         s
     }
 
     /// The per-label table.
     pub fn table(&self) -> String {
         let cur = &self.currency;
-        let width = self
-            .labels
-            .iter()
-            .map(|(l, _)| l.chars().count())
-            .chain([5])
-            .max()
-            .unwrap_or(5)
-            .min(40);
+        let width = self.label_width();
         let mut s = String::new();
         let _ = writeln!(
             s,
@@ -347,16 +732,7 @@ impl Report {
         // Legitimate labels first, then attacks, then the rest; each group
         // in order of first appearance.
         let mut labels: Vec<&(String, Tally)> = self.labels.iter().collect();
-        labels.sort_by_key(|(l, _)| {
-            let l = l.to_ascii_lowercase();
-            if l.starts_with("legitimate") {
-                0
-            } else if l.starts_with("attack") {
-                1
-            } else {
-                2
-            }
-        });
+        labels.sort_by_key(|(l, _)| Kind::of(l));
         for (label, t) in labels {
             let _ = writeln!(
                 s,
@@ -419,13 +795,29 @@ impl Report {
                 ),
             );
         }
-        if let Some((sends, forwarded, _)) = self.group("legitimate") {
+        if let Some((sends, forwarded, stopped)) = self.group("legitimate") {
             line(
                 "legitimate delivered",
                 format!(
                     "{} ({forwarded} of {sends} sends labelled legitimate…)",
                     percent(forwarded, sends)
                 ),
+            );
+            line(
+                "legitimate stopped by",
+                if stopped == 0 {
+                    "no rule".to_string()
+                } else {
+                    format!(
+                        "{} rule{} (below)",
+                        self.legit_stopped.len(),
+                        if self.legit_stopped.len() == 1 {
+                            ""
+                        } else {
+                            "s"
+                        }
+                    )
+                },
             );
         }
         let sum = |f: fn(&Tally) -> u64| self.labels.iter().map(|(_, t)| f(t)).sum::<u64>();
@@ -608,6 +1000,76 @@ pub fn phrase(stage: &str, rule: &str) -> String {
     }
 }
 
+/// Who set a block, in the table's words: `adaptive (surge prefix:8)`,
+/// `limit prefix`, `set by hand`.
+fn set_by(rule: &str) -> String {
+    if rule == "manual" {
+        "set by hand".into()
+    } else if rule.starts_with("limit:") {
+        phrase("limits", rule)
+    } else if rule.starts_with("adaptive:") {
+        phrase("adaptive", rule)
+    } else {
+        rule.to_string()
+    }
+}
+
+/// `12h`, `12h + 1day (offence 2)`; `?` when no block was read.
+fn blocked_for(spans: &[Span]) -> String {
+    let length = |ms: Millis| {
+        humantime::format_duration(std::time::Duration::from_secs(ms / 1000)).to_string()
+    };
+    let Some(last) = spans.last() else {
+        return "?".into();
+    };
+    let mut s = if spans.len() <= 2 {
+        spans
+            .iter()
+            .map(|b| length(b.length()))
+            .collect::<Vec<_>>()
+            .join(" + ")
+    } else {
+        format!(
+            "{} in {} blocks",
+            length(spans.iter().map(Span::length).sum()),
+            spans.len()
+        )
+    };
+    if last.offence > 1 {
+        let _ = write!(s, " (offence {})", last.offence);
+    }
+    s
+}
+
+/// A block key as the report prints it: a `to` part masked as the report
+/// masks numbers (the last four digits hidden), a `prefix:N` part showing
+/// no more of it than that masked number would (`number_len`: the length of
+/// the number the stopped send went to); any other part as it is.
+pub fn mask_key(key: &str, number_len: usize) -> String {
+    let Some((kind, value)) = key.split_once('=') else {
+        return key.to_string();
+    };
+    let kinds: Vec<&str> = kind.split('+').collect();
+    let parts: Vec<String> = kinds
+        .iter()
+        .zip(value.splitn(kinds.len(), '|'))
+        .map(|(k, v)| {
+            if *k == "to" {
+                mask_number(v)
+            } else if k.starts_with("prefix:") {
+                let keep = number_len.saturating_sub(4);
+                v.chars()
+                    .enumerate()
+                    .map(|(i, c)| if i < keep { c } else { '*' })
+                    .collect()
+            } else {
+                v.to_string()
+            }
+        })
+        .collect();
+    format!("{kind}={}", parts.join("|"))
+}
+
 /// Millionths with two decimals, rounded half up.
 pub fn money(micros: u64) -> String {
     let cents = micros / 10_000 + u64::from(micros % 10_000 >= 5_000);
@@ -654,6 +1116,8 @@ pub fn write_decisions(
         action: &'a str,
         stage: Option<&'a str>,
         rule: Option<&'a str>,
+        /// The rule's figures, as the decision log has them.
+        detail: Option<&'a str>,
         label: Option<&'a str>,
         to: Option<&'a str>,
         forwarded: bool,
@@ -679,6 +1143,7 @@ pub fn write_decisions(
                 action: o.action,
                 stage: o.stage,
                 rule: o.rule.as_deref(),
+                detail: o.detail.as_deref(),
                 label,
                 to: o.to.as_deref(),
                 forwarded: o.forwarded,
@@ -731,6 +1196,7 @@ mod tests {
         let mut r = Report::new("USD".into(), vec![], 1);
         let send = |label, forwarded| Send {
             label: Some(label),
+            at: 0,
             forwarded,
             monitor: false,
             stage: (!forwarded).then_some("number"),
@@ -738,6 +1204,7 @@ mod tests {
             cost: 300_000,
             cost_from_record: false,
             confirmed: false,
+            under: None,
         };
         r.record_send(send("legitimate", true));
         r.record_send(send("attack: UZ", false));
@@ -755,5 +1222,334 @@ mod tests {
         );
         assert!(text.contains("fake Twilio received:    0 sends"), "{text}");
         assert!(text.contains("MISMATCH"), "{text}");
+    }
+
+    const MINUTE: Millis = 60_000;
+    /// 2026-11-22T00:00:00Z: record times are wall-clock times.
+    const T0: Millis = 1_795_305_600_000;
+
+    /// A send at `T0 + minutes`, forwarded, or stopped by `stage` and `rule`
+    /// under `under`.
+    fn send<'a>(
+        label: Option<&'a str>,
+        minutes: f64,
+        stopped: Option<(&'static str, &'a str)>,
+        under: Option<Under<'a>>,
+    ) -> Send<'a> {
+        Send {
+            label,
+            at: T0 + (minutes * MINUTE as f64) as Millis,
+            forwarded: stopped.is_none(),
+            monitor: false,
+            stage: stopped.map(|(stage, _)| stage),
+            rule: stopped.map(|(_, rule)| rule),
+            cost: 7_900,
+            cost_from_record: false,
+            confirmed: false,
+            under,
+        }
+    }
+
+    #[test]
+    fn an_attack_s_first_stop_counts_what_got_out_before_it_and_when() {
+        let mut r = Report::new("USD".into(), vec![], 1);
+        let geo = Some(("number", "geo:UZ"));
+        let surge = Some(("adaptive", "adaptive:surge:prefix:8"));
+        // Three forwarded, then the first stop 7.5 minutes after the first
+        // send; what comes after the first stop does not count.
+        r.record_send(send(Some("attack: UK blocks"), 0.0, None, None));
+        r.record_send(send(Some("attack: UK blocks"), 2.0, None, None));
+        r.record_send(send(Some("attack: UK blocks"), 4.0, None, None));
+        r.record_send(send(Some("attack: UK blocks"), 7.5, surge, None));
+        r.record_send(send(Some("attack: UK blocks"), 8.0, None, None));
+        r.record_send(send(Some("attack: UK blocks"), 9.0, surge, None));
+        // Stopped from its first send.
+        r.record_send(send(Some("attack: UZ"), 1.0, geo, None));
+        r.record_send(send(Some("attack: UZ"), 3.0, geo, None));
+        // Never stopped: all of its sends got out.
+        r.record_send(send(Some("Attack: low and slow"), 5.0, None, None));
+        r.record_send(send(Some("Attack: low and slow"), 65.0, None, None));
+        // Not an attack: figures kept, not printed in the section.
+        r.record_send(send(Some("legitimate"), 0.5, None, None));
+        r.record_send(send(Some("legitimate"), 1.5, geo, None));
+
+        let uk = r.tally("attack: UK blocks").unwrap();
+        assert_eq!((uk.forwarded, uk.stopped), (4, 2));
+        assert_eq!(uk.forwarded_before_stop, 3);
+        assert_eq!(uk.first_send_at, Some(T0));
+        assert_eq!(uk.first_stop_at, Some(T0 + 7 * MINUTE + MINUTE / 2));
+        assert_eq!(uk.time_to_detect(), Some(7 * MINUTE + MINUTE / 2));
+        assert_eq!(uk.minutes_to_detect(), Some(7.5));
+        let uz = r.tally("attack: UZ").unwrap();
+        assert_eq!(
+            (uz.forwarded_before_stop, uz.minutes_to_detect()),
+            (0, Some(0.0))
+        );
+        let slow = r.tally("Attack: low and slow").unwrap();
+        assert_eq!((slow.forwarded_before_stop, slow.sends), (2, 2));
+        assert_eq!((slow.first_stop_at, slow.minutes_to_detect()), (None, None));
+        let legit = r.tally("legitimate").unwrap();
+        assert_eq!(
+            (legit.forwarded_before_stop, legit.minutes_to_detect()),
+            (1, Some(1.0))
+        );
+
+        let text = r.first_stops();
+        let lines: Vec<&str> = text.lines().skip(1).collect();
+        assert_eq!(
+            lines,
+            [
+                "attack                forwarded before first stop  minutes to detect",
+                "attack: UK blocks                               3               7.50",
+                "attack: UZ                                      0               0.00",
+                "Attack: low and slow                            2                  -",
+            ],
+            "{text}"
+        );
+        assert!(r.render().contains(&text), "{}", r.render());
+    }
+
+    #[test]
+    fn legitimate_sends_stopped_are_counted_by_rule_with_their_share() {
+        let mut r = Report::new("USD".into(), vec![], 1);
+        let region_block = Some(("blocks", "adaptive:unconfirmed:region"));
+        let prefix_limit = Some(("limits", "limit:prefix"));
+        for i in 0..1997 {
+            r.record_send(send(Some("legitimate: sign-ins"), i as f64, None, None));
+        }
+        r.record_send(send(
+            Some("legitimate: sign-ins"),
+            2000.0,
+            region_block,
+            None,
+        ));
+        r.record_send(send(
+            Some("Legitimate: campaign"),
+            2001.0,
+            region_block,
+            None,
+        ));
+        r.record_send(send(
+            Some("legitimate: campaign"),
+            2002.0,
+            prefix_limit,
+            None,
+        ));
+        // Neither an attack's nor an unlabelled send counts here.
+        r.record_send(send(Some("attack: UZ"), 1.0, prefix_limit, None));
+        r.record_send(send(None, 1.0, prefix_limit, None));
+
+        assert_eq!(r.legit_sends(), 2000);
+        let rules = r.legit_stopped_by_rule();
+        assert_eq!(
+            rules,
+            [
+                RuleStops {
+                    stage: "blocks",
+                    rule: "adaptive:unconfirmed:region".into(),
+                    phrase: "blocks (adaptive unconfirmed region)".into(),
+                    sends: 2,
+                    share: 0.001,
+                },
+                RuleStops {
+                    stage: "limits",
+                    rule: "limit:prefix".into(),
+                    phrase: "limit prefix".into(),
+                    sends: 1,
+                    share: 0.0005,
+                },
+            ]
+        );
+        let stopped: u64 = r
+            .labels
+            .iter()
+            .filter(|(l, _)| Kind::of(l) == Kind::Legitimate)
+            .map(|(_, t)| t.stopped)
+            .sum();
+        assert_eq!(rules.iter().map(|r| r.sends).sum::<u64>(), stopped);
+        let text = r.render();
+        assert!(
+            text.contains("legitimate stopped by:   2 rules (below)\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "legitimate sends stopped, by rule (3 of 2000 sends labelled legitimate…, 0.15%):\n  \
+                 blocks (adaptive unconfirmed region)         2    0.10%\n  \
+                 limit prefix                                 1    0.05%\n"
+            ),
+            "{text}"
+        );
+
+        let mut clean = Report::new("USD".into(), vec![], 1);
+        clean.record_send(send(Some("legitimate"), 0.0, None, None));
+        assert!(clean.legit_stopped_by_rule().is_empty());
+        assert!(
+            clean
+                .render()
+                .contains("legitimate delivered:    100.00% (1 of 1 sends labelled legitimate…)\nlegitimate stopped by:   no rule\n"),
+            "{}",
+            clean.render()
+        );
+    }
+
+    #[test]
+    fn blocked_keys_count_whose_sends_they_stopped_legitimate_first() {
+        let mut r = Report::new("USD".into(), vec![], 1);
+        let span = |since: Millis, hours: u64, offence| Span {
+            since,
+            until: since + hours * 60 * MINUTE,
+            offence,
+        };
+        fn under<'a>(key: &'a str, rule: &'a str, span: Option<Span>) -> Under<'a> {
+            Under {
+                key,
+                rule,
+                span,
+                number_len: 13,
+            }
+        }
+        let surge = "adaptive:surge:prefix:8";
+        // The send that trips the block counts, then those it stops.
+        assert!(r.span_wanted("prefix:8=+44740012", T0, true));
+        r.record_send(send(
+            Some("attack: UK blocks"),
+            0.0,
+            Some(("adaptive", surge)),
+            Some(under("prefix:8=+44740012", surge, Some(span(T0, 12, 1)))),
+        ));
+        assert!(!r.span_wanted("prefix:8=+44740012", T0 + MINUTE, false));
+        for m in 1..=5 {
+            r.record_send(send(
+                Some("attack: UK blocks"),
+                m as f64,
+                Some(("blocks", surge)),
+                Some(under("prefix:8=+44740012", surge, None)),
+            ));
+        }
+        // Blocked again after the first block ended: escalated.
+        let again = T0 + 13 * 60 * MINUTE;
+        assert!(r.span_wanted("prefix:8=+44740012", again, false));
+        r.record_send(send(
+            Some("legitimate"),
+            13.0 * 60.0,
+            Some(("blocks", surge)),
+            Some(under("prefix:8=+44740012", surge, Some(span(again, 24, 2)))),
+        ));
+        // A number's own block, and a prefix as long as the number: masked.
+        let number = "limit:number";
+        r.record_send(send(
+            None,
+            2.0,
+            Some(("blocks", number)),
+            Some(under("to=+998993941234", number, Some(span(T0, 1, 1)))),
+        ));
+        r.record_send(send(
+            Some("legitimate: NAT"),
+            3.0,
+            Some(("blocks", "manual")),
+            Some(under("prefix:12=+998993941234", "manual", None)),
+        ));
+
+        let ranked: Vec<(&str, u64, u64, u64)> = r
+            .blocked_keys_ranked()
+            .iter()
+            .map(|k| (k.key.as_str(), k.legitimate, k.attack, k.other))
+            .collect();
+        assert_eq!(
+            ranked,
+            [
+                ("prefix:8=+44740012", 1, 6, 0),
+                ("prefix:12=+99899394****", 1, 0, 0),
+                ("to=+99899394****", 0, 0, 1),
+            ]
+        );
+        let uk = &r.blocked_keys[0];
+        assert_eq!(uk.rule, surge);
+        assert_eq!(uk.spans, [span(T0, 12, 1), span(again, 24, 2)]);
+        assert_eq!(uk.blocked_for(), 36 * 60 * MINUTE);
+        assert_eq!(uk.stopped(), 7);
+
+        let text = r.render();
+        for line in [
+            "keys blocked during the replay (3; stopped sends: the one that tripped the block and those it stopped):",
+            "  key                      set by                     blocked for             legitimate   attack    other",
+            "  prefix:8=+44740012       adaptive (surge prefix:8)  12h + 1day (offence 2)           1        6        0",
+            "  prefix:12=+99899394****  set by hand                ?                                1        0        0",
+            "  to=+99899394****         limit number               1h                               0        0        1",
+        ] {
+            assert!(text.contains(&format!("{line}\n")), "{line:?} in\n{text}");
+        }
+        assert!(!text.contains("+998993941234"), "{text}");
+
+        // At most 20 keys by name, then a count of the rest.
+        for i in 0..25 {
+            let key = format!("client_ip=203.0.113.{i}");
+            r.record_send(send(
+                Some("attack: one address"),
+                1.0,
+                Some(("blocks", "adaptive:distinct:client_ip")),
+                Some(under(&key, "adaptive:distinct:client_ip", None)),
+            ));
+        }
+        assert_eq!(r.blocked_keys.len(), 28);
+        let text = r.render();
+        let listed = text
+            .lines()
+            .skip_while(|l| !l.starts_with("keys blocked"))
+            .skip(2)
+            .take_while(|l| l.starts_with("  "))
+            .count();
+        assert_eq!(listed, 21, "{text}");
+        assert!(
+            text.contains(
+                "  ... and 8 more keys (0 legitimate, 7 attack, 1 other sends stopped)\n"
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn keys_show_no_more_of_a_number_than_the_masked_number() {
+        assert_eq!(mask_key("prefix:8=+99899394", 13), "prefix:8=+99899394");
+        assert_eq!(mask_key("prefix:7=+1212555", 12), "prefix:7=+1212555");
+        assert_eq!(
+            mask_key("prefix:11=+12125550123", 12),
+            "prefix:11=+1212555****"
+        );
+        assert_eq!(mask_key("to=+12125550123", 12), "to=+1212555****");
+        assert_eq!(mask_key("to=+1212555****", 12), "to=+1212555****");
+        assert_eq!(
+            mask_key("client_ip+to=203.0.113.7|+12125550123", 12),
+            "client_ip+to=203.0.113.7|+1212555****"
+        );
+        assert_eq!(mask_key("region=UZ", 13), "region=UZ");
+        assert_eq!(mask_key("user=a|b", 13), "user=a|b");
+        assert_eq!(mask_key("no key", 13), "no key");
+    }
+
+    #[test]
+    fn the_decisions_carry_the_rule_s_detail() {
+        let loaded = Loaded::from_records(
+            "t",
+            vec![super::super::Record::new(
+                T0,
+                "+447400123456",
+                crate::twilio::routes::Product::Messaging,
+            )],
+        );
+        let outcome = Outcome {
+            action: "shadow",
+            stage: Some("blocks"),
+            rule: Some("adaptive:surge:prefix:8".into()),
+            detail: Some("prefix:8=+44740012".into()),
+            to: Some("+44740012****".into()),
+            ..Outcome::default()
+        };
+        let mut out = Vec::new();
+        write_decisions(&mut out, &loaded, &[outcome]).unwrap();
+        let line: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(line["detail"], "prefix:8=+44740012");
+        assert_eq!(line["rule"], "adaptive:surge:prefix:8");
     }
 }

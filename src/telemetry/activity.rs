@@ -48,6 +48,10 @@ pub struct Record {
     pub stage: String,
     pub rule: String,
     pub action: &'static str,
+    /// The rule's figures as the decision log has them (`prefix:8=+99899394`
+    /// for a block, `... 4 attempts, rate 3/10m; blocked for 12h (offence 1)`
+    /// for a tripped limit); numbers masked as the log masks them.
+    pub detail: String,
 }
 
 struct Minute {
@@ -395,6 +399,7 @@ impl Activity {
         set(&mut r.user, e.user.as_deref());
         set(&mut r.stage, e.stage);
         set(&mut r.rule, e.rule.as_deref());
+        set(&mut r.detail, e.detail.as_deref());
         r.action = e.action;
         g.recent.push_front(r);
         g.recent.truncate(RECENT);

@@ -129,6 +129,12 @@ impl DecisionEvent {
             if let Some(d) = self.detail.as_mut() {
                 *d = d.replace(&to, &masked);
             }
+            // A limit on `to` blocks `to=NUMBER`: the key is masked too.
+            for k in &mut self.blocked {
+                if k.contains(&to) {
+                    *k = k.replace(&to, &masked);
+                }
+            }
             self.to = Some(masked);
         }
     }
@@ -356,6 +362,20 @@ mod tests {
         e.detail = Some("line\nbreak \u{1b}[31m".into());
         e.would_block = vec!["geo:UZ".into(), "limit:ip".into()];
         e
+    }
+
+    #[test]
+    fn masking_hides_the_number_in_the_detail_and_the_blocked_keys() {
+        let mut e = awkward();
+        e.detail = Some("to=+998993941234: 6 attempts, rate 5/1h".into());
+        e.blocked = vec!["to=+998993941234".into(), "prefix:8=+99899394".into()];
+        e.mask();
+        assert_eq!(e.to.as_deref(), Some("+99899394****"));
+        assert_eq!(
+            e.detail.as_deref(),
+            Some("to=+99899394****: 6 attempts, rate 5/1h")
+        );
+        assert_eq!(e.blocked, ["to=+99899394****", "prefix:8=+99899394"]);
     }
 
     /// What tracing's own formatter prints for `e`.
