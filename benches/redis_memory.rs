@@ -166,7 +166,16 @@ fn main() {
                     let dest = normalize(&raw, config.numbers.default_region).expect("valid");
                     let a = common::attempt(&dest, classifier.classify(&dest.e164), n);
                     let now = T0 + n;
-                    let view = shared.prepare(policy.plan(&a, now, &**shared.local()), now).await;
+                    // As the guard: the fleet's log since the last read
+                    // rides in the send's pipeline and is learned first
+                    // (one replica here: its own sends are left out).
+                    let plan = policy.plan(&a, now, &**shared.local());
+                    let tail = plan.as_ref().map(|_| fleet.tail_call());
+                    let mut view = shared.prepare_with(plan, now, tail).await;
+                    if let Some(Ok(v)) = view.take_extra() {
+                        let tail = fleet.read_tail(v).expect("the log's tail");
+                        fleet.apply(tail, |_, _| {});
+                    }
                     let j = policy.judge_with(&a, now, &view);
                     let learns = j.learns();
                     let d = j.finish(BalanceView::NotAsked);

@@ -38,48 +38,6 @@ async fn load_safe_edits(app: &App, fleet: &Fleet) -> bool {
     }
 }
 
-/// Applies every fleet event after `from` (a stream id) and returns the
-/// last one read.
-async fn catch_up(app: &App, from: &str) -> String {
-    let Some(fleet) = &app.fleet else {
-        return from.to_string();
-    };
-    let mut from = from.to_string();
-    let started = std::time::Instant::now();
-    let mut applied = 0u64;
-    loop {
-        match fleet.read(&from).await {
-            Ok(batch) => {
-                let full = batch.len() >= 1_000;
-                for (id, event) in batch {
-                    from = id;
-                    if let Some((mine, e)) = event {
-                        if !mine {
-                            applied += 1;
-                        }
-                        app.apply(mine, e);
-                    }
-                }
-                if !full {
-                    break;
-                }
-            }
-            Err(e) => {
-                tracing::debug!(error = %e, "fleet events not read");
-                break;
-            }
-        }
-    }
-    fleet
-        .stats
-        .applied
-        .fetch_add(applied, std::sync::atomic::Ordering::Relaxed);
-    if from != "0" && started.elapsed() > std::time::Duration::from_secs(1) {
-        tracing::info!(events = applied, took = ?started.elapsed(), "fleet events applied");
-    }
-    from
-}
-
 pub struct Guard {
     addr: SocketAddr,
     admin_addr: Option<SocketAddr>,
@@ -139,7 +97,8 @@ impl Guard {
             if !loaded {
                 tracing::warn!("saved safe-list edits not read at start: read once redis answers");
             }
-            fleet_from = Some((fleet, catch_up(&app, "0").await, loaded));
+            app.catch_up().await;
+            fleet_from = Some((fleet, loaded));
         }
         let app = Arc::new(app);
         let policy = app.policy();
@@ -180,7 +139,7 @@ impl Guard {
                 Some(admin_addr)
             }
         };
-        if let Some((fleet, from, mut safe_loaded)) = fleet_from {
+        if let Some((fleet, mut safe_loaded)) = fleet_from {
             let (a, mut stopped) = (app.clone(), admin_stopped.clone());
             let every = a
                 .policy()
@@ -208,7 +167,6 @@ impl Guard {
                 }
             });
             tokio::spawn(async move {
-                let mut from = from;
                 let mut tick = tokio::time::interval(every);
                 loop {
                     tokio::select! {
@@ -219,7 +177,7 @@ impl Guard {
                         // Redis was down at start: the saved edits now.
                         safe_loaded = load_safe_edits(&a, &fleet).await;
                     }
-                    from = catch_up(&a, &from).await;
+                    a.catch_up().await;
                 }
             });
         }

@@ -26,6 +26,7 @@ use crate::phone::{Classifier, Destination};
 use crate::policy::{Attempt, Decision, Policy, Reason, Verdict};
 use crate::shadow::{FakeStore, LatencyModel};
 use crate::store::fleet::{Event, Fleet};
+use crate::store::redis::LinkError;
 use crate::store::Store;
 use crate::telemetry::activity::Activity;
 use crate::telemetry::alerts::Alerts;
@@ -389,6 +390,66 @@ impl App {
                     tracing::warn!(error = %e, "a safe-list edit from another replica was not applied");
                 }
             }
+        }
+    }
+
+    /// Applies every event of the fleet's log not applied here yet (at
+    /// start, then every `store.near_cache`, so an idle replica keeps up;
+    /// a judged send reads its own share first, in its pipeline).
+    /// Returns how many events of other replicas were applied.
+    pub async fn catch_up(&self) -> u64 {
+        let Some(fleet) = &self.fleet else {
+            return 0;
+        };
+        let started = std::time::Instant::now();
+        let mut applied = 0u64;
+        loop {
+            match fleet.read_new().await {
+                Ok(tail) => {
+                    let more = tail.full;
+                    applied += fleet.apply(tail, |mine, e| self.apply(mine, e));
+                    if !more {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "fleet events not read");
+                    break;
+                }
+            }
+        }
+        if started.elapsed() > std::time::Duration::from_secs(1) {
+            tracing::info!(events = applied, took = ?started.elapsed(), "fleet events applied");
+        }
+        applied
+    }
+
+    /// The read of the fleet's log that a send judged by the adaptive
+    /// stage adds to its pipeline ([`SharedStore::prepare_with`]): every
+    /// send other replicas forwarded, and every confirmation they saw,
+    /// since this replica last read the log.
+    ///
+    /// [`SharedStore::prepare_with`]: crate::store::shared::SharedStore::prepare_with
+    fn fleet_tail(&self, policy: &Policy) -> Option<crate::store::redis::Call<'static>> {
+        match &self.fleet {
+            Some(f) if policy.config().adaptive.is_some() => Some(f.tail_call()),
+            _ => None,
+        }
+    }
+
+    /// Learns what the send's pipeline read of the fleet's log, before the
+    /// send is judged: its judgement counts every send another replica
+    /// forwarded before this pipeline ran. A failed read changes nothing
+    /// (the timer reads it later).
+    fn learn_first(&self, answer: Option<Result<::redis::Value, LinkError>>) {
+        let (Some(fleet), Some(answer)) = (&self.fleet, answer) else {
+            return;
+        };
+        match answer.and_then(|v| fleet.read_tail(v)) {
+            Ok(tail) => {
+                fleet.apply(tail, |mine, e| self.apply(mine, e));
+            }
+            Err(e) => tracing::debug!(error = %e, "fleet events not read before judging"),
         }
     }
 
@@ -940,14 +1001,22 @@ async fn handle_send(
     // blocks is answered without asking Twilio anything (a slow Balance
     // endpoint must not hold up a shadow ban, nor show in its timing).
     let now = app.clock.now();
+    let asked = Instant::now();
     let view = match &app.shared {
-        Some(shared) => Some(
-            shared
-                .prepare(policy.plan(&attempt, now, &**shared.local()), now)
-                .await,
-        ),
+        Some(shared) => {
+            let plan = policy.plan(&attempt, now, &**shared.local());
+            // What other replicas forwarded is read in the same pipeline
+            // and learned before judging: the adaptive stage's counts are
+            // the fleet's, not this replica's share of them.
+            let tail = plan.as_ref().and_then(|_| app.fleet_tail(&policy));
+            let mut view = shared.prepare_with(plan, now, tail).await;
+            app.learn_first(view.take_extra());
+            Some(view)
+        }
         None => None,
     };
+    // How long this send has waited for Redis so far.
+    let waited = asked.elapsed();
     if view.as_ref().is_some_and(|v| v.refused()) {
         // Redis is unavailable and the operator chose to stop sends then.
         let decision = store_unavailable(&config);
@@ -988,20 +1057,23 @@ async fn handle_send(
     let decision = judgement.finish(balance);
     // Gives back in Redis what the judgement gave back, off the request path.
     drop(view);
-    if let (Some(f), true) = (&app.fleet, learns && decision.forwarded()) {
-        // Every replica's adaptive stage counts it.
-        f.publish(Event::Forwarded {
+    let written = match (&app.fleet, learns && decision.forwarded()) {
+        // Every replica's adaptive stage counts it: written now, while
+        // Twilio is asked, and in Redis before the answer leaves, so a
+        // send that follows it through any replica is judged knowing it.
+        (Some(f), true) => Some(f.publish_acked(Event::Forwarded {
             at: now,
             product,
             account: send.account.clone(),
             to: dest.e164.clone(),
             client_ip: ctx.end_user_ip.then_some(ctx.client_ip),
             user: ctx.user.clone(),
-        });
-    }
+        })),
+        _ => None,
+    };
     event.decided(&decision);
     app.record(&event);
-    act(
+    let resp = act(
         app,
         &config,
         &send,
@@ -1011,7 +1083,16 @@ async fn handle_send(
         &decision,
         started,
     )
-    .await
+    .await;
+    if let Some(written) = written {
+        // A send waits for Redis at most `store.timeout` in all (its
+        // pipeline and this): a slow Redis delays the answer only when it
+        // is slower than Twilio, and a degraded one not at all (the write
+        // fails at once).
+        let left = config.store.timeout.saturating_sub(waited);
+        let _ = tokio::time::timeout(left, written).await;
+    }
+    resp
 }
 
 /// The decision for a send while Redis is unavailable and

@@ -207,6 +207,19 @@ impl Replica {
         assert!(s.is_success(), "{}: block {value}: {s} {text}", self.name);
     }
 
+    /// The active block on `key` as the admin API lists it, if any.
+    async fn listed_block(&self, key: &str) -> Option<serde_json::Value> {
+        let (s, body) = self.admin(Method::GET, "/api/blocks", "").await;
+        assert_eq!(s, StatusCode::OK, "{}: {body}", self.name);
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        v["blocks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["key"] == key)
+            .cloned()
+    }
+
     /// A message send to `to`: the status and the JSON answer.
     async fn send(&self, to: &str) -> (StatusCode, serde_json::Value) {
         self.send_from(to, None).await
@@ -214,16 +227,25 @@ impl Replica {
 
     /// A send on behalf of an end user at `ip` (`X-SMSGuard-Client-IP`).
     async fn send_from(&self, to: &str, ip: Option<&str>) -> (StatusCode, serde_json::Value) {
-        let form = format!(
-            "To={}&From=%2B15005550006&Body=hello",
-            to.replace('+', "%2B")
-        );
         let headers: Vec<(&str, &str)> = ip
             .map(|ip| ("x-smsguard-client-ip", ip))
             .into_iter()
             .collect();
+        self.send_with(to, &headers).await
+    }
+
+    /// A send with the context headers `headers` (`X-SMSGuard-User`, ...).
+    async fn send_with(
+        &self,
+        to: &str,
+        headers: &[(&str, &str)],
+    ) -> (StatusCode, serde_json::Value) {
+        let form = format!(
+            "To={}&From=%2B15005550006&Body=hello",
+            to.replace('+', "%2B")
+        );
         let (status, body) = self
-            .request_with(self.addr, Method::POST, MESSAGES, &form, false, &headers)
+            .request_with(self.addr, Method::POST, MESSAGES, &form, false, headers)
             .await
             .unwrap_or_else(|| panic!("{}: no answer to a send to {to}", self.name));
         let json = serde_json::from_str(&body)
@@ -274,6 +296,12 @@ fn on(redis: &RedisServer) -> String {
 
 fn store(redis: &str) -> String {
     format!("[store]\n{redis}\nnear_cache = \"{NEAR_CACHE}\"\ntimeout = \"1s\"\n")
+}
+
+/// The `redis_cluster` line of a guard on this Cluster.
+fn cluster_seeds(cluster: &RedisCluster) -> String {
+    let seeds: Vec<String> = cluster.urls().iter().map(|u| format!("\"{u}\"")).collect();
+    format!("redis_cluster = [{}]", seeds.join(", "))
 }
 
 const POLICY: &str = r#"
@@ -455,12 +483,7 @@ async fn three_replicas_on_a_redis_cluster_enforce_one_policy() {
     let Some(cluster) = RedisCluster::start(3) else {
         return;
     };
-    let seeds: Vec<String> = cluster.urls().iter().map(|u| format!("\"{u}\"")).collect();
-    three_replicas(
-        &format!("redis_cluster = [{}]", seeds.join(", ")),
-        "cluster",
-    )
-    .await;
+    three_replicas(&cluster_seeds(&cluster), "cluster").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -750,6 +773,115 @@ client_ip = ["5/1h"]
     assert!(body.contains("\"confirmed\":true"), "{body}");
     drop((a, b));
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The adaptive floors of the burst test: a user may reach three numbers
+/// an hour, a number block may see three new numbers in ten minutes; a
+/// tripped signal blocks its key for an hour (doubled per repeat offence).
+const BURST_POLICY: &str = r#"
+[geo]
+allow = ["US"]
+[adaptive]
+block = "1h"
+[adaptive.surge]
+floor = 3
+[adaptive.distinct]
+user = ["3/1h"]
+"#;
+
+const HOUR_MS: u64 = 3_600_000;
+
+/// Two bursts of nine sends, each spread round-robin over `fleet`: one
+/// user reaching nine numbers in nine area codes, then nine new numbers
+/// of one block (`prefix:7=+1212555`) from nobody in particular. How many
+/// of each reached Twilio.
+async fn bursts(fleet: &[&Replica], fake: &FakeTwilio) -> [usize; 2] {
+    let areas = [
+        "201", "305", "312", "415", "503", "617", "702", "808", "907",
+    ];
+    let before = sends(fake);
+    for (i, area) in areas.iter().enumerate() {
+        let r = fleet[i % fleet.len()];
+        let to = format!("+1{area}5550100");
+        let (s, _) = r.send_with(&to, &[("x-smsguard-user", "mallory")]).await;
+        assert_eq!(s, StatusCode::CREATED, "{}", r.name);
+    }
+    let user = sends(fake) - before;
+    let before = sends(fake);
+    for i in 0..9 {
+        let r = fleet[i % fleet.len()];
+        let (s, _) = r.send(&format!("+1212555{:04}", 100 + i)).await;
+        assert_eq!(s, StatusCode::CREATED, "{}", r.name);
+    }
+    [user, sends(fake) - before]
+}
+
+/// The burst checks on one shared store (`redis` is its `[store]` line).
+async fn burst_over_three_replicas(redis: &str, tag: &str) {
+    let fake = FakeTwilio::start().await.unwrap();
+    let dir = temp_dir(tag);
+    // One replica alone, on state of its own (another key prefix).
+    let alone = store(&format!("{redis}\nprefix = \"alone:\""));
+    let solo = Replica::start(&dir, "solo", &fake, &format!("{alone}{BURST_POLICY}")).await;
+    let one = bursts(&[&solo], &fake).await;
+    assert_eq!(one, [3, 3], "one replica lets each floor's three through");
+
+    let policy = format!("{}{BURST_POLICY}", store(redis));
+    let mut fleet = Vec::new();
+    for name in ["a", "b", "c"] {
+        fleet.push(Replica::start(&dir, name, &fake, &policy).await);
+    }
+    let three: Vec<&Replica> = fleet.iter().collect();
+    let spread = bursts(&three, &fake).await;
+    assert!(
+        spread[0] <= one[0] && spread[1] <= one[1],
+        "three replicas let {spread:?} through where one lets {one:?}"
+    );
+    assert_eq!(spread, one);
+
+    // Each trip is one offence, however many replicas tripped it before
+    // the block reached them: every replica lists a first offence's block
+    // of the base length (renewed by later trips: until = max(until, now
+    // + 1h), so up to the burst's length longer).
+    tokio::time::sleep(STALE).await;
+    let signals = [
+        ("user=mallory", "adaptive:distinct:user"),
+        ("prefix:7=+1212555", "adaptive:surge:prefix:7"),
+    ];
+    for r in three.iter().copied().chain([&solo]) {
+        for (key, rule) in signals {
+            let b = r
+                .listed_block(key)
+                .await
+                .unwrap_or_else(|| panic!("{}: no block on {key}", r.name));
+            assert_eq!(b["rule"], rule, "{}: {b}", r.name);
+            assert_eq!(b["offence"], 1, "{}: {b}", r.name);
+            let length = b["until"].as_u64().unwrap() - b["since"].as_u64().unwrap();
+            assert!(
+                (HOUR_MS..HOUR_MS + 10_000).contains(&length),
+                "{}: a block of {length} ms: {b}",
+                r.name
+            );
+        }
+    }
+    drop((fleet, solo));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_spread_over_three_replicas_passes_no_more_than_through_one() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    burst_over_three_replicas(&format!("redis = \"{}\"", redis.url()), "burst").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_spread_over_three_replicas_on_a_cluster_passes_no_more_than_through_one() {
+    let Some(cluster) = RedisCluster::start(3) else {
+        return;
+    };
+    burst_over_three_replicas(&cluster_seeds(&cluster), "burst-cluster").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -388,3 +388,197 @@ async fn mirroring_many_blocks_does_not_degrade_the_link() {
     assert!(link.is_up(), "a long listing does not degrade the link");
     assert_eq!(smsguard::store::Store::blocks(&*local, T0).len(), 50_000);
 }
+
+/// Waits until every trip and block made through `stores` is in Redis.
+async fn settled(stores: &[&Arc<SharedStore>]) {
+    let deadline = Instant::now() + std::time::Duration::from_secs(5);
+    while stores.iter().any(|s| s.unsynced() > 0) {
+        assert!(Instant::now() < deadline, "trips never reached redis");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
+/// One trip is one offence across replicas: two replicas trip one key
+/// before the block of either reached the other, and Redis (one script
+/// on the key's block and offences) records one first offence, renewed
+/// by the second trip; both replicas then hold Redis's block, even the
+/// one whose own estimate said otherwise. Once the block is over, a trip
+/// is the second offence, its block doubled (`Escalation::duration`,
+/// computed in the script as in Rust).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_tripping_one_key_count_one_offence() {
+    use smsguard::config::Action;
+    use smsguard::store::{redis_ops as ops, Escalation, Store};
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let store = format!("redis = \"{}\"", server.url());
+    let link = connect(&store).await;
+    let cfg = config(&format!("[store]\n{store}\n")).store;
+    let replica = || SharedStore::new(Arc::new(MemoryStore::new(1_000, 100)), link.clone(), &cfg);
+    let (a, b) = (replica(), replica());
+    const H: Millis = 3_600_000;
+    let esc = Escalation {
+        base: H,
+        escalate: 2.0,
+        max: 8 * H,
+        forgive_after: 48 * H,
+    };
+    let key = "user=mallory";
+    let offences = || server.cli(&["HGET", "smsguard:o:{user=mallory}", "count"]);
+    let rule = || Arc::<str>::from("adaptive:distinct:user");
+
+    assert_eq!(a.trip(key, T0, &esc, rule(), Action::Shadow), (H, 1));
+    settled(&[&a]).await;
+    // b has not mirrored a's block, and its own estimate is a repeat
+    // offence (an old one it remembers): locally offence 2, in Redis the
+    // same first offence, renewed.
+    b.local().seed_offences(key, 1, T0 - 10 * H);
+    assert_eq!(
+        b.trip(key, T0 + 1_000, &esc, rule(), Action::Shadow),
+        (2 * H, 2)
+    );
+    settled(&[&b]).await;
+    assert_eq!(offences(), "1");
+    let shared = ops::block(&link, key, T0 + 2_000).await.unwrap().unwrap();
+    assert_eq!(
+        (shared.since, shared.until, shared.offence),
+        (T0, T0 + H + 1_000, 1)
+    );
+    for s in [&a, &b] {
+        let mut mirrored = s.local().block(key, T0 + 2_000).unwrap();
+        if mirrored.until < shared.until {
+            // a learns the renewal from the mirror.
+            s.sync(T0 + 2_000).await.unwrap();
+            mirrored = s.local().block(key, T0 + 2_000).unwrap();
+        }
+        assert_eq!(mirrored, shared);
+    }
+    let (_, listed) = ops::blocks(&link, T0 + 2_000).await.unwrap().remove(0);
+    assert_eq!(listed, shared, "the index lists the renewed block");
+
+    // Over: the next trip is the second offence, twice as long.
+    let later = T0 + 3 * H;
+    assert_eq!(a.trip(key, later, &esc, rule(), Action::Shadow), (2 * H, 2));
+    settled(&[&a]).await;
+    assert_eq!(offences(), "2");
+    let second = ops::block(&link, key, later).await.unwrap().unwrap();
+    assert_eq!(
+        (second.since, second.until, second.offence),
+        (later, later + 2 * H, 2)
+    );
+
+    // A monitored block tripped by a rule that stops sends becomes that
+    // rule's block, still one offence.
+    a.trip(
+        "prefix:7=+1212555",
+        T0,
+        &esc,
+        "watch".into(),
+        Action::Monitor,
+    );
+    b.trip(
+        "prefix:7=+1212555",
+        T0 + 1,
+        &esc,
+        "stop".into(),
+        Action::Shadow,
+    );
+    settled(&[&a, &b]).await;
+    let e = ops::block(&link, "prefix:7=+1212555", T0 + 2)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((&*e.rule, e.action, e.offence), ("stop", Action::Shadow, 1));
+
+    // The script's durations are Escalation::duration's, for an escalation
+    // that is not a power of two, up to its cap.
+    let esc = Escalation {
+        base: 12 * H,
+        escalate: 1.7,
+        max: 30 * 24 * H,
+        forgive_after: 400 * 24 * H,
+    };
+    let mut at = T0;
+    for n in 1..=12u32 {
+        let e = ops::trip(&link, "region=UZ", at, at, &esc, "r", Action::Shadow)
+            .await
+            .unwrap();
+        assert_eq!(
+            (e.offence, e.until - e.since),
+            (n, esc.duration(n)),
+            "offence {n}"
+        );
+        at = e.until + 1;
+    }
+}
+
+/// `redis_ops::trip` is `Store::trip` of the memory store, step by step on
+/// a seeded random sequence of trips (any action and rule), blocks set by
+/// hand and quiet spells long enough for blocks to end and offences to be
+/// forgiven.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trip_in_redis_is_a_trip_in_memory() {
+    use smsguard::config::Action;
+    use smsguard::store::{redis_ops as ops, BlockEntry, Escalation, Store};
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let link = connect(&format!("redis = \"{}\"", server.url())).await;
+    let mem = MemoryStore::new(100, 100);
+    const H: Millis = 3_600_000;
+    let esc = Escalation {
+        base: H,
+        escalate: 1.5,
+        max: 5 * H,
+        forgive_after: 6 * H,
+    };
+    let actions = [
+        Action::Shadow,
+        Action::Reject,
+        Action::Monitor,
+        Action::Allow,
+    ];
+    let mut rng = Rng(0x5eed_0f72_19ab);
+    let mut now = T0;
+    let (mut renewed, mut repeat) = (0, 0);
+    for step in 0..600 {
+        now += match rng.below(4) {
+            0 => rng.below(1_000),
+            1 | 2 => rng.below(H),
+            _ => rng.below(8 * H),
+        };
+        let key = ["to=+1", "user=u", "prefix:7=+1212555"][rng.below(3) as usize];
+        let action = actions[rng.below(4) as usize];
+        if rng.below(10) == 0 {
+            let e = BlockEntry {
+                since: now,
+                until: now + rng.below(2 * H) + 1,
+                rule: Arc::from("manual"),
+                action,
+                offence: 1,
+            };
+            mem.set_block(key, e.clone());
+            ops::set_block(&link, key, &e, now).await.unwrap();
+            continue;
+        }
+        let rule: Arc<str> = Arc::from(["limit:a", "adaptive:b"][rng.below(2) as usize]);
+        let (dur, offence) = mem.trip(key, now, &esc, rule.clone(), action);
+        let got = ops::trip(&link, key, now, now, &esc, &rule, action)
+            .await
+            .unwrap();
+        let want = mem.block(key, now).unwrap();
+        assert_eq!(got, want, "step {step}");
+        assert_eq!(
+            (got.until - now, got.offence),
+            (dur, offence),
+            "step {step}"
+        );
+        renewed += usize::from(got.since < now);
+        repeat += usize::from(got.since == now && got.offence > 1);
+    }
+    assert!(
+        renewed > 50 && repeat > 50,
+        "{renewed} renewals, {repeat} repeats"
+    );
+}

@@ -8,26 +8,53 @@
 //! more than the rest of the guard; instead each replica keeps them in its
 //! own memory and every replica learns every forwarded send and every
 //! confirmation from a shared log, a Redis stream `P{fleet}:log`, trimmed
-//! to the last day (the longest window the stage reads). A replica writes
-//! its events in batches off the request path and reads the others' every
-//! `store.near_cache`; one that starts (or restarts) reads the whole day
+//! to the last day (the longest window the stage reads).
+//!
+//! The counts that trip the stage (new numbers per prefix in the surge
+//! window, distinct numbers per address or user, unconfirmed sends per
+//! key) are made one count across replicas this way:
+//!
+//! - a send the adaptive stage judges reads the log since this replica
+//!   last read it in the pipeline it already pays
+//!   ([`Fleet::tail_call`], one read-only script in
+//!   [`super::shared::SharedStore::prepare_with`]: no extra round trip;
+//!   this replica's own forwarded sends are left out in Redis), and
+//!   learns it before it is judged ([`Fleet::apply`]: in the log's order,
+//!   each event once, whether a send or the timer read it);
+//! - a forwarded send's event is written at once, while Twilio is asked,
+//!   and the guard answers only once Redis holds it ([`Fleet::publish_acked`];
+//!   a send still waits for Redis at most `store.timeout` in all).
+//!
+//! So a send is judged knowing every send forwarded through any replica
+//! whose event Redis held when its pipeline ran: at least every send whose
+//! answer left before it arrived. That is exact for any sequence of
+//! sends, however they are spread. It is not for sends judged at the same
+//! moment on different replicas: when each one's pipeline runs before the
+//! other's event is written (about a Redis round trip), neither sees the
+//! other, so a floor lets through up to the sends in flight on the other
+//! replicas at that moment more than one replica would (nine sends fired
+//! at once over three replicas all pass a floor of three). On one replica
+//! sends never miss each other (a send is judged and counted without
+//! waiting in between, unless the balance stage is asked).
+//!
+//! The timer still reads the log every `store.near_cache`, so an idle
+//! replica keeps up, and one that starts (or restarts) reads the whole day
 //! first, so its figures and baselines are the fleet's, not a blank.
-//! Replicas see each other's sends within `near_cache`; figures may differ
-//! between replicas by what arrived in that time, which for day-long
-//! statistics does not matter. Redis memory: about 150 bytes per forwarded
-//! send or confirmation of the last day.
+//! Confirmations are written at once but not waited for: one not yet read
+//! makes a judgement stricter, never looser. Redis memory: about 150 bytes
+//! per forwarded send or confirmation of the last day.
 //!
 //! Safe-list edits are kept in the hash `P{fleet}:safe` (no expiry: an
 //! edit stands until edited again) and read with the blocks.
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock, Mutex};
 
-use ::redis::{Cmd, Value};
-use tokio::sync::mpsc;
+use ::redis::{Cmd, Script, Value};
+use tokio::sync::{mpsc, oneshot};
 
-use super::redis::{LinkError, RedisLink};
+use super::redis::{Call, LinkError, RedisLink};
 use crate::clock::Millis;
 use crate::twilio::routes::Product;
 
@@ -40,6 +67,58 @@ const READ_BATCH: usize = 1_000;
 const WRITE_BATCH: usize = 256;
 /// Events waiting to be written; past this they are dropped (counted).
 const QUEUE: usize = 65_536;
+
+/// The log after ARGV[1] (`-`, or `(` and the last id read), at most
+/// ARGV[3] entries, without this replica's own forwarded sends (ARGV[2]
+/// is its id: it counted them when it judged them, so they need not
+/// travel back): {last id read (`""`: none), entries read, entry, ...},
+/// each entry as XRANGE gives it. Read-only.
+const TAIL_LUA: &str = r#"
+local entries = redis.call('XRANGE', KEYS[1], ARGV[1], '+', 'COUNT', ARGV[3])
+local out = {'', #entries}
+for _, e in ipairs(entries) do
+  out[1] = e[1]
+  local f = e[2]
+  if not (f[1] == 'r' and f[2] == ARGV[2] and f[3] == 't' and f[4] == 'f') then
+    out[#out + 1] = e
+  end
+end
+return out
+"#;
+
+static TAIL: LazyLock<Script> = LazyLock::new(|| Script::new(TAIL_LUA));
+
+/// A stream id (`1700000000000-0`): milliseconds and a sequence number.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct StreamId(u64, u64);
+
+impl StreamId {
+    fn parse(s: &str) -> Option<StreamId> {
+        let (ms, seq) = s.split_once('-')?;
+        Some(StreamId(ms.parse().ok()?, seq.parse().ok()?))
+    }
+}
+
+impl std::fmt::Display for StreamId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.0, self.1)
+    }
+}
+
+/// A read of the log: the events after what this replica had applied.
+#[derive(Debug, Default)]
+pub struct Tail {
+    /// The last id read (this replica's own forwarded sends included).
+    last: Option<StreamId>,
+    /// Each event read with its id (`None` when unreadable, logged) and
+    /// whether this replica wrote it.
+    events: Vec<(StreamId, Option<(bool, Event)>)>,
+    /// A whole batch was read: more may follow.
+    pub full: bool,
+}
+
+/// An event waiting for the writer, and who waits for it to be written.
+type Queued = (Event, Option<oneshot::Sender<()>>);
 
 /// One thing a replica learned.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,8 +162,12 @@ pub struct Fleet {
     link: RedisLink,
     /// Tells this replica's events from the others' (random per process).
     pub id: String,
-    tx: mpsc::Sender<Event>,
+    tx: mpsc::Sender<Queued>,
     pub stats: Arc<FleetStats>,
+    /// The newest event applied here. Events are applied in the log's
+    /// order, each once, under this lock, whether a send's pipeline or
+    /// the timer read them.
+    applied: Mutex<StreamId>,
 }
 
 fn log_key(link: &RedisLink) -> String {
@@ -108,7 +191,7 @@ fn product_of(s: &str) -> Option<Product> {
 impl Fleet {
     /// Starts the writer; must be called inside a Tokio runtime.
     pub fn start(link: RedisLink, clock: Arc<dyn crate::clock::Clock>) -> Arc<Fleet> {
-        let (tx, mut rx) = mpsc::channel::<Event>(QUEUE);
+        let (tx, mut rx) = mpsc::channel::<Queued>(QUEUE);
         let id = format!("{:016x}", rand::random::<u64>());
         let stats = Arc::new(FleetStats::default());
         // Off the request path: the log may take longer than a send may wait.
@@ -118,6 +201,7 @@ impl Fleet {
             id: id.clone(),
             tx,
             stats: stats.clone(),
+            applied: Mutex::default(),
         });
         tokio::spawn(async move {
             let mut batch = Vec::with_capacity(WRITE_BATCH);
@@ -130,12 +214,20 @@ impl Fleet {
                     }
                 }
                 let now = clock.now();
-                let cmds: Vec<Cmd> = batch.iter().map(|e| xadd(&link, &id, e, now)).collect();
+                let cmds: Vec<Cmd> = batch
+                    .iter()
+                    .map(|(e, _)| xadd(&link, &id, e, now))
+                    .collect();
                 match link.query_all(&cmds).await {
                     Ok(_) => {
                         stats
                             .published
                             .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                        for (_, written) in batch.drain(..) {
+                            if let Some(w) = written {
+                                let _ = w.send(());
+                            }
+                        }
                     }
                     Err(e) => {
                         stats
@@ -150,46 +242,79 @@ impl Fleet {
         fleet
     }
 
-    /// Queues `e` for the log; never waits.
+    /// Queues `e` for the log; never waits. The writer sends it at once,
+    /// with whatever else is queued.
     pub fn publish(&self, e: Event) {
-        if self.tx.try_send(e).is_err() {
+        if self.tx.try_send((e, None)).is_err() {
             self.stats.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
 
-    /// Events after `after` (a stream id; "0" for all), at most a batch:
-    /// each id with its event (`None` when unreadable, logged) and whether
-    /// this replica wrote it.
-    pub async fn read(
-        &self,
-        after: &str,
-    ) -> Result<Vec<(String, Option<(bool, Event)>)>, LinkError> {
-        let mut cmd = ::redis::cmd("XRANGE");
-        cmd.arg(log_key(&self.link))
-            .arg(format!("({after}"))
-            .arg("+")
-            .arg("COUNT")
-            .arg(READ_BATCH);
-        if after == "0" {
-            // XRANGE's exclusive start needs a valid id.
-            cmd = ::redis::cmd("XRANGE");
-            cmd.arg(log_key(&self.link))
-                .arg("-")
-                .arg("+")
-                .arg("COUNT")
-                .arg(READ_BATCH);
+    /// [`Fleet::publish`], and what answers once Redis holds `e` (dropped
+    /// unanswered when it could not be written).
+    pub fn publish_acked(&self, e: Event) -> oneshot::Receiver<()> {
+        let (written, rx) = oneshot::channel();
+        if self.tx.try_send((e, Some(written))).is_err() {
+            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
         }
-        let v = self.link.query_all(&[cmd]).await?;
-        let Some(Value::Array(entries)) = v.into_iter().next() else {
-            return Ok(Vec::new());
+        rx
+    }
+
+    /// The call that reads the log after the newest event applied here,
+    /// at most a batch, for a send's pipeline
+    /// ([`super::shared::SharedStore::prepare_with`]); read its answer
+    /// with [`Fleet::read_tail`].
+    pub fn tail_call(&self) -> Call<'static> {
+        let applied = *lock(&self.applied);
+        let from = if applied == StreamId::default() {
+            "-".to_string()
+        } else {
+            format!("({applied}")
         };
-        let mut out = Vec::with_capacity(entries.len());
-        for entry in entries {
+        Call {
+            script: &TAIL,
+            keys: vec![log_key(&self.link)],
+            args: vec![from, self.id.clone(), READ_BATCH.to_string()],
+        }
+    }
+
+    /// Reads the log after the newest event applied here (off the request
+    /// path: the timer, a start).
+    pub async fn read_new(&self) -> Result<Tail, LinkError> {
+        let c = self.tail_call();
+        let v = self.link.eval(c.script, &c.keys, &c.args).await?;
+        self.read_tail(v)
+    }
+
+    /// The answer to a [`Fleet::tail_call`].
+    pub fn read_tail(&self, v: Value) -> Result<Tail, LinkError> {
+        let unexpected = || LinkError::Server("unexpected answer to the fleet log's tail".into());
+        let Value::Array(parts) = v else {
+            return Err(unexpected());
+        };
+        let mut parts = parts.into_iter();
+        let last = parts
+            .next()
+            .as_ref()
+            .and_then(text)
+            .ok_or_else(unexpected)?;
+        let read = match parts.next() {
+            Some(Value::Int(n)) => usize::try_from(n).unwrap_or(0),
+            _ => return Err(unexpected()),
+        };
+        let mut tail = Tail {
+            last: StreamId::parse(&last),
+            events: Vec::with_capacity(parts.len()),
+            full: read >= READ_BATCH,
+        };
+        for entry in parts {
             let Value::Array(parts) = entry else { continue };
             let [id, Value::Array(fields)] = &parts[..] else {
                 continue;
             };
-            let Some(id) = text(id) else { continue };
+            let Some(id) = text(id).as_deref().and_then(StreamId::parse) else {
+                continue;
+            };
             let mut f = std::collections::HashMap::with_capacity(8);
             for pair in fields.chunks(2) {
                 if let [k, v] = pair {
@@ -203,9 +328,36 @@ impl Fleet {
             if event.is_none() {
                 tracing::warn!(id = %id, "unreadable fleet event skipped");
             }
-            out.push((id, event.map(|e| (mine, e))));
+            tail.events.push((id, event.map(|e| (mine, e))));
         }
-        Ok(out)
+        Ok(tail)
+    }
+
+    /// Applies the events of `tail` not applied yet, in the log's order,
+    /// with `apply(mine, event)`, holding the lock: once this returns,
+    /// every event up to the tail's end has been applied here (a read
+    /// that raced another sees its events applied by whichever came
+    /// first, never twice). Returns how many events of other replicas
+    /// were applied.
+    pub fn apply(&self, tail: Tail, mut apply: impl FnMut(bool, Event)) -> u64 {
+        let mut applied = lock(&self.applied);
+        let mut others = 0u64;
+        for (id, event) in tail.events {
+            if id <= *applied {
+                continue;
+            }
+            *applied = id;
+            if let Some((mine, e)) = event {
+                others += u64::from(!mine);
+                apply(mine, e);
+            }
+        }
+        if let Some(last) = tail.last {
+            *applied = (*applied).max(last);
+        }
+        drop(applied);
+        self.stats.applied.fetch_add(others, Ordering::Relaxed);
+        others
     }
 
     /// Records a safe-list edit for every replica (and for restarts).
@@ -284,6 +436,10 @@ impl Fleet {
 
 fn summary_key(link: &RedisLink) -> String {
     format!("{}{{fleet}}:summaries", link.prefix())
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn text(v: &Value) -> Option<String> {

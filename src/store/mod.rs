@@ -37,6 +37,29 @@ pub struct BlockEntry {
     pub offence: u32,
 }
 
+impl BlockEntry {
+    /// This active block tripped again at `now` ([`Store::trip`]): the
+    /// same offence, lasting at least that offence's duration from now;
+    /// a block that stops nothing (monitored) takes the rule and action
+    /// of a trip that does.
+    pub fn renewed(self, now: Millis, esc: &Escalation, rule: Arc<str>, action: Action) -> Self {
+        let until = self
+            .until
+            .max(now.saturating_add(esc.duration(self.offence)));
+        let (rule, action) = if action.blocks() && !self.action.blocks() {
+            (rule, action)
+        } else {
+            (self.rule, self.action)
+        };
+        BlockEntry {
+            until,
+            rule,
+            action,
+            ..self
+        }
+    }
+}
+
 /// How blocks set by a limit grow with repeat offences.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Escalation {
@@ -598,9 +621,15 @@ pub trait Store: Send + Sync + 'static {
     /// Records one more offence on `key` and returns how many are remembered
     /// (offences older than `forgive_after` are forgotten).
     fn offend(&self, key: &str, now: Millis, forgive_after: Millis) -> u32;
-    /// Records one more offence on `key` and blocks it for as long as
-    /// `esc` says that offence earns; returns the block's length and the
-    /// offence number.
+    /// A rule tripped on `key`: records one more offence and blocks the
+    /// key for as long as `esc` says that offence earns. A key that
+    /// already has an active block is the same offence still going on
+    /// (another signal, another replica or a monitored send tripping it
+    /// again): no offence is counted, the block is renewed (until
+    /// `max(until, now + the duration of its offence)`) and keeps its
+    /// offence number, and its rule and action, unless it blocks nothing
+    /// (a monitored block) and this trip does. Returns how long the block
+    /// lasts from `now` and its offence number.
     fn trip(
         &self,
         key: &str,
@@ -609,10 +638,16 @@ pub trait Store: Send + Sync + 'static {
         rule: Arc<str>,
         action: Action,
     ) -> (Millis, u32) {
-        let offence = self.offend(key, now, esc.forgive_after);
-        self.set_block(key, esc.entry(now, offence, rule, action));
-        let dur = esc.duration(offence);
-        (dur, offence)
+        let entry = match self.block(key, now) {
+            Some(cur) => cur.renewed(now, esc, rule, action),
+            None => {
+                let offence = self.offend(key, now, esc.forgive_after);
+                esc.entry(now, offence, rule, action)
+            }
+        };
+        let (until, offence) = (entry.until, entry.offence);
+        self.set_block(key, entry);
+        (until.saturating_sub(now), offence)
     }
     /// Counts one attempt on `key` in a window per period; writes each
     /// window's count (this attempt included) into `counts`.
@@ -642,6 +677,81 @@ pub trait Store: Send + Sync + 'static {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_trip_on_an_active_block_renews_it_as_the_same_offence() {
+        let (m, h) = (60_000, 3_600_000);
+        let t = 1_700_000_000_000;
+        let s = MemoryStore::new(100, 100);
+        let esc = Escalation {
+            base: h,
+            escalate: 2.0,
+            max: 8 * h,
+            forgive_after: 48 * h,
+        };
+        let rule = |r: &str| Arc::<str>::from(r);
+        assert_eq!(s.trip("k", t, &esc, rule("a"), Action::Shadow), (h, 1));
+        // Tripped again (another signal, another replica) while blocked:
+        // the same offence, renewed from now, first rule kept.
+        assert_eq!(
+            s.trip("k", t + 10 * m, &esc, rule("b"), Action::Reject),
+            (h, 1)
+        );
+        let b = s.block("k", t + 10 * m).unwrap();
+        assert_eq!(
+            (b.since, b.until, b.offence, &*b.rule, b.action),
+            (t, t + 70 * m, 1, "a", Action::Shadow)
+        );
+        // A renewal never shortens a block.
+        s.set_block(
+            "k",
+            BlockEntry {
+                until: t + 5 * h,
+                ..b
+            },
+        );
+        assert_eq!(
+            s.trip("k", t + 20 * m, &esc, rule("a"), Action::Shadow),
+            (5 * h - 20 * m, 1)
+        );
+        assert_eq!(s.block("k", t).unwrap().until, t + 5 * h);
+        // Once the block is over, a trip is a repeat offence: doubled.
+        let later = t + 6 * h;
+        assert_eq!(
+            s.trip("k", later, &esc, rule("a"), Action::Shadow),
+            (2 * h, 2)
+        );
+        assert_eq!(s.block("k", later).unwrap().since, later);
+
+        // A monitored block is renewed by a monitored trip, and turned
+        // into the block of a trip that stops sends (not a new offence).
+        assert_eq!(s.trip("m", t, &esc, rule("watch"), Action::Monitor), (h, 1));
+        assert_eq!(
+            s.trip("m", t + m, &esc, rule("watch"), Action::Monitor).1,
+            1
+        );
+        assert_eq!(s.block("m", t).unwrap().action, Action::Monitor);
+        assert_eq!(
+            s.trip("m", t + 2 * m, &esc, rule("stop"), Action::Shadow),
+            (h, 1)
+        );
+        let b = s.block("m", t + 2 * m).unwrap();
+        assert_eq!((&*b.rule, b.action, b.offence), ("stop", Action::Shadow, 1));
+        // A manual block tripped is renewed for the trip's first offence.
+        s.set_block(
+            "x",
+            BlockEntry {
+                since: t,
+                until: t + m,
+                rule: rule("manual"),
+                action: Action::Reject,
+                offence: 1,
+            },
+        );
+        assert_eq!(s.trip("x", t, &esc, rule("a"), Action::Shadow), (h, 1));
+        let b = s.block("x", t).unwrap();
+        assert_eq!((&*b.rule, b.until), ("manual", t + h));
+    }
 
     #[test]
     fn a_window_counts_every_attempt_and_slides() {

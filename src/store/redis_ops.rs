@@ -30,13 +30,20 @@
 //! never misses an enforced block (`may_block` never answers a false
 //! "none"); a failure between the two calls leaves at worst an index entry
 //! whose block is not enforced, dropped when its `until` passes.
+//!
+//! `trip` takes two as well: one script decides on the key's block and
+//! offences together (they share the key's slot), so a trip on a key that
+//! any replica already blocked is never a second offence; the index is
+//! written after, from what that script answered. Until then the block is
+//! enforced by the replica that tripped it (and by any replica whose own
+//! trip script reads it), and listed to the others from the index.
 
 use std::sync::{Arc, LazyLock};
 
 use ::redis::{Script, Value};
 
 use super::redis::{Call, LinkError, RedisLink};
-use super::{BackoffState, BlockEntry};
+use super::{BackoffState, BlockEntry, Escalation};
 use crate::clock::{ms, Millis};
 use crate::config::{self, Action};
 
@@ -285,6 +292,80 @@ redis.call('PEXPIRE', KEYS[1], ttl(forgive + 1))
 return count
 "#;
 
+/// `powi(a, b)` for a whole `b >= 0`: square-and-multiply, the same IEEE
+/// doubles in the same order as Rust's `f64::powi`.
+const LUA_POWI: &str = r#"
+local function powi(a, b)
+  local r = 1.0
+  while true do
+    if b % 2 == 1 then r = r * a end
+    b = math.floor(b / 2)
+    if b == 0 then break end
+    a = a * a
+  end
+  return r
+end
+"#;
+
+/// `trip`: KEYS[1] the block hash, KEYS[2] the offence hash (one slot);
+/// ARGV at, base, escalate, max, forgive_after, rule, action, whether the
+/// action blocks (1/0), now (for expiry). `Store::trip` of the memory
+/// store in one atomic step: a key with an active block at `at` is the
+/// same offence (the block is renewed until `max(until, at + duration)`,
+/// keeping its offence, since, rule and action, unless it blocks nothing
+/// and this trip does); else one more offence is counted (as `OFFEND`)
+/// and the key blocked for what it earns. The duration is
+/// `Escalation::duration`: `base × escalate^(offence - 1)` (powi), at
+/// most `max`, truncated. Returns {since, until, rule, action, offence,
+/// renewed (1/0)}.
+const TRIP_LUA: &str = r#"
+local at, base, esc = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local max, forgive = tonumber(ARGV[4]), tonumber(ARGV[5])
+local rule, action, blocks, now = ARGV[6], ARGV[7], ARGV[8] == '1', tonumber(ARGV[9])
+local function duration(n)
+  local d = base * powi(esc, math.min(math.max(n - 1, 0), 1000))
+  if d ~= d or d > max then d = max end
+  return math.floor(d)
+end
+local e = redis.call('HMGET', KEYS[1], 'since', 'until', 'rule', 'action', 'offence')
+local since, untl, offence = tonumber(e[1]), tonumber(e[2]), tonumber(e[5])
+if since and untl and offence and e[3] and e[4] and untl > at then
+  untl = math.max(untl, at + duration(offence))
+  local r, a = e[3], e[4]
+  if blocks and a ~= 'shadow' and a ~= 'reject' then r, a = rule, action end
+  redis.call('HSET', KEYS[1], 'until', f(untl), 'rule', r, 'action', a)
+  redis.call('PEXPIRE', KEYS[1], ttl(untl - now))
+  return {e[1], f(untl), r, a, f(offence), 1}
+end
+local got = redis.call('HMGET', KEYS[2], 'count', 'last')
+local count, last = tonumber(got[1]) or 0, tonumber(got[2]) or 0
+if count > 0 and math.max(at - last, 0) > forgive then count = 0 end
+count = math.min(count + 1, 4294967295)
+redis.call('HSET', KEYS[2], 'count', f(count), 'last', f(at))
+redis.call('PEXPIRE', KEYS[2], ttl(forgive + 1 - math.max(now - at, 0)))
+untl = at + duration(count)
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'since', f(at), 'until', f(untl), 'rule', rule,
+  'action', action, 'offence', f(count))
+redis.call('PEXPIRE', KEYS[1], ttl(untl - now))
+return {f(at), f(untl), rule, action, f(count), 0}
+"#;
+
+/// The index entry of a tripped block: ARGV now, member, until, encoded
+/// entry. As `INDEX_ADD`, but never shortens the entry listed: two
+/// replicas' index writes of one block (set, then renewed) may arrive in
+/// either order.
+const INDEX_TRIP_LUA: &str = r#"
+local cur = redis.call('ZSCORE', KEYS[1], ARGV[2])
+if cur and tonumber(cur) > tonumber(ARGV[3]) then return 0 end
+trim(ARGV[1])
+if redis.call('ZADD', KEYS[1], ARGV[3], ARGV[2]) == 1 then
+  redis.call('HINCRBY', KEYS[3], kind(ARGV[2]), 1)
+end
+redis.call('HSET', KEYS[2], ARGV[2], ARGV[4])
+return 1
+"#;
+
 /// `backoff_judge`: KEYS[1] the backoff hash; ARGV now, free, base,
 /// factor, max, reset_after, hold_up_to (-1: none), blocks (1/0). What
 /// `Backoff::check` in src/policy/backoff.rs does inside `store.backoff`.
@@ -296,16 +377,6 @@ const BACKOFF_JUDGE_LUA: &str = r#"
 local now, free, base = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local factor, max, reset = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 local hold, blocks = tonumber(ARGV[7]), ARGV[8] == '1'
-local function powi(a, b)
-  local r = 1.0
-  while true do
-    if b % 2 == 1 then r = r * a end
-    b = math.floor(b / 2)
-    if b == 0 then break end
-    a = a * a
-  end
-  return r
-end
 local function wait(sends)
   local k = math.min(math.max(sends - free, 0), 1000)
   local w = base * powi(factor, k)
@@ -373,7 +444,9 @@ pub static INDEX_LIST: LazyLock<Script> = LazyLock::new(|| script(&[LUA_INDEX, I
 pub static MAY_BLOCK: LazyLock<Script> = LazyLock::new(|| Script::new(MAY_BLOCK_LUA));
 pub static OFFEND: LazyLock<Script> = LazyLock::new(|| script(&[LUA_PRELUDE, OFFEND_LUA]));
 pub static BACKOFF_JUDGE: LazyLock<Script> =
-    LazyLock::new(|| script(&[LUA_PRELUDE, BACKOFF_JUDGE_LUA]));
+    LazyLock::new(|| script(&[LUA_PRELUDE, LUA_POWI, BACKOFF_JUDGE_LUA]));
+pub static TRIP: LazyLock<Script> = LazyLock::new(|| script(&[LUA_PRELUDE, LUA_POWI, TRIP_LUA]));
+pub static INDEX_TRIP: LazyLock<Script> = LazyLock::new(|| script(&[LUA_INDEX, INDEX_TRIP_LUA]));
 pub static BACKOFF_UNDO: LazyLock<Script> =
     LazyLock::new(|| script(&[LUA_PRELUDE, BACKOFF_UNDO_LUA]));
 pub static BACKOFF_STATE: LazyLock<Script> = LazyLock::new(|| Script::new(BACKOFF_STATE_LUA));
@@ -727,6 +800,61 @@ pub async fn offend(
     int(&v)
         .and_then(|n| u32::try_from(n).ok())
         .ok_or_else(|| unexpected("offend", &v))
+}
+
+/// A rule tripped on `key` at `at` (`Store::trip`, see `TRIP_LUA`): one
+/// atomic step on the key's block and offences records one more offence
+/// and blocks the key, or, when the key already has an active block (set
+/// by any replica), renews that block as the same offence. Then the index
+/// lists the block (never shortened there). `now` is the caller's clock
+/// for expiries (later than `at` when a trip made while Redis was away is
+/// written). Returns the block as Redis now holds it. Two round trips.
+pub async fn trip(
+    link: &RedisLink,
+    key: &str,
+    at: Millis,
+    now: Millis,
+    esc: &Escalation,
+    rule: &str,
+    action: Action,
+) -> Result<BlockEntry, LinkError> {
+    let keys = [
+        self::key(link, table::BLOCKS, key),
+        self::key(link, table::OFFENCES, key),
+    ];
+    let args = [
+        at.to_string(),
+        esc.base.min(TTL_MAX).to_string(),
+        // Shortest text that reads back as the same double.
+        format!("{:?}", esc.escalate),
+        esc.max.min(TTL_MAX).to_string(),
+        esc.forgive_after.min(TTL_MAX).to_string(),
+        rule.to_string(),
+        action.as_str().to_string(),
+        if action.blocks() { "1" } else { "0" }.to_string(),
+        now.max(at).to_string(),
+    ];
+    let v = link.eval(&TRIP, &keys, &args).await?;
+    let f = array(v, "trip")?;
+    let get = |i: usize| f.get(i).and_then(text);
+    let entry = (|| {
+        Some(BlockEntry {
+            since: get(0)?.parse().ok()?,
+            until: get(1)?.parse().ok()?,
+            rule: Arc::from(get(2)?),
+            action: get(3)?.parse().ok()?,
+            offence: get(4)?.parse().ok()?,
+        })
+    })()
+    .ok_or_else(|| LinkError::Server(format!("unexpected answer to trip: {f:?}")))?;
+    let args = [
+        now.to_string(),
+        key.to_string(),
+        entry.until.to_string(),
+        encode(&entry),
+    ];
+    link.eval(&INDEX_TRIP, &index_keys(link), &args).await?;
+    Ok(entry)
 }
 
 /// The backoff stage's settings (src/policy/backoff.rs), as the script

@@ -14,7 +14,10 @@
 //! that answers from those results, and what the judgement gives back (the
 //! backoff step and the budget of a send a later stage stopped, counts of an
 //! attempt that backoff stopped before the limits saw it) is written back
-//! after the answer, off the request path.
+//! after the answer, off the request path. The same pipeline carries one
+//! more read when the guard asks ([`SharedStore::prepare_with`]): the
+//! fleet's log of the adaptive stage since this replica last read it
+//! ([`super::fleet`]), learned before the send is judged.
 //!
 //! Blocks are read from the near cache: every replica mirrors the shared
 //! block index into its local store every `store.near_cache`, so a send to
@@ -22,7 +25,12 @@
 //! replica is enforced here within `near_cache`. A block set here is
 //! enforced here at once and written to Redis asynchronously; one that
 //! cannot be written yet (Redis down) is kept and written when Redis is
-//! back.
+//! back. A rule that trips (a limit's `block`, an adaptive signal) is
+//! recorded the same way, off the request path, by one script on the
+//! key's shared block and offences ([`ops::trip`]): a key that any replica
+//! already blocked is renewed as the same offence, so replicas that trip
+//! one key before its block reached them count one offence between them,
+//! and each takes Redis's block as its own.
 //!
 //! When Redis is down or slow (the link is degraded, or the pipeline fails
 //! or outlasts `store.timeout`), a send is judged by `store.on_error`:
@@ -31,13 +39,16 @@
 //! lets the stateful stages pass. It is never answered 5xx.
 //!
 //! Still per replica: the adaptive stage's state (conversions, pending
-//! confirmations, sender pairs), number classification, minted
+//! confirmations, sender pairs: each replica's memory, fed by the fleet's
+//! log before every judged send), number classification, minted
 //! certificates and the balance cache.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
+
+use ::redis::Value;
 
 use super::redis::{Call, LinkError, RedisLink};
 use super::redis_ops::{self as ops, BackoffJudgement};
@@ -66,6 +77,15 @@ pub struct SharedStats {
     pub unplanned: AtomicU64,
 }
 
+/// A rule that tripped here, to record in Redis ([`ops::trip`]).
+#[derive(Clone)]
+struct Tripped {
+    at: Millis,
+    esc: Escalation,
+    rule: Arc<str>,
+    action: Action,
+}
+
 pub struct SharedStore {
     local: Arc<MemoryStore>,
     link: RedisLink,
@@ -75,6 +95,8 @@ pub struct SharedStore {
     unsynced: Mutex<HashMap<String, BlockEntry>>,
     /// Blocks removed here whose removal has not reached Redis yet.
     unremoved: Mutex<HashSet<String>>,
+    /// Trips made here that Redis has not recorded yet.
+    tripping: Mutex<HashMap<String, Tripped>>,
     pub stats: SharedStats,
     /// Itself, for tasks that write to Redis after a call returns.
     me: Weak<SharedStore>,
@@ -101,6 +123,7 @@ impl SharedStore {
             near_cache: cfg.near_cache,
             unsynced: Mutex::default(),
             unremoved: Mutex::default(),
+            tripping: Mutex::default(),
             stats: SharedStats::default(),
         })
     }
@@ -120,6 +143,7 @@ impl SharedStore {
     /// Keeps `entry` on `key` until Redis has it, and writes it there.
     fn share_block(&self, key: &str, entry: BlockEntry) {
         lock(&self.unremoved).remove(key);
+        lock(&self.tripping).remove(key);
         lock(&self.unsynced).insert(key.to_string(), entry.clone());
         if let Some(me) = self.me.upgrade() {
             let key = key.to_string();
@@ -132,17 +156,35 @@ impl SharedStore {
 
     /// Blocks set or removed here that Redis has not heard of yet.
     pub fn unsynced(&self) -> usize {
-        lock(&self.unsynced).len() + lock(&self.unremoved).len()
+        lock(&self.unsynced).len() + lock(&self.unremoved).len() + lock(&self.tripping).len()
     }
 
     /// Runs the plan of one send in Redis (one pipeline) and returns the
     /// view the policy judges it on.
     pub async fn prepare(self: &Arc<Self>, plan: Option<Plan>, now: Millis) -> SendView {
+        self.prepare_with(plan, now, None).await
+    }
+
+    /// [`SharedStore::prepare`] with `extra`, a read on another key (the
+    /// fleet's log since this replica last read it:
+    /// [`super::fleet::Fleet::tail_call`]), in the same pipeline; its
+    /// answer is [`SendView::take_extra`]. It is not asked when nothing is
+    /// judged (`plan` is `None`) or Redis is unavailable, and it never
+    /// changes how the send is judged: when the plan has nothing stateful,
+    /// it is the send's only call, and its failure leaves the send judged
+    /// as without it.
+    pub async fn prepare_with(
+        self: &Arc<Self>,
+        plan: Option<Plan>,
+        now: Millis,
+        extra: Option<Call<'static>>,
+    ) -> SendView {
         let mut view = SendView {
             shared: self.clone(),
             mode: Mode::Shared,
             now,
             st: Mutex::default(),
+            extra: None,
         };
         let Some(plan) = plan else {
             self.stats.shared.fetch_add(1, Ordering::Relaxed);
@@ -150,6 +192,14 @@ impl SharedStore {
         };
         if plan.backoff.is_none() && plan.limits.is_empty() && plan.spends.is_empty() {
             self.stats.shared.fetch_add(1, Ordering::Relaxed);
+            if let (Some(c), true) = (extra, self.link.is_up()) {
+                view.extra = Some(match self.link.eval_many(&[c]).await {
+                    Ok(mut a) => a
+                        .pop()
+                        .unwrap_or(Err(LinkError::Server("no answer".into()))),
+                    Err(e) => Err(e),
+                });
+            }
             return view;
         }
         if !self.link.is_up() {
@@ -171,7 +221,9 @@ impl SharedStore {
             spend_calls.push(c.is_some());
             calls.extend(c);
         }
-        let answers = match link.eval_many(&calls).await {
+        let asked_extra = extra.is_some();
+        calls.extend(extra);
+        let mut answers = match link.eval_many(&calls).await {
             Ok(a) => a,
             Err(e) => {
                 tracing::debug!(error = %e, "shared state unavailable for a send");
@@ -180,6 +232,9 @@ impl SharedStore {
             }
         };
         self.stats.shared.fetch_add(1, Ordering::Relaxed);
+        if asked_extra {
+            view.extra = answers.pop();
+        }
         let mut answers = answers.into_iter();
         let st = view.st.get_mut().unwrap_or_else(|p| p.into_inner());
         if let Some((key, _)) = plan.backoff {
@@ -298,6 +353,42 @@ impl SharedStore {
         }
     }
 
+    /// Records the trip `t` on `key` in Redis ([`ops::trip`]: a new
+    /// offence, or the renewal of a block any replica set) and takes
+    /// Redis's block as this replica's; on success it is no longer kept
+    /// as tripping.
+    async fn push_trip(&self, key: &str, t: &Tripped, now: Millis) -> bool {
+        let link = self.link.background();
+        match ops::trip(&link, key, t.at, now, &t.esc, &t.rule, t.action).await {
+            Ok(entry) => {
+                {
+                    let mut tripping = lock(&self.tripping);
+                    if tripping.get(key).is_none_or(|x| x.at != t.at) {
+                        // Lifted, set by hand or tripped again here
+                        // meanwhile: that decides the local block.
+                        return true;
+                    }
+                    tripping.remove(key);
+                }
+                // Redis's count is the fleet's: one offence however many
+                // replicas tripped it. The local estimate gives way unless
+                // it is the same offence, lasting longer.
+                self.local.seed_offences(key, entry.offence, entry.since);
+                match self.local.block(key, now.max(t.at)) {
+                    Some(mine) if mine.offence == entry.offence && mine.until >= entry.until => {}
+                    _ if entry.until > now => self.local.set_block(key, entry),
+                    _ => {}
+                }
+                true
+            }
+            Err(e) => {
+                self.stats.write_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(error = %e, "trip not recorded in redis yet");
+                false
+            }
+        }
+    }
+
     /// Mirrors the shared blocks into the local store: first writes what
     /// was set or removed here while Redis could not be written, then
     /// lists the active blocks and makes the local ones the same (blocks
@@ -326,6 +417,21 @@ impl SharedStore {
                 self.push_block(&key, &entry, now).await;
             }
         }
+        let trips: Vec<(String, Tripped)> = lock(&self.tripping)
+            .iter()
+            .map(|(k, t)| (k.clone(), t.clone()))
+            .collect();
+        for (key, t) in trips {
+            if self.local.block(&key, now).is_none() {
+                // Over (or lifted) before Redis could record it.
+                let mut tripping = lock(&self.tripping);
+                if tripping.get(&key).is_some_and(|x| x.at == t.at) {
+                    tripping.remove(&key);
+                }
+            } else {
+                self.push_trip(&key, &t, now).await;
+            }
+        }
         let removed: Vec<String> = lock(&self.unremoved).iter().cloned().collect();
         for key in removed {
             ops::remove_block(&self.link.background(), &key).await?;
@@ -348,8 +454,12 @@ impl SharedStore {
             }
         }
         let unsynced = lock(&self.unsynced);
+        let tripping = lock(&self.tripping);
         for (key, _) in self.local.blocks(now) {
-            if !seen.contains(key.as_str()) && !unsynced.contains_key(&key) {
+            if !seen.contains(key.as_str())
+                && !unsynced.contains_key(&key)
+                && !tripping.contains_key(&key)
+            {
                 self.local.remove_block(&key);
             }
         }
@@ -402,6 +512,7 @@ impl Store for SharedStore {
     fn remove_block(&self, key: &str) -> bool {
         let removed = self.local.remove_block(key);
         lock(&self.unsynced).remove(key);
+        lock(&self.tripping).remove(key);
         lock(&self.unremoved).insert(key.to_string());
         if let Some(me) = self.me.upgrade() {
             let key = key.to_string();
@@ -424,9 +535,15 @@ impl Store for SharedStore {
         self.local.offend(key, now, forgive_after)
     }
 
-    /// Trips here at once on the local estimate of the offences (the
-    /// mirror seeds it with what other replicas recorded), then records
-    /// the offence in Redis and blocks for what Redis's count earns.
+    /// Trips here at once on the local state (the mirror's blocks and
+    /// offences, as [`Store::trip`] does on the memory store), then
+    /// records the trip in Redis off the request path in one script that
+    /// reads the key's shared block and offences ([`ops::trip`]): a key
+    /// any replica already blocked is renewed as the same offence, so
+    /// replicas tripping one key before its block reached them count one
+    /// offence, not one each. Redis's block then replaces the local
+    /// estimate. A trip Redis cannot record now is retried by the next
+    /// sync while its block lasts.
     fn trip(
         &self,
         key: &str,
@@ -435,32 +552,23 @@ impl Store for SharedStore {
         rule: Arc<str>,
         action: Action,
     ) -> (Millis, u32) {
-        let (dur, offence) = self.local.trip(key, now, esc, rule.clone(), action);
-        let entry = esc.entry(now, offence, rule.clone(), action);
+        let tripped = self.local.trip(key, now, esc, rule.clone(), action);
+        let t = Tripped {
+            at: now,
+            esc: esc.clone(),
+            rule,
+            action,
+        };
         lock(&self.unremoved).remove(key);
-        lock(&self.unsynced).insert(key.to_string(), entry);
+        lock(&self.unsynced).remove(key);
+        lock(&self.tripping).insert(key.to_string(), t.clone());
         if let Some(me) = self.me.upgrade() {
-            let (key, esc) = (key.to_string(), esc.clone());
+            let key = key.to_string();
             spawn(async move {
-                let link = me.link.background();
-                let shared = match ops::offend(&link, &key, now, esc.forgive_after).await {
-                    Ok(n) => n.max(offence),
-                    Err(_) => {
-                        me.stats.write_errors.fetch_add(1, Ordering::Relaxed);
-                        // Kept as unsynced: written by the next sync.
-                        return;
-                    }
-                };
-                let entry = esc.entry(now, shared, rule, action);
-                if shared > offence {
-                    me.local.seed_offences(&key, shared, now);
-                    me.local.set_block(&key, entry.clone());
-                    lock(&me.unsynced).insert(key.clone(), entry.clone());
-                }
-                me.push_block(&key, &entry, now).await;
+                me.push_trip(&key, &t, now).await;
             });
         }
-        (dur, offence)
+        tripped
     }
 
     fn hit(&self, key: &str, periods: &[Millis], now: Millis, counts: &mut [u64]) {
@@ -559,6 +667,8 @@ pub struct SendView {
     mode: Mode,
     now: Millis,
     st: Mutex<ViewState>,
+    /// The answer to the extra call of [`SharedStore::prepare_with`].
+    extra: Option<Result<Value, LinkError>>,
 }
 
 impl SendView {
@@ -571,6 +681,12 @@ impl SendView {
     /// Whether the send was judged on local state for want of Redis.
     pub fn fell_back(&self) -> bool {
         self.mode != Mode::Shared
+    }
+
+    /// The answer to the extra call given to [`SharedStore::prepare_with`]
+    /// (`None` when it was not asked).
+    pub fn take_extra(&mut self) -> Option<Result<Value, LinkError>> {
+        self.extra.take()
     }
 
     fn local(&self) -> &MemoryStore {
