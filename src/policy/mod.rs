@@ -613,6 +613,16 @@ impl Policy {
         }
     }
 
+    /// Counts in the adaptive stage, in `store` rather than the policy's
+    /// own, a send forwarded (or being forwarded) by another replica: for
+    /// judging on a copy of the adaptive tables with sends in flight
+    /// elsewhere learned in.
+    pub fn learn_forwarded_in(&self, a: &Attempt, now: Millis, store: &dyn Store) {
+        if let Some(ad) = &self.adaptive {
+            ad.learn(a, store, now);
+        }
+    }
+
     /// Sets a block by hand (admin API, tests).
     pub fn add_block(&self, req: &BlockRequest, now: Millis) -> Result<String, String> {
         self.blocks.add(
