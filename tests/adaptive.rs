@@ -344,3 +344,103 @@ async fn one_address_texting_many_numbers_is_stopped() {
     // Another address is not.
     assert!(forwarded(&env, "+12125550123", "198.51.100.10").await);
 }
+
+/// The rule of the latest decision, as `/api/decisions` lists it.
+async fn last_rule(env: &Env) -> String {
+    let r = admin(env, Method::GET, "/api/decisions?limit=1", "")
+        .await
+        .json();
+    r["decisions"][0]["rule"].as_str().unwrap_or("").to_string()
+}
+
+/// Sends to `to`, and confirms it `after` later on the admin API.
+async fn sent_and_confirmed(env: &Env, to: &str, after: Duration) {
+    assert!(forwarded(env, to, "198.51.100.20").await);
+    env.clock.advance(after);
+    let r = confirm(env, &format!(r#"{{"to": "{to}"}}"#)).await;
+    assert_eq!(r.json()["confirmed"], true);
+}
+
+/// `smsguard_vouched_sends_total` as scraped.
+async fn vouched_sends(env: &Env) -> u64 {
+    let text = admin(env, Method::GET, "/metrics", "").await.text();
+    text.lines()
+        .find_map(|l| l.strip_prefix("smsguard_vouched_sends_total "))
+        .map_or(0, |v| v.trim().parse().unwrap())
+}
+
+#[tokio::test]
+async fn a_returning_user_who_proved_receipt_passes_an_adaptive_block_and_a_bot_that_confirmed_in_a_second_does_not(
+) {
+    // Confirmations sooner than 5 s after their send are not believed.
+    let policy = POLICY.replace("min_confirm_delay = \"0s\"", "min_confirm_delay = \"5s\"");
+    let env = start(&policy).await;
+    // Two numbers in the block +1212555…: a person who enters the code
+    // after 20 s, and a bot that enters it after 1 s.
+    sent_and_confirmed(&env, "+12125550100", Duration::from_secs(20)).await;
+    sent_and_confirmed(&env, "+12125550101", Duration::from_secs(1)).await;
+    // Then the block is pumped: never-confirmed numbers a minute apart,
+    // until the adaptive stage blocks it.
+    let mut blocked = false;
+    for i in 0..30 {
+        env.clock.advance(Duration::from_secs(60));
+        if !forwarded(&env, &format!("+1212555{:04}", 1_000 + i), "203.0.113.7").await {
+            blocked = true;
+            break;
+        }
+    }
+    assert!(blocked, "the pumped block is stopped");
+    assert!(last_rule(&env).await.starts_with("adaptive:unconfirmed:prefix:"));
+    assert!(!forwarded(&env, "+12125559999", "203.0.113.8").await);
+    let before = vouched_sends(&env).await;
+    // The person comes back the next hour: vouched, the block passes them.
+    env.clock.advance(Duration::from_secs(3_600));
+    assert!(forwarded(&env, "+12125550100", "198.51.100.20").await);
+    assert_eq!(vouched_sends(&env).await, before + 1);
+    // The bot's number proved nothing: the block holds for it.
+    assert!(!forwarded(&env, "+12125550101", "198.51.100.20").await);
+    assert_eq!(vouched_sends(&env).await, before + 1);
+}
+
+#[tokio::test]
+async fn a_countrys_excess_puts_it_under_alert_and_blocks_the_range_that_carries_it_never_the_country(
+) {
+    // Only the region's conversion is judged, with a floor of 5 unconfirmed
+    // sends an hour; ranges have no floors of their own.
+    let policy = POLICY.replace(
+        "[adaptive.unconfirmed]\n",
+        "[adaptive.unconfirmed]\nregion = [\"5/1h\"]\nprefix = []\n",
+    );
+    let env = start(&policy).await;
+    // People in +1212555… confirm their codes: that range converts.
+    for i in 0..5 {
+        sent_and_confirmed(&env, &format!("+1212555{i:04}"), Duration::from_secs(20)).await;
+    }
+    // A pump over +1303…, a range nobody here ever confirmed, one number
+    // a minute from many addresses.
+    let mut first_stop = None;
+    for i in 0..30u32 {
+        env.clock.advance(Duration::from_secs(60));
+        let to = format!("+1303555{i:04}");
+        if !forwarded(&env, &to, &format!("203.0.113.{i}")).await && first_stop.is_none() {
+            first_stop = Some(i);
+        }
+    }
+    let at = first_stop.expect("the pump is stopped");
+    assert!(
+        (5..=12).contains(&at),
+        "after the region's floor past the grace: {at}"
+    );
+    let rule = last_rule(&env).await;
+    assert!(rule.starts_with("adaptive:alert:prefix:"), "{rule}");
+    let blocks = admin(&env, Method::GET, "/api/blocks", "").await.text();
+    assert!(blocks.contains("=+1303"), "{blocks}");
+    assert!(!blocks.contains("region"), "a country is never blocked: {blocks}");
+    // Under the alert, a new number in the converting range still goes...
+    assert!(forwarded(&env, "+12125550777", "198.51.100.30").await);
+    // ...and so does a second code to a number the pump reached before the
+    // block: an alert's block stops new numbers only.
+    assert!(forwarded(&env, "+13035550000", "203.0.113.0").await);
+    // A new number in the pumped range does not.
+    assert!(!forwarded(&env, "+13035559998", "198.51.100.31").await);
+}
