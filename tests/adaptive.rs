@@ -390,7 +390,9 @@ async fn a_returning_user_who_proved_receipt_passes_an_adaptive_block_and_a_bot_
         }
     }
     assert!(blocked, "the pumped block is stopped");
-    assert!(last_rule(&env).await.starts_with("adaptive:unconfirmed:prefix:"));
+    assert!(last_rule(&env)
+        .await
+        .starts_with("adaptive:unconfirmed:prefix:"));
     assert!(!forwarded(&env, "+12125559999", "203.0.113.8").await);
     let before = vouched_sends(&env).await;
     // The person comes back the next hour: vouched, the block passes them.
@@ -435,7 +437,10 @@ async fn a_countrys_excess_puts_it_under_alert_and_blocks_the_range_that_carries
     assert!(rule.starts_with("adaptive:alert:prefix:"), "{rule}");
     let blocks = admin(&env, Method::GET, "/api/blocks", "").await.text();
     assert!(blocks.contains("=+1303"), "{blocks}");
-    assert!(!blocks.contains("region"), "a country is never blocked: {blocks}");
+    assert!(
+        !blocks.contains("region"),
+        "a country is never blocked: {blocks}"
+    );
     // Under the alert, a new number in the converting range still goes...
     assert!(forwarded(&env, "+12125550777", "198.51.100.30").await);
     // ...and so does a second code to a number the pump reached before the
