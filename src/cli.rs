@@ -39,22 +39,39 @@ pub enum Command {
         #[arg(long, default_value = "smsguard.toml")]
         config: PathBuf,
     },
-    /// Judge one hypothetical send with empty state and show every stage.
+    /// Judge one hypothetical send and show every stage: with empty state,
+    /// or with the state a replay of past traffic left (--after).
     Explain {
         #[arg(long, default_value = "smsguard.toml")]
         config: PathBuf,
         /// Destination number, e.g. +998993941234
         #[arg(long)]
         to: String,
+        /// The end user's address (X-SMSGuard-Client-IP).
         #[arg(long, default_value = "192.0.2.1")]
         ip: std::net::IpAddr,
+        /// The app's user id (X-SMSGuard-User).
         #[arg(long)]
         user: Option<String>,
-        #[arg(long, default_value = "AC00000000000000000000000000000000")]
-        account: String,
+        /// The account sid [default: AC00000000000000000000000000000000;
+        /// with --after, the account of the traffic's last send, or the
+        /// replay's own for records without one]
+        #[arg(long)]
+        account: Option<String>,
         /// messaging, voice or verify
         #[arg(long, default_value = "messaging")]
         product: String,
+        /// Judge after this traffic: first replayed as `smsguard replay`
+        /// does (simulated clock, fake Twilio, confirmations replayed), so
+        /// vouched numbers, blocks and alerts it left show. Files as
+        /// `smsguard replay` reads them (.jsonl, .jsonl.gz, .gz, .csv).
+        #[arg(long, num_args = 1.., value_name = "TRAFFIC")]
+        after: Vec<PathBuf>,
+        /// With --after: judge at this moment (RFC 3339, not before the
+        /// last send) instead of just after the last event replayed;
+        /// confirmations due later are not replayed.
+        #[arg(long, value_name = "TIME", requires = "after")]
+        at: Option<String>,
     },
     /// Manage the local CA used to intercept TLS (egress-proxy and DNS modes).
     Ca {
@@ -120,7 +137,20 @@ pub fn main() -> i32 {
             user,
             account,
             product,
-        } => explain(&config, &to, ip, user.as_deref(), &account, &product),
+            after,
+            at,
+        } => explain(
+            &config,
+            &Hypothetical {
+                to: &to,
+                ip,
+                user: user.as_deref(),
+                account: account.as_deref(),
+                product: &product,
+            },
+            &after,
+            at.as_deref(),
+        ),
         Command::Serve { config } => serve(&config),
         Command::Demo {
             config,
@@ -397,19 +427,27 @@ fn bytes(n: usize) -> String {
     }
 }
 
-pub fn explain(
-    path: &Path,
-    to: &str,
-    ip: std::net::IpAddr,
-    user: Option<&str>,
-    account: &str,
-    product: &str,
-) -> i32 {
+/// The send `explain` judges, as given on the command line.
+pub struct Hypothetical<'a> {
+    pub to: &'a str,
+    pub ip: std::net::IpAddr,
+    pub user: Option<&'a str>,
+    /// `None`: the default (see `explain --help`).
+    pub account: Option<&'a str>,
+    /// `messaging`, `voice` or `verify`.
+    pub product: &'a str,
+}
+
+/// `smsguard explain`: judges one hypothetical send with empty state, or,
+/// with `after`, with the state a replay of that traffic left (at `at`,
+/// else just after its last event), and prints every stage's verdict.
+/// Nothing is forwarded, and nothing the send changes is printed.
+pub fn explain(path: &Path, h: &Hypothetical, after: &[PathBuf], at: Option<&str>) -> i32 {
     let c = match load(path) {
         Ok(c) => c,
         Err(code) => return code,
     };
-    let product = match product {
+    let product = match h.product {
         "messaging" => Product::Messaging,
         "voice" => Product::Voice,
         "verify" => Product::Verify,
@@ -418,10 +456,17 @@ pub fn explain(
             return 2;
         }
     };
-    let dest = match crate::phone::normalize(to, c.numbers.default_region) {
+    let at = match at.map(crate::replay::input::parse_time).transpose() {
+        Ok(at) => at,
+        Err(e) => {
+            eprintln!("--at: {e}");
+            return 2;
+        }
+    };
+    let dest = match crate::phone::normalize(h.to, c.numbers.default_region) {
         Ok(d) => d,
         Err(e) => {
-            println!("number   {to:?}: {e}");
+            println!("number   {:?}: {e}", h.to);
             println!(
                 "action   {} (invalid number, Twilio error 21211)",
                 c.actions.invalid.as_str()
@@ -429,23 +474,61 @@ pub fn explain(
             return 0;
         }
     };
+    let loaded = if after.is_empty() {
+        None
+    } else {
+        match crate::replay::input::load(after) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                eprintln!("{e}");
+                return 1;
+            }
+        }
+    };
+    // With traffic, the account its sends were judged under.
+    let account = match (h.account, &loaded) {
+        (Some(a), _) => a.to_string(),
+        (None, None) => "AC00000000000000000000000000000000".to_string(),
+        (None, Some(l)) => l
+            .entries
+            .iter()
+            .filter_map(|e| e.record.as_ref().ok())
+            .filter(|r| r.judged())
+            .max_by_key(|r| r.at)
+            .and_then(|r| r.account.clone())
+            .unwrap_or_else(|| crate::replay::engine::DEFAULT_ACCOUNT.to_string()),
+    };
     let class = Classifier::new(16).classify(&dest.e164);
-    let store = MemoryStore::new(1_000, 1_000);
-    let policy = Policy::new(Arc::new(c), Arc::new(store));
     let attempt = Attempt {
         product,
-        account,
+        account: &account,
         to: &dest,
         class,
-        client_ip: ip,
+        client_ip: h.ip,
         end_user_ip: true,
-        user,
+        user: h.user,
         segments: 1,
         media: 0,
         // explain never uses the network: the balance is not asked.
         balance: crate::policy::BalanceView::NotAsked,
     };
-    let d = policy.explain(&attempt, SystemClock.now());
+    let d = match &loaded {
+        None => {
+            let store = MemoryStore::new(1_000, 1_000);
+            let policy = Policy::new(Arc::new(c), Arc::new(store));
+            policy.explain(&attempt, SystemClock.now())
+        }
+        Some(loaded) => match explain_after(c, loaded, at, &attempt) {
+            Ok((line, d)) => {
+                print!("{line}");
+                d
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                return 1;
+            }
+        },
+    };
     println!(
         "number   {} region={} type={} valid={}",
         dest.e164,
@@ -486,6 +569,70 @@ pub fn explain(
         None => println!("action   {}", d.action.as_str()),
     }
     0
+}
+
+/// Replays `after` through the replay engine, then judges `attempt` on the
+/// guard's policy in the state it left; returns the lines that say what
+/// it was judged after (and the replay's notes), and the decision.
+fn explain_after(
+    c: Config,
+    loaded: &crate::replay::input::Loaded,
+    at: Option<crate::clock::Millis>,
+    attempt: &Attempt,
+) -> Result<(String, crate::policy::Decision), String> {
+    use crate::replay::input::format_time;
+    use std::fmt::Write;
+    let last_send = loaded
+        .entries
+        .iter()
+        .filter_map(|e| e.record.as_ref().ok())
+        .filter(|r| r.judged())
+        .map(|r| r.at)
+        .max();
+    if let (Some(at), Some(last)) = (at, last_send) {
+        if at < last {
+            return Err(format!(
+                "--at {} is before the last send of the traffic, at {}",
+                format_time(at),
+                format_time(last)
+            ));
+        }
+    }
+    let rt = crate::replay::runtime()?;
+    let (replayed, (d, judged_at)) = rt
+        .block_on(crate::replay::engine::replay_then(
+            c,
+            loaded,
+            at,
+            |policy, now| (policy.explain(attempt, now), now),
+        ))
+        .map_err(|e| format!("replay failed: {e}"))?;
+    let r = &replayed.report;
+    let files: Vec<String> = loaded
+        .files
+        .iter()
+        .map(|f| f.display().to_string())
+        .collect();
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "after    {}: {} sends and {} confirmations replayed ({} skipped, {} bad){}; judged at {}{}",
+        files.join(", "),
+        r.sends(),
+        r.confirmations,
+        r.skipped_count(),
+        r.bad_count,
+        replayed
+            .last_event
+            .map(|t| format!(", the last event at {}", format_time(t)))
+            .unwrap_or_default(),
+        format_time(judged_at),
+        if at.is_some() { "" } else { ", just after it" }
+    );
+    for n in &r.notes {
+        let _ = writeln!(s, "note     {n}");
+    }
+    Ok((s, d))
 }
 
 /// Runtime worker threads for `listen.workers` (0: one per usable CPU).

@@ -352,3 +352,313 @@ fn serve_logs_one_decision_line_per_send_in_either_format() {
     assert!(off.contains("smsguard listening"), "{off}");
     assert!(!off.contains("smsguard::decision"), "{off}");
 }
+
+/// A scratch directory for one test, removed however it ends.
+struct Scratch(std::path::PathBuf);
+
+impl Scratch {
+    fn new(name: &str) -> Scratch {
+        let dir = std::env::temp_dir().join(format!("smsguard-cli-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Scratch(dir)
+    }
+
+    /// Writes `text` to `name` in the directory; returns its path.
+    fn file(&self, name: &str, text: &str) -> String {
+        let path = self.0.join(name);
+        std::fs::write(&path, text).unwrap();
+        path.to_str().unwrap().to_string()
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The line of `stage` in explain's output.
+fn stage_line<'a>(out: &'a str, stage: &str) -> &'a str {
+    out.lines()
+        .find(|l| l.starts_with(&format!("{stage} ")))
+        .unwrap_or_else(|| panic!("no {stage} line:\n{out}"))
+}
+
+/// Two sign-ins: the first code entered 20 s after its send, the second
+/// 1 s after (faster than a person reads a text).
+const TWO_SIGN_INS: &str = concat!(
+    r#"{"date_created":"2025-03-01T10:00:00Z","to":"+14155550123","client_ip":"198.51.100.7","user":"u1","confirmed_at":"2025-03-01T10:00:20Z","label":"legitimate"}"#,
+    "\n",
+    r#"{"date_created":"2025-03-01T10:01:00Z","to":"+14155550124","client_ip":"198.51.100.8","user":"u2","confirmed_at":"2025-03-01T10:01:01Z","label":"legitimate"}"#,
+    "\n",
+);
+
+#[test]
+fn explain_after_traffic_shows_a_number_that_proved_receipt_as_vouched() {
+    let dir = Scratch::new("explain-vouched");
+    let traffic = dir.file("day.jsonl", TWO_SIGN_INS);
+    let explain = |after: bool| {
+        let mut args = vec![
+            "explain",
+            "--config",
+            "config.example.toml",
+            "--to",
+            "+14155550123",
+        ];
+        if after {
+            args.extend(["--after", &traffic]);
+        }
+        let (code, out, err) = smsguard(&args);
+        assert_eq!(code, 0, "{out}{err}");
+        out
+    };
+
+    let out = explain(true);
+    let first = out.lines().next().unwrap();
+    assert!(
+        first.starts_with(&format!("after    {traffic}: 2 sends and 2 confirmations replayed (0 skipped, 0 bad), the last event at 2025-03-01T10:01:01.000Z; judged at 2025-03-01T10:01:01.001Z")),
+        "{out}"
+    );
+    assert!(
+        stage_line(&out, "adaptive").starts_with(
+            "adaptive pass   vouched for until 2025-03-31T10:00:20Z: the number proved receipt"
+        ),
+        "{out}"
+    );
+    assert!(out.contains("\naction   allow\n"), "{out}");
+
+    // At the last send: the second confirmation, a second later, has not
+    // come yet; the first has.
+    let (code, out, err) = smsguard(&[
+        "explain",
+        "--config",
+        "config.example.toml",
+        "--to",
+        "+14155550123",
+        "--after",
+        &traffic,
+        "--at",
+        "2025-03-01T10:01:00Z",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("2 sends and 1 confirmations replayed (0 skipped, 0 bad), the last event at 2025-03-01T10:01:00.000Z; judged at 2025-03-01T10:01:00.000Z\nnote     1 confirmation due after 2025-03-01T10:01:00.000Z not replayed\n"),
+        "{out}"
+    );
+    assert!(
+        stage_line(&out, "adaptive").starts_with("adaptive pass   vouched for until "),
+        "{out}"
+    );
+
+    // With empty state nothing is known of the number.
+    let out = explain(false);
+    assert!(out.starts_with("number   +14155550123"), "{out}");
+    assert!(!out.contains("vouched"), "{out}");
+}
+
+#[test]
+fn explain_after_traffic_does_not_vouch_for_a_confirmation_within_seconds() {
+    let dir = Scratch::new("explain-fast");
+    let traffic = dir.file("day.jsonl", TWO_SIGN_INS);
+    let (code, out, err) = smsguard(&[
+        "explain",
+        "--config",
+        "config.example.toml",
+        "--to",
+        "+14155550124",
+        "--after",
+        &traffic,
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.starts_with("after    "), "{out}");
+    // The confirmation came (conversion is judged for the account) but
+    // 1 s after its send is not believed (min_confirm_delay 5s).
+    let adaptive = stage_line(&out, "adaptive");
+    assert!(
+        adaptive.starts_with("adaptive pass   confirmations flow; "),
+        "{out}"
+    );
+    assert!(!out.contains("vouched"), "{out}");
+}
+
+/// Prefixes (digits after the country code) 3 to 6 and the block; a prefix
+/// two digits or more shorter than the block is broad: its excess is an
+/// alert. A region's floors are high: only `prefix:6` (floor 4 x 2 x 2 =
+/// 16 unconfirmed an hour) trips here.
+const ALERT_POLICY: &str = r#"
+[geo]
+allow = ["US", "GB"]
+
+[shadow]
+timing = false
+
+[adaptive]
+prefixes = [3, 4, 5, 6]
+block_digits = 4
+grace = "5m"
+vouch = "30d"
+min_confirm_delay = "5s"
+broad_digits = 2
+alert = "30m"
+alert_block = "15m"
+
+[adaptive.unconfirmed]
+ratio = 1.0
+alert_ratio = 0.5
+min_sample = 5
+prefix = ["4/1h", "10/1d"]
+region = ["100/1h", "500/1d"]
+"#;
+
+/// A confirmed US sign-in (so conversion is judged for the account), a GB
+/// sign-in in `+4474599` confirmed 30 s later, then 30 never-confirmed
+/// sends from 30 addresses over 20 minutes to `+447459…`: 3 to each of its
+/// ten 7-digit ranges, one per block, under every surge floor.
+fn range_attack() -> String {
+    let mut s = String::new();
+    s.push_str(r#"{"date_created":"2025-03-01T10:00:00Z","to":"+14155550123","client_ip":"198.51.100.7","confirmed_at":"2025-03-01T10:00:20Z","label":"legitimate"}"#);
+    s.push('\n');
+    s.push_str(r#"{"date_created":"2025-03-01T10:01:00Z","to":"+447459912345","client_ip":"198.51.100.9","confirmed_at":"2025-03-01T10:01:30Z","label":"legitimate"}"#);
+    s.push('\n');
+    for k in 0..30u32 {
+        let secs = 5 * 60 + 40 * k;
+        s.push_str(&format!(
+            r#"{{"date_created":"2025-03-01T10:{:02}:{:02}Z","to":"+447459{}{}{:04}","client_ip":"203.0.113.{}","label":"attack: range"}}"#,
+            secs / 60,
+            secs % 60,
+            k % 10,
+            k / 10,
+            k * 37 % 10_000,
+            k + 1
+        ));
+        s.push('\n');
+    }
+    s
+}
+
+#[test]
+fn explain_after_traffic_shows_an_alert_narrowed_to_the_sends_range() {
+    let dir = Scratch::new("explain-alert");
+    let policy = dir.file("policy.toml", ALERT_POLICY);
+    let traffic = dir.file("day.jsonl", &range_attack());
+    let explain = |to: &str, extra: &[&str]| {
+        let mut args = vec![
+            "explain",
+            "--config",
+            &policy,
+            "--to",
+            to,
+            "--ip",
+            "203.0.113.200",
+        ];
+        args.extend(extra);
+        let (code, out, err) = smsguard(&args);
+        assert_eq!(code, 0, "{out}{err}");
+        out
+    };
+    let after = ["--after", traffic.as_str()];
+
+    // A new number in +4474590, which got three of the unanswered sends:
+    // prefix:6 is under alert, and the number's own 7-digit range, which
+    // carries the excess, is the one blocked.
+    let out = explain("+447459055555", &after);
+    assert!(
+        out.starts_with(&format!("after    {traffic}: 32 sends and 2 confirmations replayed (0 skipped, 0 bad), the last event at 2025-03-01T10:24:20.000Z")),
+        "{out}"
+    );
+    assert_eq!(
+        stage_line(&out, "blocks"),
+        "blocks   pass   no active block",
+        "{out}"
+    );
+    let adaptive = stage_line(&out, "adaptive");
+    assert!(
+        adaptive.starts_with("adaptive shadow adaptive:alert:prefix:7 (prefix:7=+4474590: "),
+        "{out}"
+    );
+    assert!(
+        adaptive.contains("; prefix:6=+447459 under alert: "),
+        "{out}"
+    );
+    assert!(adaptive.contains("blocked for 15m (offence 1)"), "{out}");
+    assert!(
+        out.contains("\naction   shadow by adaptive adaptive:alert:prefix:7\n"),
+        "{out}"
+    );
+    // With empty state the same number simply goes.
+    let out = explain("+447459055555", &[]);
+    assert!(out.contains("\naction   allow\n"), "{out}");
+
+    // +4474599's range was blocked by the alert during the replay: a new
+    // number there meets the block...
+    let out = explain("+447459955555", &after);
+    assert_eq!(
+        stage_line(&out, "blocks"),
+        "blocks   shadow adaptive:alert:prefix:7 (prefix:7=+4474599)",
+        "{out}"
+    );
+    assert!(
+        stage_line(&out, "adaptive").contains("not reached (stopped by blocks)"),
+        "{out}"
+    );
+    // ...which the number there that proved receipt passes, vouched.
+    let out = explain("+447459912345", &after);
+    assert!(
+        stage_line(&out, "blocks").starts_with(
+            "blocks   pass   blocks passed over: prefix:7=+4474599 (adaptive:alert:prefix:7): the number is vouched for until 2025-03-31T10:01:30Z"
+        ),
+        "{out}"
+    );
+    assert!(
+        stage_line(&out, "adaptive").starts_with("adaptive pass   vouched for until "),
+        "{out}"
+    );
+    assert!(out.contains("\naction   allow\n"), "{out}");
+
+    // Half an hour later the 15-minute block is gone; the alert holds
+    // while the range's unanswered sends are within the hour.
+    let out = explain(
+        "+447459955555",
+        &["--after", &traffic, "--at", "2025-03-01T10:45:00Z"],
+    );
+    assert!(
+        out.lines()
+            .next()
+            .unwrap()
+            .ends_with("judged at 2025-03-01T10:45:00.000Z"),
+        "{out}"
+    );
+    assert_eq!(
+        stage_line(&out, "blocks"),
+        "blocks   pass   no active block",
+        "{out}"
+    );
+    // The range carries the excess again and is blocked again.
+    let adaptive = stage_line(&out, "adaptive");
+    assert!(
+        adaptive.starts_with("adaptive shadow adaptive:alert:prefix:7 (prefix:7=+4474599: "),
+        "{out}"
+    );
+    assert!(
+        adaptive.contains("; prefix:6=+447459 under alert: "),
+        "{out}"
+    );
+
+    // A moment before the traffic's last send is refused.
+    let (code, out, err) = smsguard(&[
+        "explain",
+        "--config",
+        &policy,
+        "--to",
+        "+447459055555",
+        "--after",
+        &traffic,
+        "--at",
+        "2025-03-01T10:20:00Z",
+    ]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains("--at 2025-03-01T10:20:00.000Z is before the last send of the traffic, at 2025-03-01T10:24:20.000Z"),
+        "{err}"
+    );
+}

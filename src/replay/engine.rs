@@ -36,6 +36,7 @@ use crate::fake_twilio::FakeTwilio;
 use crate::guard::Guard;
 use crate::phone::{self, Region};
 use crate::pipeline::App;
+use crate::policy::Policy;
 use crate::server::ConnInfo;
 use crate::telemetry::audit::mask_number;
 use crate::telemetry::DecisionEvent;
@@ -78,6 +79,9 @@ pub struct Replayed {
     pub report: Report,
     /// One per [`Loaded::entries`], same order.
     pub outcomes: Vec<Outcome>,
+    /// When the last event replayed (a send or a confirmation) happened on
+    /// the simulated clock; `None` when there was none.
+    pub last_event: Option<Millis>,
 }
 
 /// What the replay changes in the operator's policy, and why: printed in
@@ -141,23 +145,56 @@ pub enum Transport {
 
 /// Replays `loaded` in front of a fresh fake Twilio.
 pub async fn replay(config: Config, loaded: &Loaded) -> Result<Replayed, String> {
+    replay_then(config, loaded, None, |_, _| ())
+        .await
+        .map(|(replayed, ())| replayed)
+}
+
+/// Replays `loaded` in front of `fake` (tests inspect what reached it).
+pub async fn replay_with(
+    config: Config,
+    loaded: &Loaded,
+    fake: &FakeTwilio,
+    transport: Transport,
+) -> Result<Replayed, String> {
+    drive(config, loaded, fake, transport, None, |_, _| ())
+        .await
+        .map(|(replayed, ())| replayed)
+}
+
+/// Replays `loaded` in front of a fresh fake Twilio, then calls `then`
+/// with the guard's policy, in the state the replay left, and the moment
+/// on the simulated clock to judge at: `until`, else just after the last
+/// event replayed (`smsguard explain --after`). Confirmations due after
+/// `until` are not replayed (the report's notes say how many); a send
+/// after it is an error.
+pub async fn replay_then<T>(
+    config: Config,
+    loaded: &Loaded,
+    until: Option<Millis>,
+    then: impl FnOnce(&Policy, Millis) -> T,
+) -> Result<(Replayed, T), String> {
     let fake = FakeTwilio::start()
         .await
         .map_err(|e| format!("cannot start the fake Twilio: {e}"))?;
     // Only counted: a month of sends recorded whole would not fit in memory.
     fake.set_recording(false);
-    let result = replay_with(config, loaded, &fake, Transport::default()).await;
+    let result = drive(config, loaded, &fake, Transport::default(), until, then).await;
     fake.shutdown();
     result
 }
 
-/// Replays `loaded` in front of `fake` (tests inspect what reached it).
-pub async fn replay_with(
+/// The one replay loop: the sends in time order and the confirmations of
+/// those forwarded, then `then` on the state they left (see
+/// [`replay_then`]).
+async fn drive<T>(
     mut config: Config,
     loaded: &Loaded,
     fake: &FakeTwilio,
     transport: Transport,
-) -> Result<Replayed, String> {
+    until: Option<Millis>,
+    then: impl FnOnce(&Policy, Millis) -> T,
+) -> Result<(Replayed, T), String> {
     let notes = prepare(&mut config, &fake.url());
     let prices = PriceTables::new(&config);
     let currency = config
@@ -181,6 +218,19 @@ pub async fn replay_with(
             || crate::clock::Clock::now(&crate::clock::SystemClock),
             |r| r.at,
         );
+    let last_send = order
+        .last()
+        .and_then(|&i| loaded.entries[i].record.as_ref().ok())
+        .map(|r| r.at);
+    if let (Some(until), Some(last)) = (until, last_send) {
+        if last > until {
+            return Err(format!(
+                "{} is before the last send, at {}",
+                super::input::format_time(until),
+                super::input::format_time(last)
+            ));
+        }
+    }
     let clock = ManualClock::new(start);
 
     let guard = Guard::start(config, Arc::new(clock.clone())).await?;
@@ -225,6 +275,7 @@ pub async fn replay_with(
     let mut due: BinaryHeap<Reverse<(Millis, usize, usize)>> = BinaryHeap::new();
     let mut sids: HashMap<usize, String> = HashMap::new();
     let mut seq = 0;
+    let mut last_event = None;
     for &i in &order {
         let Ok(record) = &loaded.entries[i].record else {
             continue;
@@ -238,6 +289,7 @@ pub async fn replay_with(
             run.confirm(j, sids.remove(&j)).await;
         }
         clock.set(record.at);
+        last_event = Some(record.at);
         if let Ok(mut slot) = decisions.lock() {
             *slot = None;
         }
@@ -253,18 +305,38 @@ pub async fn replay_with(
         }
     }
     while let Some(Reverse((at, _, j))) = due.pop() {
+        if until.is_some_and(|u| at > u) {
+            // Not happened yet at the moment asked for.
+            let later = due.len() + 1;
+            run.report.notes.push(format!(
+                "{later} confirmation{} due after {} not replayed",
+                if later == 1 { "" } else { "s" },
+                super::input::format_time(until.unwrap_or(at))
+            ));
+            break;
+        }
         clock.set(at);
+        last_event = Some(at);
         run.confirm(j, sids.remove(&j)).await;
     }
     run.report.seconds = started.elapsed().as_secs_f64();
 
+    // The moment after the replay, on the same clock and state.
+    let after = until.unwrap_or_else(|| last_event.unwrap_or(start).saturating_add(1));
+    clock.set(after);
+    let value = then(&guard.app().policy(), after);
+
     run.calls.close();
     guard.stop().await;
     run.report.upstream = Upstream::count(&fake.tally());
-    Ok(Replayed {
-        report: run.report,
-        outcomes: run.outcomes,
-    })
+    Ok((
+        Replayed {
+            report: run.report,
+            outcomes: run.outcomes,
+            last_event,
+        },
+        value,
+    ))
 }
 
 /// What the engine keeps of a decision event.
