@@ -363,7 +363,7 @@ pub fn summary(c: &Config) -> String {
             };
             let _ = writeln!(
                 s,
-                "  adaptive    prefixes=cc+{:?} block=-{} grace={} unconfirmed ratio={} floors prefix={} region={} client_ip={} user={}; surge window={} floor={}x{}/digit region={}; distinct client_ip={} user={} regions={}{}",
+                "  adaptive    prefixes=cc+{:?} block=-{} grace={} unconfirmed ratio={} floors prefix={} region={} client_ip={} user={}; surge window={} floor={}x{}/digit region={}; distinct client_ip={} user={} regions={}; broad=block-{}+ digits and region: alert={} (ratio {}) range block={}; vouch={} min_confirm_delay={}{}",
                 a.prefixes,
                 a.block_digits,
                 humantime::format_duration(a.grace),
@@ -379,6 +379,12 @@ pub fn summary(c: &Config) -> String {
                 rates(&a.distinct.client_ip),
                 rates(&a.distinct.user),
                 a.distinct.regions,
+                a.broad_digits,
+                humantime::format_duration(a.alert),
+                a.unconfirmed.alert_ratio,
+                humantime::format_duration(a.alert_block),
+                humantime::format_duration(a.vouch),
+                humantime::format_duration(a.min_confirm_delay),
                 match a.action {
                     Some(act) => format!(" action={}", act.as_str()),
                     None => String::new(),
