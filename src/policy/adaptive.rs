@@ -604,9 +604,11 @@ impl Adaptive {
                 (
                     i,
                     format!(
-                        "{} unconfirmed and {} confirmed sends in 1h",
+                        "{} unconfirmed and {} confirmed sends in 1h, {} and {} in 1d",
                         self.aged_unconfirmed(c, 0, now),
-                        c.confirmed[0].count(HOUR, now)
+                        c.confirmed[0].count(HOUR, now),
+                        self.aged_unconfirmed(c, 1, now),
+                        c.confirmed[1].count(DAY, now)
                     ),
                 )
             }
