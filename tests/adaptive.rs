@@ -429,8 +429,10 @@ async fn a_countrys_excess_puts_it_under_alert_and_blocks_the_range_that_carries
         }
     }
     let at = first_stop.expect("the pump is stopped");
+    // Six unconfirmed sends past a grace of 5 minutes (the grace's clock
+    // is kept in buckets, so a minute or two either way).
     assert!(
-        (5..=12).contains(&at),
+        (8..=15).contains(&at),
         "after the region's floor past the grace: {at}"
     );
     let rule = last_rule(&env).await;
