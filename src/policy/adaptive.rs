@@ -564,13 +564,17 @@ impl Adaptive {
         }
 
         // Under an alert, a new number is judged by its own ranges.
-        let alerted = dests.iter().find(|d| {
-            d.broad
-                && store
-                    .pair_seen(&alert_key(keys[d.index]), now, false)
-                    .is_some_and(|t| now.saturating_sub(t) < self.alert)
-        });
-        let Some(alerted) = alerted.filter(|_| seen.fresh) else {
+        // Only a new number is: a number sent to today is not looked up.
+        let mut alerted = None;
+        for d in dests.iter().filter(|d| d.broad && seen.fresh) {
+            pair(&mut pair_key, "alert", keys[d.index]);
+            let raised = store.pair_seen(&pair_key, now, false);
+            if raised.is_some_and(|t| now.saturating_sub(t) < self.alert) {
+                alerted = Some(d);
+                break;
+            }
+        }
+        let Some(alerted) = alerted else {
             let step = pass!(
                 trace,
                 "{}{}",
@@ -1118,7 +1122,7 @@ fn first_in_a_day(
         .is_none_or(|t| now.saturating_sub(t) >= DAY)
 }
 
-/// The marker of an alert on a broad key.
+/// The marker of an alert on a broad key (as [`pair`] spells it).
 fn alert_key(key: &str) -> String {
     format!("alert>{key}")
 }
