@@ -838,12 +838,25 @@ impl Report {
                 money(without.saturating_sub(with))
             ),
         );
+        // A pumper that owns its numbers confirms some of its own sends:
+        // those stopped are the attack's, not people's.
+        let attack: u64 = self
+            .labels
+            .iter()
+            .filter(|(l, _)| Kind::of(l) == Kind::Attack)
+            .map(|(_, t)| t.confirmed_stopped)
+            .sum();
         line(
             "confirmed sends stopped",
             format!(
-                "{} of {} confirmed sends (recipients who proved receipt: look at these first)",
+                "{} of {} confirmed sends (recipients who proved receipt: look at these first){}",
                 self.confirmed_stopped_count,
-                self.confirmed_sends()
+                self.confirmed_sends(),
+                if attack > 0 {
+                    format!("; {attack} of them labelled attack")
+                } else {
+                    String::new()
+                }
             ),
         );
         let failed = &self.confirmation_failures;
@@ -1248,6 +1261,35 @@ mod tests {
             confirmed: false,
             under,
         }
+    }
+
+    #[test]
+    fn confirmed_sends_stopped_say_how_many_were_an_attack_s_own() {
+        let mut r = Report::new("USD".into(), vec![], 1);
+        let stop = Some(("adaptive", "adaptive:alert:prefix:7"));
+        for label in ["legitimate: sign-ins", "attack: poisoned conversions"] {
+            r.record_send(Send {
+                confirmed: true,
+                ..send(Some(label), 1.0, stop, None)
+            });
+            r.confirmed_stopped(StoppedConfirmed {
+                file: "day".into(),
+                line: 1,
+                label: Some(label.into()),
+                to: "+44791100****".into(),
+                stage: "adaptive",
+                rule: "adaptive:alert:prefix:7".into(),
+            });
+        }
+        r.record_send(Send {
+            confirmed: true,
+            ..send(Some("legitimate: sign-ins"), 2.0, None, None)
+        });
+        let text = r.render();
+        assert!(
+            text.contains("confirmed sends stopped: 2 of 3 confirmed sends (recipients who proved receipt: look at these first); 1 of them labelled attack\n"),
+            "{text}"
+        );
     }
 
     #[test]
