@@ -92,6 +92,12 @@ impl Keys {
         self.items.push((scope, start, self.buf.len()));
     }
 
+    /// The `i`th key's text.
+    fn get(&self, i: usize) -> &str {
+        let (_, a, b) = self.items[i];
+        &self.buf[a..b]
+    }
+
     fn iter(&self) -> impl Iterator<Item = (Scope, &str)> {
         self.items
             .iter()
@@ -110,6 +116,8 @@ pub(crate) struct Seen {
     new_region: u32,
     /// The number is vouched for: adaptive signals passed it.
     pub(crate) vouched: bool,
+    /// Until when it is vouched for (0: never was).
+    vouched_until: Millis,
 }
 
 /// Floors per window (hour, day); `None` when the window is not judged.
@@ -174,14 +182,16 @@ struct Trip {
     figures: String,
 }
 
-/// A destination key of the send being judged, with its state: what
-/// narrowing an alert reads.
+/// A destination key of the send being judged: what narrowing an alert
+/// reads.
 struct Dest {
     /// Index in the send's keys.
     index: usize,
-    state: Conversion,
     broad: bool,
 }
+
+/// A range under an alerted key: its index in the send's keys, its state.
+type Child = (usize, Conversion);
 
 /// What an alert on a broad key finds about the send's own ranges.
 enum Range {
@@ -518,32 +528,27 @@ impl Adaptive {
                     }
                     notes.push(note);
                 }
-                dests.push(Dest {
-                    index: i,
-                    state,
-                    broad,
-                });
+                dests.push(Dest { index: i, broad });
             }
         }
 
-        let keys: Vec<&str> = seen.keys.iter().map(|(_, k)| k).collect();
-        if let Some(until) = self.vouched(store, &a.to.e164, now) {
+        if seen.vouched {
             // Counted as any forwarded send, judged by nothing here.
-            seen.vouched = true;
             let step = pass!(
                 trace,
                 "vouched for until {}: the number proved receipt; {}",
-                at(until),
+                at(seen.vouched_until),
                 notes.join("; ")
             );
             return (step, seen);
         }
+        let keys = &seen.keys;
 
         // A broad key's excess puts it under alert; it is never blocked.
         let (broad, narrow): (Vec<Trip>, Vec<Trip>) = trips.into_iter().partition(|t| {
             dests
                 .iter()
-                .any(|d| d.broad && keys[d.index] == t.key.as_str())
+                .any(|d| d.broad && keys.get(d.index) == t.key.as_str())
         });
         for t in &broad {
             store.pair_seen(&alert_key(&t.key), now, true);
@@ -555,7 +560,7 @@ impl Adaptive {
             for (i, t) in narrow.iter().enumerate() {
                 let rule = Arc::from(format!("adaptive:{}:{}", t.signal, t.kind));
                 let (dur, offence) = store.trip(&t.key, now, &self.block, rule, self.action);
-                self.sibling_tripped(&dests, &keys, &t.key, store, now);
+                self.sibling_tripped(&dests, keys, &t.key, store, now);
                 if i == 0 {
                     let _ = write!(detail, "; {}", blocked_for(dur, offence));
                 }
@@ -567,7 +572,7 @@ impl Adaptive {
         // Only a new number is: a number sent to today is not looked up.
         let mut alerted = None;
         for d in dests.iter().filter(|d| d.broad && seen.fresh) {
-            pair(&mut pair_key, "alert", keys[d.index]);
+            pair(&mut pair_key, "alert", keys.get(d.index));
             let raised = store.pair_seen(&pair_key, now, false);
             if raised.is_some_and(|t| now.saturating_sub(t) < self.alert) {
                 alerted = Some(d);
@@ -587,24 +592,29 @@ impl Adaptive {
             );
             return (step, seen);
         };
-        let why = match broad.iter().find(|t| t.key == keys[alerted.index]) {
+        let why = match broad.iter().find(|t| t.key == keys.get(alerted.index)) {
             Some(t) => format!("{} under alert: {}", t.key, t.figures),
-            None => format!("{} under alert", keys[alerted.index]),
+            None => format!("{} under alert", keys.get(alerted.index)),
         };
-        let children: Vec<&Dest> = dests.iter().filter(|d| d.index > alerted.index).collect();
+        // Read again here only: an alert is rare, a copy per key is not.
+        let children: Vec<Child> = dests
+            .iter()
+            .filter(|d| d.index > alerted.index)
+            .map(|d| (d.index, read(store, keys.get(d.index))))
+            .collect();
         let (key_index, figures) = match self.range(&children, flows, now) {
             Some(Range::Proven(i)) => {
                 let step = pass!(
                     trace,
                     "{why}; {} is a proven range: {}",
-                    keys[i],
+                    keys.get(i),
                     notes.join("; ")
                 );
                 return (step, seen);
             }
             None => return (pass!(trace, "{why}; {}", notes.join("; ")), seen),
             Some(Range::Carrying(i)) => {
-                let c = &dests.iter().find(|d| d.index == i).expect("a child").state;
+                let c = &children.iter().find(|(j, _)| *j == i).expect("a child").1;
                 (
                     i,
                     format!(
@@ -618,7 +628,7 @@ impl Adaptive {
             }
             Some(Range::Unknown(i)) => (i, "no confirmed send under it recently".to_string()),
         };
-        let key = keys[key_index].to_string();
+        let key = keys.get(key_index).to_string();
         let kind = seen
             .keys
             .iter()
@@ -626,7 +636,7 @@ impl Adaptive {
             .map_or_else(String::new, |(s, _)| s.kind());
         // Stopping sends under it is the excess persisting: the alert
         // lasts while they come, and lifts `alert` after the last.
-        store.pair_seen(&alert_key(keys[alerted.index]), now, true);
+        store.pair_seen(&alert_key(keys.get(alerted.index)), now, true);
         let rule = format!("adaptive:alert:{kind}");
         let (dur, offence) = store.trip(
             &key,
@@ -663,13 +673,12 @@ impl Adaptive {
     /// What the send's ranges under an alerted key show, narrowest first:
     /// the first with any history decides. Without confirmations flowing
     /// nothing can be proven: the broadest range takes the alert.
-    fn range(&self, children: &[&Dest], flows: bool, now: Millis) -> Option<Range> {
-        let broadest = children.first()?.index;
+    fn range(&self, children: &[Child], flows: bool, now: Millis) -> Option<Range> {
+        let broadest = children.first()?.0;
         if !flows {
             return Some(Range::Unknown(broadest));
         }
-        for d in children.iter().rev() {
-            let c = &d.state;
+        for &(index, ref c) in children.iter().rev() {
             let confirmed = c.confirmed[1].count(DAY, now)
                 + u64::from(now.saturating_sub(c.peak_at) <= self.baseline) * u64::from(c.peak);
             if c.sent[1].count(DAY, now) == 0 && confirmed == 0 {
@@ -681,10 +690,10 @@ impl Adaptive {
                 // unanswered code is anyone's bad luck in a range that
                 // converts, such as a campaign's city).
                 let unconfirmed = self.aged_unconfirmed(c, 1, now);
-                let above = children.iter().filter(|p| p.index < d.index);
-                let collapsed = above.clone().any(|p| self.collapsed(&p.state, now));
+                let above = children.iter().filter(|p| p.0 < index);
+                let collapsed = above.clone().any(|p| self.collapsed(&p.1, now));
                 if unconfirmed >= 2 || (unconfirmed == 1 && collapsed) {
-                    return Some(Range::Carrying(d.index));
+                    return Some(Range::Carrying(index));
                 }
                 // Its sends are still in their grace: not known yet.
                 continue;
@@ -694,9 +703,9 @@ impl Adaptive {
             let unconfirmed = self.aged_unconfirmed(c, 0, now);
             return Some(
                 if unconfirmed < 2 || unconfirmed <= c.confirmed[0].count(HOUR, now) {
-                    Range::Proven(d.index)
+                    Range::Proven(index)
                 } else {
-                    Range::Carrying(d.index)
+                    Range::Carrying(index)
                 },
             );
         }
@@ -717,18 +726,18 @@ impl Adaptive {
     fn sibling_tripped(
         &self,
         dests: &[Dest],
-        keys: &[&str],
+        keys: &Keys,
         key: &str,
         store: &dyn Store,
         now: Millis,
     ) {
-        let Some(at) = dests.iter().position(|d| keys[d.index] == key) else {
+        let Some(at) = dests.iter().position(|d| keys.get(d.index) == key) else {
             return;
         };
         let Some(parent) = dests[..at].iter().rev().find(|d| d.broad) else {
             return;
         };
-        let pk = keys[parent.index];
+        let pk = keys.get(parent.index);
         if store.offend(&format!("children>{pk}"), now, self.alert) >= 2 {
             store.pair_seen(&alert_key(pk), now, true);
         }
@@ -901,12 +910,20 @@ impl Adaptive {
     /// whether its number is fresh; the second value is where the senders
     /// start.
     fn keys_of(&self, a: &Attempt, store: &dyn Store, now: Millis) -> (Seen, usize) {
+        // One read of the number's entry: when it was last sent to, and
+        // until when it is vouched for.
+        let (mut last, mut until) = (0, 0);
+        store.pending(&a.to.e164, false, &mut |p| {
+            last = p.sent_at;
+            until = p.vouched_until;
+        });
         let mut seen = Seen {
             keys: Keys::new(),
-            fresh: is_fresh(store, &a.to.e164, now),
+            fresh: last == 0 || now.saturating_sub(last) >= FRESH_AFTER,
             new_number: 0,
             new_region: 0,
-            vouched: false,
+            vouched: self.vouch > 0 && until > now,
+            vouched_until: until,
         };
         self.destination_keys(a.to, &a.class, &mut seen.keys);
         let senders = seen.keys.items.len();
