@@ -450,4 +450,7 @@ async fn a_countrys_excess_puts_it_under_alert_and_blocks_the_range_that_carries
     assert!(forwarded(&env, "+13035550000", "203.0.113.0").await);
     // A new number in the pumped range does not.
     assert!(!forwarded(&env, "+13035559998", "198.51.100.31").await);
+    // Unless the address asking proves receipt: the five people above
+    // entered their codes from it (a carrier's NAT, an office).
+    assert!(forwarded(&env, "+13035559997", "198.51.100.20").await);
 }

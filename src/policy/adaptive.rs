@@ -398,8 +398,32 @@ impl Adaptive {
         if let Some(until) = self.vouched(store, &a.to.e164, now) {
             return Some(format!("the number is vouched for until {}", at(until)));
         }
-        (rule.starts_with("adaptive:alert:") && !is_fresh(store, &a.to.e164, now))
-            .then(|| "an alert's block applies to new numbers only".to_string())
+        if !rule.starts_with("adaptive:alert:") {
+            return None;
+        }
+        if !is_fresh(store, &a.to.e164, now) {
+            return Some("an alert's block applies to new numbers only".to_string());
+        }
+        let mut keys = Keys::new();
+        self.sender_keys(a.end_user_ip.then_some(a.client_ip), a.user, "", &mut keys);
+        let proven = keys
+            .iter()
+            .find(|(scope, key)| self.proves_receipt(*scope, &read(store, key), now))
+            .map(|(_, key)| format!("{key} proves receipt: an alert does not judge it"));
+        proven
+    }
+
+    /// Whether a client address or user proves receipt today: at least
+    /// two confirmations, and no more unanswered sends than confirmed
+    /// (people behind a carrier's NAT or an office, who enter their
+    /// codes). Only plausible confirmations are counted here, so a pumper
+    /// entering its own codes at once proves nothing.
+    fn proves_receipt(&self, scope: Scope, c: &Conversion, now: Millis) -> bool {
+        if !matches!(scope, Scope::ClientIp | Scope::User) {
+            return false;
+        }
+        let confirmed = c.confirmed[1].count(DAY, now);
+        confirmed >= 2 && self.aged_unconfirmed(c, 1, now) <= confirmed
     }
 
     /// Whether a destination key is broad: a region, or a prefix at least
@@ -427,6 +451,9 @@ impl Adaptive {
         let mut notes: Vec<String> = Vec::new();
         let mut dests: Vec<Dest> = Vec::with_capacity(senders);
         let mut pair_key = String::with_capacity(80);
+        // A sender whose sends prove receipt: a new number it asks for is
+        // not judged by an alert.
+        let mut proven_sender: Option<usize> = None;
 
         // Destination keys come broadest first, so each lends its baseline
         // to the next.
@@ -447,6 +474,9 @@ impl Adaptive {
                 if new_number {
                     seen.new_number |= 1 << i;
                     trips.extend(self.distinct(scope, key, &state, distinct, flows, now));
+                }
+                if flows && proven_sender.is_none() && self.proves_receipt(scope, &state, now) {
+                    proven_sender = Some(i);
                 }
                 if new_region {
                     seen.new_region |= 1 << i;
@@ -592,6 +622,16 @@ impl Adaptive {
             );
             return (step, seen);
         };
+        if let Some(i) = proven_sender {
+            let step = pass!(
+                trace,
+                "{} under alert; {} proves receipt: {}",
+                keys.get(alerted.index),
+                keys.get(i),
+                notes.join("; ")
+            );
+            return (step, seen);
+        }
         let why = match broad.iter().find(|t| t.key == keys.get(alerted.index)) {
             Some(t) => format!("{} under alert: {}", t.key, t.figures),
             None => format!("{} under alert", keys.get(alerted.index)),
@@ -702,7 +742,7 @@ impl Adaptive {
             // sends outnumber its confirmations: one is anyone's bad luck.
             let unconfirmed = self.aged_unconfirmed(c, 0, now);
             return Some(
-                if unconfirmed < 2 || unconfirmed <= c.confirmed[0].count(HOUR, now) {
+                if unconfirmed < 2 || unconfirmed <= self.baselines(c, now)[0] {
                     Range::Proven(index)
                 } else {
                     Range::Carrying(index)
