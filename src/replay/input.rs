@@ -188,12 +188,65 @@ fn json_error(e: &serde_json::Error) -> String {
     }
 }
 
+/// A reader that notes where each line ends, so a CSV record's line is
+/// told from its first byte whatever the line endings: the csv crate's own
+/// count is one short per record after CRLF rows (what the Console, Excel
+/// and Python write).
+struct LineEnds<R> {
+    inner: R,
+    read: u64,
+    ends: std::rc::Rc<std::cell::RefCell<std::collections::VecDeque<u64>>>,
+}
+
+impl<R: Read> Read for LineEnds<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let mut ends = self.ends.borrow_mut();
+        for (i, b) in buf[..n].iter().enumerate() {
+            if *b == b'\n' {
+                ends.push_back(self.read + i as u64);
+            }
+        }
+        self.read += n as u64;
+        Ok(n)
+    }
+}
+
+/// The 1-based line of a record starting at byte `at`, records asked for
+/// in order: line ends before it are counted once and forgotten. After a
+/// CRLF row the csv crate starts the next record at the row's `\n`: that
+/// one ends the line before, too.
+struct LineOf {
+    ends: std::rc::Rc<std::cell::RefCell<std::collections::VecDeque<u64>>>,
+    passed: usize,
+}
+
+impl LineOf {
+    fn line(&mut self, at: u64) -> usize {
+        let mut ends = self.ends.borrow_mut();
+        while ends.front().is_some_and(|e| *e <= at) {
+            ends.pop_front();
+            self.passed += 1;
+        }
+        self.passed + 1
+    }
+}
+
 /// CSV with a header row naming the fields.
 pub fn read_csv(reader: impl Read, file: usize, out: &mut Vec<Entry>) {
+    let ends = std::rc::Rc::default();
+    let mut lines = LineOf {
+        ends: std::rc::Rc::clone(&ends),
+        passed: 0,
+    };
     let mut csv = csv::ReaderBuilder::new()
         .flexible(true)
         .has_headers(true)
-        .from_reader(reader);
+        .from_reader(LineEnds {
+            inner: reader,
+            read: 0,
+            ends,
+        });
     let columns: Vec<Option<Field>> = match csv.byte_headers() {
         Ok(h) => h
             .iter()
@@ -222,7 +275,7 @@ pub fn read_csv(reader: impl Read, file: usize, out: &mut Vec<Entry>) {
             Ok(false) => return,
             Ok(true) => {}
             Err(e) => {
-                let line = e.position().map_or(0, |p| p.line() as usize);
+                let line = e.position().map_or(0, |p| lines.line(p.byte()));
                 let fatal = matches!(e.kind(), csv::ErrorKind::Io(_));
                 out.push(Entry {
                     file,
@@ -235,7 +288,7 @@ pub fn read_csv(reader: impl Read, file: usize, out: &mut Vec<Entry>) {
                 continue;
             }
         }
-        let line = row.position().map_or(0, |p| p.line() as usize);
+        let line = row.position().map_or(0, |p| lines.line(p.byte()));
         if row.iter().all(|f| f.iter().all(u8::is_ascii_whitespace)) {
             continue;
         }
@@ -764,6 +817,20 @@ mod tests {
         assert!(!out[1].record.as_ref().unwrap().judged());
         assert_eq!(out[2].line, 4);
         assert!(out[2].record.as_ref().unwrap_err().starts_with("SentDate"));
+
+        // The same with CRLF line endings and a body over two lines: each
+        // record keeps the line it starts on.
+        let crlf = text
+            .replace("\"Hello, there\"", "\"Hello,\nthere\"")
+            .replace('\n', "\r\n");
+        let mut out = Vec::new();
+        read_csv(crlf.as_bytes(), 0, &mut out);
+        let lines: Vec<usize> = out.iter().map(|e| e.line).collect();
+        assert_eq!(lines, [2, 4, 5]);
+        assert_eq!(
+            out[0].record.as_ref().unwrap().body.as_deref(),
+            Some("Hello,\r\nthere")
+        );
     }
 
     #[test]
