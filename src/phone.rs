@@ -171,6 +171,8 @@ pub enum Channel {
     Sms,
     /// `whatsapp:` prefix.
     Whatsapp,
+    /// `rcs:` prefix: RCS without fallback to SMS, billed per message.
+    Rcs,
 }
 
 /// A destination after normalization (SPEC §4 steps 1–3).
@@ -182,11 +184,13 @@ pub struct Destination {
 }
 
 impl Destination {
-    /// The value Twilio would echo in `to`: "+1555..." or "whatsapp:+1555...".
+    /// The value Twilio would echo in `to`: "+1555...", "whatsapp:+1555..."
+    /// or "rcs:+1555...".
     pub fn display(&self) -> String {
         match self.channel {
             Channel::Sms => self.e164.clone(),
             Channel::Whatsapp => format!("whatsapp:{}", self.e164),
+            Channel::Rcs => format!("rcs:{}", self.e164),
         }
     }
 
@@ -205,7 +209,8 @@ impl Destination {
 pub enum NumberError {
     /// Nothing left after the channel prefix and white space.
     Empty,
-    /// A `name:` prefix other than `whatsapp:` (lower-cased, truncated).
+    /// A `name:` prefix other than `whatsapp:` or `rcs:` (lower-cased,
+    /// truncated).
     UnsupportedChannel(String),
     /// A character that is not an ASCII digit, a leading `+` or a separator.
     InvalidCharacter(char),
@@ -234,7 +239,7 @@ impl fmt::Display for NumberError {
             NumberError::Empty => f.write_str("the phone number is empty"),
             NumberError::UnsupportedChannel(name) => write!(
                 f,
-                "unsupported channel prefix \"{name}:\"; only \"whatsapp:\" is supported"
+                "unsupported channel prefix \"{name}:\"; only \"whatsapp:\" and \"rcs:\" are supported"
             ),
             NumberError::InvalidCharacter(c) => write!(
                 f,
@@ -347,6 +352,9 @@ fn split_channel(raw: &str) -> Result<(Channel, &str), NumberError> {
     };
     if name.eq_ignore_ascii_case("whatsapp") {
         return Ok((Channel::Whatsapp, rest));
+    }
+    if name.eq_ignore_ascii_case("rcs") {
+        return Ok((Channel::Rcs, rest));
     }
     if !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphabetic()) {
         let shown = name.get(..16).unwrap_or(name).to_ascii_lowercase();
@@ -1011,7 +1019,7 @@ mod tests {
     // --- normalization --------------------------------------------------
 
     #[test]
-    fn whatsapp_prefix_in_any_case_is_stripped_and_echoed_in_lower_case() {
+    fn whatsapp_and_rcs_prefixes_in_any_case_are_stripped_and_echoed_in_lower_case() {
         for raw in [
             "whatsapp:+14155550100",
             "WhatsApp:+14155550100",
@@ -1021,6 +1029,13 @@ mod tests {
             assert_eq!(dest.channel, Channel::Whatsapp, "{raw}");
             assert_eq!(dest.e164, "+14155550100");
             assert_eq!(dest.display(), "whatsapp:+14155550100");
+        }
+        // RCS without fallback: judged as the number it carries.
+        for raw in ["rcs:+14155550100", "RCS:+1 415 555 0100"] {
+            let dest = normalize(raw, None).unwrap();
+            assert_eq!(dest.channel, Channel::Rcs, "{raw}");
+            assert_eq!(dest.e164, "+14155550100");
+            assert_eq!(dest.display(), "rcs:+14155550100");
         }
         let sms = normalize("+14155550100", None).unwrap();
         assert_eq!(sms.channel, Channel::Sms);

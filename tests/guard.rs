@@ -498,6 +498,27 @@ async fn a_shadowed_fake_echoes_from_in_e164_like_twilio() {
         .json();
     assert_eq!(v["to"], "whatsapp:+998993941234");
     assert_eq!(v["from"], "whatsapp:+15017122661");
+    // RCS without fallback is judged as the number it carries (Uzbekistan
+    // is not allowed here) and its fake echoes the address as Twilio does.
+    let v = env
+        .post_form(
+            MESSAGES,
+            "To=rcs:%2B998993941234&MessagingServiceSid=MG0123456789abcdef0123456789abcdef&Body=x",
+        )
+        .await
+        .json();
+    assert_eq!(v["to"], "rcs:+998993941234");
+    assert_eq!(env.fake.count(), 0, "nothing reached Twilio");
+    // An allowed country's RCS send is forwarded unchanged.
+    let r = env
+        .post_form(MESSAGES, "To=rcs:%2B14155550123&From=%2B15017122661&Body=x")
+        .await;
+    assert_eq!(r.status, http::StatusCode::CREATED, "{}", r.text());
+    assert_eq!(env.fake.count(), 1);
+    assert_eq!(
+        env.fake.requests()[0].body,
+        "To=rcs:%2B14155550123&From=%2B15017122661&Body=x".as_bytes()
+    );
 }
 
 #[tokio::test]
