@@ -246,7 +246,7 @@ pub fn summary(c: &Config) -> String {
         "  upstream    api={} verify={} timeout={}",
         c.upstream.api,
         c.upstream.verify,
-        humantime::format_duration(c.upstream.timeout)
+        crate::config::Short(c.upstream.timeout)
     );
     let store = if let Some(url) = &c.store.redis {
         // The URL never holds a password (refused when loading).
@@ -263,8 +263,8 @@ pub fn summary(c: &Config) -> String {
             format!(
                 " on_error={} timeout={} near_cache={}",
                 c.store.on_error.as_str(),
-                humantime::format_duration(c.store.timeout),
-                humantime::format_duration(c.store.near_cache)
+                crate::config::Short(c.store.timeout),
+                crate::config::Short(c.store.near_cache)
             )
         } else {
             String::new()
@@ -307,12 +307,12 @@ pub fn summary(c: &Config) -> String {
                 s,
                 "  backoff     free={} base={} factor={} max={} reset_after={}{}",
                 b.free,
-                humantime::format_duration(b.base),
+                crate::config::Short(b.base),
                 b.factor,
-                humantime::format_duration(b.max),
-                humantime::format_duration(b.reset_after),
+                crate::config::Short(b.max),
+                crate::config::Short(b.reset_after),
                 b.hold_up_to
-                    .map(|h| format!(" hold_up_to={}", humantime::format_duration(h)))
+                    .map(|h| format!(" hold_up_to={}", crate::config::Short(h)))
                     .unwrap_or_default()
             );
         }
@@ -327,11 +327,7 @@ pub fn summary(c: &Config) -> String {
             l.key,
             rates.join(","),
             l.block
-                .map(|b| format!(
-                    " block={} escalate={}",
-                    humantime::format_duration(b),
-                    l.escalate
-                ))
+                .map(|b| format!(" block={} escalate={}", crate::config::Short(b), l.escalate))
                 .unwrap_or_default(),
             l.action
                 .map(|a| format!(" action={}", a.as_str()))
@@ -363,16 +359,16 @@ pub fn summary(c: &Config) -> String {
             };
             let _ = writeln!(
                 s,
-                "  adaptive    prefixes=cc+{:?} block=-{} grace={} unconfirmed ratio={} floors prefix={} region={} client_ip={} user={}; surge window={} floor={}x{}/digit region={}; distinct client_ip={} user={} regions={}; broad=block-{}+ digits and region: alert={} (ratio {}) range block={}; vouch={} min_confirm_delay={}{}",
+                "  adaptive    prefixes=cc+{:?} block=number less its last {} digits grace={} unconfirmed ratio={} floors prefix={} region={} client_ip={} user={}; surge window={} floor={}x{}/digit region={}; distinct client_ip={} user={} regions={}; broad=region and prefixes {}+ digits shorter than the block: alert={} (ratio {}) range block={}; vouch={} min_confirm_delay={}{}",
                 a.prefixes,
                 a.block_digits,
-                humantime::format_duration(a.grace),
+                crate::config::Short(a.grace),
                 a.unconfirmed.ratio,
                 rates(&a.unconfirmed.prefix),
                 rates(&a.unconfirmed.region),
                 rates(&a.unconfirmed.client_ip),
                 rates(&a.unconfirmed.user),
-                humantime::format_duration(a.surge.window),
+                crate::config::Short(a.surge.window),
                 a.surge.floor,
                 a.surge.per_digit,
                 a.surge.region,
@@ -380,11 +376,11 @@ pub fn summary(c: &Config) -> String {
                 rates(&a.distinct.user),
                 a.distinct.regions,
                 a.broad_digits,
-                humantime::format_duration(a.alert),
+                crate::config::Short(a.alert),
                 a.unconfirmed.alert_ratio,
-                humantime::format_duration(a.alert_block),
-                humantime::format_duration(a.vouch),
-                humantime::format_duration(a.min_confirm_delay),
+                crate::config::Short(a.alert_block),
+                crate::config::Short(a.vouch),
+                crate::config::Short(a.min_confirm_delay),
                 match a.action {
                     Some(act) => format!(" action={}", act.as_str()),
                     None => String::new(),
@@ -399,7 +395,7 @@ pub fn summary(c: &Config) -> String {
                 s,
                 "  balance     min={} refresh={} on_error={}",
                 b.min,
-                humantime::format_duration(b.refresh),
+                crate::config::Short(b.refresh),
                 match b.on_error {
                     crate::config::OnError::Allow => "allow",
                     crate::config::OnError::Block => "block",
@@ -412,9 +408,9 @@ pub fn summary(c: &Config) -> String {
         s,
         "  shadow      timing={} default_latency={} window={} retention={} capacity={}",
         if c.shadow.timing { "on" } else { "off" },
-        humantime::format_duration(c.shadow.default_latency),
+        crate::config::Short(c.shadow.default_latency),
         c.shadow.window,
-        humantime::format_duration(c.shadow.retention),
+        crate::config::Short(c.shadow.retention),
         c.shadow.capacity
     );
     s
@@ -683,7 +679,10 @@ fn serve(path: &Path) -> i32 {
             }
         };
         guard.app().set_config_path(path.to_path_buf());
-        tracing::info!(addr = %guard.addr(), admin = ?guard.admin_addr(), "smsguard listening");
+        match guard.admin_addr() {
+            Some(admin) => tracing::info!(addr = %guard.addr(), %admin, "smsguard listening"),
+            None => tracing::info!(addr = %guard.addr(), admin = "off", "smsguard listening"),
+        }
         reload_on_sighup(guard.app().clone());
         wait_for_signal().await;
         tracing::info!("stopping: finishing requests in flight");

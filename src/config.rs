@@ -489,12 +489,34 @@ impl FromStr for Rate {
 
 impl fmt::Display for Rate {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}/{}",
-            self.count,
-            humantime::format_duration(self.period)
-        )
+        write!(f, "{}/{}", self.count, Short(self.period))
+    }
+}
+
+/// A duration as a policy would write it: `1d`, `12h`, `2h30m`, `150ms`
+/// (what `check` and rule figures print; the config reads it back).
+pub struct Short(pub Duration);
+
+impl fmt::Display for Short {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ms = self.0.as_millis();
+        if ms == 0 {
+            return f.write_str("0s");
+        }
+        let mut left = ms;
+        for (unit, len) in [
+            ("d", 86_400_000),
+            ("h", 3_600_000),
+            ("m", 60_000),
+            ("s", 1_000),
+            ("ms", 1),
+        ] {
+            if left >= len {
+                write!(f, "{}{unit}", left / len)?;
+                left %= len;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -1707,6 +1729,23 @@ mod tests {
         assert!("prefix:16".parse::<KeySpec>().is_err());
         assert!("to+to".parse::<KeySpec>().is_err());
         assert!("global+to".parse::<KeySpec>().is_err());
+    }
+
+    #[test]
+    fn durations_print_as_a_policy_writes_them() {
+        for (d, text) in [
+            (Duration::from_secs(86_400), "1d"),
+            (Duration::from_secs(30 * 86_400), "30d"),
+            (Duration::from_secs(12 * 3_600), "12h"),
+            (Duration::from_secs(9_000), "2h30m"),
+            (Duration::from_millis(150), "150ms"),
+            (Duration::ZERO, "0s"),
+        ] {
+            assert_eq!(Short(d).to_string(), text);
+            assert_eq!(humantime::parse_duration(text).unwrap(), d, "{text}");
+        }
+        let r: Rate = "10/1day".parse().unwrap();
+        assert_eq!(r.to_string(), "10/1d");
     }
 
     #[test]

@@ -22,6 +22,11 @@ fn check_accepts_the_example_and_summarizes_it() {
     assert!(out.contains("config.example.toml: ok"), "{out}");
     assert!(out.contains("limit       prefix key=prefix:8"), "{out}");
     assert!(out.contains("allow=US, CA, GB, IE"), "{out}");
+    // Durations as a policy writes them, and what each figure means.
+    assert!(out.contains("rates=5/1h,10/1d"), "{out}");
+    assert!(out.contains("vouch=30d"), "{out}");
+    assert!(out.contains("block=number less its last 4 digits"), "{out}");
+    assert!(!out.contains("day") && !out.contains("block=-"), "{out}");
 }
 
 #[test]
@@ -350,6 +355,9 @@ fn serve_logs_one_decision_line_per_send_in_either_format() {
         &[("SMSGUARD_LOG", "info,smsguard::decision=off")],
     );
     assert!(off.contains("smsguard listening"), "{off}");
+    // The start line names the admin listener plainly, or says it is off.
+    assert!(!off.contains("Some("), "{off}");
+    assert!(off.contains(r#""admin":"off""#), "{off}");
     assert!(!off.contains("smsguard::decision"), "{off}");
 }
 

@@ -232,6 +232,28 @@ fn console_csv_is_read_by_its_header_row_with_bad_rows_named() {
 }
 
 #[test]
+fn records_without_confirmations_say_so() {
+    let day = scratch("unconfirmed.jsonl");
+    std::fs::write(
+        &day,
+        "{\"date_created\": \"2023-11-21T01:02:03Z\", \"to\": \"+14155550101\"}\n",
+    )
+    .unwrap();
+    let (code, stdout, err) = smsguard(&[
+        "replay",
+        "--config",
+        "config.example.toml",
+        day.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(stdout.contains("1 sends replayed"), "{stdout}");
+    assert!(
+        stdout.contains("confirmations replayed:  none (the records carry no confirmed_at)"),
+        "{stdout}"
+    );
+}
+
+#[test]
 fn several_files_are_replayed_in_time_order_and_written_in_input_order() {
     let out = scratch("both.jsonl");
     let (code, stdout, err) = smsguard(&[
@@ -474,7 +496,7 @@ async fn keys_blocked_during_a_replay_are_reported_with_whose_sends_they_stopped
     assert_eq!(detail(3), "prefix:8=+44740012");
     assert_eq!(
         detail(6),
-        "user=u1: 2 attempts, rate 1/1day; blocked for 3h (offence 1)"
+        "user=u1: 2 attempts, rate 1/1d; blocked for 3h (offence 1)"
     );
     assert_eq!(detail(7), "to=+1212555****");
 

@@ -862,7 +862,9 @@ impl Report {
         let failed = &self.confirmation_failures;
         line(
             "confirmations replayed",
-            if failed.count == 0 {
+            if self.confirmations == 0 {
+                "none (the records carry no confirmed_at)".to_string()
+            } else if failed.count == 0 {
                 format!("{}, all answered 2xx", self.confirmations)
             } else {
                 format!(
