@@ -289,7 +289,7 @@ pub fn summary(c: &Config) -> String {
     );
     let _ = writeln!(
         s,
-        "  numbers     block_types={} safe={} safe_prefixes={} safe_clients={}",
+        "  numbers     block_types={} safe={} safe_prefixes={} safe_clients={} client_ipv6_prefix=/{}",
         list(
             c.numbers
                 .block_types
@@ -299,7 +299,8 @@ pub fn summary(c: &Config) -> String {
         ),
         c.numbers.safe.len(),
         c.numbers.safe_prefixes.len(),
-        c.numbers.safe_clients.len()
+        c.numbers.safe_clients.len(),
+        c.numbers.client_ipv6_prefix
     );
     match &c.backoff {
         Some(b) => {
@@ -501,14 +502,17 @@ pub fn explain(path: &Path, h: &Hypothetical, after: &[PathBuf], at: Option<&str
             .unwrap_or_else(|| crate::replay::engine::DEFAULT_ACCOUNT.to_string()),
     };
     let class = Classifier::new(16).classify(&dest.e164);
+    // Keyed as a send's context headers are.
+    let client_ip = crate::context::key_ip(h.ip, c.numbers.client_ipv6_prefix);
+    let user = h.user.map(|u| crate::context::user_key(u.as_bytes()));
     let attempt = Attempt {
         product,
         account: &account,
         to: &dest,
         class,
-        client_ip: h.ip,
+        client_ip,
         end_user_ip: true,
-        user: h.user,
+        user: user.as_deref(),
         segments: 1,
         media: 0,
         // explain never uses the network: the balance is not asked.

@@ -293,6 +293,27 @@ pub struct Admin {
     pub addr: SocketAddr,
     #[serde(default = "default_token_env")]
     pub token_env: String,
+    /// Host names the admin API is reached by besides its address (and
+    /// `localhost` on loopback): a state-changing request addressed to any
+    /// other name is refused (DNS rebinding).
+    #[serde(default, deserialize_with = "de_admin_hosts")]
+    pub hosts: Vec<String>,
+}
+
+fn de_admin_hosts<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    let hosts = Vec::<String>::deserialize(d)?;
+    for h in &hosts {
+        let ok = !h.is_empty()
+            && h.len() <= 253
+            && h.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+        if !ok {
+            return Err(de::Error::custom(format!(
+                "admin.hosts: {h:?} must be a host name (letters, digits, '-' and '.', no port)"
+            )));
+        }
+    }
+    Ok(hosts.into_iter().map(|h| h.to_ascii_lowercase()).collect())
 }
 
 fn default_token_env() -> String {
@@ -416,6 +437,10 @@ pub struct Numbers {
     /// Client networks that are never limited.
     #[serde(deserialize_with = "de_seq_from_str")]
     pub safe_clients: Vec<IpNet>,
+    /// IPv6 clients are keyed by their network of this many bits (one host
+    /// owns a whole /64); IPv4-mapped addresses as IPv4.
+    #[serde(deserialize_with = "de_ipv6_prefix")]
+    pub client_ipv6_prefix: u8,
     /// Capacity of the classification cache.
     pub cache: u64,
 }
@@ -429,6 +454,7 @@ impl Default for Numbers {
             safe: Vec::new(),
             safe_prefixes: Vec::new(),
             safe_clients: Vec::new(),
+            client_ipv6_prefix: crate::context::DEFAULT_IPV6_PREFIX,
             cache: 100_000,
         }
     }
@@ -1309,6 +1335,16 @@ fn de_nonzero_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::E
     Ok(t)
 }
 
+fn de_ipv6_prefix<'de, D: Deserializer<'de>>(d: D) -> Result<u8, D::Error> {
+    let n = i64::deserialize(d)?;
+    match u8::try_from(n) {
+        Ok(n) if (16..=128).contains(&n) => Ok(n),
+        _ => Err(de::Error::custom(format!(
+            "numbers.client_ipv6_prefix {n} must be a prefix length from 16 to 128 (64: one client per /64)"
+        ))),
+    }
+}
+
 fn de_redis_prefix<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     let s = String::deserialize(d)?;
     if s.is_empty() || s.len() > 64 || !s.bytes().all(|b| b.is_ascii_graphic()) {
@@ -1648,6 +1684,18 @@ impl Config {
                     format!("numbers.safe_prefixes: {p:?} must be '+' and digits"),
                 ));
             }
+        }
+        if let Some(net) = self.numbers.safe_clients.iter().find(|n| {
+            matches!(n, IpNet::V6(v6) if v6.prefix_len() > self.numbers.client_ipv6_prefix
+                && v6.addr().to_ipv4_mapped().is_none())
+        }) {
+            return Err((
+                None,
+                format!(
+                    "numbers.safe_clients: {net} is narrower than numbers.client_ipv6_prefix /{}: an IPv6 client is judged by its whole /{} network",
+                    self.numbers.client_ipv6_prefix, self.numbers.client_ipv6_prefix
+                ),
+            ));
         }
         if !(1..=15).contains(&self.log.prefix_digits) {
             return Err((None, "log.prefix_digits must be 1..=15".into()));

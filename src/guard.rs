@@ -123,6 +123,7 @@ impl Guard {
                     .await
                     .map_err(|e| format!("cannot listen on admin.addr {}: {e}", admin.addr))?;
                 let admin_addr = listener.local_addr().map_err(|e| e.to_string())?;
+                let auth = auth.bound_to(admin_addr);
                 let (a, mut stopped) = (app.clone(), admin_stopped.clone());
                 let admin_opts = ServerOptions {
                     tls: None,

@@ -7,6 +7,7 @@ pub mod balance;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod context;
 pub mod conversion;
 pub mod demo;
 pub mod egress;

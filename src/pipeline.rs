@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderMap, HeaderValue};
 use http::request::Parts;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Either, Limited};
@@ -56,10 +56,7 @@ fn target<'a>(route: &Route, intercepted: Option<&'a Intercepted>) -> Target<'a>
     }
 }
 
-/// The application's end user's IP, for `client_ip` limits.
-pub const CLIENT_IP_HEADER: HeaderName = HeaderName::from_static("x-smsguard-client-ip");
-/// The application's own user id, for `user` limits.
-pub const USER_HEADER: HeaderName = HeaderName::from_static("x-smsguard-user");
+pub use crate::context::{CLIENT_IP_HEADER, USER_HEADER};
 
 /// Longest request path the guard reads.
 const MAX_PATH: usize = 8 * 1024;
@@ -498,6 +495,25 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> 
     if route.endpoint.send_product().is_some() {
         return handle_send(&app, req, route, peer, started).await;
     }
+    if req.method() == http::Method::DELETE {
+        // Deleting a message the guard shadowed: Twilio deletes one that
+        // exists and answers 204; forwarded, its 404 would expose the fake.
+        let as_get = routes::route(&http::Method::GET, req.uri().path());
+        if let Endpoint::MessageFetch { account_sid, sid } = &as_get.endpoint {
+            if let Some(fake) = app.fakes.get_shared(sid).await {
+                let path = req.uri().path();
+                if let Some(e) = fake_refusal(req.headers(), Some(account_sid), &fake, path) {
+                    return error_response(&app, &as_get, &e, started.elapsed());
+                }
+                let mut resp = Response::new(upstream::full(Bytes::new()));
+                *resp.status_mut() = StatusCode::NO_CONTENT;
+                *resp.headers_mut() =
+                    responses::twilio_headers(app.domain(&as_get), started.elapsed());
+                resp.headers_mut().remove(header::CONTENT_TYPE);
+                return resp;
+            }
+        }
+    }
     match &route.endpoint {
         Endpoint::MessageFetch { sid, .. }
         | Endpoint::CallFetch { sid, .. }
@@ -505,10 +521,7 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> 
             if req.method() == http::Method::GET =>
         {
             if let Some(fake) = app.fakes.get_shared(sid).await {
-                let mut resp = Response::new(upstream::full(fake));
-                *resp.headers_mut() =
-                    responses::twilio_headers(app.domain(&route), started.elapsed());
-                return resp;
+                return fake_answer(&app, &route, req.headers(), req.uri().path(), fake, started);
             }
             forward_stream(&app, req, route).await
         }
@@ -518,10 +531,7 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> 
             ..
         } if req.method() == http::Method::GET => {
             if let Some(fake) = app.fakes.participant_shared(conference_sid, sid).await {
-                let mut resp = Response::new(upstream::full(fake));
-                *resp.headers_mut() =
-                    responses::twilio_headers(app.domain(&route), started.elapsed());
-                return resp;
+                return fake_answer(&app, &route, req.headers(), req.uri().path(), fake, started);
             }
             forward_stream(&app, req, route).await
         }
@@ -530,6 +540,73 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> 
             feedback(&app, req, route, started).await
         }
         _ => forward_stream(&app, req, route).await,
+    }
+}
+
+/// A fake fetched by GET, answered as Twilio answers its own resources:
+/// the resource to a request with credentials under its account, 401 or
+/// 404 otherwise ([`fake_refusal`]).
+fn fake_answer(
+    app: &App,
+    route: &Route,
+    headers: &HeaderMap,
+    path: &str,
+    fake: Bytes,
+    started: Instant,
+) -> Response<Body> {
+    let account = match &route.endpoint {
+        Endpoint::MessageFetch { account_sid, .. }
+        | Endpoint::CallFetch { account_sid, .. }
+        | Endpoint::ParticipantFetch { account_sid, .. } => Some(account_sid.as_str()),
+        _ => None,
+    };
+    if let Some(e) = fake_refusal(headers, account, &fake, path) {
+        return error_response(app, route, &e, started.elapsed());
+    }
+    let mut resp = Response::new(upstream::full(fake));
+    *resp.headers_mut() = responses::twilio_headers(app.domain(route), started.elapsed());
+    resp
+}
+
+/// Why Twilio would not show the fake `fake` to this request, if it would
+/// not: no Basic credentials, or a user that is neither an account sid nor
+/// an API key (401, 20003); a path under another account than the fake's
+/// (404, 20404). The secret is Twilio's to check: the guard never keeps one.
+fn fake_refusal(
+    headers: &HeaderMap,
+    path_account: Option<&str>,
+    fake: &[u8],
+    path: &str,
+) -> Option<TwilioError> {
+    let user = basic_user(headers);
+    let sid_like = |u: &str| {
+        u.len() == 34
+            && (u.starts_with("AC") || u.starts_with("SK"))
+            && u[2..].bytes().all(|b| b.is_ascii_hexdigit())
+    };
+    match user {
+        None => {
+            return Some(TwilioError::new(
+                StatusCode::UNAUTHORIZED,
+                20003,
+                "Authentication Error - No credentials provided",
+            ))
+        }
+        Some(u) if !sid_like(&u) => {
+            return Some(TwilioError::new(
+                StatusCode::UNAUTHORIZED,
+                20003,
+                "Authentication Error - invalid username",
+            ))
+        }
+        Some(_) => {}
+    }
+    let owner = serde_json::from_slice::<serde_json::Value>(fake)
+        .ok()
+        .and_then(|v| v.get("account_sid")?.as_str().map(str::to_string));
+    match (path_account, owner) {
+        (Some(p), Some(o)) if p != o => Some(TwilioError::not_found(path)),
+        _ => None,
     }
 }
 
@@ -730,30 +807,19 @@ struct Context {
     user: Option<String>,
 }
 
-fn context(headers: &HeaderMap, peer: SocketAddr) -> Context {
-    let one = |name: &HeaderName| {
-        let mut values = headers.get_all(name).iter();
-        match (values.next(), values.next()) {
-            (Some(v), None) => v.to_str().ok().map(str::trim).filter(|v| !v.is_empty()),
-            _ => None,
-        }
-    };
-    let (client_ip, end_user_ip) = match one(&CLIENT_IP_HEADER).map(|v| v.parse::<IpAddr>()) {
-        Some(Ok(ip)) => (ip, true),
-        Some(Err(_)) => {
-            tracing::warn!("X-SMSGuard-Client-IP is not an IP address; using the TCP peer");
-            (peer.ip(), false)
-        }
-        None => (peer.ip(), false),
-    };
-    let user = one(&USER_HEADER)
-        .filter(|u| u.len() <= 256)
-        .map(str::to_string);
-    Context {
-        client_ip,
-        end_user_ip,
-        user,
-    }
+/// The send's context ([`crate::context::read`]); without
+/// `X-SMSGuard-Client-IP` the address is the TCP peer's, for logs only.
+fn context(
+    headers: &HeaderMap,
+    peer: SocketAddr,
+    ipv6_prefix: u8,
+) -> Result<Context, crate::context::ContextError> {
+    let c = crate::context::read(headers, ipv6_prefix)?;
+    Ok(Context {
+        client_ip: c.client_ip.unwrap_or_else(|| peer.ip()),
+        end_user_ip: c.client_ip.is_some(),
+        user: c.user,
+    })
 }
 
 /// Request headers as they go upstream: no hop-by-hop, no context headers.
@@ -869,12 +935,27 @@ async fn handle_send(
     let policy = app.policy();
     let config = policy.config().clone();
     let (parts, body) = req.into_parts();
-    let ctx = context(&parts.headers, peer);
-    let mut event = DecisionEvent::new(route.endpoint.name(), &ctx.client_ip, ctx.user.as_deref());
-    event.product = route
+    let product_name = route
         .endpoint
         .send_product()
         .map_or("messaging", |p| p.as_str());
+    let ctx = match context(&parts.headers, peer, config.numbers.client_ipv6_prefix) {
+        Ok(c) => c,
+        Err(e) => {
+            // Present but unreadable: never judged as absent (the TCP peer
+            // is the app's own server), so refused.
+            let peer_ip = peer.ip();
+            let mut event = DecisionEvent::new(route.endpoint.name(), &peer_ip, None);
+            event.product = product_name;
+            event.malformed(&e.to_string());
+            app.record(&event);
+            app.watch.metrics.context_refused(e.header());
+            let e = TwilioError::malformed(StatusCode::BAD_REQUEST, &e.to_string());
+            return error_response(app, &route, &e, started.elapsed());
+        }
+    };
+    let mut event = DecisionEvent::new(route.endpoint.name(), &ctx.client_ip, ctx.user.as_deref());
+    event.product = product_name;
 
     let limit = config.listen.max_body;
     let read = async {
@@ -886,7 +967,8 @@ async fn handle_send(
             }
             Err(_) => return Err(FormError::Unreadable),
         };
-        let (form, to) = form::parse_send(parts.uri.query(), &bytes)?;
+        let field = route.endpoint.destination_field();
+        let (form, to) = form::parse_send_to(parts.uri.query(), &bytes, field)?;
         // To in the query is reported as such above; anything else there
         // (RiskCheck=disable, say) would escape the judge.
         if parts.uri.query().is_some_and(|q| !q.is_empty()) {
@@ -899,7 +981,16 @@ async fn handle_send(
         Err(e) => {
             event.malformed(&e.to_string());
             app.record(&event);
-            return error_response(app, &route, &form_error(&e), started.elapsed());
+            let e = match route.endpoint.destination_field() {
+                "To" => form_error(&e),
+                // The parameter the errors name is this send's.
+                field => {
+                    let mut t = form_error(&e);
+                    t.message = t.message.replace("To", field);
+                    t
+                }
+            };
+            return error_response(app, &route, &e, started.elapsed());
         }
     };
 
@@ -908,10 +999,12 @@ async fn handle_send(
     // call rings an app, never a phone network, so nobody is paid for it.
     // Only the exact lowercase prefix: anything else is read as a number
     // (and `sip:`, which a trunk can carry to paid numbers, stays refused).
-    if product == Product::Voice
-        && raw_to
-            .strip_prefix("client:")
-            .is_some_and(|id| !id.is_empty())
+    if matches!(
+        route.endpoint,
+        Endpoint::CallCreate { .. } | Endpoint::ParticipantCreate { .. }
+    ) && raw_to
+        .strip_prefix("client:")
+        .is_some_and(|id| !id.is_empty())
     {
         return forward_send(app, &config, &route, parts, bytes).await;
     }
@@ -1126,6 +1219,7 @@ fn account_of(endpoint: &Endpoint, headers: &HeaderMap) -> String {
     match endpoint {
         Endpoint::MessageCreate { account_sid }
         | Endpoint::CallCreate { account_sid }
+        | Endpoint::CallerIdCreate { account_sid }
         | Endpoint::ParticipantCreate { account_sid, .. } => account_sid.clone(),
         Endpoint::VerificationCreate { service_sid } => basic_user(headers)
             .filter(|u| u.starts_with("AC"))
@@ -1311,6 +1405,21 @@ async fn shadow(
             );
             (p.call_sid, p.body, written)
         }
+        (Endpoint::CallerIdCreate { account_sid }, _) => {
+            // The validation call, answerable by sid like any fake call.
+            let (call_sid, call) = responses::fake_call(
+                &responses::CallRequest {
+                    account_sid,
+                    to: &to,
+                    from: None,
+                },
+                now,
+            );
+            let written = app.fakes.remember(&call_sid, call);
+            let body =
+                responses::validation_request(account_sid, &call_sid, &to, one("FriendlyName"));
+            (call_sid, body, written)
+        }
         (Endpoint::VerificationCreate { service_sid }, _) => {
             let (sid, body) = responses::fake_verification_on(
                 &responses::VerificationRequest {
@@ -1454,15 +1563,17 @@ mod tests {
     fn context_headers_feed_ip_and_user_and_fall_back_to_the_peer() {
         let peer: SocketAddr = "192.0.2.1:5000".parse().unwrap();
         let mut h = HeaderMap::new();
-        assert_eq!(context(&h, peer).client_ip, peer.ip());
-        assert!(!context(&h, peer).end_user_ip);
+        let c = context(&h, peer, 64).unwrap();
+        assert_eq!(c.client_ip, peer.ip());
+        assert!(!c.end_user_ip);
         h.insert(&CLIENT_IP_HEADER, HeaderValue::from_static("203.0.113.5"));
         h.insert(&USER_HEADER, HeaderValue::from_static("user-42"));
-        let c = context(&h, peer);
+        let c = context(&h, peer, 64).unwrap();
         assert_eq!(c.client_ip.to_string(), "203.0.113.5");
+        assert!(c.end_user_ip);
         assert_eq!(c.user.as_deref(), Some("user-42"));
         h.insert(&CLIENT_IP_HEADER, HeaderValue::from_static("not-an-ip"));
-        assert_eq!(context(&h, peer).client_ip, peer.ip());
+        assert!(context(&h, peer, 64).is_err());
         let h = upstream_headers(h);
         assert!(h.get(&CLIENT_IP_HEADER).is_none() && h.get(&USER_HEADER).is_none());
     }

@@ -19,14 +19,12 @@ const POLICY: &str = "[geo]\nallow = [\"US\", \"CA\", \"GB\", \"IE\"]\n[admin]\n
 
 async fn admin(env: &Env, method: Method, path: &str, body: &str) -> Answer {
     let url = format!("http://{}{}", env.guard.admin_addr().unwrap(), path);
-    env.request(
-        Request::builder()
-            .method(method)
-            .uri(url)
-            .body(Full::new(Bytes::from(body.to_string())))
-            .unwrap(),
-    )
-    .await
+    let mut b = Request::builder().method(method).uri(url);
+    if !body.is_empty() {
+        b = b.header("content-type", "application/json");
+    }
+    env.request(b.body(Full::new(Bytes::from(body.to_string()))).unwrap())
+        .await
 }
 
 /// The app's own confirmation on the admin API.

@@ -45,6 +45,9 @@ async fn admin(env: &Env, method: Method, path: &str, token: Option<&str>, body:
     if let Some(t) = token {
         b = b.header("authorization", format!("Bearer {t}"));
     }
+    if !body.is_empty() {
+        b = b.header("content-type", "application/json");
+    }
     env.request(b.body(Full::new(Bytes::from(body.to_string()))).unwrap())
         .await
 }
@@ -697,7 +700,10 @@ async fn without_a_token_only_local_clients_reach_the_admin_api() {
     // own origin, gets through.
     let r = admin_from(&env, "/healthz", &from_elsewhere[0], "").await;
     assert_eq!(r.status, StatusCode::OK);
-    let own = [("origin", format!("http://{local}"))];
+    let own = [
+        ("origin", format!("http://{local}")),
+        ("content-type", "application/json".to_string()),
+    ];
     let r = admin_from(&env, "/api/confirm", &own, body).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     assert_eq!(r.json()["confirmed"], true);

@@ -80,6 +80,7 @@ async fn the_dashboard_shows_a_burst_and_unblocks() {
                     .method(Method::POST)
                     .uri(format!("{admin}/api/confirm"))
                     .header("authorization", format!("Bearer {TOKEN}"))
+                    .header("content-type", "application/json")
                     .body(Full::new(Bytes::from(format!(r#"{{"to": "{to}"}}"#))))
                     .unwrap(),
             )

@@ -34,7 +34,7 @@ const METHODS: [&str; 10] = [
 fn product_of(kind: Kind) -> Product {
     match kind {
         Kind::Messages => Product::Messaging,
-        Kind::Calls | Kind::Participants => Product::Voice,
+        Kind::Calls | Kind::Participants | Kind::CallerIds => Product::Voice,
         Kind::Verifications => Product::Verify,
     }
 }

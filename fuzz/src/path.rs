@@ -1,5 +1,5 @@
 //! Reference reading of a request path: is it a send endpoint (Messages,
-//! Calls, Verifications create) under some plausible server's reading?
+//! Calls, OutgoingCallerIds, Verifications create) under some plausible server's reading?
 //!
 //! The readings, combined freely:
 //! - the whole path percent-decoded 0..=3 times before its structure is
@@ -24,6 +24,9 @@ pub enum Kind {
     Verifications,
     /// A conference participant: Twilio dials its `To`.
     Participants,
+    /// An outgoing caller id: Twilio places a validation call to its
+    /// `PhoneNumber`.
+    CallerIds,
 }
 
 /// Largest total number of percent-decoding rounds tried.
@@ -197,6 +200,9 @@ fn shape(segs: &[Vec<u8>], trim: Trim) -> Option<Kind> {
                 }
                 if is_res(last, "calls", trim) {
                     return Some(Kind::Calls);
+                }
+                if is_res(last, "outgoingcallerids", trim) {
+                    return Some(Kind::CallerIds);
                 }
             }
             if (is(v, "v2", trim) || is(v, "v1", trim))

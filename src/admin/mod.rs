@@ -8,8 +8,13 @@
 //! calls. The guard refuses to start with an admin address off loopback and
 //! no token; without one, a request that did not come straight from a
 //! local client (forwarded by a proxy, addressed to another host name, or
-//! sent by a web page of another origin) is refused too. Nothing here shows
-//! a credential or a message body.
+//! sent by a web page of another origin) is refused too. Token or not, a
+//! request that changes state (any method but GET, HEAD and OPTIONS) must
+//! be addressed to the listener (its address, `localhost` on loopback or a
+//! name in `admin.hosts`), must not come from a page of another origin,
+//! and a request with a body or a type must be `application/json`: no web
+//! page can make a browser send one without the API's consent.
+//! Nothing here shows a credential or a message body.
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -37,6 +42,10 @@ const COOKIE: &str = "smsguard_admin";
 #[derive(Clone)]
 pub struct Auth {
     token: Option<Arc<str>>,
+    /// The listener's address (its port is the one clients name).
+    addr: std::net::SocketAddr,
+    /// `admin.hosts`, lowercase.
+    hosts: Arc<[String]>,
 }
 
 impl Auth {
@@ -60,7 +69,106 @@ impl Auth {
                 admin.addr
             );
         }
-        Ok(Auth { token })
+        Ok(Auth {
+            token,
+            addr: admin.addr,
+            hosts: admin.hosts.clone().into(),
+        })
+    }
+
+    /// The address the listener is bound to (its port when `admin.addr`
+    /// asked for any).
+    pub fn bound_to(mut self, addr: std::net::SocketAddr) -> Auth {
+        self.addr = addr;
+        self
+    }
+
+    /// Whether `authority` (a `Host`) names this listener: its own
+    /// address (any IP address with its port when it listens on all of
+    /// them: a name can be rebound, an address cannot), `localhost` when
+    /// it listens on loopback, or a name in `admin.hosts`; a port, when
+    /// given, is the listener's.
+    fn names_listener(&self, authority: &str) -> bool {
+        let (host, port) = match authority.strip_prefix('[') {
+            Some(v6) => match v6.split_once(']') {
+                Some((h, rest)) => (h, rest.strip_prefix(':')),
+                None => return false,
+            },
+            None => match authority.rsplit_once(':') {
+                Some((h, p)) => (h, Some(p)),
+                None => (authority, None),
+            },
+        };
+        if port.is_some_and(|p| p.parse::<u16>().ok() != Some(self.addr.port())) {
+            return false;
+        }
+        let ip = self.addr.ip();
+        match host.parse::<IpAddr>() {
+            Ok(h) => h == ip || ip.is_unspecified() || (ip.is_loopback() && h.is_loopback()),
+            Err(_) => {
+                let name = host.to_ascii_lowercase();
+                (name == "localhost" && (ip.is_loopback() || ip.is_unspecified()))
+                    || self.hosts.contains(&name)
+            }
+        }
+    }
+
+    /// Token or not, why a request that changes state is refused, if it
+    /// is: addressed to another host, sent by a page of another origin,
+    /// or carrying a body that is not JSON.
+    fn refuses_change(&self, req: &Request<Incoming>) -> Option<(StatusCode, &'static str)> {
+        if matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
+            return None;
+        }
+        let headers = req.headers();
+        let host = headers
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .or_else(|| req.uri().authority().map(|a| a.as_str()));
+        if !host.is_some_and(|h| self.names_listener(h)) {
+            return Some((StatusCode::FORBIDDEN, "not addressed to this listener (its address, localhost, or a name in admin.hosts): refused"));
+        }
+        if let Some(origin) = headers.get(header::ORIGIN) {
+            let same = origin
+                .to_str()
+                .ok()
+                .and_then(|o| o.strip_prefix("http://"))
+                .zip(host)
+                .is_some_and(|(o, h)| o.eq_ignore_ascii_case(h));
+            if !same {
+                return Some((
+                    StatusCode::FORBIDDEN,
+                    "sent from a page of another origin: refused",
+                ));
+            }
+        }
+        let json = |v: &HeaderValue| {
+            v.to_str().ok().is_some_and(|ct| {
+                ct.split(';')
+                    .next()
+                    .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+            })
+        };
+        let mut types = headers.get_all(header::CONTENT_TYPE).iter();
+        let typed = match (types.next(), types.next()) {
+            (Some(v), None) => json(v),
+            (None, _) => false,
+            (Some(_), Some(_)) => false,
+        };
+        let has_body = headers.contains_key(header::TRANSFER_ENCODING)
+            || headers
+                .get(header::CONTENT_LENGTH)
+                .is_some_and(|v| v.as_bytes() != b"0");
+        // Without a body nor a type (`curl -X POST .../api/reload`) there is
+        // nothing to mistake; a browser sends a type with every form.
+        let needs_json = has_body || headers.contains_key(header::CONTENT_TYPE);
+        if needs_json && !typed {
+            return Some((
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "a request that changes state must be Content-Type: application/json",
+            ));
+        }
+        None
     }
 
     /// Without a token the listener is on loopback (see
@@ -111,7 +219,11 @@ impl Auth {
             .headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
+            .and_then(|v| {
+                // The scheme is case-insensitive (RFC 9110).
+                let (scheme, token) = v.trim_start().split_once(' ')?;
+                scheme.eq_ignore_ascii_case("bearer").then_some(token)
+            })
             .map(str::trim);
         let cookie = cookie_value(req, COOKIE);
         let query = (req.uri().path() == "/")
@@ -197,6 +309,9 @@ pub async fn handle(app: Arc<App>, auth: Auth, req: Request<Incoming>) -> Respon
     }
     if let Some(why) = auth.refuses(&req) {
         return error(StatusCode::FORBIDDEN, why);
+    }
+    if let Some((status, why)) = auth.refuses_change(&req) {
+        return error(status, why);
     }
     if !auth.allows(&req) {
         return if path == "/" {
@@ -296,6 +411,7 @@ fn metrics(app: &App) -> Response<Body> {
             .set(n as i64);
     }
     m.evicted_live.set(st.evicted_live as i64);
+    m.blocks_evicted_live.set(st.blocks_evicted_live as i64);
     type Counters = prometheus_client::metrics::family::Family<
         Vec<(&'static str, String)>,
         prometheus_client::metrics::counter::Counter,

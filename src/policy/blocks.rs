@@ -38,10 +38,13 @@ pub(crate) struct Blocks {
     /// so they are checked without a lookup while none does (and still
     /// after a reload).
     prefixes: Vec<(KeySpec, String)>,
+    /// `numbers.client_ipv6_prefix`: a client address blocked by hand is
+    /// keyed as a send's is.
+    ipv6_prefix: u8,
 }
 
 impl Blocks {
-    pub(crate) fn new(_config: &Config, limit_specs: Vec<KeySpec>) -> Self {
+    pub(crate) fn new(config: &Config, limit_specs: Vec<KeySpec>) -> Self {
         let mut specs: Vec<KeySpec> = [
             KeyPart::To,
             KeyPart::Region,
@@ -74,6 +77,7 @@ impl Blocks {
                 })
                 .collect(),
             prefixes,
+            ipv6_prefix: config.numbers.client_ipv6_prefix,
         }
     }
 
@@ -168,8 +172,18 @@ impl Blocks {
                 req.key
             ));
         }
-        let key = format!("{}={}", req.key, req.value);
-        store.set_block(
+        // Keyed as a send's context is: an IPv6 address as its network, an
+        // IPv4-mapped one as IPv4, an odd user id as its digest.
+        let value = match req.key.parts[..] {
+            [KeyPart::ClientIp] => match req.value.trim().parse() {
+                Ok(ip) => crate::context::key_ip(ip, self.ipv6_prefix).to_string(),
+                Err(_) => return Err(format!("{:?} is not an IP address", req.value)),
+            },
+            [KeyPart::User] => crate::context::user_key(req.value.as_bytes()),
+            _ => req.value.clone(),
+        };
+        let key = format!("{}={}", req.key, value);
+        store.set_manual_block(
             &key,
             BlockEntry {
                 since: now,
@@ -178,7 +192,7 @@ impl Blocks {
                 action: req.action.unwrap_or(default_action),
                 offence: 1,
             },
-        );
+        )?;
         Ok(key)
     }
 }

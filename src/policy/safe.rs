@@ -44,6 +44,12 @@ impl SafeList {
         {
             return Some(format!("prefix {p} is on the safe list"));
         }
+        // Only an end user's address: without `X-SMSGuard-Client-IP` the
+        // address is the TCP peer, the app's own server, which sends for
+        // every user.
+        if !a.end_user_ip {
+            return None;
+        }
         if let Some(net) = self.clients.iter().find(|n| n.contains(&a.client_ip)) {
             return Some(format!("client {} is in safe network {net}", a.client_ip));
         }

@@ -114,6 +114,7 @@ pub fn prepare(config: &mut Config, upstream: &str) -> Vec<String> {
             || "SMSGUARD_ADMIN_TOKEN".to_string(),
             |a| a.token_env.clone(),
         ),
+        hosts: Vec::new(),
     });
     if config.audit.take().is_some() {
         notes.push("[audit] is off: a replay must not write to the live audit log".into());

@@ -111,6 +111,16 @@ pub fn command(
     out: Option<&std::path::Path>,
     traffic: &[std::path::PathBuf],
 ) -> i32 {
+    if let Some(out) = out {
+        if let Some(input) = overwrites(out, config, traffic) {
+            eprintln!(
+                "--out {} is {}: refusing to overwrite an input (name another file)",
+                out.display(),
+                input.display()
+            );
+            return 1;
+        }
+    }
     let config = match crate::config::Config::load(config) {
         Ok(c) => c,
         Err(e) => {
@@ -134,6 +144,28 @@ pub fn command(
             1
         }
     }
+}
+
+/// The input (`config` or a traffic file) that `out` names, if any: the
+/// same path, or the same file under another name (a link, `./`, `..`).
+fn overwrites<'a>(
+    out: &std::path::Path,
+    config: &'a std::path::Path,
+    traffic: &'a [std::path::PathBuf],
+) -> Option<&'a std::path::Path> {
+    let canonical = |p: &std::path::Path| std::fs::canonicalize(p).ok();
+    // `out` may not exist yet: then it is its directory's, plus its name.
+    let out_c = canonical(out).or_else(|| {
+        let name = out.file_name()?;
+        let dir = match out.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => std::path::Path::new("."),
+        };
+        Some(canonical(dir)?.join(name))
+    });
+    std::iter::once(config)
+        .chain(traffic.iter().map(|p| p.as_path()))
+        .find(|input| *input == out || (out_c.is_some() && canonical(input) == out_c))
 }
 
 /// Replays, prints the report, writes `--out`.

@@ -10,6 +10,13 @@
 //! admitted and the keys an attack keeps hitting stay resident. Evicting a
 //! state that still mattered is counted (`evicted_live`) and logged, never
 //! silent.
+//!
+//! Blocks set by hand (rule `manual`) are pinned: they live in a table of
+//! their own, bounded by what operators can type ([`MANUAL_BLOCKS`]), that
+//! traffic never writes to, so no flood of automatic blocks can push one
+//! out. An automatic block on a key that holds a manual one renews the
+//! pinned entry. Automatic blocks evicted while still active are counted
+//! apart (`blocks_evicted_live`) and logged at most every ten seconds.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -25,6 +32,15 @@ use super::{BackoffState, BlockEntry, Conversion, Counters, Origin, Pending, Sto
 use crate::clock::Millis;
 
 type Shared<T> = Arc<Mutex<T>>;
+
+/// Most manual blocks held at once: far more than operators set by hand.
+pub const MANUAL_BLOCKS: usize = 10_000;
+
+/// The rule of a block set by hand.
+const MANUAL: &str = "manual";
+
+/// At most one log line about evicted automatic blocks per this long.
+const EVICTION_LOG_EVERY: Millis = 10_000;
 
 /// One number's backoff and pending confirmation, in one entry: a number
 /// both stages track pays one slot and one index entry, not two. The two
@@ -122,6 +138,8 @@ pub struct MemoryStore {
     /// Per number (E.164 text): its backoff and its pending confirmation.
     numbers: Lru<Number>,
     blocks: Cache<String, BlockEntry>,
+    /// Manual blocks, pinned (see the module docs).
+    manual: RwLock<HashMap<String, BlockEntry>>,
     offences: Cache<String, Shared<Offences>>,
     spend: Lru<u64>,
     conversions: Lru<Conversion>,
@@ -145,6 +163,14 @@ struct Watch {
     block_kinds: RwLock<HashMap<Box<str>, u64>>,
     /// The sum of `block_kinds`: when 0, no lookup at all.
     block_entries: AtomicU64,
+    /// Manual blocks held (expired ones included): when 0, their table is
+    /// not read.
+    manual_entries: AtomicU64,
+    /// Automatic blocks evicted while active, and how many of them the
+    /// log has not told of yet, and when it last did.
+    blocks_evicted_live: AtomicU64,
+    blocks_evicted_unlogged: AtomicU64,
+    blocks_evicted_logged_at: AtomicU64,
 }
 
 fn kind_of(key: &str) -> &str {
@@ -161,6 +187,31 @@ impl Watch {
                 key_kind = kind,
                 evicted_live = n,
                 "state evicted while still live: raise store.capacity"
+            );
+        }
+    }
+
+    /// An automatic block pushed out of a full table while still active:
+    /// counted, and logged with how many at most every
+    /// [`EVICTION_LOG_EVERY`].
+    fn block_evicted(&self, kind: &str) {
+        self.evicted("blocks", kind);
+        self.blocks_evicted_live.fetch_add(1, Ordering::Relaxed);
+        self.blocks_evicted_unlogged.fetch_add(1, Ordering::Relaxed);
+        let now = self.now.load(Ordering::Relaxed);
+        let last = self.blocks_evicted_logged_at.load(Ordering::Relaxed);
+        if (last == 0 || now >= last.saturating_add(EVICTION_LOG_EVERY))
+            && self
+                .blocks_evicted_logged_at
+                .compare_exchange(last, now.max(1), Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            let n = self.blocks_evicted_unlogged.swap(0, Ordering::Relaxed);
+            tracing::warn!(
+                evicted = n,
+                total = self.blocks_evicted_live.load(Ordering::Relaxed),
+                key_kind = kind,
+                "active automatic blocks evicted from the full block table: raise store.block_capacity (manual blocks are kept)"
             );
         }
     }
@@ -222,7 +273,7 @@ impl MemoryStore {
             .eviction_policy(EvictionPolicy::lru())
             .eviction_listener(move |k: Arc<String>, v: BlockEntry, cause| {
                 if cause == RemovalCause::Size && v.until > w.now.load(Ordering::Relaxed) {
-                    w.evicted("blocks", kind_of(&k));
+                    w.block_evicted(kind_of(&k));
                 }
                 // Every removal, whatever its cause, ends one entry counted
                 // by `set_block`.
@@ -244,9 +295,68 @@ impl MemoryStore {
             // One key per account and product.
             flows: Lru::new(10_000),
             blocks,
+            manual: RwLock::default(),
             offences,
             shared,
         }
+    }
+
+    /// The manual block on `key` (expired or not), if it is pinned.
+    fn manual(&self, key: &str) -> Option<BlockEntry> {
+        if self.shared.manual_entries.load(Ordering::Relaxed) == 0 {
+            return None;
+        }
+        let m = self.manual.read().unwrap_or_else(|p| p.into_inner());
+        m.get(key).cloned()
+    }
+
+    /// Pins `entry` on `key` in the manual table; when it is full, its
+    /// expired entries go first, and if none has, an error.
+    fn pin(&self, key: &str, entry: BlockEntry, now: Millis) -> Result<(), String> {
+        let mut m = self.manual.write().unwrap_or_else(|p| p.into_inner());
+        if !m.contains_key(key) && m.len() >= MANUAL_BLOCKS {
+            let w = &self.shared;
+            m.retain(|k, b| {
+                let keep = b.until > now;
+                if !keep {
+                    w.block_gone(k);
+                    w.manual_entries.fetch_sub(1, Ordering::Relaxed);
+                }
+                keep
+            });
+            if m.len() >= MANUAL_BLOCKS {
+                return Err(format!(
+                    "{MANUAL_BLOCKS} manual blocks are active, the most the guard keeps: lift some (DELETE /api/blocks) or block a wider key (a prefix)"
+                ));
+            }
+        }
+        if m.insert(key.to_string(), entry).is_none() {
+            self.shared.block_added(key);
+            self.shared.manual_entries.fetch_add(1, Ordering::Relaxed);
+        }
+        drop(m);
+        // One entry per key: the automatic table's goes.
+        self.blocks.invalidate(key);
+        Ok(())
+    }
+
+    /// Takes `key` out of the manual table; whether it was there.
+    fn unpin(&self, key: &str) -> bool {
+        if self.shared.manual_entries.load(Ordering::Relaxed) == 0 {
+            return false;
+        }
+        let mut m = self.manual.write().unwrap_or_else(|p| p.into_inner());
+        let gone = m.remove(key).is_some();
+        if gone {
+            self.shared.block_gone(key);
+            self.shared.manual_entries.fetch_sub(1, Ordering::Relaxed);
+        }
+        gone
+    }
+
+    /// Automatic blocks evicted from the full table while still active.
+    pub fn blocks_evicted_live(&self) -> u64 {
+        self.shared.blocks_evicted_live.load(Ordering::Relaxed)
     }
 
     /// Tells the store how long a backoff state matters after its last
@@ -294,12 +404,32 @@ impl MemoryStore {
 impl Store for MemoryStore {
     fn block(&self, key: &str, now: Millis) -> Option<BlockEntry> {
         self.saw(now);
+        if let Some(b) = self.manual(key).filter(|b| b.until > now) {
+            return Some(b);
+        }
         self.blocks.get(key).filter(|b| b.until > now)
     }
 
     fn set_block(&self, key: &str, entry: BlockEntry) {
+        // A manual block, or any block on a key a manual block pins, stays
+        // pinned; only when the manual table is full does a manual block
+        // (mirrored from another replica) go to the automatic one.
+        if entry.rule.as_ref() == MANUAL || self.manual(key).is_some() {
+            let now = self.shared.now.load(Ordering::Relaxed);
+            match self.pin(key, entry.clone(), now) {
+                Ok(()) => return,
+                Err(e) => {
+                    tracing::warn!(%key, error = %e, "manual block kept in the automatic table")
+                }
+            }
+        }
         self.shared.block_added(key);
         self.blocks.insert(key.to_string(), entry);
+    }
+
+    fn set_manual_block(&self, key: &str, entry: BlockEntry) -> Result<(), String> {
+        self.saw(entry.since);
+        self.pin(key, entry, self.shared.now.load(Ordering::Relaxed))
     }
 
     fn may_block(&self, kind: &str) -> bool {
@@ -315,7 +445,8 @@ impl Store for MemoryStore {
     }
 
     fn remove_block(&self, key: &str) -> bool {
-        self.blocks.remove(key).is_some()
+        let pinned = self.unpin(key);
+        self.blocks.remove(key).is_some() || pinned
     }
 
     fn blocks(&self, now: Millis) -> Vec<(String, BlockEntry)> {
@@ -325,6 +456,15 @@ impl Store for MemoryStore {
             .filter(|(_, b)| b.until > now)
             .map(|(k, b)| (k.to_string(), b))
             .collect();
+        if self.shared.manual_entries.load(Ordering::Relaxed) > 0 {
+            let m = self.manual.read().unwrap_or_else(|p| p.into_inner());
+            v.retain(|(k, _)| !m.contains_key(k));
+            v.extend(
+                m.iter()
+                    .filter(|(_, b)| b.until > now)
+                    .map(|(k, b)| (k.clone(), b.clone())),
+            );
+        }
         v.sort_by(|a, b| a.0.cmp(&b.0));
         v
     }
@@ -486,12 +626,13 @@ impl Store for MemoryStore {
         StoreStats {
             counters: self.counters.entries(),
             backoffs: self.shared.backoffs.load(Ordering::Relaxed),
-            blocks: self.blocks.entry_count(),
+            blocks: self.blocks.entry_count() + self.shared.manual_entries.load(Ordering::Relaxed),
             offences: self.offences.entry_count(),
             conversions: self.conversions.entries(),
             pending: self.shared.pending.load(Ordering::Relaxed),
             pairs: self.pairs.entries(),
             evicted_live: self.shared.evicted_live.load(Ordering::Relaxed),
+            blocks_evicted_live: self.blocks_evicted_live(),
         }
     }
 }
@@ -519,6 +660,56 @@ mod tests {
         assert!(st.counters <= 100, "{st:?}");
         // The flood pushed out keys that were still inside their window: counted.
         assert!(st.evicted_live > 0, "{st:?}");
+    }
+
+    #[test]
+    fn manual_blocks_are_pinned_whatever_the_flood() {
+        let s = MemoryStore::new(100, 10);
+        let entry = |rule: &str, until: Millis| BlockEntry {
+            since: 1,
+            until,
+            rule: Arc::from(rule),
+            action: crate::config::Action::Shadow,
+            offence: 1,
+        };
+        // One set by hand here, one mirrored from Redis (the near cache
+        // learns it through `set_block`, as every replica does).
+        s.set_manual_block("to=+1", entry("manual", 1_000_000))
+            .unwrap();
+        s.set_block("prefix:4=+998", entry("manual", 1_000_000));
+        for i in 0..1_000 {
+            s.set_block(&format!("to=+2{i}"), entry("limit:number", 1_000_000));
+            s.block(&format!("to=+2{i}"), 10);
+        }
+        s.sync();
+        assert!(s.block("to=+1", 10).is_some());
+        assert!(s.block("prefix:4=+998", 10).is_some());
+        assert!(s.may_block("prefix:4"));
+        // A trip on a pinned key renews it in place.
+        s.set_block("to=+1", entry("limit:number", 2_000_000));
+        assert_eq!(s.block("to=+1", 10).unwrap().until, 2_000_000);
+        let st = s.stats();
+        assert!(st.blocks_evicted_live > 900, "{st:?}");
+        let listed = s.blocks(10);
+        assert!(listed.iter().any(|(k, _)| k == "to=+1"));
+        assert!(listed.iter().any(|(k, _)| k == "prefix:4=+998"));
+        assert!(s.remove_block("to=+1"));
+        assert!(s.block("to=+1", 10).is_none());
+        // The manual table is bounded: a full one refuses, with why (one
+        // place is the mirrored prefix's).
+        for i in 0..MANUAL_BLOCKS - 1 {
+            s.set_manual_block(&format!("user=u{i}"), entry("manual", 1_000_000))
+                .unwrap();
+        }
+        let e = s
+            .set_manual_block("user=one-more", entry("manual", 1_000_000))
+            .unwrap_err();
+        assert!(e.contains("manual blocks"), "{e}");
+        // Ended ones make room.
+        s.set_manual_block("user=u0", entry("manual", 5)).unwrap();
+        s.block("x", 100);
+        s.set_manual_block("user=one-more", entry("manual", 1_000_000))
+            .unwrap();
     }
 
     #[test]
@@ -585,10 +776,11 @@ mod tests {
     #[test]
     fn a_kind_of_block_is_looked_up_only_while_one_exists() {
         let s = MemoryStore::new(10, 10);
+        // Automatic blocks (manual ones are pinned, never evicted).
         let b = BlockEntry {
             since: 0,
             until: 100,
-            rule: "manual".into(),
+            rule: "limit:prefix".into(),
             action: crate::config::Action::Shadow,
             offence: 1,
         };

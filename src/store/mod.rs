@@ -17,7 +17,7 @@ pub mod redis_ops;
 pub mod shared;
 
 pub use lru::Lru;
-pub use memory::MemoryStore;
+pub use memory::{MemoryStore, MANUAL_BLOCKS};
 
 use std::sync::Arc;
 
@@ -603,12 +603,21 @@ pub struct StoreStats {
     pub pairs: u64,
     /// Entries evicted for space while they still held state that mattered.
     pub evicted_live: u64,
+    /// Of those, automatic blocks still active (manual ones never are).
+    pub blocks_evicted_live: u64,
 }
 
 pub trait Store: Send + Sync + 'static {
     /// The active block on `key`, if any.
     fn block(&self, key: &str, now: Millis) -> Option<BlockEntry>;
     fn set_block(&self, key: &str, entry: BlockEntry);
+    /// Sets a block by hand: kept until it ends or is lifted, whatever
+    /// traffic does (never evicted for space); an error when the table of
+    /// manual blocks is full.
+    fn set_manual_block(&self, key: &str, entry: BlockEntry) -> Result<(), String> {
+        self.set_block(key, entry);
+        Ok(())
+    }
     /// Whether a block may be active on some key of this kind (`to`,
     /// `prefix:8`: the text before `=`). `false` must mean none is; a store
     /// that cannot tell cheaply answers `true`.

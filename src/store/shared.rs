@@ -505,6 +505,14 @@ impl Store for SharedStore {
         self.share_block(key, entry);
     }
 
+    /// Pinned in the near cache (the mirror keeps it pinned too: its rule
+    /// is `manual`), then written to Redis.
+    fn set_manual_block(&self, key: &str, entry: BlockEntry) -> Result<(), String> {
+        self.local.set_manual_block(key, entry.clone())?;
+        self.share_block(key, entry);
+        Ok(())
+    }
+
     fn may_block(&self, kind: &str) -> bool {
         self.local.may_block(kind)
     }

@@ -67,6 +67,10 @@ pub struct Metrics {
     pub balance: Family<Labels, FloatGauge>,
     pub cache_entries: Family<Labels, Gauge>,
     pub evicted_live: Gauge,
+    /// Automatic blocks evicted from a full block table while still active.
+    pub blocks_evicted_live: Gauge,
+    /// Sends refused for an unreadable context header, by header.
+    context_refused: Family<Labels, Counter>,
     /// Read from the listener's and the upstream's counts when scraped.
     pub connections_closed: Family<Labels, Counter>,
     pub streams_cut: Family<Labels, Counter>,
@@ -139,6 +143,18 @@ impl Default for Metrics {
             "State evicted for space while it still mattered (raise store.capacity if this grows)",
             evicted_live.clone(),
         );
+        let blocks_evicted_live = Gauge::default();
+        registry.register(
+            "blocks_evicted_live",
+            "Automatic blocks (set by limits and the adaptive stage) evicted from a full block table while still active (raise store.block_capacity if this grows); manual blocks are never evicted",
+            blocks_evicted_live.clone(),
+        );
+        let context_refused = Family::<Labels, Counter>::default();
+        registry.register(
+            "context_refused",
+            "Sends refused because a context header (X-SMSGuard-Client-IP, X-SMSGuard-User) was present but unreadable or duplicated, by header",
+            context_refused.clone(),
+        );
         let connections_closed = Family::<Labels, Counter>::default();
         registry.register(
             "connections_closed",
@@ -200,6 +216,8 @@ impl Default for Metrics {
             balance,
             cache_entries,
             evicted_live,
+            blocks_evicted_live,
+            context_refused,
         }
     }
 }
@@ -217,6 +235,13 @@ impl Metrics {
         if e.vouched {
             self.vouched.inc();
         }
+    }
+
+    /// A send refused for the context header `header`.
+    pub fn context_refused(&self, header: &'static str) {
+        self.context_refused
+            .get_or_create(&vec![("header", header.to_string())])
+            .inc();
     }
 
     pub fn upstream(&self, endpoint: &'static str, status: u16, took: Duration) {

@@ -306,20 +306,30 @@ impl Form {
 /// Only `To` is checked in the query: other query parameters are neither
 /// read nor removed here.
 pub fn parse_send(query: Option<&str>, body: &[u8]) -> Result<(Form, String), FormError> {
+    parse_send_to(query, body, "To")
+}
+
+/// [`parse_send`] for a send whose destination is the parameter `field`
+/// (`PhoneNumber` for an outgoing caller id); errors name `To`.
+pub fn parse_send_to(
+    query: Option<&str>,
+    body: &[u8],
+    field: &str,
+) -> Result<(Form, String), FormError> {
     if let Some(query) = query.filter(|q| !q.is_empty()) {
         let query = Form::parse(query.as_bytes())?;
-        if query.count("To") > 0 || query.is_ambiguous("To") {
+        if query.count(field) > 0 || query.is_ambiguous(field) {
             return Err(FormError::ToInQuery);
         }
     }
     let form = Form::parse(body)?;
     let to = {
-        let mut values = form.all("To");
+        let mut values = form.all(field);
         let first = values.next();
         if values.next().is_some() {
             return Err(FormError::DuplicateTo);
         }
-        if form.is_ambiguous("To") {
+        if form.is_ambiguous(field) {
             return Err(FormError::AmbiguousTo);
         }
         first.ok_or(FormError::MissingTo)?.to_owned()

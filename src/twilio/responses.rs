@@ -514,6 +514,29 @@ fn display_number(number: &str) -> String {
     }
 }
 
+/// A ValidationRequest as Twilio answers `POST .../OutgoingCallerIds.json`
+/// (201): the validation call it placed to `phone_number` (`call_sid`, a
+/// call the fake store can answer for) and the code to type. The keys in
+/// the order of Twilio's API reference.
+pub fn validation_request(
+    account_sid: &str,
+    call_sid: &str,
+    phone_number: &str,
+    friendly_name: Option<&str>,
+) -> Bytes {
+    let code = format!("{:06}", rand::random::<u32>() % 1_000_000);
+    let mut obj = JsonObject::new();
+    obj.str("account_sid", account_sid);
+    obj.str("call_sid", call_sid);
+    obj.str(
+        "friendly_name",
+        &friendly_name.map_or_else(|| display_number(phone_number), str::to_string),
+    );
+    obj.str("phone_number", phone_number);
+    obj.str("validation_code", &code);
+    Bytes::from(obj.finish())
+}
+
 /// What a fake Verification needs from the request.
 #[derive(Clone, Copy, Debug)]
 pub struct VerificationRequest<'a> {

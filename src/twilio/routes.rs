@@ -1,7 +1,9 @@
 //! Request classification: decides from the method and the request-target
 //! path alone whether a request to the Twilio REST API makes Twilio spend
 //! money (a "send": message create, call create, conference participant
-//! create, which dials `To`, and verification create on Verify v2 or v1), is
+//! create, which dials `To`, outgoing caller id create, which places a
+//! validation call to `PhoneNumber`, and verification create on Verify v2
+//! or v1), is
 //! one of the few other endpoints smsguard answers itself (fetches of
 //! messages, calls, participants and verifications, verification checks), or
 //! is anything else, which the proxy forwards unjudged.
@@ -96,6 +98,9 @@ pub enum Endpoint {
         account_sid: String,
         conference_sid: String,
     },
+    /// POST .../Accounts/{AccountSid}/OutgoingCallerIds(.ext)?: Twilio
+    /// places a validation call to `PhoneNumber` (paid, like any call).
+    CallerIdCreate { account_sid: String },
     /// POST /v2/Services/{ServiceSid}/Verifications, and the same on the
     /// older Verify v1 (a send only for some channels: decided later from
     /// the body). `POST .../Verifications/{Sid}` (a status update) is not.
@@ -128,11 +133,19 @@ impl Endpoint {
     pub fn send_product(&self) -> Option<Product> {
         match self {
             Endpoint::MessageCreate { .. } => Some(Product::Messaging),
-            Endpoint::CallCreate { .. } | Endpoint::ParticipantCreate { .. } => {
-                Some(Product::Voice)
-            }
+            Endpoint::CallCreate { .. }
+            | Endpoint::ParticipantCreate { .. }
+            | Endpoint::CallerIdCreate { .. } => Some(Product::Voice),
             Endpoint::VerificationCreate { .. } => Some(Product::Verify),
             _ => None,
+        }
+    }
+
+    /// The form parameter naming the number a send reaches.
+    pub fn destination_field(&self) -> &'static str {
+        match self {
+            Endpoint::CallerIdCreate { .. } => "PhoneNumber",
+            _ => "To",
         }
     }
 
@@ -142,6 +155,7 @@ impl Endpoint {
             Endpoint::MessageCreate { .. } => "messages.create",
             Endpoint::CallCreate { .. } => "calls.create",
             Endpoint::ParticipantCreate { .. } => "participants.create",
+            Endpoint::CallerIdCreate { .. } => "outgoing_caller_ids.create",
             Endpoint::VerificationCreate { .. } => "verifications.create",
             Endpoint::MessageFetch { .. } => "messages.fetch",
             Endpoint::CallFetch { .. } => "calls.fetch",
@@ -195,6 +209,7 @@ pub fn route(method: &Method, raw_path: &str) -> Route {
         Endpoint::MessageCreate { .. }
         | Endpoint::CallCreate { .. }
         | Endpoint::ParticipantCreate { .. }
+        | Endpoint::CallerIdCreate { .. }
         | Endpoint::MessageFetch { .. }
         | Endpoint::MessageFeedback { .. }
         | Endpoint::CallFetch { .. }
@@ -398,6 +413,11 @@ fn match_send<S: AsRef<[u8]>>(segs: &[S], wild: bool) -> Option<Endpoint> {
                 }
                 if res(last, "calls") {
                     return Some(Endpoint::CallCreate {
+                        account_sid: sid_string(sid.as_ref()),
+                    });
+                }
+                if res(last, "outgoingcallerids") {
+                    return Some(Endpoint::CallerIdCreate {
                         account_sid: sid_string(sid.as_ref()),
                     });
                 }
