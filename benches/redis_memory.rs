@@ -140,7 +140,7 @@ fn main() {
         let shared = SharedStore::new(local, link.clone(), &config.store);
         let policy = Arc::new(Policy::new(config.clone(), shared.clone()));
         // The adaptive stage's log, as the guard writes it.
-        let fleet = Fleet::start(link.clone(), Arc::new(smsguard::clock::SystemClock));
+        let fleet = Fleet::start(link.clone(), Arc::new(smsguard::base::clock::SystemClock));
         let classifier = Arc::new(Classifier::new(config.numbers.cache));
         let base_memory = info_field(port, "memory", "used_memory");
         let base_commands = info_field(port, "stats", "total_commands_processed");

@@ -15,7 +15,7 @@ use http::{Method, StatusCode};
 use http_body_util::BodyExt;
 use moka::sync::Cache;
 
-use crate::clock::{ms, Clock, Millis};
+use crate::base::clock::{ms, Clock, Millis};
 use crate::config::Money;
 use crate::twilio::routes;
 use crate::upstream::{self, Upstream};

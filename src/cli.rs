@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 
-use crate::clock::{Clock, SystemClock};
+use crate::base::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::guard::Guard;
 use crate::phone::Classifier;
@@ -503,8 +503,8 @@ pub fn explain(path: &Path, h: &Hypothetical, after: &[PathBuf], at: Option<&str
     };
     let class = Classifier::new(16).classify(&dest.e164);
     // Keyed as a send's context headers are.
-    let client_ip = crate::context::key_ip(h.ip, c.numbers.client_ipv6_prefix);
-    let user = h.user.map(|u| crate::context::user_key(u.as_bytes()));
+    let client_ip = crate::base::context::key_ip(h.ip, c.numbers.client_ipv6_prefix);
+    let user = h.user.map(|u| crate::base::context::user_key(u.as_bytes()));
     let attempt = Attempt {
         product,
         account: &account,
@@ -583,7 +583,7 @@ pub fn explain(path: &Path, h: &Hypothetical, after: &[PathBuf], at: Option<&str
 fn explain_after(
     c: Config,
     loaded: &crate::replay::input::Loaded,
-    at: Option<crate::clock::Millis>,
+    at: Option<crate::base::clock::Millis>,
     attempt: &Attempt,
 ) -> Result<(String, crate::policy::Decision), String> {
     use crate::replay::input::format_time;

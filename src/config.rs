@@ -454,7 +454,7 @@ impl Default for Numbers {
             safe: Vec::new(),
             safe_prefixes: Vec::new(),
             safe_clients: Vec::new(),
-            client_ipv6_prefix: crate::context::DEFAULT_IPV6_PREFIX,
+            client_ipv6_prefix: crate::base::context::DEFAULT_IPV6_PREFIX,
             cache: 100_000,
         }
     }

@@ -10,7 +10,7 @@
 
 use serde::Deserialize;
 
-use crate::store::Lru;
+use crate::base::Lru;
 
 /// Sids of forwarded sends (messages, verifications) → the number they
 /// went to.

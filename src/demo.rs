@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-use crate::clock::{Clock, Millis, SystemClock};
+use crate::base::clock::{Clock, Millis, SystemClock};
 use crate::config::Config;
 use crate::replay::engine::{self, Replayed};
 use crate::replay::input::{self, Loaded};

@@ -9,7 +9,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use crate::clock::Clock;
+use crate::base::clock::Clock;
 use crate::config::Config;
 use crate::egress::{self, Interceptor};
 use crate::pipeline::App;
@@ -57,7 +57,7 @@ impl Guard {
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
         let local = MemoryStore::new(config.store.capacity, config.store.block_capacity);
         if let Some(b) = &config.backoff {
-            local.set_backoff_lifetime(crate::clock::ms(b.reset_after));
+            local.set_backoff_lifetime(crate::base::clock::ms(b.reset_after));
         }
         let local = Arc::new(local);
         let (health_tx, mut health_rx) = tokio::sync::watch::channel(Health::Up);

@@ -4,10 +4,9 @@
 
 pub mod admin;
 pub mod balance;
+pub mod base;
 pub mod cli;
-pub mod clock;
 pub mod config;
-pub mod context;
 pub mod conversion;
 pub mod demo;
 pub mod egress;

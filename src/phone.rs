@@ -22,7 +22,7 @@ use phonenumber::{Metadata, PhoneNumber, Type};
 use regex::{Regex, RegexBuilder};
 use serde::{Deserialize, Serialize};
 
-use crate::store::Lru;
+use crate::base::Lru;
 
 /// E.164 allows at most 15 digits after the `+`, country code included.
 const MAX_DIGITS: usize = 15;

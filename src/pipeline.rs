@@ -19,7 +19,7 @@ use http_body_util::{BodyExt, Either, Limited};
 use hyper::body::Incoming;
 
 use crate::balance::{BalanceView, Balances};
-use crate::clock::Clock;
+use crate::base::clock::Clock;
 use crate::config::{Action, Config};
 use crate::conversion::{self, SentSids};
 use crate::phone::{Classifier, Destination};
@@ -56,7 +56,7 @@ fn target<'a>(route: &Route, intercepted: Option<&'a Intercepted>) -> Target<'a>
     }
 }
 
-pub use crate::context::{CLIENT_IP_HEADER, USER_HEADER};
+pub use crate::base::context::{CLIENT_IP_HEADER, USER_HEADER};
 
 /// Longest request path the guard reads.
 const MAX_PATH: usize = 8 * 1024;
@@ -807,14 +807,14 @@ struct Context {
     user: Option<String>,
 }
 
-/// The send's context ([`crate::context::read`]); without
+/// The send's context ([`crate::base::context::read`]); without
 /// `X-SMSGuard-Client-IP` the address is the TCP peer's, for logs only.
 fn context(
     headers: &HeaderMap,
     peer: SocketAddr,
     ipv6_prefix: u8,
-) -> Result<Context, crate::context::ContextError> {
-    let c = crate::context::read(headers, ipv6_prefix)?;
+) -> Result<Context, crate::base::context::ContextError> {
+    let c = crate::base::context::read(headers, ipv6_prefix)?;
     Ok(Context {
         client_ip: c.client_ip.unwrap_or_else(|| peer.ip()),
         end_user_ip: c.client_ip.is_some(),

@@ -25,10 +25,10 @@ use moka::policy::EvictionPolicy;
 use moka::sync::Cache;
 use rand::Rng;
 
+use crate::base::Lru;
 use crate::config;
 use crate::store::redis::{LinkError, RedisLink};
 use crate::store::redis_fakes::{self, table};
-use crate::store::Lru;
 use crate::twilio::responses::{self, MessageRequest};
 
 /// Most writes to Redis under way at once; more are dropped (and counted

@@ -99,7 +99,7 @@ async fn every_admin_route_but_healthz_needs_the_token() {
 async fn the_guard_refuses_an_exposed_admin_address_without_a_token() {
     let text = "[listen]\naddr = \"127.0.0.1:0\"\n[admin]\naddr = \"0.0.0.0:0\"\ntoken_env = \"SMSGUARD_TEST_UNSET_TOKEN_VAR\"\n";
     let config = smsguard::config::Config::parse(std::path::Path::new("t.toml"), text).unwrap();
-    let err = smsguard::guard::Guard::start(config, Arc::new(smsguard::clock::SystemClock))
+    let err = smsguard::guard::Guard::start(config, Arc::new(smsguard::base::clock::SystemClock))
         .await
         .err()
         .expect("refused");

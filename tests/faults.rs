@@ -839,7 +839,7 @@ async fn a_reload_racing_a_thousand_sends_judges_each_by_one_whole_policy() {
     let b = race_policy(&fake.url(), "GB", "reject");
     std::fs::write(&file, &a).unwrap();
     let config = smsguard::config::Config::load(&file).unwrap();
-    let clock = smsguard::clock::ManualClock::starting_now();
+    let clock = smsguard::base::clock::ManualClock::starting_now();
     let guard = smsguard::guard::Guard::start(config, Arc::new(clock.clone()))
         .await
         .unwrap();

@@ -18,7 +18,7 @@ use std::sync::{Arc, Barrier, OnceLock};
 use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, TestRunner};
 
-use smsguard::clock::Millis;
+use smsguard::base::clock::Millis;
 use smsguard::config::{Action, Config};
 use smsguard::phone::{normalize, Classification, Classifier, Destination, Region};
 use smsguard::policy::{Attempt, BalanceView, Decision, Policy};

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::redis::{link, store_config, RedisCluster, RedisServer, Target};
-use smsguard::clock::Millis;
+use smsguard::base::clock::Millis;
 use smsguard::config::{Action, Config};
 use smsguard::phone::{Channel, Classification, Destination, NumberType, Region};
 use smsguard::policy::{Attempt, BalanceView, Policy};

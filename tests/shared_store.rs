@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use common::redis::{RedisCluster, RedisServer};
-use smsguard::clock::Millis;
+use smsguard::base::clock::Millis;
 use smsguard::config::Config;
 use smsguard::phone::{Channel, Classification, Destination, NumberType, Region};
 use smsguard::policy::{Attempt, BalanceView, Decision, Policy};

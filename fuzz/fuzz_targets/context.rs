@@ -1,4 +1,4 @@
-//! `context`: the app's context headers -> `smsguard::context::read`.
+//! `context`: the app's context headers -> `smsguard::base::context::read`.
 //!
 //! Input: byte 0 picks how many `X-SMSGuard-Client-IP` values (0..=2) and
 //! `X-SMSGuard-User` values (0..=2) the request carries and the IPv6 prefix
@@ -24,7 +24,7 @@ use std::net::{IpAddr, Ipv6Addr};
 
 use http::{HeaderMap, HeaderValue};
 use libfuzzer_sys::fuzz_target;
-use smsguard::context::{read, user_key, ContextError, CLIENT_IP_HEADER, USER_HEADER};
+use smsguard::base::context::{read, user_key, ContextError, CLIENT_IP_HEADER, USER_HEADER};
 
 /// The reference key: IPv4 kept, mapped IPv4 unwrapped, IPv6 masked bit
 /// by bit to `prefix` bits.

@@ -38,7 +38,7 @@ use hyper_util::server::conn::auto;
 use libfuzzer_sys::fuzz_target;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use smsguard::clock::SystemClock;
+use smsguard::base::clock::SystemClock;
 use smsguard::config::Config;
 use smsguard::fake_twilio::FakeTwilio;
 use smsguard::pipeline::App;

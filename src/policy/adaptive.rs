@@ -29,7 +29,7 @@ use std::sync::Arc;
 
 use super::blocks::Escalation;
 use super::{Attempt, Policy, Reason, Stage, Step, Verdict};
-use crate::clock::{ms, Millis};
+use crate::base::clock::{ms, Millis};
 use crate::config::{self, Action, Config, Rate};
 use crate::phone::{Classification, Destination};
 use crate::store::{Conversion, Origin, Pending, Store};

@@ -12,7 +12,7 @@
 use std::time::Duration;
 
 use super::{Attempt, Policy, Reason, Stage, Step, Verdict};
-use crate::clock::{ms, Millis};
+use crate::base::clock::{ms, Millis};
 use crate::config::{self, Action, Config};
 use crate::store::{BackoffState, Store};
 

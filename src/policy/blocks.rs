@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use super::adaptive::Adaptive;
 use super::{Attempt, Reason, Stage, Step, Verdict};
-use crate::clock::{ms, Millis};
+use crate::base::clock::{ms, Millis};
 use crate::config::{Action, Config, KeyPart, KeySpec};
 use crate::store::{BlockEntry, Store};
 
@@ -176,10 +176,10 @@ impl Blocks {
         // IPv4-mapped one as IPv4, an odd user id as its digest.
         let value = match req.key.parts[..] {
             [KeyPart::ClientIp] => match req.value.trim().parse() {
-                Ok(ip) => crate::context::key_ip(ip, self.ipv6_prefix).to_string(),
+                Ok(ip) => crate::base::context::key_ip(ip, self.ipv6_prefix).to_string(),
                 Err(_) => return Err(format!("{:?} is not an IP address", req.value)),
             },
-            [KeyPart::User] => crate::context::user_key(req.value.as_bytes()),
+            [KeyPart::User] => crate::base::context::user_key(req.value.as_bytes()),
             _ => req.value.clone(),
         };
         let key = format!("{}={}", req.key, value);

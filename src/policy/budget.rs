@@ -6,7 +6,7 @@
 //! reservation is refunded when a later stage blocks the send).
 
 use super::{Attempt, Policy, Reason, Stage, Step, Verdict};
-use crate::clock::Millis;
+use crate::base::clock::Millis;
 use crate::config::{self, Action, Config, Money, Prices};
 use crate::phone::Region;
 use crate::store::Store;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use super::blocks::Escalation;
 use super::{Attempt, Policy, Reason, Stage, Step, Verdict};
-use crate::clock::{ms, Millis};
+use crate::base::clock::{ms, Millis};
 use crate::config::{Action, Config, KeySpec, Rate};
 use crate::store::Store;
 

@@ -29,7 +29,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::clock::Millis;
+use crate::base::clock::Millis;
 use crate::config::{Action, Config, KeyPart, KeySpec};
 use crate::phone::{Classification, Destination};
 use crate::store::Store;

@@ -30,7 +30,7 @@ use hyper_util::rt::TokioIo;
 use super::input::Loaded;
 use super::report::{Report, Span, StoppedConfirmed, Under, Upstream};
 use super::Record;
-use crate::clock::{ManualClock, Millis};
+use crate::base::clock::{ManualClock, Millis};
 use crate::config::{Admin, Config, Prices};
 use crate::fake_twilio::FakeTwilio;
 use crate::guard::Guard;
@@ -216,7 +216,7 @@ async fn drive<T>(
         .first()
         .and_then(|&i| loaded.entries[i].record.as_ref().ok())
         .map_or_else(
-            || crate::clock::Clock::now(&crate::clock::SystemClock),
+            || crate::base::clock::Clock::now(&crate::base::clock::SystemClock),
             |r| r.at,
         );
     let last_send = order

@@ -22,7 +22,7 @@ use time::format_description::well_known::{Rfc2822, Rfc3339};
 use time::OffsetDateTime;
 
 use super::Record;
-use crate::clock::Millis;
+use crate::base::clock::Millis;
 use crate::twilio::routes::Product;
 
 /// Everything read from the inputs, in input order.

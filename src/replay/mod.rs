@@ -14,7 +14,7 @@ pub mod traffic;
 
 use std::net::IpAddr;
 
-use crate::clock::Millis;
+use crate::base::clock::Millis;
 use crate::twilio::routes::Product;
 
 /// One send to replay, in the order of its input.

@@ -15,7 +15,7 @@ use std::io::Write;
 
 use super::engine::Outcome;
 use super::input::Loaded;
-use crate::clock::Millis;
+use crate::base::clock::Millis;
 use crate::telemetry::audit::mask_number;
 
 /// How many bad records, stopped confirmed sends and blocked keys are

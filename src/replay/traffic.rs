@@ -23,7 +23,7 @@ use rand::rngs::StdRng;
 use rand::seq::{index, SliceRandom};
 use rand::{Rng, SeedableRng};
 
-use crate::clock::Millis;
+use crate::base::clock::Millis;
 use crate::config::Config;
 use crate::phone::{Classifier, NumberType, Region};
 use crate::twilio::routes::Product;

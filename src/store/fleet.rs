@@ -55,7 +55,7 @@ use ::redis::{Cmd, Script, Value};
 use tokio::sync::{mpsc, oneshot};
 
 use super::redis::{Call, LinkError, RedisLink};
-use crate::clock::Millis;
+use crate::base::clock::Millis;
 use crate::twilio::routes::Product;
 
 /// How long events are kept: the adaptive stage's longest window, and an
@@ -190,7 +190,7 @@ fn product_of(s: &str) -> Option<Product> {
 
 impl Fleet {
     /// Starts the writer; must be called inside a Tokio runtime.
-    pub fn start(link: RedisLink, clock: Arc<dyn crate::clock::Clock>) -> Arc<Fleet> {
+    pub fn start(link: RedisLink, clock: Arc<dyn crate::base::clock::Clock>) -> Arc<Fleet> {
         let (tx, mut rx) = mpsc::channel::<Queued>(QUEUE);
         let id = format!("{:016x}", rand::random::<u64>());
         let stats = Arc::new(FleetStats::default());

@@ -27,9 +27,9 @@ use moka::notification::RemovalCause;
 use moka::policy::EvictionPolicy;
 use moka::sync::Cache;
 
-use super::lru::Lru;
 use super::{BackoffState, BlockEntry, Conversion, Counters, Origin, Pending, Store, StoreStats};
-use crate::clock::Millis;
+use crate::base::clock::Millis;
+use crate::base::Lru;
 
 type Shared<T> = Arc<Mutex<T>>;
 

@@ -9,19 +9,17 @@
 //! every eviction of state that was still live.
 
 pub mod fleet;
-mod lru;
 mod memory;
 pub mod redis;
 pub mod redis_fakes;
 pub mod redis_ops;
 pub mod shared;
 
-pub use lru::Lru;
 pub use memory::{MemoryStore, MANUAL_BLOCKS};
 
 use std::sync::Arc;
 
-use crate::clock::Millis;
+use crate::base::clock::Millis;
 use crate::config::Action;
 
 /// An active block on a key such as `prefix:8=+99899394`.

@@ -44,7 +44,7 @@ use ::redis::{Script, Value};
 
 use super::redis::{Call, LinkError, RedisLink};
 use super::{BackoffState, BlockEntry, Escalation};
-use crate::clock::{ms, Millis};
+use crate::base::clock::{ms, Millis};
 use crate::config::{self, Action};
 
 /// Lua helpers shared by the scripts: exact integer formatting of Lua

@@ -55,7 +55,7 @@ use super::redis_ops::{self as ops, BackoffJudgement};
 use super::{
     BackoffState, BlockEntry, Conversion, Escalation, MemoryStore, Pending, Store, StoreStats,
 };
-use crate::clock::{Clock, Millis};
+use crate::base::clock::{Clock, Millis};
 use crate::config::{self, Action, StoreOnError};
 use crate::policy::Plan;
 

@@ -14,7 +14,7 @@ use std::sync::Mutex;
 use serde::{Deserialize, Serialize};
 
 use super::DecisionEvent;
-use crate::clock::Millis;
+use crate::base::clock::Millis;
 
 const MINUTE: Millis = 60_000;
 const HOUR: Millis = 3_600_000;

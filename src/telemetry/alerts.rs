@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 
 use super::activity::Activity;
 use super::DecisionEvent;
-use crate::clock::{ms, Millis};
+use crate::base::clock::{ms, Millis};
 use crate::config::{self, Money};
 use crate::upstream::Upstream;
 

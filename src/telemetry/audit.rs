@@ -14,7 +14,7 @@ use std::sync::Mutex;
 use serde::Serialize;
 
 use super::DecisionEvent;
-use crate::clock::Millis;
+use crate::base::clock::Millis;
 
 #[derive(Serialize)]
 struct Line<'a> {

@@ -13,7 +13,7 @@ pub mod sink;
 
 use std::net::IpAddr;
 
-use crate::clock::Millis;
+use crate::base::clock::Millis;
 use crate::phone::{Classification, Destination};
 use crate::policy::Decision;
 

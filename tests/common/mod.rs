@@ -12,7 +12,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
-use smsguard::clock::ManualClock;
+use smsguard::base::clock::ManualClock;
 use smsguard::config::Config;
 use smsguard::fake_twilio::FakeTwilio;
 use smsguard::guard::Guard;
