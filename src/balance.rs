@@ -17,8 +17,8 @@ use moka::sync::Cache;
 
 use crate::base::clock::{ms, Clock, Millis};
 use crate::config::Money;
+use crate::net::upstream::{self, Upstream};
 use crate::twilio::routes;
-use crate::upstream::{self, Upstream};
 
 /// What the balance stage knows about an account.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -177,7 +177,7 @@ pub fn main() -> i32 {
 }
 
 fn ca_init(dir: &Path, proxy: &str) -> i32 {
-    match crate::tls::init_ca(dir) {
+    match crate::net::tls::init_ca(dir) {
         Ok(files) => {
             let cert = std::fs::canonicalize(&files.cert).unwrap_or(files.cert.clone());
             println!(
@@ -190,7 +190,7 @@ fn ca_init(dir: &Path, proxy: &str) -> i32 {
                 files.cert.display(),
                 files.key.display()
             );
-            print!("{}", crate::tls::trust_instructions(&cert, proxy));
+            print!("{}", crate::net::tls::trust_instructions(&cert, proxy));
             0
         }
         Err(e) => {

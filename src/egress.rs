@@ -17,10 +17,10 @@ use hyper_util::rt::TokioIo;
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::Config;
+use crate::net::server::{self, idle_watch, ConnInfo, Watched};
+use crate::net::tls::{self, HostPolicy, Minter};
+use crate::net::upstream::{self, Body};
 use crate::pipeline::{self, App, Intercepted};
-use crate::server::{self, idle_watch, ConnInfo, Watched};
-use crate::tls::{self, HostPolicy, Minter};
-use crate::upstream::{self, Body};
 
 /// What the proxy and TLS listeners need: the minting TLS config, which
 /// hosts are intercepted, which targets may be tunnelled.

@@ -22,6 +22,7 @@ use crate::balance::{BalanceView, Balances};
 use crate::base::clock::Clock;
 use crate::config::{Action, Config};
 use crate::conversion::{self, SentSids};
+use crate::net::upstream::{self, Body, Target, Upstream, UpstreamError};
 use crate::phone::{Classifier, Destination};
 use crate::policy::{Attempt, Decision, Policy, Reason, Verdict};
 use crate::shadow::{FakeStore, LatencyModel};
@@ -36,7 +37,6 @@ use crate::telemetry::{self, DecisionEvent, Watch};
 use crate::twilio::form::{self, FormError};
 use crate::twilio::responses::{self, TwilioError};
 use crate::twilio::routes::{self, Endpoint, Product, Route};
-use crate::upstream::{self, Body, Target, Upstream, UpstreamError};
 
 /// The Twilio host a request was addressed to when the guard intercepted it
 /// (CONNECT or TLS SNI); absent in base-URL mode. Carried in the request's
@@ -91,7 +91,7 @@ pub struct App {
     pub upstream: Upstream,
     pub clock: Arc<dyn Clock>,
     /// Connections the listener closed or refused (for metrics).
-    pub listener: Arc<crate::server::ListenerStats>,
+    pub listener: Arc<crate::net::server::ListenerStats>,
     /// State shared with other replicas through Redis, when configured.
     pub shared: Option<Arc<crate::store::shared::SharedStore>>,
     /// What this replica tells the others (and learns from them).

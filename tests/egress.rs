@@ -12,7 +12,7 @@ use std::sync::Arc;
 use common::*;
 use rustls::pki_types::ServerName;
 
-use smsguard::tls;
+use smsguard::net::tls;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 

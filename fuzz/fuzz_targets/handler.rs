@@ -42,7 +42,7 @@ use smsguard::base::clock::SystemClock;
 use smsguard::config::Config;
 use smsguard::fake_twilio::FakeTwilio;
 use smsguard::pipeline::App;
-use smsguard::server::ConnInfo;
+use smsguard::net::server::ConnInfo;
 use smsguard::store::MemoryStore;
 use smsguard_fuzz::path::Trim;
 use smsguard_fuzz::{paid_send, show};

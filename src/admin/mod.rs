@@ -30,10 +30,10 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::config::{Action, Admin};
+use crate::net::upstream::{self, Body};
 use crate::pipeline::App;
 use crate::policy::BlockRequest;
 use crate::telemetry::activity::Filter;
-use crate::upstream::{self, Body};
 
 const DASHBOARD: &str = include_str!("dashboard.html");
 const COOKIE: &str = "smsguard_admin";

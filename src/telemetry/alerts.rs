@@ -18,7 +18,7 @@ use super::activity::Activity;
 use super::DecisionEvent;
 use crate::base::clock::{ms, Millis};
 use crate::config::{self, Money};
-use crate::upstream::Upstream;
+use crate::net::upstream::Upstream;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Alert {

@@ -15,7 +15,7 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
 use crate::common::*;
 
-use smsguard::tls;
+use smsguard::net::tls;
 
 const BOUND: Duration = Duration::from_secs(5);
 

@@ -317,7 +317,7 @@ impl Upstream {
         if let Some(path) = &cfg.extra_ca {
             let pem = std::fs::read(path)
                 .map_err(|e| format!("upstream.extra_ca {}: {e}", path.display()))?;
-            let extra = crate::tls::root_store_with(&pem)
+            let extra = crate::net::tls::root_store_with(&pem)
                 .map_err(|e| format!("upstream.extra_ca {}: {e}", path.display()))?;
             roots.roots.extend(extra.roots);
         }

@@ -27,7 +27,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Notify, Semaphore};
 
-use crate::upstream::Body;
+use crate::net::upstream::Body;
 
 /// How the listener behaves.
 #[derive(Debug, Clone)]
