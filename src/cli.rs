@@ -158,7 +158,7 @@ pub fn main() -> i32 {
             held_out,
             dispersed,
             save,
-        } => crate::demo::main(
+        } => crate::replay::demo::main(
             config.as_deref(),
             seed,
             held_out,

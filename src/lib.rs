@@ -3,21 +3,15 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
-pub mod balance;
 pub mod base;
 pub mod cli;
 pub mod config;
-pub mod conversion;
-pub mod demo;
-pub mod egress;
-pub mod fake_twilio;
 pub mod guard;
 pub mod net;
 pub mod phone;
 pub mod pipeline;
 pub mod policy;
 pub mod replay;
-pub mod shadow;
 pub mod store;
 pub mod telemetry;
 pub mod twilio;

@@ -776,7 +776,7 @@ async fn an_adaptive_surge_alerts_in_words_and_is_counted_by_rule() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_run_logs_and_audits_without_the_token_or_body_and_masks_numbers() {
     let dir = temp_dir("audit");
-    let fake = smsguard::fake_twilio::FakeTwilio::start().await.unwrap();
+    let fake = smsguard::twilio::fake::FakeTwilio::start().await.unwrap();
     let audit = dir.join("audit.log");
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

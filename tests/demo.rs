@@ -8,7 +8,7 @@
 use std::path::Path;
 
 use smsguard::config::Config;
-use smsguard::demo::{self, Plan};
+use smsguard::replay::demo::{self, Plan};
 use smsguard::replay::report::{Kind, Report};
 
 /// Every class the demo day must show, attacks and legitimate surges.

@@ -832,7 +832,7 @@ enum Outcome {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_reload_racing_a_thousand_sends_judges_each_by_one_whole_policy() {
     std::env::set_var(TOKEN_ENV, TOKEN);
-    let fake = smsguard::fake_twilio::FakeTwilio::start().await.unwrap();
+    let fake = smsguard::twilio::fake::FakeTwilio::start().await.unwrap();
     let dir = temp_dir("reload");
     let file = dir.join("policy.toml");
     let a = race_policy(&fake.url(), "UZ", "shadow");

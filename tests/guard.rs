@@ -144,7 +144,7 @@ async fn twilio_unreachable_or_slow_gives_a_twilio_error_never_a_fake_success() 
     assert_eq!(r.json()["status"], 504);
     assert!(r.json()["code"].is_u64());
 
-    let fake = smsguard::fake_twilio::FakeTwilio::start().await.unwrap();
+    let fake = smsguard::twilio::fake::FakeTwilio::start().await.unwrap();
     let dead = fake.url();
     fake.shutdown();
     drop(fake);

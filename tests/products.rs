@@ -10,7 +10,7 @@ use bytes::Bytes;
 use common::*;
 use http::{Method, Request, StatusCode};
 use http_body_util::Full;
-use smsguard::fake_twilio::FakeTwilio;
+use smsguard::twilio::fake::FakeTwilio;
 
 const GEO: &str = "[geo]\nallow = [\"US\", \"CA\", \"GB\", \"IE\"]\n";
 const CALLS: &str = "/2010-04-01/Accounts/AC0123456789abcdef0123456789abcdef/Calls.json";

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use common::redis::{link, RedisCluster, RedisServer, Target};
-use smsguard::shadow::FakeStore;
+use smsguard::pipeline::shadow::FakeStore;
 use smsguard::store::redis::RedisLink;
 use smsguard::twilio::responses::{self, MessageRequest};
 

@@ -10,9 +10,9 @@ use std::process::Command;
 
 use serde_json::Value;
 use smsguard::config::Config;
-use smsguard::fake_twilio::FakeTwilio;
 use smsguard::replay::engine::{self, Transport};
 use smsguard::replay::input;
+use smsguard::twilio::fake::FakeTwilio;
 
 const EXPORT: &str = "tests/replay/export.jsonl";
 const CONSOLE: &str = "tests/replay/console.csv";
@@ -597,7 +597,7 @@ async fn keys_blocked_during_a_replay_are_reported_with_whose_sends_they_stopped
 
 #[test]
 fn a_saved_demo_day_reads_back_as_the_same_records() {
-    use smsguard::demo::{self, Plan};
+    use smsguard::replay::demo::{self, Plan};
     let config = example();
     let start = 1_700_524_800_000; // 2023-11-21T00:00:00Z
     let day = demo::day(&config, &Plan::default(), start).unwrap();

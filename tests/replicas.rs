@@ -22,7 +22,7 @@ use hyper_util::rt::TokioExecutor;
 
 use common::redis::{free_port, RedisCluster, RedisServer};
 use common::{ACCOUNT, AUTH, MESSAGES};
-use smsguard::fake_twilio::FakeTwilio;
+use smsguard::twilio::fake::FakeTwilio;
 
 const TOKEN: &str = "replica-admin-token";
 /// The documented staleness bound of a block set on another replica is

@@ -1,7 +1,7 @@
 //! `handler`: raw bytes on one client connection to the real guard handler,
 //! in front of the in-process fake Twilio.
 //!
-//! The guard's handler (`smsguard::egress::handle`, what `Guard::start`
+//! The guard's handler (`smsguard::pipeline::egress::handle`, what `Guard::start`
 //! serves) runs behind the same hyper `auto` builder as `server.rs` (HTTP/1.1
 //! and HTTP/2 prior knowledge, upgrades on), over an in-memory duplex pipe;
 //! its upstream is a `FakeTwilio` on 127.0.0.1 that records what reached
@@ -40,7 +40,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use smsguard::base::clock::SystemClock;
 use smsguard::config::Config;
-use smsguard::fake_twilio::FakeTwilio;
+use smsguard::twilio::fake::FakeTwilio;
 use smsguard::pipeline::App;
 use smsguard::net::server::ConnInfo;
 use smsguard::store::MemoryStore;
@@ -152,7 +152,7 @@ async fn exchange(app: Arc<App>, data: &[u8]) -> Result<Vec<u8>, &'static str> {
     let conn = tokio::spawn(async move {
         let svc = service_fn(move |req| {
             let (app, info) = (app.clone(), info.clone());
-            async move { Ok::<_, Infallible>(smsguard::egress::handle(app, None, req, info).await) }
+            async move { Ok::<_, Infallible>(smsguard::pipeline::egress::handle(app, None, req, info).await) }
         });
         // As server.rs builds it (plus half-close, see the module docs).
         let mut builder = auto::Builder::new(TokioExecutor::new());

@@ -7,8 +7,8 @@
 //! it is given.
 
 use super::{Policy, Reason, Stage, Step, Verdict};
-use crate::balance::BalanceView;
 use crate::config::{self, Action, Config, Money, OnError};
+use crate::pipeline::balance::BalanceView;
 
 pub(crate) struct BalanceRule {
     min: Money,

@@ -35,7 +35,7 @@ use crate::phone::{Classification, Destination};
 use crate::store::Store;
 use crate::twilio::routes::Product;
 
-pub use crate::balance::BalanceView;
+pub use crate::pipeline::balance::BalanceView;
 
 pub use blocks::BlockRequest;
 

@@ -32,7 +32,6 @@ use super::report::{Report, Span, StoppedConfirmed, Under, Upstream};
 use super::Record;
 use crate::base::clock::{ManualClock, Millis};
 use crate::config::{Admin, Config, Prices};
-use crate::fake_twilio::FakeTwilio;
 use crate::guard::Guard;
 use crate::net::server::ConnInfo;
 use crate::phone::{self, Region};
@@ -40,6 +39,7 @@ use crate::pipeline::App;
 use crate::policy::Policy;
 use crate::telemetry::audit::mask_number;
 use crate::telemetry::DecisionEvent;
+use crate::twilio::fake::FakeTwilio;
 use crate::twilio::routes::Product;
 
 /// Account used when a record names none.
@@ -912,7 +912,9 @@ impl Connection {
                     let service = service_fn(move |req| {
                         let (app, info) = (app.clone(), info.clone());
                         async move {
-                            Ok::<_, Infallible>(crate::egress::handle(app, None, req, info).await)
+                            Ok::<_, Infallible>(
+                                crate::pipeline::egress::handle(app, None, req, info).await,
+                            )
                         }
                     });
                     self.tasks.push(tokio::spawn(async move {

@@ -7,6 +7,7 @@
 //! Export JSON lines or the Console's CSV, plus smsguard's own optional
 //! fields); it never reaches the network beyond 127.0.0.1.
 
+pub mod demo;
 pub mod engine;
 pub mod input;
 pub mod report;

@@ -1,6 +1,6 @@
 //! Shadow fakes shared between replicas through Redis, so a fake one
 //! replica answered is answered the same by every other
-//! ([`FakeStore::attach`](crate::shadow::FakeStore::attach)).
+//! ([`FakeStore::attach`](crate::pipeline::shadow::FakeStore::attach)).
 //!
 //! Key layout (`P` is `store.prefix`; each key its own hash slot, so it
 //! works on Redis Cluster):

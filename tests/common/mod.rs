@@ -14,8 +14,8 @@ use hyper_util::rt::TokioExecutor;
 
 use smsguard::base::clock::ManualClock;
 use smsguard::config::Config;
-use smsguard::fake_twilio::FakeTwilio;
 use smsguard::guard::Guard;
+use smsguard::twilio::fake::FakeTwilio;
 
 pub const ACCOUNT: &str = "AC0123456789abcdef0123456789abcdef";
 /// Basic base64("AC0123456789abcdef0123456789abcdef:planted-auth-token-7f3a")

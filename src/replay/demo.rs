@@ -13,7 +13,7 @@ use crate::replay::input::{self, Loaded};
 pub use crate::replay::traffic::Plan;
 
 /// The built-in example policy.
-pub const EXAMPLE_POLICY: &str = include_str!("../config.example.toml");
+pub const EXAMPLE_POLICY: &str = include_str!("../../config.example.toml");
 
 /// The policy file, or the built-in example.
 pub fn config(path: Option<&Path>) -> Result<Config, String> {

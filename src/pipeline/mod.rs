@@ -1,11 +1,19 @@
 //! One request's way through the guard: route → parse → decide → act →
-//! record.
+//! record. Beside it: the CONNECT and plain-HTTP dispatch that hands a request
+//! here ([`egress`]), the shadow fakes and their pacing ([`shadow`]), the
+//! account balance poller ([`balance`]) and the conversion evidence
+//! ([`conversion`]).
 //!
 //! Non-sends are streamed through untouched. A send is read whole (bounded),
 //! parsed strictly, judged, and then forwarded with its body bytes exactly as
 //! received (bar `RiskCheck=disable`), or answered here. A send that cannot
 //! be read with certainty is answered with a Twilio-shaped error and never
 //! reaches Twilio. A decision becomes an HTTP response only in [`act`].
+
+pub mod balance;
+pub mod conversion;
+pub mod egress;
+pub mod shadow;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, RwLock};
@@ -18,14 +26,13 @@ use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Either, Limited};
 use hyper::body::Incoming;
 
-use crate::balance::{BalanceView, Balances};
 use crate::base::clock::Clock;
 use crate::config::{Action, Config};
-use crate::conversion::{self, SentSids};
 use crate::net::upstream::{self, Body, Target, Upstream, UpstreamError};
 use crate::phone::{Classifier, Destination};
+use crate::pipeline::balance::{BalanceView, Balances};
+use crate::pipeline::shadow::{FakeStore, LatencyModel};
 use crate::policy::{Attempt, Decision, Policy, Reason, Verdict};
-use crate::shadow::{FakeStore, LatencyModel};
 use crate::store::fleet::{Event, Fleet};
 use crate::store::redis::LinkError;
 use crate::store::Store;
@@ -37,6 +44,7 @@ use crate::telemetry::{self, DecisionEvent, Watch};
 use crate::twilio::form::{self, FormError};
 use crate::twilio::responses::{self, TwilioError};
 use crate::twilio::routes::{self, Endpoint, Product, Route};
+use conversion::SentSids;
 
 /// The Twilio host a request was addressed to when the guard intercepted it
 /// (CONNECT or TLS SNI); absent in base-URL mode. Carried in the request's

@@ -11,8 +11,8 @@ use tokio::task::JoinHandle;
 
 use crate::base::clock::Clock;
 use crate::config::Config;
-use crate::egress::{self, Interceptor};
 use crate::net::server::{self, ServerOptions};
+use crate::pipeline::egress::{self, Interceptor};
 use crate::pipeline::App;
 use crate::store::fleet::Fleet;
 use crate::store::redis::{Health, RedisLink};
