@@ -1656,7 +1656,7 @@ impl Config {
                 return Err((None, format!("egress.tunnel: {t:?} must be host:port")));
             }
         }
-        crate::net::tls::HostPolicy::try_new(self.egress.intercept.clone())
+        crate::twilio::hosts::HostPolicy::try_new(self.egress.intercept.clone())
             .map_err(|e| (None, format!("egress.intercept: {e}")))?;
         if self.shadow.window == 0 {
             return Err((None, "shadow.window must be at least 1".into()));

@@ -18,17 +18,8 @@ use moka::sync::Cache;
 use crate::base::clock::{ms, Clock, Millis};
 use crate::config::Money;
 use crate::net::upstream::{self, Upstream};
+use crate::policy::BalanceView;
 use crate::twilio::routes;
-
-/// What the balance stage knows about an account.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BalanceView {
-    /// No `[balance]` section, or the send has no account to ask about.
-    NotAsked,
-    Known(Money),
-    /// Twilio could not be asked or gave no usable answer.
-    Unavailable,
-}
 
 #[derive(Default)]
 struct Entry {

@@ -18,9 +18,10 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::config::Config;
 use crate::net::server::{self, idle_watch, ConnInfo, Watched};
-use crate::net::tls::{self, HostPolicy, Minter};
+use crate::net::tls::{self, Minter};
 use crate::net::upstream::{self, Body};
 use crate::pipeline::{self, App, Intercepted};
+use crate::twilio::hosts::HostPolicy;
 
 /// What the proxy and TLS listeners need: the minting TLS config, which
 /// hosts are intercepted, which targets may be tunnelled.

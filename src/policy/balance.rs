@@ -8,7 +8,16 @@
 
 use super::{Policy, Reason, Stage, Step, Verdict};
 use crate::config::{self, Action, Config, Money, OnError};
-use crate::pipeline::balance::BalanceView;
+
+/// What the balance stage knows about an account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BalanceView {
+    /// No `[balance]` section, or the send has no account to ask about.
+    NotAsked,
+    Known(Money),
+    /// Twilio could not be asked or gave no usable answer.
+    Unavailable,
+}
 
 pub(crate) struct BalanceRule {
     min: Money,

@@ -35,30 +35,11 @@ use crate::phone::{Classification, Destination};
 use crate::store::Store;
 use crate::twilio::routes::Product;
 
-pub use crate::pipeline::balance::BalanceView;
+pub use balance::BalanceView;
 
 pub use blocks::BlockRequest;
 
-/// What one send will read and update in a shared store ([`Policy::plan`]).
-#[derive(Debug, Clone, Default)]
-pub struct Plan {
-    /// The number's backoff key and the stage's settings.
-    pub backoff: Option<(String, crate::store::redis_ops::BackoffParams)>,
-    /// Each limit counter and its periods.
-    pub limits: Vec<(String, Vec<Millis>)>,
-    /// Each budget window the send would spend in.
-    pub spends: Vec<PlannedSpend>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PlannedSpend {
-    pub key: String,
-    /// What this send costs (millionths).
-    pub amount: u64,
-    pub cap: u64,
-    /// When the window ends.
-    pub expire_at: Millis,
-}
+pub use crate::store::shared::{Plan, PlannedSpend};
 
 /// One send as the policy sees it.
 #[derive(Debug, Clone)]

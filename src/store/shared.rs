@@ -57,7 +57,27 @@ use super::{
 };
 use crate::base::clock::{Clock, Millis};
 use crate::config::{self, Action, StoreOnError};
-use crate::policy::Plan;
+
+/// What one send will read and update in a shared store ([`crate::policy::Policy::plan`]).
+#[derive(Debug, Clone, Default)]
+pub struct Plan {
+    /// The number's backoff key and the stage's settings.
+    pub backoff: Option<(String, super::redis_ops::BackoffParams)>,
+    /// Each limit counter and its periods.
+    pub limits: Vec<(String, Vec<Millis>)>,
+    /// Each budget window the send would spend in.
+    pub spends: Vec<PlannedSpend>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedSpend {
+    pub key: String,
+    /// What this send costs (millionths).
+    pub amount: u64,
+    pub cap: u64,
+    /// When the window ends.
+    pub expire_at: Millis,
+}
 
 /// Counts of what the shared store did, for metrics.
 #[derive(Debug, Default)]

@@ -95,7 +95,8 @@ pub async fn start_with(fake: FakeTwilio, policy: &str) -> Env {
 /// through `upstream.extra_ca`). `policy` is added (its `[listen]` lines
 /// join the proxy's). Returns the guard and its CA certificate.
 pub async fn start_proxy(dir: &Path, policy: &str) -> (Env, std::path::PathBuf) {
-    use smsguard::net::tls::{self, HostPolicy, Minter};
+    use smsguard::net::tls::{self, Minter};
+    use smsguard::twilio::hosts::HostPolicy;
     let guard_ca = tls::init_ca(&dir.join("guard")).unwrap();
     let up_ca = tls::init_ca(&dir.join("upstream")).unwrap();
     let up = Minter::load(&up_ca.cert, &up_ca.key, HostPolicy::new(vec![])).unwrap();
