@@ -28,7 +28,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 
 use super::input::Loaded;
-use super::report::{Report, Span, StoppedConfirmed, Under, Upstream};
+use super::report::{Outcome, Report, Span, StoppedConfirmed, Under, Upstream};
 use super::Record;
 use crate::base::clock::{ManualClock, Millis};
 use crate::config::{Admin, Config, Prices};
@@ -50,28 +50,6 @@ pub const SERVICE: &str = "VA3e1f2b5c7d9a0b4c6e8f1a3b5c7d9e0f";
 const DEFAULT_FROM: &str = "+15017122661";
 /// The code a replayed Verify check submits (the fake approves any).
 const CODE: &str = "123456";
-
-/// What became of one input record, in input order.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Outcome {
-    /// `allow`, `shadow`, `reject`, `monitor` (the guard's action);
-    /// `skipped` (not an outbound send), `bad` (unreadable), `unjudged`
-    /// (a send the guard passes without judging, such as Verify email),
-    /// `error` (the request to the guard failed).
-    pub action: &'static str,
-    pub stage: Option<&'static str>,
-    pub rule: Option<Arc<str>>,
-    /// The rule's figures as the decision log has them: the blocked key
-    /// (`prefix:8=+99899394`), a limit's count and rate, an adaptive
-    /// signal's figures (masked when `log.mask_numbers`).
-    pub detail: Option<Arc<str>>,
-    /// The number as the guard recorded it (masked when `log.mask_numbers`).
-    pub to: Option<String>,
-    /// The guard let the send go to Twilio.
-    pub forwarded: bool,
-    /// Its confirmation was replayed.
-    pub confirmed: bool,
-}
 
 /// A replay's figures and each record's outcome.
 #[derive(Debug)]

@@ -12,11 +12,33 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::io::Write;
+use std::sync::Arc;
 
-use super::engine::Outcome;
 use super::input::Loaded;
 use crate::base::clock::Millis;
 use crate::telemetry::audit::mask_number;
+
+/// What became of one input record, in input order.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Outcome {
+    /// `allow`, `shadow`, `reject`, `monitor` (the guard's action);
+    /// `skipped` (not an outbound send), `bad` (unreadable), `unjudged`
+    /// (a send the guard passes without judging, such as Verify email),
+    /// `error` (the request to the guard failed).
+    pub action: &'static str,
+    pub stage: Option<&'static str>,
+    pub rule: Option<Arc<str>>,
+    /// The rule's figures as the decision log has them: the blocked key
+    /// (`prefix:8=+99899394`), a limit's count and rate, an adaptive
+    /// signal's figures (masked when `log.mask_numbers`).
+    pub detail: Option<Arc<str>>,
+    /// The number as the guard recorded it (masked when `log.mask_numbers`).
+    pub to: Option<String>,
+    /// The guard let the send go to Twilio.
+    pub forwarded: bool,
+    /// Its confirmation was replayed.
+    pub confirmed: bool,
+}
 
 /// How many bad records, stopped confirmed sends and blocked keys are
 /// listed by name.
