@@ -17,7 +17,7 @@ pub mod shadow;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
@@ -25,17 +25,19 @@ use http::request::Parts;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Either, Limited};
 use hyper::body::Incoming;
+use tokio::sync::oneshot;
 
-use crate::base::clock::Clock;
+use crate::base::clock::{Clock, Millis};
 use crate::config::{Action, Config};
 use crate::net::upstream::{self, Body, Target, Upstream, UpstreamError};
-use crate::phone::{Classifier, Destination};
+use crate::phone::{Classification, Classifier, Destination};
 use crate::pipeline::balance::Balances;
-use crate::pipeline::shadow::{FakeStore, LatencyModel};
+use crate::pipeline::shadow::{FakeStore, LatencyModel, Written};
 use crate::policy::BalanceView;
 use crate::policy::{Attempt, Decision, Policy, Reason, Verdict};
 use crate::store::fleet::{Event, Fleet};
 use crate::store::redis::LinkError;
+use crate::store::shared::SendView;
 use crate::store::Store;
 use crate::telemetry::activity::Activity;
 use crate::telemetry::alerts::Alerts;
@@ -934,6 +936,17 @@ struct SendForm<'a> {
     verify_version: &'static str,
 }
 
+/// A send's way through the guard, in five phases, each its own function:
+///
+/// 1. [`read_send`]: the app's context headers, the body (bounded) and the
+///    strict form; what cannot be read is refused here.
+/// 2. [`unjudged`] and [`classify`]: sends that cost nothing per number
+///    pass unjudged; the rest get a normalised, classified destination.
+/// 3. [`judge`]: every policy stage, against the local store or a view of
+///    the shared one, then the balance; a forwarded send is published to
+///    the fleet.
+/// 4. [`act`]: forward, shadow or reject.
+/// 5. [`record`] before acting, and after it [`await_fleet_write`].
 async fn handle_send(
     app: &App,
     req: Request<Incoming>,
@@ -943,6 +956,90 @@ async fn handle_send(
 ) -> Response<Body> {
     let policy = app.policy();
     let config = policy.config().clone();
+    let read = match read_send(app, &config, &route, req, peer, started).await {
+        Ok(read) => read,
+        Err(resp) => return resp,
+    };
+    let ReadSend {
+        parts,
+        ctx,
+        mut event,
+        body,
+        form,
+        raw_to,
+    } = read;
+    match unjudged(&route, &raw_to, &form) {
+        Ok(false) => {}
+        Ok(true) => return forward_send(app, &config, &route, parts, body).await,
+        Err(e) => {
+            event.malformed("duplicate Channel");
+            app.record(&event);
+            return error_response(app, &route, &e, started.elapsed());
+        }
+    }
+
+    let product = route.endpoint.send_product().unwrap_or(Product::Messaging);
+    let account = account_of(&route.endpoint, &parts.headers);
+    event.account = Some(account.clone());
+    let send = SendForm {
+        route: &route,
+        product,
+        account,
+        form,
+        body,
+        verify_version: routes::verify_api_version(parts.uri.path()),
+    };
+    let (dest, class) = match classify(app, &config, &raw_to, &mut event) {
+        Ok(x) => x,
+        Err(detail) => {
+            let decision = invalid_number(&config, detail);
+            record(app, &mut event, &decision);
+            return act(
+                app, &config, &send, parts, &raw_to, None, &decision, started,
+            )
+            .await;
+        }
+    };
+    let judged = judge(app, &policy, &send, &ctx, dest, class, &parts.headers).await;
+    record(app, &mut event, &judged.decision);
+    let resp = act(
+        app,
+        &config,
+        &send,
+        parts,
+        &raw_to,
+        Some(&judged.dest),
+        &judged.decision,
+        started,
+    )
+    .await;
+    await_fleet_write(&config, judged.written, judged.waited).await;
+    resp
+}
+
+/// A send read whole and parsed (phase 1): what the later phases work from.
+struct ReadSend {
+    parts: Parts,
+    ctx: Context,
+    /// The decision log's record of this send, filled in as it goes.
+    event: DecisionEvent,
+    body: Bytes,
+    form: form::Form,
+    /// The destination as the app wrote it.
+    raw_to: String,
+}
+
+/// Phase 1: reads the context headers and the whole body, and parses the
+/// form strictly. Whatever cannot be read with certainty is recorded and
+/// answered with a Twilio-shaped error (the `Err`), never judged.
+async fn read_send(
+    app: &App,
+    config: &Config,
+    route: &Route,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    started: Instant,
+) -> Result<ReadSend, Response<Body>> {
     let (parts, body) = req.into_parts();
     let product_name = route
         .endpoint
@@ -960,33 +1057,21 @@ async fn handle_send(
             app.record(&event);
             app.watch.metrics.context_refused(e.header());
             let e = TwilioError::malformed(StatusCode::BAD_REQUEST, &e.to_string());
-            return error_response(app, &route, &e, started.elapsed());
+            return Err(error_response(app, route, &e, started.elapsed()));
         }
     };
     let mut event = DecisionEvent::new(route.endpoint.name(), &ctx.client_ip, ctx.user.as_deref());
     event.product = product_name;
 
-    let limit = config.listen.max_body;
-    let read = async {
-        form::check_headers(&parts.headers, limit)?;
-        let bytes = match Limited::new(body, limit).collect().await {
-            Ok(c) => c.to_bytes(),
-            Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-                return Err(FormError::TooLarge { limit })
-            }
-            Err(_) => return Err(FormError::Unreadable),
-        };
-        let field = route.endpoint.destination_field();
-        let (form, to) = form::parse_send_to(parts.uri.query(), &bytes, field)?;
-        // To in the query is reported as such above; anything else there
-        // (RiskCheck=disable, say) would escape the judge.
-        if parts.uri.query().is_some_and(|q| !q.is_empty()) {
-            return Err(FormError::QueryOnSend);
-        }
-        Ok((bytes, form, to))
-    };
-    let (bytes, form, raw_to) = match read.await {
-        Ok(x) => x,
+    match read_form(&parts, body, route, config.listen.max_body).await {
+        Ok((body, form, raw_to)) => Ok(ReadSend {
+            parts,
+            ctx,
+            event,
+            body,
+            form,
+            raw_to,
+        }),
         Err(e) => {
             event.malformed(&e.to_string());
             app.record(&event);
@@ -999,11 +1084,39 @@ async fn handle_send(
                     t
                 }
             };
-            return error_response(app, &route, &e, started.elapsed());
+            Err(error_response(app, route, &e, started.elapsed()))
         }
-    };
+    }
+}
 
-    let product = route.endpoint.send_product().unwrap_or(Product::Messaging);
+/// The body (at most `limit` bytes), its form and its destination field.
+async fn read_form(
+    parts: &Parts,
+    body: Incoming,
+    route: &Route,
+    limit: usize,
+) -> Result<(Bytes, form::Form, String), FormError> {
+    form::check_headers(&parts.headers, limit)?;
+    let bytes = match Limited::new(body, limit).collect().await {
+        Ok(c) => c.to_bytes(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            return Err(FormError::TooLarge { limit })
+        }
+        Err(_) => return Err(FormError::Unreadable),
+    };
+    let field = route.endpoint.destination_field();
+    let (form, to) = form::parse_send_to(parts.uri.query(), &bytes, field)?;
+    // To in the query is reported as such above; anything else there
+    // (RiskCheck=disable, say) would escape the judge.
+    if parts.uri.query().is_some_and(|q| !q.is_empty()) {
+        return Err(FormError::QueryOnSend);
+    }
+    Ok((bytes, form, to))
+}
+
+/// Phase 2a: whether this send costs nothing per destination number and
+/// so passes unjudged (`Ok(true)`); an error when it cannot tell.
+fn unjudged(route: &Route, raw_to: &str, form: &form::Form) -> Result<bool, TwilioError> {
     // A Twilio Client identity (`client:alice`) is not a phone number: the
     // call rings an app, never a phone network, so nobody is paid for it.
     // Only the exact lowercase prefix: anything else is read as a number
@@ -1015,79 +1128,99 @@ async fn handle_send(
         .strip_prefix("client:")
         .is_some_and(|id| !id.is_empty())
     {
-        return forward_send(app, &config, &route, parts, bytes).await;
+        return Ok(true);
     }
     if let Endpoint::VerificationCreate { .. } = route.endpoint {
         match form.one("Channel") {
             Err(_) => {
-                let e = TwilioError::malformed(
+                return Err(TwilioError::malformed(
                     StatusCode::BAD_REQUEST,
                     "Channel is given more than once",
-                );
-                event.malformed("duplicate Channel");
-                app.record(&event);
-                return error_response(app, &route, &e, started.elapsed());
+                ))
             }
             // Email and silent network auth cost nothing per destination
             // number: they pass unjudged.
             Ok(Some(c)) if c.eq_ignore_ascii_case("email") || c.eq_ignore_ascii_case("sna") => {
-                return forward_send(app, &config, &route, parts, bytes).await;
+                return Ok(true)
             }
             Ok(_) => {}
         }
     }
+    Ok(false)
+}
 
-    let account = account_of(&route.endpoint, &parts.headers);
-    event.account = Some(account.clone());
-    let send = SendForm {
-        route: &route,
-        product,
-        account,
-        form,
-        body: bytes,
-        verify_version: routes::verify_api_version(parts.uri.path()),
-    };
-
-    let dest = match crate::phone::normalize(&raw_to, config.numbers.default_region) {
+/// Phase 2b: the destination normalised and classified, and noted in the
+/// event; the `Err` says why it is not a number ([`invalid_number`]).
+fn classify(
+    app: &App,
+    config: &Config,
+    raw_to: &str,
+    event: &mut DecisionEvent,
+) -> Result<(Destination, Classification), String> {
+    let dest = match crate::phone::normalize(raw_to, config.numbers.default_region) {
         Ok(d) => d,
-        Err(e) => {
-            let verdict = Verdict {
-                stage: crate::policy::Stage::Number,
-                rule: "invalid".into(),
-                detail: Some(e.to_string()),
-                reason: Reason::Invalid,
-                action: config.actions.invalid,
-                blocked: None,
-            };
-            let decision = Decision {
-                action: if config.actions.invalid.blocks() {
-                    config.actions.invalid
-                } else {
-                    Action::Reject
-                },
-                verdict: Some(verdict),
-                would_block: Vec::new(),
-                hold: None,
-                trace: Vec::new(),
-                vouched: false,
-            };
-            event.decided(&decision);
-            app.record(&event);
-            return act(
-                app, &config, &send, parts, &raw_to, None, &decision, started,
-            )
-            .await;
-        }
+        Err(e) => return Err(e.to_string()),
     };
     let class = app.classifier.classify(&dest.e164);
     event.number(&dest, &class, config.log.prefix_digits);
+    Ok((dest, class))
+}
 
+/// The decision for a destination that is not a number: `actions.invalid`
+/// when that stops the send, else a rejection.
+fn invalid_number(config: &Config, detail: String) -> Decision {
+    let verdict = Verdict {
+        stage: crate::policy::Stage::Number,
+        rule: "invalid".into(),
+        detail: Some(detail),
+        reason: Reason::Invalid,
+        action: config.actions.invalid,
+        blocked: None,
+    };
+    Decision {
+        action: if config.actions.invalid.blocks() {
+            config.actions.invalid
+        } else {
+            Action::Reject
+        },
+        verdict: Some(verdict),
+        would_block: Vec::new(),
+        hold: None,
+        trace: Vec::new(),
+        vouched: false,
+    }
+}
+
+/// What phase 3 hands on: the decision, and the fleet write to wait for.
+struct Judged {
+    dest: Destination,
+    decision: Decision,
+    /// The fleet's record of this send, when it is forwarded and learned.
+    written: Option<oneshot::Receiver<()>>,
+    /// How long this send has waited for Redis so far.
+    waited: Duration,
+}
+
+/// Phase 3: judges the send by every stage, against the shared store's view
+/// when there is one (prepared in one Redis round trip), then asks the
+/// balance only if it still matters, and publishes a forwarded send to the
+/// fleet so every replica's adaptive stage counts it.
+async fn judge(
+    app: &App,
+    policy: &Policy,
+    send: &SendForm<'_>,
+    ctx: &Context,
+    dest: Destination,
+    class: Classification,
+    headers: &HeaderMap,
+) -> Judged {
+    let config = policy.config();
     let segments = match send.form.one("Body") {
         Ok(Some(b)) => responses::segments(b).1,
         _ => 1,
     };
     let attempt = Attempt {
-        product,
+        product: send.product,
         account: &send.account,
         to: &dest,
         class,
@@ -1104,49 +1237,92 @@ async fn handle_send(
     // endpoint must not hold up a shadow ban, nor show in its timing).
     let now = app.clock.now();
     let asked = Instant::now();
-    let view = match &app.shared {
-        Some(shared) => {
-            let plan = policy.plan(&attempt, now, &**shared.local());
-            // What other replicas forwarded is read in the same pipeline
-            // and learned before judging: the adaptive stage's counts are
-            // the fleet's, not this replica's share of them.
-            let tail = plan.as_ref().and_then(|_| app.fleet_tail(&policy));
-            let mut view = shared.prepare_with(plan, now, tail).await;
-            app.learn_first(view.take_extra());
-            Some(view)
-        }
-        None => None,
-    };
+    let view = prepare_shared(app, policy, &attempt, now).await;
     // How long this send has waited for Redis so far.
     let waited = asked.elapsed();
     if view.as_ref().is_some_and(|v| v.refused()) {
         // Redis is unavailable and the operator chose to stop sends then.
-        let decision = store_unavailable(&config);
+        let decision = store_unavailable(config);
         drop(view);
-        event.decided(&decision);
-        app.record(&event);
-        return act(
-            app,
-            &config,
-            &send,
-            parts,
-            &raw_to,
-            Some(&dest),
-            &decision,
-            started,
-        )
-        .await;
+        return Judged {
+            dest,
+            decision,
+            written: None,
+            waited,
+        };
     }
     let judgement = match &view {
         Some(v) => policy.judge_with(&attempt, now, v),
         None => policy.judge(&attempt, now),
     };
-    let balance = match &app.balances {
-        _ if !judgement.needs_balance() => BalanceView::NotAsked,
-        Some(b) if send.account.starts_with("AC") => {
+    let balance = if judgement.needs_balance() {
+        ask_balance(app, &send.account, headers).await
+    } else {
+        BalanceView::NotAsked
+    };
+    let learns = judgement.learns();
+    let decision = judgement.finish(balance);
+    // Gives back in Redis what the judgement gave back, off the request path.
+    drop(view);
+    let written = (learns && decision.forwarded())
+        .then(|| publish_forwarded(app, send, ctx, &dest, now))
+        .flatten();
+    Judged {
+        dest,
+        decision,
+        written,
+        waited,
+    }
+}
+
+/// Every replica's adaptive stage counts a forwarded send: written now,
+/// while Twilio is asked, and in Redis before the answer leaves, so a send
+/// that follows it through any replica is judged knowing it.
+fn publish_forwarded(
+    app: &App,
+    send: &SendForm<'_>,
+    ctx: &Context,
+    dest: &Destination,
+    now: Millis,
+) -> Option<oneshot::Receiver<()>> {
+    let fleet = app.fleet.as_ref()?;
+    Some(fleet.publish_acked(Event::Forwarded {
+        at: now,
+        product: send.product,
+        account: send.account.clone(),
+        to: dest.e164.clone(),
+        client_ip: ctx.end_user_ip.then_some(ctx.client_ip),
+        user: ctx.user.clone(),
+    }))
+}
+
+/// The shared store's view for this send, read in one round trip; `None`
+/// without a shared store.
+async fn prepare_shared(
+    app: &App,
+    policy: &Policy,
+    attempt: &Attempt<'_>,
+    now: Millis,
+) -> Option<SendView> {
+    let shared = app.shared.as_ref()?;
+    let plan = policy.plan(attempt, now, &**shared.local());
+    // What other replicas forwarded is read in the same pipeline
+    // and learned before judging: the adaptive stage's counts are
+    // the fleet's, not this replica's share of them.
+    let tail = plan.as_ref().and_then(|_| app.fleet_tail(policy));
+    let mut view = shared.prepare_with(plan, now, tail).await;
+    app.learn_first(view.take_extra());
+    Some(view)
+}
+
+/// The account's balance, asked of Twilio (or its cache) with the send's
+/// own credentials.
+async fn ask_balance(app: &App, account: &str, headers: &HeaderMap) -> BalanceView {
+    match &app.balances {
+        Some(b) if account.starts_with("AC") => {
             b.view(
-                &send.account,
-                parts.headers.get(header::AUTHORIZATION),
+                account,
+                headers.get(header::AUTHORIZATION),
                 &app.upstream,
                 &app.clock,
             )
@@ -1154,38 +1330,22 @@ async fn handle_send(
         }
         Some(_) => BalanceView::Unavailable,
         None => BalanceView::NotAsked,
-    };
-    let learns = judgement.learns();
-    let decision = judgement.finish(balance);
-    // Gives back in Redis what the judgement gave back, off the request path.
-    drop(view);
-    let written = match (&app.fleet, learns && decision.forwarded()) {
-        // Every replica's adaptive stage counts it: written now, while
-        // Twilio is asked, and in Redis before the answer leaves, so a
-        // send that follows it through any replica is judged knowing it.
-        (Some(f), true) => Some(f.publish_acked(Event::Forwarded {
-            at: now,
-            product,
-            account: send.account.clone(),
-            to: dest.e164.clone(),
-            client_ip: ctx.end_user_ip.then_some(ctx.client_ip),
-            user: ctx.user.clone(),
-        })),
-        _ => None,
-    };
-    event.decided(&decision);
-    app.record(&event);
-    let resp = act(
-        app,
-        &config,
-        &send,
-        parts,
-        &raw_to,
-        Some(&dest),
-        &decision,
-        started,
-    )
-    .await;
+    }
+}
+
+/// Phase 5: the decision goes into the event, and the event to the log,
+/// the metrics and the activity.
+fn record(app: &App, event: &mut DecisionEvent, decision: &Decision) {
+    event.decided(decision);
+    app.record(event);
+}
+
+/// After acting: waits for the fleet to hold this send.
+async fn await_fleet_write(
+    config: &Config,
+    written: Option<oneshot::Receiver<()>>,
+    waited: Duration,
+) {
     if let Some(written) = written {
         // A send waits for Redis at most `store.timeout` in all (its
         // pipeline and this): a slow Redis delays the answer only when it
@@ -1194,7 +1354,6 @@ async fn handle_send(
         let left = config.store.timeout.saturating_sub(waited);
         let _ = tokio::time::timeout(left, written).await;
     }
-    resp
 }
 
 /// The decision for a send while Redis is unavailable and
@@ -1367,13 +1526,42 @@ async fn shadow(
         Ok(d) => d.display(),
         Err(_) => f.to_string(),
     });
-    let from = from.as_deref();
-    let (sid, body, written) = match (&send.route.endpoint, send.product) {
+    let (sid, body, written) = fake_send(app, send, &to, from.as_deref(), now);
+
+    let written = match (&send.route.endpoint, dest) {
+        (Endpoint::VerificationCreate { service_sid }, Some(d)) => {
+            written.and(app.fakes.remember_verification(service_sid, &d.e164, &sid))
+        }
+        _ => written,
+    };
+    // Paced like Twilio, and not before other replicas can answer for it.
+    tokio::join!(
+        pace(app, send.route.endpoint.name(), started),
+        written.wait()
+    );
+    let mut resp = Response::new(upstream::full(body));
+    *resp.status_mut() = StatusCode::CREATED;
+    *resp.headers_mut() = responses::twilio_headers(app.domain(send.route), started.elapsed());
+    resp
+}
+
+/// The fake resource a shadowed send is answered with (a message, call,
+/// participant, caller-id validation or verification), kept so the app's
+/// later reads of it find it: its sid, its body and the pending write.
+fn fake_send(
+    app: &App,
+    send: &SendForm<'_>,
+    to: &str,
+    from: Option<&str>,
+    now: SystemTime,
+) -> (String, Bytes, Written) {
+    let one = |k: &str| send.form.one(k).ok().flatten();
+    match (&send.route.endpoint, send.product) {
         (Endpoint::CallCreate { account_sid }, _) => {
             let (sid, body) = responses::fake_call(
                 &responses::CallRequest {
                     account_sid,
-                    to: &to,
+                    to,
                     from,
                 },
                 now,
@@ -1392,7 +1580,7 @@ async fn shadow(
                 &responses::ParticipantRequest {
                     account_sid,
                     conference: conference_sid,
-                    to: &to,
+                    to,
                     from,
                     label: one("Label"),
                     call_sid_to_coach: one("CallSidToCoach"),
@@ -1419,14 +1607,14 @@ async fn shadow(
             let (call_sid, call) = responses::fake_call(
                 &responses::CallRequest {
                     account_sid,
-                    to: &to,
+                    to,
                     from: None,
                 },
                 now,
             );
             let written = app.fakes.remember(&call_sid, call);
             let body =
-                responses::validation_request(account_sid, &call_sid, &to, one("FriendlyName"));
+                responses::validation_request(account_sid, &call_sid, to, one("FriendlyName"));
             (call_sid, body, written)
         }
         (Endpoint::VerificationCreate { service_sid }, _) => {
@@ -1434,7 +1622,7 @@ async fn shadow(
                 &responses::VerificationRequest {
                     account_sid: &send.account,
                     service_sid,
-                    to: &to,
+                    to,
                     channel: &one("Channel").unwrap_or("sms").to_ascii_lowercase(),
                 },
                 send.verify_version,
@@ -1446,7 +1634,7 @@ async fn shadow(
         _ => {
             let req = responses::MessageRequest {
                 account_sid: &send.account,
-                to: &to,
+                to,
                 from,
                 messaging_service_sid: one("MessagingServiceSid"),
                 body: one("Body"),
@@ -1456,23 +1644,7 @@ async fn shadow(
             let written = app.fakes.remember_message(&sid, &req, now);
             (sid, body, written)
         }
-    };
-
-    let written = match (&send.route.endpoint, dest) {
-        (Endpoint::VerificationCreate { service_sid }, Some(d)) => {
-            written.and(app.fakes.remember_verification(service_sid, &d.e164, &sid))
-        }
-        _ => written,
-    };
-    // Paced like Twilio, and not before other replicas can answer for it.
-    tokio::join!(
-        pace(app, send.route.endpoint.name(), started),
-        written.wait()
-    );
-    let mut resp = Response::new(upstream::full(body));
-    *resp.status_mut() = StatusCode::CREATED;
-    *resp.headers_mut() = responses::twilio_headers(app.domain(send.route), started.elapsed());
-    resp
+    }
 }
 
 /// Forwards a send whose body was read whole: the same bytes, minus
