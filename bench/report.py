@@ -139,7 +139,7 @@ def redis_section(s):
     if b and b["judged"]:
         notes.append(f"(b): {b['per_send']['round_trips']:.3f} round trips per send, of which "
                      f"{b['per_send']['set']:.3f} per send are scripts writing (SET) the send's shadow fake to Redis "
-                     "so other replicas answer a GET of its sid (src/shadow.rs, written in the background, off the "
+                     "so other replicas answer a GET of its sid (src/pipeline/shadow.rs, written in the background, off the "
                      "request path); judging the send reads the block from the local mirror")
     if pr and pr.get("work") and pr["work"]["judged"]:
         w2 = pr["work"]
