@@ -5,6 +5,9 @@
 //!
 //! It knows nothing about Twilio: every request goes to the handler it was
 //! given.
+//!
+//! Its log events keep the target `smsguard::server` (operators filter logs
+//! by it with `SMSGUARD_LOG`), wherever the module sits.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -363,7 +366,7 @@ impl PerIp {
             let mut last = self.last_warned.lock().unwrap_or_else(|p| p.into_inner());
             if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
                 *last = Some(Instant::now());
-                tracing::warn!(
+                tracing::warn!(target: "smsguard::server",
                     %ip,
                     cap = self.cap,
                     refused_so_far = refused,
@@ -416,7 +419,7 @@ pub async fn run<H, F>(
                 Ok(x) => x,
                 Err(e) => {
                     // EMFILE and friends: back off briefly rather than spin.
-                    tracing::warn!(error = %e, "accept failed");
+                    tracing::warn!(target: "smsguard::server", error = %e, "accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
@@ -450,11 +453,11 @@ pub async fn run<H, F>(
                 tokio::spawn(async move {
                     tokio::select! {
                         r = conn => if let Err(e) = r {
-                            tracing::debug!(error = %e, %peer, "connection ended with an error");
+                            tracing::debug!(target: "smsguard::server", error = %e, %peer, "connection ended with an error");
                         },
                         why = idle_watch(&act, first, idle) => {
                             stats.closed(why);
-                            tracing::debug!(%peer, reason = why.as_str(), "connection closed");
+                            tracing::debug!(target: "smsguard::server", %peer, reason = why.as_str(), "connection closed");
                         }
                     }
                     drop((permit, slot));
@@ -472,9 +475,11 @@ pub async fn run<H, F>(
                     let stream = match accepted {
                         Ok(Ok(s)) => s,
                         Ok(Err(e)) => {
-                            return tracing::debug!(error = %e, %peer, "TLS handshake failed")
+                            return tracing::debug!(target: "smsguard::server", error = %e, %peer, "TLS handshake failed")
                         }
-                        Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
+                        Err(_) => {
+                            return tracing::debug!(target: "smsguard::server", %peer, "TLS handshake timed out")
+                        }
                     };
                     let sni =
                         stream.get_ref().1.server_name().map(|s| {
@@ -488,11 +493,11 @@ pub async fn run<H, F>(
                         .into_owned();
                     tokio::select! {
                         r = watcher.watch(conn) => if let Err(e) = r {
-                            tracing::debug!(error = %e, %peer, "connection ended with an error");
+                            tracing::debug!(target: "smsguard::server", error = %e, %peer, "connection ended with an error");
                         },
                         why = idle_watch(&act, first, idle) => {
                             stats.closed(why);
-                            tracing::debug!(%peer, reason = why.as_str(), "connection closed");
+                            tracing::debug!(target: "smsguard::server", %peer, reason = why.as_str(), "connection closed");
                         }
                     }
                     drop((permit, slot));
@@ -510,7 +515,7 @@ pub async fn run<H, F>(
         .await
         .is_err()
     {
-        tracing::warn!("drain timeout reached; closing remaining connections");
+        tracing::warn!(target: "smsguard::server", "drain timeout reached; closing remaining connections");
     }
 }
 

@@ -4,6 +4,9 @@
 //! (`Authorization` untouched) except hop-by-hop headers and the guard's own
 //! context headers; `Host` names the upstream. This module never decides
 //! anything and never logs a header value or a body.
+//!
+//! Its log events keep the target `smsguard::upstream` (operators filter logs
+//! by it with `SMSGUARD_LOG`), wherever the module sits.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -140,7 +143,7 @@ where
                     let n = if at_deadline { &c.deadline } else { &c.idle };
                     n.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
-                tracing::warn!(body = this.what, reason = why, "streamed body stalled; cut");
+                tracing::warn!(target: "smsguard::upstream", body = this.what, reason = why, "streamed body stalled; cut");
                 Poll::Ready(Some(Err(Box::new(Stalled {
                     what: this.what,
                     why,

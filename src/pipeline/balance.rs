@@ -6,6 +6,9 @@
 //! others wait for its answer; once a balance is known, a stale one is used
 //! while a single background refresh runs. The Authorization value is only
 //! passed on to Twilio, never stored beyond the refresh or logged.
+//!
+//! Its log events keep the target `smsguard::balance` (operators filter logs
+//! by it with `SMSGUARD_LOG`), wherever the module sits.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -135,7 +138,7 @@ async fn fetch(upstream: &Upstream, account: &str, auth: HeaderValue) -> Balance
     {
         Ok(r) => r,
         Err(e) => {
-            tracing::warn!(error = %e, "balance request failed");
+            tracing::warn!(target: "smsguard::balance", error = %e, "balance request failed");
             return BalanceView::Unavailable;
         }
     };
@@ -144,7 +147,7 @@ async fn fetch(upstream: &Upstream, account: &str, auth: HeaderValue) -> Balance
         return BalanceView::Unavailable;
     };
     if status != StatusCode::OK {
-        tracing::warn!(%status, "balance request refused");
+        tracing::warn!(target: "smsguard::balance", %status, "balance request refused");
         return BalanceView::Unavailable;
     }
     parse_balance(&body).unwrap_or(BalanceView::Unavailable)

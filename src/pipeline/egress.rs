@@ -8,6 +8,9 @@
 //! refused with 403 unless `egress.tunnel` lists the target, which then gets
 //! a blind tunnel. Absolute-form requests for other hosts are refused. The
 //! guard is never an open proxy.
+//!
+//! Its log events keep the target `smsguard::egress` (operators filter logs
+//! by it with `SMSGUARD_LOG`), wherever the module sits.
 
 use std::sync::Arc;
 
@@ -106,7 +109,7 @@ fn refuse(why: &str) -> Response<Body> {
 }
 
 fn refuse_status(status: StatusCode, why: &str) -> Response<Body> {
-    tracing::warn!(reason = why, "proxy request refused");
+    tracing::warn!(target: "smsguard::egress", reason = why, "proxy request refused");
     let mut resp = Response::new(upstream::full(format!(
         "{why}: smsguard intercepts Twilio hosts only and is not an open proxy\n"
     )));
@@ -132,7 +135,9 @@ fn connect(
         tokio::spawn(async move {
             match hyper::upgrade::on(req).await {
                 Ok(upgraded) => intercept(app, icpt, TokioIo::new(upgraded), host, conn).await,
-                Err(e) => tracing::debug!(error = %e, "CONNECT upgrade failed"),
+                Err(e) => {
+                    tracing::debug!(target: "smsguard::egress", error = %e, "CONNECT upgrade failed")
+                }
             }
             drop(tracked);
         });
@@ -143,7 +148,9 @@ fn connect(
         tokio::spawn(async move {
             let upgraded = match hyper::upgrade::on(req).await {
                 Ok(u) => u,
-                Err(e) => return tracing::debug!(error = %e, "CONNECT upgrade failed"),
+                Err(e) => {
+                    return tracing::debug!(target: "smsguard::egress", error = %e, "CONNECT upgrade failed")
+                }
             };
             match tokio::net::TcpStream::connect(&target).await {
                 Ok(out) => {
@@ -156,11 +163,13 @@ fn connect(
                         _ = tokio::io::copy_bidirectional(&mut client, &mut out) => {}
                         why = idle_watch(&act, conn.header_timeout, conn.idle_timeout) => {
                             conn.closed(why);
-                            tracing::debug!(%target, reason = why.as_str(), "tunnel closed");
+                            tracing::debug!(target: "smsguard::egress", %target, reason = why.as_str(), "tunnel closed");
                         }
                     }
                 }
-                Err(e) => tracing::warn!(%target, error = %e, "tunnel target unreachable"),
+                Err(e) => {
+                    tracing::warn!(target: "smsguard::egress", %target, error = %e, "tunnel target unreachable")
+                }
             }
             drop(tracked);
         });
@@ -182,16 +191,18 @@ where
     let tls = match handshake.await {
         Ok(Ok(t)) => t,
         Ok(Err(e)) => {
-            tracing::warn!(%host, error = %e, "TLS handshake in CONNECT tunnel failed (does the client trust the local CA?)");
+            tracing::warn!(target: "smsguard::egress", %host, error = %e, "TLS handshake in CONNECT tunnel failed (does the client trust the local CA?)");
             return;
         }
-        Err(_) => return tracing::debug!(%host, %peer, "TLS handshake in CONNECT tunnel timed out"),
+        Err(_) => {
+            return tracing::debug!(target: "smsguard::egress", %host, %peer, "TLS handshake in CONNECT tunnel timed out")
+        }
     };
     // The certificate was chosen by SNI: it must be the host CONNECT named,
     // or a client could reach one host through another's tunnel.
     let sni = tls.get_ref().1.server_name().map(normalize_host);
     if sni.as_deref().is_some_and(|s| s != host) {
-        tracing::warn!(%host, sni = ?sni, "SNI differs from the CONNECT host; closing");
+        tracing::warn!(target: "smsguard::egress", %host, sni = ?sni, "SNI differs from the CONNECT host; closing");
         return;
     }
     let host: Arc<str> = Arc::from(host);
@@ -208,7 +219,7 @@ where
         r = served.as_mut() => Some(r),
         why = idle_watch(&act, conn.header_timeout, conn.idle_timeout) => {
             conn.closed(why);
-            tracing::debug!(%peer, reason = why.as_str(), "intercepted connection closed");
+            tracing::debug!(target: "smsguard::egress", %peer, reason = why.as_str(), "intercepted connection closed");
             None
         }
         _ = conn.drain.stopping() => {
@@ -218,6 +229,6 @@ where
         }
     };
     if let Some(Err(e)) = ended {
-        tracing::debug!(error = %e, "intercepted connection ended with an error");
+        tracing::debug!(target: "smsguard::egress", error = %e, "intercepted connection ended with an error");
     }
 }

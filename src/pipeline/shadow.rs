@@ -12,6 +12,9 @@
 //! lookup that misses here asks Redis, so a fake made by one replica is
 //! answered by any other. Redis down only means each replica answers the
 //! fakes it made itself, as when nothing is shared.
+//!
+//! Its log events keep the target `smsguard::shadow` (operators filter logs
+//! by it with `SMSGUARD_LOG`), wherever the module sits.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -306,7 +309,7 @@ impl FakeStore {
     /// first link attached counts.
     pub fn attach(&self, link: RedisLink) {
         if self.link.set(link).is_err() {
-            tracing::debug!("the fake store is already shared: a second link is ignored");
+            tracing::debug!(target: "smsguard::shadow", "the fake store is already shared: a second link is ignored");
         }
     }
 
@@ -338,7 +341,7 @@ impl FakeStore {
         if self.shared_writes.fetch_add(1, Ordering::AcqRel) >= MAX_SHARED_WRITES {
             self.shared_writes.fetch_sub(1, Ordering::AcqRel);
             errors.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(
+            tracing::debug!(target: "smsguard::shadow",
                 what,
                 "too many fake writes to redis under way: kept locally only"
             );
@@ -349,7 +352,7 @@ impl FakeStore {
         Written(vec![runtime.spawn(async move {
             if let Err(e) = write.await {
                 errors.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(what, error = %e, "sharing a fake through redis failed: kept locally only");
+                tracing::debug!(target: "smsguard::shadow", what, error = %e, "sharing a fake through redis failed: kept locally only");
             }
             writes.fetch_sub(1, Ordering::AcqRel);
         })])
@@ -419,7 +422,7 @@ impl FakeStore {
         match redis_fakes::fetch(link, table::FAKES, sid).await {
             Ok(Some((value, left))) => {
                 let Some(kept) = Kept::decode(sid, &value) else {
-                    tracing::debug!("a fake shared in redis is malformed: taken as unknown");
+                    tracing::debug!(target: "smsguard::shadow", "a fake shared in redis is malformed: taken as unknown");
                     return None;
                 };
                 let json = kept.json();
@@ -428,7 +431,7 @@ impl FakeStore {
             }
             Ok(None) => None,
             Err(e) => {
-                tracing::debug!(error = %e, "reading a shared fake failed: taken as unknown");
+                tracing::debug!(target: "smsguard::shadow", error = %e, "reading a shared fake failed: taken as unknown");
                 None
             }
         }
@@ -560,7 +563,7 @@ impl FakeStore {
             Ok(Some(s)) => s,
             Ok(None) => return local.and_then(|v| v.sid),
             Err(e) => {
-                tracing::debug!(error = %e, "reading a shared verification failed: answered from here");
+                tracing::debug!(target: "smsguard::shadow", error = %e, "reading a shared verification failed: answered from here");
                 return local.and_then(|v| v.sid);
             }
         };
