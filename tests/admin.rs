@@ -857,3 +857,64 @@ async fn a_real_run_logs_and_audits_without_the_token_or_body_and_masks_numbers(
     assert!(log.contains("\"rule\":\"geo:UZ\""), "{log}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn a_block_is_stored_as_the_sends_it_names_carry_or_refused() {
+    // A limit that blocks on a combined key: that key can be blocked by
+    // hand too.
+    let env = admin_env("[[limit]]\nname = \"pair\"\nkey = \"client_ip+region\"\nrates = [\"1000/1h\"]\nblock = \"1h\"\n").await;
+    let post = |key: &'static str, value: &'static str| {
+        let body = format!(r#"{{"key": "{key}", "value": "{value}", "duration": "10m"}}"#);
+        let env = &env;
+        async move { admin(env, Method::POST, "/api/blocks", Some(TOKEN), &body).await }
+    };
+    // Valid values, written as an operator would: stored as a send's key.
+    for (key, value, stored) in [
+        ("to", "+1 (303) 555-0199", "to=+13035550199"),
+        ("to", "00447911123456", "to=+447911123456"),
+        ("region", "ie", "region=IE"),
+        ("prefix:4", "+1212", "prefix:4=+1212"),
+        ("client_ip", " ::ffff:203.0.113.9 ", "client_ip=203.0.113.9"),
+        ("client_ip", "2001:db8::1", "client_ip=2001:db8::"),
+        ("user", "alice", "user=alice"),
+        (
+            "account",
+            "ACffffffffffffffffffffffffffffff01",
+            "account=ACffffffffffffffffffffffffffffff01",
+        ),
+        (
+            "client_ip+region",
+            "198.51.100.7|gb",
+            "client_ip+region=198.51.100.7|GB",
+        ),
+    ] {
+        let r = post(key, value).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{key}={value}: {}", r.text());
+        assert_eq!(r.json()["key"], stored, "{key}={value}");
+    }
+    // What the guard would never match is refused, and says why.
+    for (key, value, why) in [
+        ("to", "hello", "not a phone number"),
+        ("to", "07700 900123", "not a phone number"),
+        ("region", "XX", "unknown region"),
+        ("prefix:4", "+12", "exactly 4 digits"),
+        ("client_ip", "203.0.113.9:443", "not an IP address"),
+        ("account", "AC123", "not an account sid"),
+        ("client_ip+region", "198.51.100.7", "2 values joined by '|'"),
+    ] {
+        let r = post(key, value).await;
+        assert_eq!(
+            r.status,
+            StatusCode::BAD_REQUEST,
+            "{key}={value}: {}",
+            r.text()
+        );
+        assert!(r.text().contains(why), "{key}={value}: {}", r.text());
+    }
+    // The blocks hold: a number written with spaces, an Irish number.
+    env.send("+13035550199").await;
+    env.send("+353851234567").await;
+    assert_eq!(env.upstream_count(), 0, "both blocked");
+    env.send("+13035550198").await;
+    assert_eq!(env.upstream_count(), 1, "a neighbour is not");
+}

@@ -126,7 +126,8 @@ async fn the_dashboard_shows_a_burst_and_unblocks() {
         String::from_utf8_lossy(&out.stdout)
     );
     assert!(screenshot.exists(), "no screenshot");
-    // The click really removed the block: the guard lets the prefix through.
+    // The click really removed the block: the guard lets the prefix through;
+    // the block added with the form holds the number in E.164.
     let r = env
         .request(
             Request::builder()
@@ -138,12 +139,12 @@ async fn the_dashboard_shows_a_burst_and_unblocks() {
         )
         .await;
     assert_eq!(r.status, StatusCode::OK);
-    assert_eq!(
-        r.json()["blocks"].as_array().unwrap().len(),
-        0,
-        "{}",
-        r.text()
-    );
+    let blocks = r.json()["blocks"].clone();
+    assert_eq!(blocks.as_array().unwrap().len(), 1, "{}", r.text());
+    assert_eq!(blocks[0]["key"], "to=+13035550199", "{}", r.text());
+    let before = env.upstream_count();
+    env.send("+13035550199").await;
+    assert_eq!(env.upstream_count(), before, "the form's block holds");
     // Two windows later nothing of the burst counts any more.
     env.clock.advance(std::time::Duration::from_secs(1201));
     env.send("+447400123499").await;

@@ -155,33 +155,17 @@ impl Blocks {
         now: Millis,
         default_action: Action,
     ) -> Result<String, String> {
-        if req.value.is_empty() {
+        if req.value.trim().is_empty() {
             return Err("a block needs a value".into());
         }
-        if let [KeyPart::Prefix(n)] = req.key.parts[..] {
-            let digits = req.value.strip_prefix('+').unwrap_or("");
-            if digits.len() != n as usize || !digits.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(format!(
-                    "a prefix:{n} block needs '+' and exactly {n} digits, got {:?}",
-                    req.value
-                ));
-            }
-        } else if !self.has(&req.key) {
+        let single_prefix = matches!(req.key.parts[..], [KeyPart::Prefix(_)]);
+        if !single_prefix && !self.has(&req.key) {
             return Err(format!(
                 "no rule looks at key {}: block one of to, prefix:N, region, client_ip, user, account or a limit's key",
                 req.key
             ));
         }
-        // Keyed as a send's context is: an IPv6 address as its network, an
-        // IPv4-mapped one as IPv4, an odd user id as its digest.
-        let value = match req.key.parts[..] {
-            [KeyPart::ClientIp] => match req.value.trim().parse() {
-                Ok(ip) => crate::base::context::key_ip(ip, self.ipv6_prefix).to_string(),
-                Err(_) => return Err(format!("{:?} is not an IP address", req.value)),
-            },
-            [KeyPart::User] => crate::base::context::user_key(req.value.as_bytes()),
-            _ => req.value.clone(),
-        };
+        let value = self.canonical(req)?;
         let key = format!("{}={}", req.key, value);
         store.set_manual_block(
             &key,
@@ -194,6 +178,84 @@ impl Blocks {
             },
         )?;
         Ok(key)
+    }
+}
+
+impl Blocks {
+    /// The value of a block as a send's key carries it, so the block
+    /// matches what it names: a number in E.164, a region's ISO code in
+    /// capitals, an IPv6 address as its network, an odd user id as its
+    /// digest; a value no send could carry is refused, never stored.
+    /// A key of several parts takes their values joined by `|`.
+    fn canonical(&self, req: &BlockRequest) -> Result<String, String> {
+        let parts = &req.key.parts;
+        let values: Vec<&str> = if parts.len() == 1 {
+            vec![req.value.as_str()]
+        } else {
+            req.value.split('|').collect()
+        };
+        if values.len() != parts.len() {
+            return Err(format!(
+                "key {} needs {} values joined by '|', got {:?}",
+                req.key,
+                parts.len(),
+                req.value
+            ));
+        }
+        let mut out = String::with_capacity(req.value.len() + 8);
+        for (i, (part, raw)) in parts.iter().zip(values).enumerate() {
+            if i > 0 {
+                out.push('|');
+            }
+            let v = raw.trim();
+            match part {
+                KeyPart::To => match crate::phone::normalize(v, None) {
+                    Ok(d) => out.push_str(&d.e164),
+                    Err(e) => {
+                        return Err(format!(
+                            "to {raw:?} is not a phone number ({e}); write it in E.164, e.g. +447911123456"
+                        ))
+                    }
+                },
+                KeyPart::Prefix(n) => {
+                    let digits = v.strip_prefix('+').unwrap_or("");
+                    if digits.len() != usize::from(*n) || !digits.bytes().all(|b| b.is_ascii_digit())
+                    {
+                        return Err(format!(
+                            "a prefix:{n} block needs '+' and exactly {n} digits, got {raw:?}"
+                        ));
+                    }
+                    out.push_str(v);
+                }
+                KeyPart::Region if v.eq_ignore_ascii_case("none") => out.push_str("none"),
+                KeyPart::Region => {
+                    let r: crate::phone::Region = v.to_ascii_uppercase().parse()?;
+                    out.push_str(r.as_str());
+                }
+                KeyPart::Account => {
+                    let ok = v.len() == 34
+                        && v.starts_with("AC")
+                        && v[2..].bytes().all(|b| b.is_ascii_hexdigit());
+                    if !ok {
+                        return Err(format!(
+                            "account {raw:?} is not an account sid (AC and 32 hex digits)"
+                        ));
+                    }
+                    out.push_str(v);
+                }
+                KeyPart::ClientIp => match v.parse() {
+                    Ok(ip) => {
+                        let ip = crate::base::context::key_ip(ip, self.ipv6_prefix);
+                        let _ = std::fmt::Write::write_fmt(&mut out, format_args!("{ip}"));
+                    }
+                    Err(_) => return Err(format!("{raw:?} is not an IP address")),
+                },
+                KeyPart::User => out.push_str(&crate::base::context::user_key(raw.as_bytes())),
+                KeyPart::Global if v == "*" => out.push('*'),
+                KeyPart::Global => return Err(format!("the global key's value is \"*\", got {raw:?}")),
+            }
+        }
+        Ok(out)
     }
 }
 

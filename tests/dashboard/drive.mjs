@@ -138,6 +138,21 @@ async function main() {
     await page.waitForFunction(n => Number(document.body.dataset.updates || 0) > n, n0, { timeout: WAIT_MS })
       .catch(() => fail('the page stopped refreshing after the unblock'));
     if (await page.evaluate(hasKey, unblockKey)) fail(`${unblockKey} came back in #blocks after a refresh: the server still has it`);
+    // 4b. block a number written as people write it: the form's block is
+    // stored in E.164 (what sends carry), and a value no send could carry
+    // is refused with the guard's reason
+    await page.selectOption('#ab-kind', 'to');
+    await page.fill('#ab-value', '+1 (303) 555-0199');
+    await page.selectOption('#ab-dur', '1h');
+    await page.locator('#addblock button[type=submit]').click();
+    await page.waitForFunction(k => [...document.querySelectorAll('#blocks button[data-key]')].some(b => b.dataset.key === k),
+      'to=+13035550199', { timeout: WAIT_MS })
+      .catch(async () => fail(`the form's block of "+1 (303) 555-0199" is not listed as to=+13035550199; toast: ${await page.locator('#toast').textContent()}`));
+    await page.selectOption('#ab-kind', 'to');
+    await page.fill('#ab-value', 'hello');
+    await page.locator('#addblock button[type=submit]').click();
+    await page.waitForFunction(() => /Block failed: .*not a phone number/.test(document.querySelector('#toast')?.textContent || ''), null, { timeout: WAIT_MS })
+      .catch(async () => fail(`blocking "hello" did not say why it failed; toast: ${await page.locator('#toast').textContent()}`));
     if (pageErrors.length) fail(`the page threw: ${pageErrors.join(' | ')}`);
     const finalUpdates = await updates(page);
     await ctx.close();
