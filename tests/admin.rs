@@ -918,3 +918,59 @@ async fn a_block_is_stored_as_the_sends_it_names_carry_or_refused() {
     env.send("+13035550198").await;
     assert_eq!(env.upstream_count(), 1, "a neighbour is not");
 }
+
+#[tokio::test]
+async fn decisions_show_what_the_app_sent_with_times_an_operator_reads() {
+    let env = admin_env(ADAPTIVE_QUIET).await;
+    // A number that is not one, and a send without To: both refused, both
+    // listed with what was sent and the account in the path.
+    let r = env.post_form(MESSAGES, "To=07700+900123&Body=x").await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text());
+    let r = env.post_form(MESSAGES, "Body=x").await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text());
+    env.send("+447400123456").await;
+    let d = admin(&env, Method::GET, "/api/decisions", Some(TOKEN), "")
+        .await
+        .json();
+    let d = d["decisions"].as_array().unwrap().clone();
+    assert_eq!(d.len(), 3, "{d:?}");
+    assert_eq!(d[2]["to"], "07700 900123", "{:?}", d[2]);
+    assert_eq!(d[2]["account"], ACCOUNT, "{:?}", d[2]);
+    assert_eq!(d[1]["rule"], "malformed", "{:?}", d[1]);
+    assert_eq!(d[1]["account"], ACCOUNT, "{:?}", d[1]);
+    // Times as RFC 3339 beside the epoch milliseconds.
+    let at = d[0]["at"].as_str().unwrap();
+    assert!(
+        at.len() == 24 && at.ends_with('Z') && at.as_bytes()[10] == b'T',
+        "{at}"
+    );
+    assert_eq!(d[0]["vouched"], false);
+    // A prefix filter with its '+' not percent-encoded (a space on arrival)
+    // is the number it obviously is.
+    let p = admin(
+        &env,
+        Method::GET,
+        "/api/decisions?prefix=+4474",
+        Some(TOKEN),
+        "",
+    )
+    .await
+    .json();
+    assert_eq!(p["decisions"].as_array().unwrap().len(), 1, "{p}");
+    assert_eq!(p["decisions"][0]["to"], "+447400123456");
+    // A confirmation that matches nothing says why.
+    let r = admin(
+        &env,
+        Method::POST,
+        "/api/confirm",
+        Some(TOKEN),
+        r#"{"to": "+14155550999"}"#,
+    )
+    .await
+    .json();
+    assert_eq!(r["confirmed"], false);
+    assert!(
+        r["reason"].as_str().unwrap().contains("no forwarded send"),
+        "{r}"
+    );
+}

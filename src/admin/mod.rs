@@ -519,15 +519,32 @@ fn decisions(app: &App, req: &Request<Incoming>) -> Response<Body> {
     let f = Filter {
         action: query_param(q, "action").filter(|s| !s.is_empty()),
         region: query_param(q, "region").filter(|s| !s.is_empty()),
-        prefix: query_param(q, "prefix").filter(|s| !s.is_empty()),
+        // `?prefix=+4478` with its '+' not encoded arrives as " 4478": it
+        // is the number it obviously is.
+        prefix: query_param(q, "prefix")
+            .map(|p| match p.strip_prefix(' ') {
+                Some(d) if d.starts_with(|c: char| c.is_ascii_digit()) => format!("+{d}"),
+                _ => p,
+            })
+            .filter(|s| !s.trim().is_empty()),
         limit: query_param(q, "limit")
             .and_then(|l| l.parse().ok())
             .unwrap_or(100),
     };
-    json_response(
-        StatusCode::OK,
-        json!({ "decisions": app.watch.activity.recent(&f) }),
-    )
+    // Each with its time as RFC 3339 (`at`) beside the epoch milliseconds.
+    let list: Vec<serde_json::Value> = app
+        .watch
+        .activity
+        .recent(&f)
+        .into_iter()
+        .map(|r| {
+            let at = crate::base::clock::rfc3339(r.time);
+            let mut v = serde_json::to_value(r).unwrap_or_default();
+            v["at"] = at.into();
+            v
+        })
+        .collect();
+    json_response(StatusCode::OK, json!({ "decisions": list }))
 }
 
 fn blocks(app: &App) -> Response<Body> {
@@ -628,7 +645,14 @@ async fn confirm(app: &App, req: Request<Incoming>) -> Response<Body> {
         );
     }
     match app.confirm(&c.to, "api") {
-        Ok(matched) => json_response(StatusCode::OK, json!({ "confirmed": matched })),
+        Ok(true) => json_response(StatusCode::OK, json!({ "confirmed": true })),
+        Ok(false) => json_response(
+            StatusCode::OK,
+            json!({
+                "confirmed": false,
+                "reason": "no forwarded send to this number awaits a confirmation: none was sent recently, or it was confirmed already",
+            }),
+        ),
         Err(e) => error(StatusCode::BAD_REQUEST, format!("to: {e}")),
     }
 }

@@ -979,8 +979,7 @@ async fn handle_send(
     }
 
     let product = route.endpoint.send_product().unwrap_or(Product::Messaging);
-    let account = account_of(&route.endpoint, &parts.headers);
-    event.account = Some(account.clone());
+    let account = event.account.clone().unwrap_or_default();
     let send = SendForm {
         route: &route,
         product,
@@ -1053,6 +1052,7 @@ async fn read_send(
             let peer_ip = peer.ip();
             let mut event = DecisionEvent::new(route.endpoint.name(), &peer_ip, None);
             event.product = product_name;
+            event.account = Some(account_of(&route.endpoint, &parts.headers));
             event.malformed(&e.to_string());
             app.record(&event);
             app.watch.metrics.context_refused(e.header());
@@ -1062,6 +1062,9 @@ async fn read_send(
     };
     let mut event = DecisionEvent::new(route.endpoint.name(), &ctx.client_ip, ctx.user.as_deref());
     event.product = product_name;
+    // Known from the path (or the Verify service's credentials) before the
+    // body is read: a send refused for its form still names its account.
+    event.account = Some(account_of(&route.endpoint, &parts.headers));
 
     match read_form(&parts, body, route, config.listen.max_body).await {
         Ok((body, form, raw_to)) => Ok(ReadSend {
@@ -1159,7 +1162,10 @@ fn classify(
 ) -> Result<(Destination, Classification), String> {
     let dest = match crate::phone::normalize(raw_to, config.numbers.default_region) {
         Ok(d) => d,
-        Err(e) => return Err(e.to_string()),
+        Err(e) => {
+            event.unreadable_to(raw_to);
+            return Err(e.to_string());
+        }
     };
     let class = app.classifier.classify(&dest.e164);
     event.number(&dest, &class, config.log.prefix_digits);

@@ -663,18 +663,7 @@ pub fn parse_price(s: &str) -> Result<u64, String> {
 
 /// RFC 3339 with milliseconds, UTC: `2023-11-21T01:02:03.456Z`.
 pub fn format_time(ms: Millis) -> String {
-    let t = OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .unwrap_or(OffsetDateTime::UNIX_EPOCH);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second(),
-        t.millisecond()
-    )
+    crate::base::clock::rfc3339(ms)
 }
 
 /// An amount in millionths as an export writes a charge: `"-0.007900"`.

@@ -52,6 +52,8 @@ pub struct Record {
     /// for a block, `... 4 attempts, rate 3/10m; blocked for 12h (offence 1)`
     /// for a tripped limit); numbers masked as the log masks them.
     pub detail: String,
+    /// The number proved receipt recently: adaptive rules let it pass.
+    pub vouched: bool,
 }
 
 struct Minute {
@@ -401,6 +403,7 @@ impl Activity {
         set(&mut r.rule, e.rule.as_deref());
         set(&mut r.detail, e.detail.as_deref());
         r.action = e.action;
+        r.vouched = e.vouched;
         g.recent.push_front(r);
         g.recent.truncate(RECENT);
     }

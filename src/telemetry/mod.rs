@@ -97,6 +97,27 @@ impl DecisionEvent {
         self.prefix = Some(to.prefix(prefix_digits as usize).to_string());
     }
 
+    /// A destination that is not a number, as the app sent it: printable
+    /// ASCII kept, anything else escaped (`\u{200b}`), at most 40
+    /// characters, so the operator sees what was sent and the log stays
+    /// one clean line.
+    pub fn unreadable_to(&mut self, raw: &str) {
+        const MAX: usize = 40;
+        let mut shown = String::with_capacity(raw.len().min(MAX) + 3);
+        for (i, c) in raw.chars().enumerate() {
+            if i == MAX {
+                shown.push('…');
+                break;
+            }
+            if c.is_ascii_graphic() || c == ' ' {
+                shown.push(c);
+            } else {
+                shown.extend(c.escape_unicode());
+            }
+        }
+        self.to = Some(shown);
+    }
+
     /// A send that could not be read with certainty.
     pub fn malformed(&mut self, why: &str) {
         self.stage = Some("parse");
@@ -362,6 +383,20 @@ mod tests {
         e.detail = Some("line\nbreak \u{1b}[31m".into());
         e.would_block = vec!["geo:UZ".into(), "limit:ip".into()];
         e
+    }
+
+    #[test]
+    fn an_unreadable_destination_is_shown_as_sent_escaped_and_short() {
+        let mut e = DecisionEvent::default();
+        e.unreadable_to("07700 900123");
+        assert_eq!(e.to.as_deref(), Some("07700 900123"));
+        e.unreadable_to("+4477\u{200b}00\n9");
+        assert_eq!(e.to.as_deref(), Some("+4477\\u{200b}00\\u{a}9"));
+        e.unreadable_to(&"9".repeat(100));
+        assert_eq!(
+            e.to.as_deref(),
+            Some(format!("{}…", "9".repeat(40)).as_str())
+        );
     }
 
     #[test]

@@ -111,6 +111,12 @@ async function main() {
       }
     }
 
+    // recent decisions show the client and, for a stopped send, the rule's figures
+    const dec = await page.evaluate(() => [...document.querySelectorAll('#decisions tr')].map(tr => [...tr.cells].map(td => td.textContent)));
+    if (!dec.length) fail('#decisions has no row');
+    if (!dec.every(r => r[2] && r[2].length > 0)) fail(`#decisions rows without a client: ${JSON.stringify(dec.slice(0, 3))}`);
+    if (!dec.some(r => /^\S+: \S/.test(r[4]))) fail(`no #decisions row shows a rule with its figures: ${JSON.stringify(dec.slice(0, 5))}`);
+
     // the token must not stay in the page: not in the DOM, the address, storage or script-visible cookies
     const leak = await page.evaluate(t => {
       const where = [];
