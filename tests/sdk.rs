@@ -149,6 +149,59 @@ async fn twilio_python_in_base_url_mode() {
     assert_outcome(&env, &out, "MessageInstance", "VerificationInstance");
 }
 
+/// Every decision was judged under the end user the SDK named, and the
+/// context headers never reached Twilio.
+fn assert_end_user(env: &Env) {
+    let recent = env
+        .guard
+        .app()
+        .watch
+        .activity
+        .recent(&smsguard::telemetry::activity::Filter {
+            limit: 10,
+            ..Default::default()
+        });
+    assert_eq!(recent.len(), 3, "{recent:?}");
+    for d in &recent {
+        assert_eq!(
+            (d.client_ip.as_str(), d.user.as_str()),
+            ("203.0.113.77", "alice"),
+            "{d:?}"
+        );
+    }
+    for r in env.fake.requests() {
+        assert!(
+            !r.headers.contains_key("x-smsguard-client-ip")
+                && !r.headers.contains_key("x-smsguard-user"),
+            "context headers reached Twilio: {:?}",
+            r.headers
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sdks_name_the_end_user_with_a_custom_http_client() {
+    let end_user = |url: String| {
+        vec![
+            ("SMSGUARD_URL", url),
+            ("END_USER_IP", "203.0.113.77".to_string()),
+            ("END_USER", "alice".to_string()),
+        ]
+    };
+    if let Some(py) = python() {
+        let env = start(GEO).await;
+        let out = drive(py, "send.py", end_user(env.guard.url())).await;
+        assert_outcome(&env, &out, "MessageInstance", "VerificationInstance");
+        assert_end_user(&env);
+    }
+    if node_sdk().is_some() {
+        let env = start(GEO).await;
+        let out = drive("node".into(), "send.js", end_user(env.guard.url())).await;
+        assert_outcome(&env, &out, "MessageInstance", "VerificationInstance");
+        assert_end_user(&env);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twilio_node_in_base_url_mode() {
     if node_sdk().is_none() {

@@ -2,20 +2,39 @@
 
 Environment: SMSGUARD_URL (base-URL mode) or nothing (environment-only mode:
 HTTPS_PROXY and REQUESTS_CA_BUNDLE set by the test), ALLOWED_TO, BLOCKED_TO,
-VERIFY_SERVICE. Prints one JSON object with what the SDK returned.
+VERIFY_SERVICE, and END_USER_IP and END_USER to name the end user in the
+guard's context headers. Prints one JSON object with what the SDK returned.
 """
 import json
 import os
 import sys
 
+from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
 
 ACCOUNT = "AC0123456789abcdef0123456789abcdef"
 TOKEN = "planted-auth-token-7f3a"
 
 
+class ContextHttpClient(TwilioHttpClient):
+    """Names the end user behind every send (the README's example): in an
+    app, the values come from the request being served."""
+
+    def __init__(self, end_user_ip, end_user):
+        super().__init__()
+        self.context = {"X-SMSGuard-Client-IP": end_user_ip, "X-SMSGuard-User": end_user}
+
+    def request(self, method, url, params=None, data=None, headers=None, *args, **kwargs):
+        headers = {**(headers or {}), **self.context}
+        return super().request(method, url, params, data, headers, *args, **kwargs)
+
+
 def main():
-    client = Client(ACCOUNT, TOKEN)
+    if os.environ.get("END_USER_IP"):
+        http = ContextHttpClient(os.environ["END_USER_IP"], os.environ["END_USER"])
+        client = Client(ACCOUNT, TOKEN, http_client=http)
+    else:
+        client = Client(ACCOUNT, TOKEN)
     guard = os.environ.get("SMSGUARD_URL")
     if guard:
         client.api.base_url = guard
