@@ -928,3 +928,68 @@ async fn a_guard_started_while_redis_is_down_judges_locally_and_joins_when_it_an
     drop(g);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_restarted_without_persistence_gets_the_fleets_blocks_back() {
+    let Some(mut redis) = RedisServer::start() else {
+        return;
+    };
+    let fake = FakeTwilio::start().await.unwrap();
+    let dir = temp_dir("wiped");
+    let policy = format!(
+        "{}[geo]\nallow = [\"US\"]\n[[limit]]\nname = \"range\"\nkey = \"prefix:8\"\nrates = [\"2/1h\"]\nblock = \"1h\"\n",
+        on(&redis)
+    );
+    let a = Replica::start(&dir, "a", &fake, &policy).await;
+    let b = Replica::start(&dir, "b", &fake, &policy).await;
+    // One block by hand, one the limit tripped.
+    a.block_range("+16175550").await;
+    for i in 0..3 {
+        b.send(&format!("+1415555{i:04}")).await;
+    }
+    tokio::time::sleep(STALE).await;
+    let keys = ["prefix:8=+16175550", "prefix:8=+14155550"];
+    for k in keys {
+        assert!(a.listed_block(k).await.is_some(), "{k} before the restart");
+    }
+
+    // Redis comes back empty: nothing was saved.
+    redis.restart();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let listed = redis.cli(&["HKEYS", "smsguard:{blocks}:entries"]);
+        if keys.iter().all(|k| listed.lines().any(|l| l == *k)) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the blocks were not written back to Redis: {listed:?}\n{}\n{}",
+            a.log_text(),
+            b.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Every replica still enforces them, and says what it restored.
+    tokio::time::sleep(STALE).await;
+    for r in [&a, &b] {
+        for k in keys {
+            assert!(r.listed_block(k).await.is_some(), "{}: {k} lifted", r.name);
+        }
+    }
+    assert!(
+        format!("{}{}", a.log_text(), b.log_text())
+            .contains("restored this replica's active blocks"),
+        "no log line says what was restored"
+    );
+    // A replica that starts now, knowing only Redis, enforces them at once.
+    let c = Replica::start(&dir, "c", &fake, &policy).await;
+    let before = sends(&fake);
+    c.send("+16175550123").await;
+    c.send("+14155550999").await;
+    assert_eq!(
+        sends(&fake),
+        before,
+        "both ranges blocked on a fresh replica"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -220,6 +220,10 @@ return 1
 
 const DEL_LUA: &str = "return redis.call('DEL', KEYS[1])";
 
+/// `mark`: KEYS[1] the marker that Redis still holds the fleet's state;
+/// 1 when it was missing (and is set now), 0 when it was there.
+const MARK_LUA: &str = "if redis.call('SET', KEYS[1], '1', 'NX') then return 1 end return 0";
+
 /// The index's shared part: KEYS[1] until (zset), KEYS[2] entries (hash),
 /// KEYS[3] kinds (hash). `drop(m)` takes a member out, `trim(now)` drops
 /// up to 1,000 expired members (until <= now).
@@ -437,6 +441,7 @@ pub static GET: LazyLock<Script> = LazyLock::new(|| Script::new(GET_LUA));
 pub static BLOCK: LazyLock<Script> = LazyLock::new(|| Script::new(BLOCK_LUA));
 pub static SET_BLOCK: LazyLock<Script> = LazyLock::new(|| Script::new(SET_BLOCK_LUA));
 pub static DEL: LazyLock<Script> = LazyLock::new(|| Script::new(DEL_LUA));
+pub static MARK: LazyLock<Script> = LazyLock::new(|| Script::new(MARK_LUA));
 pub static INDEX_ADD: LazyLock<Script> = LazyLock::new(|| script(&[LUA_INDEX, INDEX_ADD_LUA]));
 pub static INDEX_REMOVE: LazyLock<Script> =
     LazyLock::new(|| script(&[LUA_INDEX, INDEX_REMOVE_LUA]));
@@ -770,6 +775,15 @@ pub async fn blocks(link: &RedisLink, now: Millis) -> Result<Vec<(String, BlockE
     }
     out.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(out)
+}
+
+/// Whether Redis lost the fleet's state since this was last asked: the
+/// marker it sets (beside the block index, in its slot) is gone. A Redis
+/// restarted without persistence, flushed, or new. One round trip.
+pub async fn state_lost(link: &RedisLink) -> Result<bool, LinkError> {
+    let marker = format!("{}{{blocks}}:kept", link.prefix());
+    let v = link.eval(&MARK, &[marker], &[] as &[&str]).await?;
+    Ok(int(&v).ok_or_else(|| unexpected("mark", &v))? == 1)
 }
 
 /// Whether the index holds a block (maybe expired, not yet trimmed) of

@@ -457,6 +457,12 @@ impl SharedStore {
             ops::remove_block(&self.link.background(), &key).await?;
             lock(&self.unremoved).remove(&key);
         }
+        // A Redis that lost the fleet's state (restarted without
+        // persistence, flushed) gets this replica's active blocks back:
+        // otherwise the listing below would lift them here too.
+        if ops::state_lost(&self.link.background()).await? {
+            self.restore_blocks(now).await;
+        }
         // Every active block: may take longer than a send may wait.
         let listed = ops::blocks(&self.link.background(), now).await?;
         let unremoved = lock(&self.unremoved).clone();
@@ -484,6 +490,32 @@ impl SharedStore {
             }
         }
         Ok(listed.len())
+    }
+
+    /// Writes this replica's active blocks (those set by hand included,
+    /// lifted ones not) back to a Redis that lost them, and says how many.
+    async fn restore_blocks(&self, now: Millis) {
+        let unremoved = lock(&self.unremoved).clone();
+        let mine: Vec<(String, BlockEntry)> = self
+            .local
+            .blocks(now)
+            .into_iter()
+            .filter(|(k, _)| !unremoved.contains(k))
+            .collect();
+        if mine.is_empty() {
+            return;
+        }
+        let mut restored = 0;
+        for (key, entry) in &mine {
+            if self.push_block(key, entry, now).await {
+                restored += 1;
+            }
+        }
+        tracing::warn!(
+            restored,
+            active = mine.len(),
+            "redis lost the shared blocks (restarted without persistence, or flushed): restored this replica's active blocks"
+        );
     }
 
     /// Mirrors the shared blocks every `store.near_cache` until the store
