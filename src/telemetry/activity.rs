@@ -314,6 +314,61 @@ fn bump(table: &mut HashMap<String, u64>, key: &str) {
     }
 }
 
+/// Shortest prefix a spread of blocked prefixes is rolled up to: a
+/// country code and a digit or two (`+9989`), never a whole country.
+const ROLLUP_MIN: usize = 5;
+
+/// Blocked prefixes rolled up to the range that holds them. A prefix goes
+/// into the widest range above it (down to [`ROLLUP_MIN`]) whose blocked
+/// prefixes are spread: at least three, none holding half the range's
+/// sends. That range is shown as the longest prefix its members share, so a
+/// flood over `+99890…` is one row (`+99890`), not many rows of one or two
+/// sends; a prefix hammered on its own keeps its row.
+fn rolled_up(table: &HashMap<String, u64>) -> HashMap<String, u64> {
+    let longest = table.keys().map(String::len).max().unwrap_or(0);
+    // Per range length: range -> (sends, largest member, members).
+    let mut ranges: Vec<HashMap<&str, (u64, u64, usize)>> = Vec::new();
+    for len in ROLLUP_MIN..longest {
+        let mut m: HashMap<&str, (u64, u64, usize)> = HashMap::new();
+        for (p, c) in table {
+            if p.len() > len && p.is_ascii() {
+                let e = m.entry(&p[..len]).or_default();
+                e.0 += c;
+                e.1 = e.1.max(*c);
+                e.2 += 1;
+            }
+        }
+        ranges.push(m);
+    }
+    let spread = |&(total, largest, n): &(u64, u64, usize)| n >= 3 && largest * 2 < total;
+    // The range each prefix goes into, and what its members share.
+    let mut groups: HashMap<&str, (String, u64)> = HashMap::new();
+    let mut out: HashMap<String, u64> = HashMap::new();
+    for (p, c) in table {
+        let range = ranges.iter().enumerate().find_map(|(i, m)| {
+            let r = p.get(..ROLLUP_MIN + i)?;
+            m.get(r).filter(|v| spread(v)).map(|_| r)
+        });
+        match range {
+            Some(r) => {
+                let g = groups.entry(r).or_insert_with(|| (p.clone(), 0));
+                let shared =
+                    g.0.bytes()
+                        .zip(p.bytes())
+                        .take_while(|(a, b)| a == b)
+                        .count();
+                g.0.truncate(shared);
+                g.1 += c;
+            }
+            None => *out.entry(p.clone()).or_default() += c,
+        }
+    }
+    for (_, (shared, c)) in groups {
+        *out.entry(shared).or_default() += c;
+    }
+    out
+}
+
 fn top(table: &HashMap<String, u64>, n: usize) -> Vec<(String, u64)> {
     let mut v: Vec<(String, u64)> = table.iter().map(|(k, c)| (k.clone(), *c)).collect();
     v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
@@ -498,7 +553,7 @@ impl Activity {
                 .zip(g.totals)
                 .map(|(a, t)| (a.to_string(), t))
                 .collect(),
-            top_blocked_prefixes: top(&g.blocked_prefixes, 10)
+            top_blocked_prefixes: top(&rolled_up(&g.blocked_prefixes), 10)
                 .into_iter()
                 .map(|(p, count)| Count {
                     prefix: Some(p),
@@ -736,6 +791,36 @@ mod tests {
             to: Some(format!("{prefix}1234")),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn a_flood_spread_over_a_range_is_one_row_and_a_hammered_prefix_keeps_its_own() {
+        let a = Activity::default();
+        let t0 = 1_700_000_000_000;
+        // 40 sends over +99890…, one or two per 8-digit prefix.
+        for i in 0..40u64 {
+            let p = format!("+99890{:03}", (i * 37) % 1000);
+            a.record(&event("shadow", "UZ", &p), t0 + i);
+        }
+        // 12 sends to one UK block, and one stray neighbour.
+        for i in 0..12 {
+            a.record(&event("shadow", "GB", "+44740012"), t0 + 100 + i);
+        }
+        a.record(&event("shadow", "GB", "+44740013"), t0 + 200);
+        let s = a.summary(t0 + 300);
+        let rows: Vec<(Option<&str>, u64)> = s
+            .top_blocked_prefixes
+            .iter()
+            .map(|c| (c.prefix.as_deref(), c.count))
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                (Some("+99890"), 40),
+                (Some("+44740012"), 12),
+                (Some("+44740013"), 1)
+            ]
+        );
     }
 
     #[test]
