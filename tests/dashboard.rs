@@ -46,7 +46,7 @@ async fn the_dashboard_shows_a_burst_and_unblocks() {
     // `[adaptive]` takes confirmations; its signals that could trip on
     // this burst are turned off.
     let env = start(
-        "[geo]\nallow = [\"US\", \"GB\"]\n[admin]\naddr = \"127.0.0.1:0\"\ntoken_env = \"SMSGUARD_DASHBOARD_TOKEN\"\n[[limit]]\nname = \"prefix\"\nkey = \"prefix:8\"\nrates = [\"3/10m\"]\nblock = \"1h\"\n[adaptive]\n[adaptive.surge]\nfloor = 100000\nregion = 0\n[adaptive.distinct]\nclient_ip = []\nuser = []\nregions = 0\n",
+        "[geo]\nallow = [\"US\", \"GB\"]\n[admin]\naddr = \"127.0.0.1:0\"\ntoken_env = \"SMSGUARD_DASHBOARD_TOKEN\"\n[[limit]]\nname = \"prefix\"\nkey = \"prefix:8\"\nrates = [\"3/10m\"]\nblock = \"1h\"\n[budget]\ndaily = \"5\"\nprices = { default = \"0.01\" }\n[adaptive]\n[adaptive.surge]\nfloor = 100000\nregion = 0\n[adaptive.distinct]\nclient_ip = []\nuser = []\nregions = 0\n",
     )
     .await;
     // The burst: 40 sends to the pumped block, a UK range hammered until the
@@ -111,6 +111,11 @@ async fn the_dashboard_shows_a_burst_and_unblocks() {
                 .env("EXPECT_ALLOW", allow.to_string())
                 .env("UNBLOCK_KEY", key)
                 .env("EXPECT_CONVERSION", conversion.to_string())
+                // At 0.01 a send: 43 stopped, 8 forwarded, of 5 a day.
+                .env(
+                    "EXPECT_MONEY",
+                    r#"{"saved": "0.43 USD", "spent": "0.08 USD", "left": "4.92 USD"}"#,
+                )
                 .env("SCREENSHOT", screenshot)
                 .env("CHROMIUM", "/usr/bin/chromium")
                 .output()

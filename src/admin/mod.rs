@@ -489,8 +489,22 @@ async fn summary(app: &App) -> Response<Body> {
             Err(e) => fleet_error = Some(e.to_string()),
         }
     }
-    s.conversion.adaptive = app.policy().config().adaptive.is_some();
+    let policy = app.policy();
+    s.conversion.adaptive = policy.config().adaptive.is_some();
+    s.money.priced = policy.config().budget.is_some();
     let mut v = serde_json::to_value(s).unwrap_or_default();
+    // The budget's windows as they stand (the fleet's spend with a shared
+    // store), and the currency every money figure is in.
+    if let Some(b) = &policy.config().budget {
+        let windows: Vec<serde_json::Value> = policy
+            .budget_status(now)
+            .into_iter()
+            .map(|(window, spent, cap)| {
+                json!({ "window": window, "spent": spent.0, "cap": cap.map(|c| c.0) })
+            })
+            .collect();
+        v["budget"] = json!({ "currency": b.currency, "windows": windows });
+    }
     if let (Some(e), Some(o)) = (fleet_error, v.as_object_mut()) {
         o.insert("fleet_error".into(), e.into());
     }

@@ -1000,6 +1000,7 @@ async fn handle_send(
         }
     };
     let judged = judge(app, &policy, &send, &ctx, dest, class, &parts.headers).await;
+    event.price = judged.price;
     record(app, &mut event, &judged.decision);
     let resp = act(
         app,
@@ -1205,6 +1206,9 @@ struct Judged {
     written: Option<oneshot::Receiver<()>>,
     /// How long this send has waited for Redis so far.
     waited: Duration,
+    /// What it costs at the policy's prices: spent if forwarded, saved if
+    /// stopped (the dashboard's money figures).
+    price: Option<u64>,
 }
 
 /// Phase 3: judges the send by every stage, against the shared store's view
@@ -1238,6 +1242,7 @@ async fn judge(
         // Given to the last stage below, once it is known to matter.
         balance: BalanceView::NotAsked,
     };
+    let price = policy.price(&attempt);
     // Every stage but the balance first: a send that an earlier stage
     // blocks is answered without asking Twilio anything (a slow Balance
     // endpoint must not hold up a shadow ban, nor show in its timing).
@@ -1255,6 +1260,7 @@ async fn judge(
             decision,
             written: None,
             waited,
+            price,
         };
     }
     let judgement = match &view {
@@ -1278,6 +1284,7 @@ async fn judge(
         decision,
         written,
         waited,
+        price,
     }
 }
 

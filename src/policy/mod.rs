@@ -628,6 +628,12 @@ impl Policy {
             .unwrap_or_default()
     }
 
+    /// What `a` costs at the policy's prices (`[budget]`), in millionths;
+    /// `None` without prices.
+    pub fn price(&self, a: &Attempt) -> Option<u64> {
+        self.budget.as_ref().map(|b| b.cost(a))
+    }
+
     pub fn remove_block(&self, key: &str) -> bool {
         self.store.remove_block(key)
     }

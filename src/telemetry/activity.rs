@@ -198,6 +198,60 @@ struct Inner {
     blocked_prefixes: HashMap<String, u64>,
     blocked_regions: HashMap<String, u64>,
     conversion: Conversions,
+    money: Money,
+}
+
+/// Money per hour over the last `HOURS` hours, in millionths of the
+/// policy's currency: what forwarded sends cost (spent) and what stopped
+/// ones would have cost (saved), at the policy's prices.
+#[derive(Debug, Clone, Default)]
+struct Money {
+    last: u64,
+    slots: [[u64; 2]; HOURS],
+}
+
+const SPENT: usize = 0;
+const SAVED: usize = 1;
+
+impl Money {
+    fn add(&mut self, hour: u64, i: usize, amount: u64) {
+        if hour > self.last {
+            let passed = (hour - self.last).min(HOURS as u64);
+            for h in hour + 1 - passed..=hour {
+                self.slots[(h % HOURS as u64) as usize] = [0; 2];
+            }
+            self.last = hour;
+        }
+        let slot = &mut self.slots[(self.last % HOURS as u64) as usize][i];
+        *slot = slot.saturating_add(amount);
+    }
+
+    fn sum(&self, hour: u64) -> [u64; 2] {
+        let first = (hour.max(self.last) + 1).saturating_sub(HOURS as u64);
+        let mut out = [0u64; 2];
+        if self.last < first {
+            return out;
+        }
+        for h in first..=self.last {
+            let s = self.slots[(h % HOURS as u64) as usize];
+            out[0] += s[0];
+            out[1] += s[1];
+        }
+        out
+    }
+}
+
+/// Money over the last day (the current hour and the 23 before it), in
+/// millionths of the policy's currency; `priced` when the policy has
+/// prices (`[budget]`): without, both read 0.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct MoneySummary {
+    pub since: Millis,
+    /// What forwarded sends cost.
+    pub spent: u64,
+    /// What stopped sends (shadowed, rejected) would have cost.
+    pub saved: u64,
+    pub priced: bool,
 }
 
 #[derive(Default)]
@@ -234,6 +288,8 @@ pub struct Summary {
     pub top_blocked_prefixes: Vec<Count>,
     pub top_blocked_regions: Vec<Count>,
     pub conversion: Conversion,
+    #[serde(default)]
+    pub money: MoneySummary,
     /// Replicas whose activity this adds up (1 without a shared store).
     #[serde(default = "one")]
     pub replicas: u32,
@@ -406,6 +462,14 @@ impl Activity {
             }
         }
         g.totals[ai] += 1;
+        if let Some(price) = e.price {
+            let which = if matches!(e.action, "shadow" | "reject") {
+                SAVED
+            } else {
+                SPENT
+            };
+            g.money.add(now / HOUR, which, price);
+        }
         if matches!(e.action, "shadow" | "reject") {
             if let Some(p) = &e.prefix {
                 bump(&mut g.blocked_prefixes, p);
@@ -542,6 +606,13 @@ impl Activity {
             }
         }
         let conversion = conversion(&g.conversion, now);
+        let [spent, saved] = g.money.sum(now / HOUR);
+        let money = MoneySummary {
+            since: (now / HOUR + 1).saturating_sub(HOURS as u64) * HOUR,
+            spent,
+            saved,
+            priced: false,
+        };
         Summary {
             now,
             minute_ms: MINUTE,
@@ -570,6 +641,7 @@ impl Activity {
                 })
                 .collect(),
             conversion,
+            money,
             replicas: 1,
         }
     }
@@ -746,6 +818,10 @@ pub fn merge(mut parts: Vec<Summary>) -> Summary {
                 None => c.adaptive_blocks.push(r),
             }
         }
+        out.money.spent += p.money.spent;
+        out.money.saved += p.money.saved;
+        out.money.since = out.money.since.min(p.money.since);
+        out.money.priced |= p.money.priced;
         out.replicas += p.replicas;
     }
     // The busiest regions, as one replica would keep them.

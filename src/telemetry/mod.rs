@@ -78,6 +78,9 @@ pub struct DecisionEvent {
     pub blocked: Vec<String>,
     /// The number was vouched for (it proved receipt recently).
     pub vouched: bool,
+    /// What the send costs at the policy's prices, in millionths (not
+    /// logged: the dashboard sums it).
+    pub price: Option<u64>,
 }
 
 impl DecisionEvent {

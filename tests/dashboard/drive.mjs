@@ -3,6 +3,7 @@
 //
 //   ADMIN_URL=http://127.0.0.1:PORT ADMIN_TOKEN=... EXPECT_SHADOW=N EXPECT_ALLOW=N \
 //   UNBLOCK_KEY='prefix:8=+44740012' SCREENSHOT=/tmp/dash.png [CHROMIUM=/usr/bin/chromium] \
+//   EXPECT_MONEY='{"saved": "0.43 USD", "spent": "0.08 USD", "left": "4.92 USD"}' \
 //   EXPECT_CONVERSION='{"regions": [{"region": "US", "forwarded": 5, "confirmed": 4, "rate": "80%", "low": false}],
 //                       "lowest_prefix": "+44740012"}' \
 //   node tests/dashboard/drive.mjs
@@ -41,6 +42,11 @@ async function main() {
     if (e.check) throw e;
     fail(`EXPECT_CONVERSION is not JSON: ${e.message}`);
   }
+  let expectMoney;
+  try { expectMoney = JSON.parse(need('EXPECT_MONEY')); } catch (e) {
+    if (e.check) throw e;
+    fail(`EXPECT_MONEY is not JSON: ${e.message}`);
+  }
   const screenshot = need('SCREENSHOT');
   const executablePath = env.CHROMIUM || '/usr/bin/chromium';
 
@@ -70,6 +76,11 @@ async function main() {
       if (text === null) fail(`#total-${name} is missing`);
       const got = text.replace(/\D/g, '');
       if (got !== want) fail(`#total-${name} shows ${JSON.stringify(text)}, expected ${want}`);
+    }
+    // the money a manager asks for first: saved, spent, budget left
+    for (const [name, want] of Object.entries(expectMoney)) {
+      const text = await page.locator(`#money-${name}`).textContent();
+      if (text !== want) fail(`#money-${name} shows ${JSON.stringify(text)}, expected ${JSON.stringify(want)}`);
     }
     const prefixRows = await page.locator('#top-prefixes tr').count();
     if (prefixRows < 1) fail('#top-prefixes has no row');
