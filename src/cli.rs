@@ -78,6 +78,14 @@ pub enum Command {
         #[command(subcommand)]
         command: CaCommand,
     },
+    /// Run the built-in fake Twilio on 127.0.0.1:PORT, to try `serve`
+    /// without a Twilio account: point upstream.api and upstream.verify at
+    /// it. It answers sends like Twilio and prints each request it gets
+    /// (method, path, To); it never reaches the network.
+    FakeTwilio {
+        #[arg(long, default_value_t = 9080)]
+        port: u16,
+    },
     /// Replay a generated day of legitimate traffic and pumping attacks
     /// through the guard in front of a built-in fake Twilio, offline.
     Demo {
@@ -152,6 +160,7 @@ pub fn main() -> i32 {
             at.as_deref(),
         ),
         Command::Serve { config } => serve(&config),
+        Command::FakeTwilio { port } => fake_twilio(port),
         Command::Demo {
             config,
             seed,
@@ -692,6 +701,56 @@ fn serve(path: &Path) -> i32 {
         tracing::info!("stopping: finishing requests in flight");
         guard.stop().await;
         0
+    })
+}
+
+/// `smsguard fake-twilio`: the fake until SIGINT or SIGTERM, printing one
+/// line per request it received (never a body or a credential).
+fn fake_twilio(port: u16) -> i32 {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return 1;
+        }
+    };
+    rt.block_on(async move {
+        let fake = match crate::twilio::fake::FakeTwilio::start_on(port).await {
+            Ok(f) => f,
+            Err(e) => {
+                eprintln!("127.0.0.1:{port}: {e}");
+                return 1;
+            }
+        };
+        println!(
+            "fake Twilio on {url}: set upstream.api and upstream.verify to {url:?}; nothing here reaches the network",
+            url = fake.url()
+        );
+        let mut shown = 0;
+        let stop = wait_for_signal();
+        tokio::pin!(stop);
+        loop {
+            // Whatever arrived is printed before stopping too.
+            let stopping = tokio::select! {
+                _ = &mut stop => true,
+                _ = tokio::time::sleep(std::time::Duration::from_millis(100)) => false,
+            };
+            let seen = fake.requests();
+            for r in seen.iter().skip(shown) {
+                let to = form_urlencoded::parse(&r.body)
+                    .find(|(k, _)| k == "To")
+                    .map(|(_, v)| format!(" To={v}"))
+                    .unwrap_or_default();
+                println!("{} {}{to}", r.method, r.uri.path());
+            }
+            shown = seen.len();
+            if stopping {
+                return 0;
+            }
+        }
     })
 }
 

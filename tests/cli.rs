@@ -670,3 +670,93 @@ fn explain_after_traffic_shows_an_alert_narrowed_to_the_sends_range() {
         "{err}"
     );
 }
+
+/// A free port on loopback.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port()
+}
+
+/// The README's quick start with nothing but the repository: the built-in
+/// fake Twilio, `serve` on the example policy pointed at it, a send that
+/// goes and one that is shadowed, and the dashboard's listener.
+#[test]
+fn the_quick_start_runs_against_the_built_in_fake_twilio() {
+    use std::io::{BufRead, BufReader};
+    let (fake_port, port, admin) = (free_port(), free_port(), free_port());
+    let mut fake = Command::new(env!("CARGO_BIN_EXE_smsguard"))
+        .args(["fake-twilio", "--port", &fake_port.to_string()])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(fake.stdout.take().unwrap()).lines();
+    let banner = lines.next().unwrap().unwrap();
+    let url = format!("http://127.0.0.1:{fake_port}");
+    assert!(banner.contains(&url), "{banner}");
+
+    let example = std::fs::read_to_string("config.example.toml").unwrap();
+    let policy = example
+        .replace(
+            "addr = \"127.0.0.1:8080\"",
+            &format!("addr = \"127.0.0.1:{port}\""),
+        )
+        .replace(
+            "addr = \"127.0.0.1:9090\"",
+            &format!("addr = \"127.0.0.1:{admin}\""),
+        )
+        .replace("\"https://api.twilio.com\"", &format!("{url:?}"))
+        .replace("\"https://verify.twilio.com\"", &format!("{url:?}"));
+    assert!(
+        policy.contains(&format!("api = {url:?}")),
+        "the example's upstream moved"
+    );
+    let dir = std::env::temp_dir().join(format!("smsguard-quick-start-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("smsguard.toml");
+    std::fs::write(&path, policy).unwrap();
+    let guard = Serve {
+        child: Command::new(env!("CARGO_BIN_EXE_smsguard"))
+            .args(["serve", "--config", path.to_str().unwrap()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+        port,
+        dir,
+    };
+    let (mut reader, mut w) = guard.connect();
+    let allowed = send(&mut reader, &mut w, "%2B14155550123");
+    assert!(allowed.starts_with("HTTP/1.1 201"), "{allowed}");
+    let shadowed = send(&mut reader, &mut w, "%2B998993941234");
+    assert!(shadowed.starts_with("HTTP/1.1 201"), "{shadowed}");
+    // The dashboard's listener answers on loopback without a token.
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", admin)).unwrap();
+    use std::io::{Read, Write};
+    c.write_all(b"GET /readyz HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    c.read_to_string(&mut answer).unwrap();
+    assert!(
+        answer.starts_with("HTTP/1.0 200") || answer.starts_with("HTTP/1.1 200"),
+        "{answer}"
+    );
+    guard.stop();
+    let _ = Command::new("kill")
+        .args(["-TERM", &fake.id().to_string()])
+        .status();
+    assert!(fake.wait().unwrap().success());
+    // The fake printed the forwarded send, and only it (and the balance
+    // checks the example's [balance] makes).
+    let printed: Vec<String> = lines
+        .map_while(Result::ok)
+        .filter(|l| !l.starts_with("GET ") || !l.ends_with("/Balance.json"))
+        .collect();
+    assert_eq!(printed.len(), 1, "{printed:?}");
+    assert!(printed[0].starts_with("POST "), "{printed:?}");
+    assert!(
+        printed[0].ends_with("/Messages.json To=+14155550123"),
+        "{printed:?}"
+    );
+}

@@ -1,4 +1,5 @@
-//! An in-process fake Twilio for the integration tests and `smsguard demo`.
+//! An in-process fake Twilio for the integration tests, `smsguard demo` and
+//! `smsguard fake-twilio` (to try `serve` without a Twilio account).
 //!
 //! It listens on `127.0.0.1:0` (HTTP/1.1 and HTTP/2 prior knowledge),
 //! records every request that reached it — method, path and query, headers,
@@ -134,18 +135,26 @@ impl FakeTwilio {
     /// on it; returns once the socket is listening. Must be called inside a
     /// Tokio runtime, which runs the server's tasks.
     pub async fn start() -> std::io::Result<FakeTwilio> {
-        Self::serve(None).await
+        Self::serve(None, 0).await
+    }
+
+    /// Like `start`, on `127.0.0.1:port` (`smsguard fake-twilio`).
+    pub async fn start_on(port: u16) -> std::io::Result<FakeTwilio> {
+        Self::serve(None, port).await
     }
 
     /// Like `start`, but speaks TLS with `tls` (a certificate the guard
     /// trusts through `upstream.extra_ca`), as the real Twilio does.
     pub async fn start_tls(tls: Arc<rustls::ServerConfig>) -> std::io::Result<FakeTwilio> {
-        Self::serve(Some(tokio_rustls::TlsAcceptor::from(tls))).await
+        Self::serve(Some(tokio_rustls::TlsAcceptor::from(tls)), 0).await
     }
 
-    async fn serve(tls: Option<tokio_rustls::TlsAcceptor>) -> std::io::Result<FakeTwilio> {
+    async fn serve(
+        tls: Option<tokio_rustls::TlsAcceptor>,
+        port: u16,
+    ) -> std::io::Result<FakeTwilio> {
         let https = tls.is_some();
-        let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
+        let listener = TcpListener::bind(("127.0.0.1", port)).await?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
