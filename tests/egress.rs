@@ -89,6 +89,31 @@ async fn connect_to_anything_but_twilio_is_refused() {
         .await;
         assert!(line.contains(" 403 "), "CONNECT {target}: {line}");
     }
+    // The refusal says how to let the app's other HTTPS calls by.
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1];
+    while !buf.ends_with(b"\r\n\r\n") {
+        assert_eq!(s.read(&mut byte).await.unwrap(), 1, "the head ends");
+        buf.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&buf).to_ascii_lowercase();
+    let len: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .map(|v| v.trim().parse().unwrap())
+        .expect("a body length");
+    let mut body = vec![0u8; len];
+    s.read_exact(&mut body).await.unwrap();
+    let body = String::from_utf8(body).unwrap();
+    assert!(body.contains("NO_PROXY=example.com"), "{body}");
+    assert!(
+        body.contains(r#"egress.tunnel = ["example.com:443"]"#),
+        "{body}"
+    );
     let (line, _) = status_line(
         addr,
         "GET http://example.com/ HTTP/1.1\r\nHost: example.com\r\n\r\n",

@@ -175,7 +175,14 @@ fn connect(
         });
         return Response::new(upstream::full(""));
     }
-    refuse(&format!("CONNECT to {target} is not allowed"))
+    let mut resp = refuse(&format!("CONNECT to {target} is not allowed"));
+    // The app's other HTTPS calls come here too when HTTPS_PROXY is set:
+    // say how to let them by.
+    *resp.body_mut() = upstream::full(format!(
+        "CONNECT to {target} is not allowed: smsguard intercepts Twilio hosts only and is not an open proxy.\n\
+         To reach {host} from this app, exempt it from the proxy (NO_PROXY={host}), or let it through as a blind tunnel (egress.tunnel = [\"{target}\"] in the policy).\n"
+    ));
+    resp
 }
 
 /// Terminates TLS inside a CONNECT tunnel and serves the requests in it.
