@@ -27,7 +27,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Notify, Semaphore};
 
 use crate::net::upstream::Body;
@@ -380,6 +380,18 @@ impl PerIp {
     }
 }
 
+impl PerIp {
+    fn new(opts: &ServerOptions) -> PerIp {
+        PerIp {
+            cap: opts.max_per_ip.max(1),
+            stats: opts.stats.clone(),
+            open: Mutex::default(),
+            refused: AtomicU64::new(0),
+            last_warned: Mutex::default(),
+        }
+    }
+}
+
 /// Serves `listener` until `shutdown` resolves, then stops accepting and
 /// waits (at most `drain_timeout`) for open connections and tunnels to
 /// finish.
@@ -395,41 +407,16 @@ pub async fn run<H, F>(
     let graceful = GracefulShutdown::new();
     let (stop_tx, drain) = Drain::new();
     let permits = Arc::new(Semaphore::new(opts.max_connections.max(1)));
-    let per_ip = Arc::new(PerIp {
-        cap: opts.max_per_ip.max(1),
-        stats: opts.stats.clone(),
-        open: Mutex::default(),
-        refused: AtomicU64::new(0),
-        last_warned: Mutex::default(),
-    });
+    let per_ip = Arc::new(PerIp::new(&opts));
     let builder = connection_builder(opts.header_timeout);
     tokio::pin!(shutdown);
     loop {
-        // Wait for capacity before accepting, so excess connections queue in
-        // the kernel's backlog instead of exhausting memory here.
-        let permit = tokio::select! {
-            p = permits.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-            _ = &mut shutdown => break,
-        };
-        let (stream, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    // EMFILE and friends: back off briefly rather than spin.
-                    tracing::warn!(target: "smsguard::server", error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = &mut shutdown => break,
-        };
-        let Some(slot) = per_ip.take(peer.ip()) else {
-            drop(stream);
-            continue;
-        };
+        let (stream, peer, held) =
+            match admit(&listener, &permits, &per_ip, shutdown.as_mut()).await {
+                Admit::Open(stream, peer, held) => (stream, peer, held),
+                Admit::Refused => continue,
+                Admit::Stop => break,
+            };
         let _ = stream.set_nodelay(true);
         let h = handler.clone();
         let info = ConnInfo {
@@ -440,81 +427,177 @@ pub async fn run<H, F>(
             idle_timeout: opts.idle_timeout,
             stats: opts.stats.clone(),
         };
-        let (first, idle) = (opts.header_timeout, opts.idle_timeout);
         match &opts.tls {
-            None => {
-                let (io, act) = Watched::new(stream);
-                let stats = opts.stats.clone();
-                let svc = service(h, info, act.clone());
-                let conn = builder
-                    .serve_connection_with_upgrades(TokioIo::new(io), svc)
-                    .into_owned();
-                let conn = graceful.watch(conn);
-                tokio::spawn(async move {
-                    tokio::select! {
-                        r = conn => if let Err(e) = r {
-                            tracing::debug!(target: "smsguard::server", error = %e, %peer, "connection ended with an error");
-                        },
-                        why = idle_watch(&act, first, idle) => {
-                            stats.closed(why);
-                            tracing::debug!(target: "smsguard::server", %peer, reason = why.as_str(), "connection closed");
-                        }
-                    }
-                    drop((permit, slot));
-                });
-            }
-            Some(tls) => {
-                let (acceptor, builder, watcher) = (
-                    tokio_rustls::TlsAcceptor::from(tls.clone()),
-                    builder.clone(),
-                    graceful.watcher(),
-                );
-                let stats = opts.stats.clone();
-                tokio::spawn(async move {
-                    let accepted = tokio::time::timeout(first, acceptor.accept(stream)).await;
-                    let stream = match accepted {
-                        Ok(Ok(s)) => s,
-                        Ok(Err(e)) => {
-                            return tracing::debug!(target: "smsguard::server", error = %e, %peer, "TLS handshake failed")
-                        }
-                        Err(_) => {
-                            return tracing::debug!(target: "smsguard::server", %peer, "TLS handshake timed out")
-                        }
-                    };
-                    let sni =
-                        stream.get_ref().1.server_name().map(|s| {
-                            Arc::<str>::from(s.trim_end_matches('.').to_ascii_lowercase())
-                        });
-                    let info = ConnInfo { sni, ..info };
-                    let (io, act) = Watched::new(stream);
-                    let svc = service(h, info, act.clone());
-                    let conn = builder
-                        .serve_connection_with_upgrades(TokioIo::new(io), svc)
-                        .into_owned();
-                    tokio::select! {
-                        r = watcher.watch(conn) => if let Err(e) = r {
-                            tracing::debug!(target: "smsguard::server", error = %e, %peer, "connection ended with an error");
-                        },
-                        why = idle_watch(&act, first, idle) => {
-                            stats.closed(why);
-                            tracing::debug!(target: "smsguard::server", %peer, reason = why.as_str(), "connection closed");
-                        }
-                    }
-                    drop((permit, slot));
-                });
-            }
+            None => serve_plain(stream, held, h, info, &builder, &graceful, &opts),
+            Some(tls) => serve_tls(stream, held, h, info, tls, &builder, &graceful, &opts),
         }
     }
+    stop(listener, stop_tx, graceful, drain, opts.drain_timeout).await;
+}
+
+/// What the listener's caps hold for one open connection: a place under
+/// `listen.max_connections` and one under its address's cap, given back
+/// (in that order) when the connection ends.
+type Held = (tokio::sync::OwnedSemaphorePermit, IpSlot);
+
+/// What the accept loop does next.
+enum Admit {
+    /// A connection accepted, within both caps.
+    Open(TcpStream, SocketAddr, Held),
+    /// Accepting failed, or the address is at its cap: try again.
+    Refused,
+    /// Stopping, or the caps are closed.
+    Stop,
+}
+
+/// Waits for a place under the connection cap, then for a connection, and
+/// takes a place under its address's cap; a connection over that cap is
+/// closed at once.
+async fn admit(
+    listener: &TcpListener,
+    permits: &Arc<Semaphore>,
+    per_ip: &Arc<PerIp>,
+    mut shutdown: Pin<&mut impl Future<Output = ()>>,
+) -> Admit {
+    // Wait for capacity before accepting, so excess connections queue in
+    // the kernel's backlog instead of exhausting memory here.
+    let permit = tokio::select! {
+        p = permits.clone().acquire_owned() => match p {
+            Ok(p) => p,
+            Err(_) => return Admit::Stop,
+        },
+        _ = &mut shutdown => return Admit::Stop,
+    };
+    let (stream, peer) = tokio::select! {
+        r = listener.accept() => match r {
+            Ok(x) => x,
+            Err(e) => {
+                // EMFILE and friends: back off briefly rather than spin.
+                tracing::warn!(target: "smsguard::server", error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                return Admit::Refused;
+            }
+        },
+        _ = &mut shutdown => return Admit::Stop,
+    };
+    let Some(slot) = per_ip.take(peer.ip()) else {
+        drop(stream);
+        return Admit::Refused;
+    };
+    Admit::Open(stream, peer, (permit, slot))
+}
+
+/// Serves one plain-HTTP connection in a task of its own until it ends,
+/// idles out or the drain closes it.
+fn serve_plain<H, F>(
+    stream: TcpStream,
+    held: Held,
+    h: H,
+    info: ConnInfo,
+    builder: &auto::Builder<TokioExecutor>,
+    graceful: &GracefulShutdown,
+    opts: &ServerOptions,
+) where
+    H: Fn(Request<Incoming>, ConnInfo) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<Body>> + Send + 'static,
+{
+    let (peer, first, idle) = (info.peer, opts.header_timeout, opts.idle_timeout);
+    let (io, act) = Watched::new(stream);
+    let stats = opts.stats.clone();
+    let svc = service(h, info, act.clone());
+    let conn = builder
+        .serve_connection_with_upgrades(TokioIo::new(io), svc)
+        .into_owned();
+    let conn = graceful.watch(conn);
+    tokio::spawn(async move {
+        tokio::select! {
+            r = conn => if let Err(e) = r {
+                tracing::debug!(target: "smsguard::server", error = %e, %peer, "connection ended with an error");
+            },
+            why = idle_watch(&act, first, idle) => {
+                stats.closed(why);
+                tracing::debug!(target: "smsguard::server", %peer, reason = why.as_str(), "connection closed");
+            }
+        }
+        drop(held);
+    });
+}
+
+/// Serves one TLS connection in a task of its own: the handshake within the
+/// header timeout (its SNI kept in the connection's info), then as
+/// `serve_plain`.
+#[allow(clippy::too_many_arguments)]
+fn serve_tls<H, F>(
+    stream: TcpStream,
+    held: Held,
+    h: H,
+    info: ConnInfo,
+    tls: &Arc<rustls::ServerConfig>,
+    builder: &auto::Builder<TokioExecutor>,
+    graceful: &GracefulShutdown,
+    opts: &ServerOptions,
+) where
+    H: Fn(Request<Incoming>, ConnInfo) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<Body>> + Send + 'static,
+{
+    let (peer, first, idle) = (info.peer, opts.header_timeout, opts.idle_timeout);
+    let (acceptor, builder, watcher) = (
+        tokio_rustls::TlsAcceptor::from(tls.clone()),
+        builder.clone(),
+        graceful.watcher(),
+    );
+    let stats = opts.stats.clone();
+    tokio::spawn(async move {
+        let accepted = tokio::time::timeout(first, acceptor.accept(stream)).await;
+        let stream = match accepted {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                return tracing::debug!(target: "smsguard::server", error = %e, %peer, "TLS handshake failed")
+            }
+            Err(_) => {
+                return tracing::debug!(target: "smsguard::server", %peer, "TLS handshake timed out")
+            }
+        };
+        let sni = stream
+            .get_ref()
+            .1
+            .server_name()
+            .map(|s| Arc::<str>::from(s.trim_end_matches('.').to_ascii_lowercase()));
+        let info = ConnInfo { sni, ..info };
+        let (io, act) = Watched::new(stream);
+        let svc = service(h, info, act.clone());
+        let conn = builder
+            .serve_connection_with_upgrades(TokioIo::new(io), svc)
+            .into_owned();
+        tokio::select! {
+            r = watcher.watch(conn) => if let Err(e) = r {
+                tracing::debug!(target: "smsguard::server", error = %e, %peer, "connection ended with an error");
+            },
+            why = idle_watch(&act, first, idle) => {
+                stats.closed(why);
+                tracing::debug!(target: "smsguard::server", %peer, reason = why.as_str(), "connection closed");
+            }
+        }
+        drop(held);
+    });
+}
+
+/// Stops accepting, tells open connections and tunnels to finish, and waits
+/// for them at most `drain_timeout`.
+async fn stop(
+    listener: TcpListener,
+    stop_tx: watch::Sender<bool>,
+    graceful: GracefulShutdown,
+    drain: Drain,
+    drain_timeout: Duration,
+) {
     drop(listener);
     let _ = stop_tx.send(true);
     let drained = async {
         graceful.shutdown().await;
         drain.all_done().await;
     };
-    if tokio::time::timeout(opts.drain_timeout, drained)
-        .await
-        .is_err()
-    {
+    if tokio::time::timeout(drain_timeout, drained).await.is_err() {
         tracing::warn!(target: "smsguard::server", "drain timeout reached; closing remaining connections");
     }
 }

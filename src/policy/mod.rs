@@ -344,6 +344,37 @@ impl Judgement<'_> {
     }
 }
 
+impl<'j> Judgement<'j> {
+    /// A judgement not yet begun: allowed, nothing held.
+    fn open(
+        policy: &'j Policy,
+        attempt: &'j Attempt<'j>,
+        now: Millis,
+        trace: bool,
+        store: &'j dyn Store,
+    ) -> Judgement<'j> {
+        Judgement {
+            policy,
+            store,
+            attempt,
+            decision: Decision {
+                action: Action::Allow,
+                verdict: None,
+                would_block: Vec::new(),
+                hold: None,
+                trace: Vec::new(),
+                vouched: false,
+            },
+            backoff: None,
+            spend: None,
+            seen: None,
+            now,
+            trace,
+            safe: false,
+        }
+    }
+}
+
 impl Drop for Judgement<'_> {
     fn drop(&mut self) {
         self.give_back();
@@ -457,27 +488,29 @@ impl Policy {
         trace: bool,
         store: &'j dyn Store,
     ) -> Judgement<'j> {
-        let mut j = Judgement {
-            policy: self,
-            store,
-            attempt: a,
-            decision: Decision {
-                action: Action::Allow,
-                verdict: None,
-                would_block: Vec::new(),
-                hold: None,
-                trace: Vec::new(),
-                vouched: false,
-            },
-            backoff: None,
-            spend: None,
-            seen: None,
-            now,
-            trace,
-            safe: false,
-        };
+        let mut j = Judgement::open(self, a, now, trace, store);
+        if self.safe_listed(&mut j) {
+            return j;
+        }
+        for stage in &Stage::ALL[1..] {
+            if j.decision.verdict.is_some() && !trace {
+                break;
+            }
+            // `None` at the last stage, run by `Judgement::finish`.
+            let Some(step) = self.stage_step(*stage, &mut j) else {
+                break;
+            };
+            j.decision.apply(*stage, step, trace);
+        }
+        j
+    }
+
+    /// The first stage: a number on the safe list is judged no further
+    /// (`true`); with `trace`, every other stage is written as skipped.
+    fn safe_listed(&self, j: &mut Judgement<'_>) -> bool {
+        let trace = j.trace;
         let d = &mut j.decision;
-        if let Some(why) = self.safe.matches(a) {
+        if let Some(why) = self.safe.matches(j.attempt) {
             if trace {
                 d.trace.push((Stage::Safe, StageOutcome::Pass(why)));
                 for s in &Stage::ALL[1..] {
@@ -485,7 +518,7 @@ impl Policy {
                 }
             }
             j.safe = true;
-            return j;
+            return true;
         }
         if trace {
             d.trace.push((
@@ -493,53 +526,55 @@ impl Policy {
                 StageOutcome::Pass("not on the safe list".into()),
             ));
         }
+        false
+    }
 
-        for stage in &Stage::ALL[1..] {
-            if d.verdict.is_some() && !trace {
-                break;
-            }
-            let step = match stage {
-                Stage::Number => self.number.check(a, trace),
-                Stage::Blocks => self
-                    .blocks
-                    .check(a, store, now, self.adaptive.as_ref(), trace),
-                Stage::Backoff => match &self.backoff {
-                    None => pass!(trace, "no backoff configured"),
-                    Some(b) if d.verdict.is_none() => {
-                        let (step, hold, token) = b.check(a, store, now, trace);
-                        d.hold = hold;
-                        j.backoff = token;
-                        step
-                    }
-                    Some(b) => b.peek(a, store, now),
-                },
-                Stage::Limits => self.limits.check(a, store, now, &mut d.would_block, trace),
-                Stage::Adaptive => match &self.adaptive {
-                    None => pass!(trace, "no adaptive stage configured"),
-                    Some(ad) if d.verdict.is_none() => {
-                        let (step, s) = ad.check(a, store, now, trace);
-                        d.vouched = s.vouched;
-                        j.seen = Some(s);
-                        step
-                    }
-                    Some(_) => pass!(trace, "not judged: an earlier stage decided"),
-                },
-                Stage::Budget => match &self.budget {
-                    None => pass!(trace, "no budget configured"),
-                    Some(b) if d.verdict.is_none() => {
-                        let (step, spend) = b.check(a, store, now, trace);
-                        j.spend = spend;
-                        step
-                    }
-                    Some(b) => b.peek(a, store, now),
-                },
-                // The last stage, run by `Judgement::finish`.
-                Stage::Balance => break,
-                Stage::Safe => unreachable!("handled above"),
-            };
-            d.apply(*stage, step, trace);
-        }
-        j
+    /// One stage after the safe list, judged on `j`: its step, and what it
+    /// holds until the send is settled (the backoff step and hold, the
+    /// adaptive reading, the budget's spend) kept in `j`. A stage that would
+    /// record something once a verdict is in only peeks. `None` at the
+    /// balance, which `Judgement::finish` runs.
+    fn stage_step<'j>(&'j self, stage: Stage, j: &mut Judgement<'j>) -> Option<Step> {
+        let (a, store, now, trace) = (j.attempt, j.store, j.now, j.trace);
+        let d = &mut j.decision;
+        Some(match stage {
+            Stage::Number => self.number.check(a, trace),
+            Stage::Blocks => self
+                .blocks
+                .check(a, store, now, self.adaptive.as_ref(), trace),
+            Stage::Backoff => match &self.backoff {
+                None => pass!(trace, "no backoff configured"),
+                Some(b) if d.verdict.is_none() => {
+                    let (step, hold, token) = b.check(a, store, now, trace);
+                    d.hold = hold;
+                    j.backoff = token;
+                    step
+                }
+                Some(b) => b.peek(a, store, now),
+            },
+            Stage::Limits => self.limits.check(a, store, now, &mut d.would_block, trace),
+            Stage::Adaptive => match &self.adaptive {
+                None => pass!(trace, "no adaptive stage configured"),
+                Some(ad) if d.verdict.is_none() => {
+                    let (step, s) = ad.check(a, store, now, trace);
+                    d.vouched = s.vouched;
+                    j.seen = Some(s);
+                    step
+                }
+                Some(_) => pass!(trace, "not judged: an earlier stage decided"),
+            },
+            Stage::Budget => match &self.budget {
+                None => pass!(trace, "no budget configured"),
+                Some(b) if d.verdict.is_none() => {
+                    let (step, spend) = b.check(a, store, now, trace);
+                    j.spend = spend;
+                    step
+                }
+                Some(b) => b.peek(a, store, now),
+            },
+            Stage::Balance => return None,
+            Stage::Safe => unreachable!("handled by safe_listed"),
+        })
     }
 
     /// What a shared store must read and update before this policy judges
