@@ -418,18 +418,22 @@ pub async fn run<H, F>(
                 Admit::Stop => break,
             };
         let _ = stream.set_nodelay(true);
-        let h = handler.clone();
-        let info = ConnInfo {
-            peer,
-            sni: None,
-            drain: drain.clone(),
-            header_timeout: opts.header_timeout,
-            idle_timeout: opts.idle_timeout,
-            stats: opts.stats.clone(),
+        let conn = Conn {
+            stream,
+            held,
+            h: handler.clone(),
+            info: ConnInfo {
+                peer,
+                sni: None,
+                drain: drain.clone(),
+                header_timeout: opts.header_timeout,
+                idle_timeout: opts.idle_timeout,
+                stats: opts.stats.clone(),
+            },
         };
         match &opts.tls {
-            None => serve_plain(stream, held, h, info, &builder, &graceful, &opts),
-            Some(tls) => serve_tls(stream, held, h, info, tls, &builder, &graceful, &opts),
+            None => conn.serve_plain(&builder, &graceful, &opts),
+            Some(tls) => conn.serve_tls(tls, &builder, &graceful, &opts),
         }
     }
     stop(listener, stop_tx, graceful, drain, opts.drain_timeout).await;
@@ -487,99 +491,105 @@ async fn admit(
     Admit::Open(stream, peer, (permit, slot))
 }
 
-/// Serves one plain-HTTP connection in a task of its own until it ends,
-/// idles out or the drain closes it.
-fn serve_plain<H, F>(
+/// One accepted connection, before it is served.
+struct Conn<H> {
     stream: TcpStream,
     held: Held,
     h: H,
     info: ConnInfo,
-    builder: &auto::Builder<TokioExecutor>,
-    graceful: &GracefulShutdown,
-    opts: &ServerOptions,
-) where
-    H: Fn(Request<Incoming>, ConnInfo) -> F + Clone + Send + Sync + 'static,
-    F: Future<Output = Response<Body>> + Send + 'static,
-{
-    let (peer, first, idle) = (info.peer, opts.header_timeout, opts.idle_timeout);
-    let (io, act) = Watched::new(stream);
-    let stats = opts.stats.clone();
-    let svc = service(h, info, act.clone());
-    let conn = builder
-        .serve_connection_with_upgrades(TokioIo::new(io), svc)
-        .into_owned();
-    let conn = graceful.watch(conn);
-    tokio::spawn(async move {
-        tokio::select! {
-            r = conn => if let Err(e) = r {
-                tracing::debug!(target: "smsguard::server", error = %e, %peer, "connection ended with an error");
-            },
-            why = idle_watch(&act, first, idle) => {
-                stats.closed(why);
-                tracing::debug!(target: "smsguard::server", %peer, reason = why.as_str(), "connection closed");
-            }
-        }
-        drop(held);
-    });
 }
 
-/// Serves one TLS connection in a task of its own: the handshake within the
-/// header timeout (its SNI kept in the connection's info), then as
-/// `serve_plain`.
-#[allow(clippy::too_many_arguments)]
-fn serve_tls<H, F>(
-    stream: TcpStream,
-    held: Held,
-    h: H,
-    info: ConnInfo,
-    tls: &Arc<rustls::ServerConfig>,
-    builder: &auto::Builder<TokioExecutor>,
-    graceful: &GracefulShutdown,
-    opts: &ServerOptions,
-) where
+impl<H, F> Conn<H>
+where
     H: Fn(Request<Incoming>, ConnInfo) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {
-    let (peer, first, idle) = (info.peer, opts.header_timeout, opts.idle_timeout);
-    let (acceptor, builder, watcher) = (
-        tokio_rustls::TlsAcceptor::from(tls.clone()),
-        builder.clone(),
-        graceful.watcher(),
-    );
-    let stats = opts.stats.clone();
-    tokio::spawn(async move {
-        let accepted = tokio::time::timeout(first, acceptor.accept(stream)).await;
-        let stream = match accepted {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => {
-                return tracing::debug!(target: "smsguard::server", error = %e, %peer, "TLS handshake failed")
-            }
-            Err(_) => {
-                return tracing::debug!(target: "smsguard::server", %peer, "TLS handshake timed out")
-            }
-        };
-        let sni = stream
-            .get_ref()
-            .1
-            .server_name()
-            .map(|s| Arc::<str>::from(s.trim_end_matches('.').to_ascii_lowercase()));
-        let info = ConnInfo { sni, ..info };
-        let (io, act) = Watched::new(stream);
-        let svc = service(h, info, act.clone());
+    /// Serves one plain-HTTP connection in a task of its own until it ends,
+    /// idles out or the drain closes it.
+    fn serve_plain(
+        self,
+        builder: &auto::Builder<TokioExecutor>,
+        graceful: &GracefulShutdown,
+        opts: &ServerOptions,
+    ) {
+        let (peer, first, idle) = (self.info.peer, opts.header_timeout, opts.idle_timeout);
+        let (io, act) = Watched::new(self.stream);
+        let stats = opts.stats.clone();
+        let svc = service(self.h, self.info, act.clone());
         let conn = builder
             .serve_connection_with_upgrades(TokioIo::new(io), svc)
             .into_owned();
-        tokio::select! {
-            r = watcher.watch(conn) => if let Err(e) = r {
-                tracing::debug!(target: "smsguard::server", error = %e, %peer, "connection ended with an error");
-            },
-            why = idle_watch(&act, first, idle) => {
-                stats.closed(why);
-                tracing::debug!(target: "smsguard::server", %peer, reason = why.as_str(), "connection closed");
-            }
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            until_closed(conn, &act, peer, first, idle, &stats).await;
+            drop(self.held);
+        });
+    }
+
+    /// Serves one TLS connection in a task of its own: the handshake within the
+    /// header timeout (its SNI kept in the connection's info), then as
+    /// `serve_plain`.
+    fn serve_tls(
+        self,
+        tls: &Arc<rustls::ServerConfig>,
+        builder: &auto::Builder<TokioExecutor>,
+        graceful: &GracefulShutdown,
+        opts: &ServerOptions,
+    ) {
+        let (peer, first, idle) = (self.info.peer, opts.header_timeout, opts.idle_timeout);
+        let (acceptor, builder, watcher) = (
+            tokio_rustls::TlsAcceptor::from(tls.clone()),
+            builder.clone(),
+            graceful.watcher(),
+        );
+        let stats = opts.stats.clone();
+        tokio::spawn(async move {
+            let accepted = tokio::time::timeout(first, acceptor.accept(self.stream)).await;
+            let stream = match accepted {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    return tracing::debug!(target: "smsguard::server", error = %e, %peer, "TLS handshake failed")
+                }
+                Err(_) => {
+                    return tracing::debug!(target: "smsguard::server", %peer, "TLS handshake timed out")
+                }
+            };
+            let sni = stream
+                .get_ref()
+                .1
+                .server_name()
+                .map(|s| Arc::<str>::from(s.trim_end_matches('.').to_ascii_lowercase()));
+            let info = ConnInfo { sni, ..self.info };
+            let (io, act) = Watched::new(stream);
+            let svc = service(self.h, info, act.clone());
+            let conn = builder
+                .serve_connection_with_upgrades(TokioIo::new(io), svc)
+                .into_owned();
+            until_closed(watcher.watch(conn), &act, peer, first, idle, &stats).await;
+            drop(self.held);
+        });
+    }
+}
+
+/// Waits for a served connection to end, or closes it when it idles out
+/// (counted in `stats`).
+async fn until_closed<E: std::fmt::Display>(
+    conn: impl Future<Output = Result<(), E>>,
+    act: &Activity,
+    peer: SocketAddr,
+    first: Duration,
+    idle: Duration,
+    stats: &ListenerStats,
+) {
+    tokio::select! {
+        r = conn => if let Err(e) = r {
+            tracing::debug!(target: "smsguard::server", error = %e, %peer, "connection ended with an error");
+        },
+        why = idle_watch(act, first, idle) => {
+            stats.closed(why);
+            tracing::debug!(target: "smsguard::server", %peer, reason = why.as_str(), "connection closed");
         }
-        drop(held);
-    });
+    }
 }
 
 /// Stops accepting, tells open connections and tunnels to finish, and waits

@@ -199,6 +199,18 @@ pub enum StageOutcome {
 }
 
 impl Decision {
+    /// Allowed, nothing recorded: what a judgement starts from.
+    fn allowed() -> Decision {
+        Decision {
+            action: Action::Allow,
+            verdict: None,
+            would_block: Vec::new(),
+            hold: None,
+            trace: Vec::new(),
+            vouched: false,
+        }
+    }
+
     pub fn forwarded(&self) -> bool {
         !self.action.blocks()
     }
@@ -292,17 +304,7 @@ impl Judgement<'_> {
         let p = self.policy;
         let a = self.attempt;
         let trace = self.trace;
-        let mut d = std::mem::replace(
-            &mut self.decision,
-            Decision {
-                action: Action::Allow,
-                verdict: None,
-                would_block: Vec::new(),
-                hold: None,
-                trace: Vec::new(),
-                vouched: false,
-            },
-        );
+        let mut d = std::mem::replace(&mut self.decision, Decision::allowed());
         if self.safe {
             return d;
         }
@@ -357,14 +359,7 @@ impl<'j> Judgement<'j> {
             policy,
             store,
             attempt,
-            decision: Decision {
-                action: Action::Allow,
-                verdict: None,
-                would_block: Vec::new(),
-                hold: None,
-                trace: Vec::new(),
-                vouched: false,
-            },
+            decision: Decision::allowed(),
             backoff: None,
             spend: None,
             seen: None,
