@@ -493,7 +493,10 @@ impl SharedStore {
     }
 
     /// Writes this replica's active blocks (those set by hand included,
-    /// lifted ones not) back to a Redis that lost them, and says how many.
+    /// lifted ones not) back to a Redis that lost them, and says how many;
+    /// a block Redis holds for as long or longer is left as it is. (A
+    /// fleet's first sync on a new Redis finds the marker missing too:
+    /// then there is nothing to fill.)
     async fn restore_blocks(&self, now: Millis) {
         let unremoved = lock(&self.unremoved).clone();
         let mine: Vec<(String, BlockEntry)> = self
@@ -507,9 +510,20 @@ impl SharedStore {
         }
         let mut restored = 0;
         for (key, entry) in &mine {
+            // Only what Redis lacks: a block another replica wrote since
+            // (or renewed for longer) stays as it is.
+            let link = self.link.background();
+            if let Ok(Some(there)) = ops::block(&link, key, now).await {
+                if there.until >= entry.until {
+                    continue;
+                }
+            }
             if self.push_block(key, entry, now).await {
                 restored += 1;
             }
+        }
+        if restored == 0 {
+            return;
         }
         tracing::warn!(
             restored,
