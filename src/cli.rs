@@ -221,6 +221,13 @@ pub fn check(path: &Path) -> i32 {
         Ok(c) => c,
         Err(code) => return code,
     };
+    // What `serve` refuses at start, `check` refuses too.
+    if let Some(admin) = &c.admin {
+        if let Err(e) = crate::admin::Auth::from_config(admin) {
+            eprintln!("{}: {e} (serve would not start)", path.display());
+            return 1;
+        }
+    }
     println!("{}: ok", path.display());
     if c.protections().is_empty() {
         println!(

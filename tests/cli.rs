@@ -760,3 +760,67 @@ fn the_quick_start_runs_against_the_built_in_fake_twilio() {
         "{printed:?}"
     );
 }
+
+/// `check` on `policy`: (exit code, stderr).
+fn check_text(name: &str, policy: &str) -> (i32, String) {
+    let dir = std::env::temp_dir().join(format!("smsguard-cli-check-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(&path, policy).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_smsguard"))
+        .args(["check", "--config", path.to_str().unwrap()])
+        .env_remove("SMSGUARD_CHECK_UNSET_TOKEN")
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&path);
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn check_refuses_what_serve_refuses_and_says_what_to_write() {
+    for (name, policy, says) in [
+        (
+            "exposed-admin",
+            "[admin]\naddr = \"0.0.0.0:19090\"\ntoken_env = \"SMSGUARD_CHECK_UNSET_TOKEN\"\n",
+            "serve would not start",
+        ),
+        (
+            "clear-upstream",
+            "[upstream]\napi = \"http://10.0.0.5:8080\"\n",
+            "credentials in clear",
+        ),
+        (
+            "hr",
+            "[[limit]]\nname = \"n\"\nkey = \"to\"\nrates = [\"10/hr\"]\n",
+            "write it like 10s, 5m, 1h or 1d",
+        ),
+        (
+            "quoted-number",
+            "[backoff]\nfree = \"2\"\nbase = \"30s\"\nmax = \"1m\"\nreset_after = \"1h\"\n",
+            "write a whole number without quotes",
+        ),
+        (
+            "bare-duration",
+            "[backoff]\nbase = 30\nmax = \"1m\"\nreset_after = \"1h\"\n",
+            "write a duration in quotes",
+        ),
+        (
+            "host-name",
+            "[listen]\naddr = \"localhost:18080\"\n",
+            "write an IP address and a port",
+        ),
+    ] {
+        let (code, err) = check_text(name, policy);
+        assert_eq!(code, 1, "{name}: {err}");
+        assert!(err.contains(says), "{name}: {err}");
+    }
+    // On loopback, http and a missing token are fine.
+    let (code, err) = check_text(
+        "loopback",
+        "[admin]\naddr = \"127.0.0.1:19090\"\ntoken_env = \"SMSGUARD_CHECK_UNSET_TOKEN\"\n[upstream]\napi = \"http://127.0.0.1:9080\"\nverify = \"http://[::1]:9080\"\n",
+    );
+    assert_eq!(code, 0, "{err}");
+}

@@ -40,6 +40,33 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// The parser's words for a wrong value, said as a policy's author needs
+/// them: what to write instead, with an example.
+fn for_people(m: &str) -> String {
+    let number = [
+        "expected u8",
+        "expected u16",
+        "expected u32",
+        "expected u64",
+        "expected usize",
+    ];
+    if number.iter().any(|n| m.ends_with(n)) {
+        return format!("{m}: write a whole number without quotes, e.g. 2");
+    }
+    if m.ends_with("expected f64") || m.ends_with("expected f32") {
+        return format!("{m}: write a number without quotes, e.g. 2.0");
+    }
+    if m.contains("expected a duration") {
+        return format!("{m}: write a duration in quotes, e.g. \"30s\", \"5m\" or \"1h\"");
+    }
+    if m.contains("invalid socket address syntax") {
+        return format!(
+            "{m}: write an IP address and a port, e.g. \"127.0.0.1:8080\" (host names are not resolved here)"
+        );
+    }
+    m.to_string()
+}
+
 impl Config {
     /// Reads and checks a policy file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -70,7 +97,7 @@ impl Config {
                 // control character in a comment); the position still
                 // points at it.
                 "" => "invalid TOML here (a control character?)".to_string(),
-                m => m.to_string(),
+                m => for_people(m),
             };
             at(e.span(), message)
         })?;

@@ -166,6 +166,22 @@ fn de_base_url<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
             "upstream {s:?} must be a scheme and host only, e.g. \"https://api.twilio.com\""
         )));
     }
+    // The app's Twilio credentials travel to the upstream: in clear only
+    // to this machine (a local test Twilio, `smsguard fake-twilio`).
+    let host = uri
+        .host()
+        .unwrap_or("")
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if uri.scheme_str() == Some("http") && !loopback {
+        return Err(de::Error::custom(format!(
+            "upstream {s:?} would carry the app's Twilio credentials in clear: use https://, or http:// on loopback only (a local test Twilio)"
+        )));
+    }
     Ok(s.trim_end_matches('/').to_string())
 }
 

@@ -73,8 +73,11 @@ impl FromStr for Rate {
         if count == 0 {
             return Err(format!("rate {s:?}: the count must be at least 1"));
         }
-        let period = humantime::parse_duration(p.trim())
-            .map_err(|e| format!("rate {s:?}: period {p:?}: {e}"))?;
+        let period = humantime::parse_duration(p.trim()).map_err(|_| {
+            format!(
+                "rate {s:?}: the period {p:?} is not a duration: write it like 10s, 5m, 1h or 1d"
+            )
+        })?;
         if period < Duration::from_secs(1) {
             return Err(format!("rate {s:?}: the period must be at least 1s"));
         }
