@@ -48,6 +48,28 @@ pub struct Auth {
     hosts: Arc<[String]>,
 }
 
+/// The host a request names: its `Host`, or the authority of an
+/// absolute-form target.
+fn addressed_host(req: &Request<Incoming>) -> Option<&str> {
+    req.headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| req.uri().authority().map(|a| a.as_str()))
+}
+
+/// Whether a browser sent the request for a page of another origin than
+/// `host` (an `Origin` that is not `http://` + that host).
+fn foreign_origin(headers: &http::HeaderMap, host: Option<&str>) -> bool {
+    headers.get(header::ORIGIN).is_some_and(|origin| {
+        !origin
+            .to_str()
+            .ok()
+            .and_then(|o| o.strip_prefix("http://"))
+            .zip(host)
+            .is_some_and(|(o, h)| o.eq_ignore_ascii_case(h))
+    })
+}
+
 impl Auth {
     /// Reads the token from the environment; refuses an exposed address
     /// without one.
@@ -121,26 +143,15 @@ impl Auth {
             return None;
         }
         let headers = req.headers();
-        let host = headers
-            .get(header::HOST)
-            .and_then(|v| v.to_str().ok())
-            .or_else(|| req.uri().authority().map(|a| a.as_str()));
+        let host = addressed_host(req);
         if !host.is_some_and(|h| self.names_listener(h)) {
             return Some((StatusCode::FORBIDDEN, "not addressed to this listener (its address, localhost, or a name in admin.hosts): refused"));
         }
-        if let Some(origin) = headers.get(header::ORIGIN) {
-            let same = origin
-                .to_str()
-                .ok()
-                .and_then(|o| o.strip_prefix("http://"))
-                .zip(host)
-                .is_some_and(|(o, h)| o.eq_ignore_ascii_case(h));
-            if !same {
-                return Some((
-                    StatusCode::FORBIDDEN,
-                    "sent from a page of another origin: refused",
-                ));
-            }
+        if foreign_origin(headers, host) {
+            return Some((
+                StatusCode::FORBIDDEN,
+                "sent from a page of another origin: refused",
+            ));
         }
         let json = |v: &HeaderValue| {
             v.to_str().ok().is_some_and(|ct| {
@@ -190,23 +201,12 @@ impl Auth {
                 "forwarded by a proxy: set the admin token to reach the admin API from elsewhere",
             );
         }
-        let host = headers
-            .get(header::HOST)
-            .and_then(|v| v.to_str().ok())
-            .or_else(|| req.uri().authority().map(|a| a.as_str()));
+        let host = addressed_host(req);
         if host.is_some_and(|h| !loopback_authority(h)) {
             return Some("not addressed to a loopback host: set the admin token to reach the admin API from elsewhere");
         }
-        if let Some(origin) = headers.get(header::ORIGIN) {
-            let same = origin
-                .to_str()
-                .ok()
-                .and_then(|o| o.strip_prefix("http://"))
-                .zip(host)
-                .is_some_and(|(o, h)| o.eq_ignore_ascii_case(h));
-            if !same {
-                return Some("sent from a page of another origin: refused without an admin token");
-            }
+        if foreign_origin(headers, host) {
+            return Some("sent from a page of another origin: refused without an admin token");
         }
         None
     }
