@@ -47,16 +47,7 @@ struct Scratch(PathBuf);
 
 impl Scratch {
     fn new(tag: &str) -> Scratch {
-        let d = std::env::temp_dir().join(format!(
-            "smsguard-runtime-{tag}-{}-{}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .subsec_nanos()
-        ));
-        std::fs::create_dir_all(&d).unwrap();
-        Scratch(d)
+        Scratch(temp_dir(&format!("runtime-{tag}")))
     }
 }
 

@@ -9,8 +9,6 @@
 
 mod common;
 
-use std::path::PathBuf;
-
 use bytes::Bytes;
 use common::*;
 use http::{HeaderValue, Method, Request, StatusCode};
@@ -414,19 +412,6 @@ async fn a_shadowed_message_answers_like_twilio_to_reads_and_deletes() {
         0,
         "a request for the fake reached Twilio"
     );
-}
-
-fn temp_dir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!(
-        "smsguard-trust-{tag}-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    ));
-    std::fs::create_dir_all(&d).unwrap();
-    d
 }
 
 #[test]

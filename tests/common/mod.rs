@@ -17,6 +17,21 @@ use smsguard::config::Config;
 use smsguard::guard::Guard;
 use smsguard::twilio::fake::FakeTwilio;
 
+/// A fresh scratch directory for one test: unique within the test
+/// process (its id and a counter), emptied if a former run left it.
+pub fn temp_dir(tag: &str) -> std::path::PathBuf {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "smsguard-{}-{}-{tag}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed),
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
 pub const ACCOUNT: &str = "AC0123456789abcdef0123456789abcdef";
 /// Basic base64("AC0123456789abcdef0123456789abcdef:planted-auth-token-7f3a")
 pub const AUTH: &str =
