@@ -4,6 +4,7 @@
 //! A block is stored under `SPEC=VALUE` (`prefix:8=+99899394`), so a block
 //! set by hand and one set by a limit on the same key are the same block.
 
+use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -246,7 +247,7 @@ impl Blocks {
                 KeyPart::ClientIp => match v.parse() {
                     Ok(ip) => {
                         let ip = crate::base::context::key_ip(ip, self.ipv6_prefix);
-                        let _ = std::fmt::Write::write_fmt(&mut out, format_args!("{ip}"));
+                        let _ = write!(out, "{ip}");
                     }
                     Err(_) => return Err(format!("{raw:?} is not an IP address")),
                 },
