@@ -7,13 +7,14 @@
 //! Invariants:
 //! 1. A normalized number is `+` and 4..=15 ASCII digits, no leading 0.
 //! 2. Idempotent: `normalize(e164)` is `e164`, with and without a default
-//!    region, and `whatsapp:` + e164 is the same number on that channel.
+//!    region, and `whatsapp:` or `rcs:` + e164 is the same number on that
+//!    channel.
 //! 3. An international input (`+`, `00`, or the leading space a lost `+`
 //!    becomes) reads the same with or without a default region; a national
 //!    one needs the region and comes out under the region's calling code.
 //! 4. Spellings: the digits of a valid number regrouped with single
 //!    separators (space, `-`, `.`), one group in parentheses, `00` for `+`,
-//!    a leading space for `+`, `whatsapp:` and surrounding blanks, all
+//!    a leading space for `+`, the channel's prefix and surrounding blanks, all
 //!    normalize to the same e164.
 //! 5. Classification: deterministic (a fresh uncached classifier and the
 //!    cached one agree), `valid` iff the type is known, the calling code is
@@ -26,6 +27,15 @@ use std::sync::OnceLock;
 use libfuzzer_sys::fuzz_target;
 use phonenumber::metadata::DATABASE;
 use smsguard::phone::{normalize, Channel, Classifier, NumberType, Region};
+
+/// The prefix `display` writes before the number on `channel`.
+fn channel_prefix(channel: Channel) -> &'static str {
+    match channel {
+        Channel::Sms => "",
+        Channel::Whatsapp => "whatsapp:",
+        Channel::Rcs => "rcs:",
+    }
+}
 
 const REGIONS: [&str; 8] = ["US", "GB", "FR", "DE", "IN", "UZ", "IT", "GG"];
 
@@ -133,12 +143,15 @@ fn check(sel: u8, raw: &str) {
         );
         let again = normalize(&d.e164, Some(region)).expect("an e164 normalizes with a region");
         assert_eq!(again.e164, d.e164, "a region changes e164 {:?}", d.e164);
-        let wa = normalize(&format!("whatsapp:{}", d.e164), None).expect("whatsapp: form");
+        for (prefix, channel) in [("whatsapp:", Channel::Whatsapp), ("rcs:", Channel::Rcs)] {
+            let on = normalize(&format!("{prefix}{}", d.e164), None).expect("a channel's form");
+            assert_eq!((on.channel, on.e164.as_str()), (channel, d.e164.as_str()));
+            assert_eq!(on.display(), format!("{prefix}{}", d.e164));
+        }
         assert_eq!(
-            (wa.channel, wa.e164.as_str()),
-            (Channel::Whatsapp, d.e164.as_str())
+            d.display().strip_prefix(channel_prefix(d.channel)),
+            Some(d.e164.as_str())
         );
-        assert_eq!(d.display().trim_start_matches("whatsapp:"), d.e164);
         check_classification(&d.e164);
     }
 
@@ -171,11 +184,7 @@ fn check(sel: u8, raw: &str) {
         let digits = &d.e164[1..];
         let sel_bytes: Vec<u8> = raw.bytes().rev().take(32).collect::<Vec<_>>();
         let body = respell(digits, &sel_bytes);
-        let prefix = if d.channel == Channel::Whatsapp {
-            "whatsapp:"
-        } else {
-            ""
-        };
+        let prefix = channel_prefix(d.channel);
         let spellings = [
             format!("{prefix}+{body}"),
             format!("{prefix}00{body}"),
