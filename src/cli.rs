@@ -323,6 +323,7 @@ pub fn explain(path: &Path, h: &Hypothetical, after: &[PathBuf], at: Option<&str
         user: user.as_deref(),
         segments: 1,
         media: 0,
+        content: None,
         // explain never uses the network: the balance is not asked.
         balance: crate::policy::BalanceView::NotAsked,
     };

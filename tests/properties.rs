@@ -99,6 +99,7 @@ impl Send {
             user: self.user.as_deref(),
             segments: self.segments,
             media: self.media,
+            content: None,
             balance: self.balance,
         }
     }

@@ -66,6 +66,7 @@ fn attempt(to: &Destination) -> Attempt<'_> {
         user: None,
         segments: 1,
         media: 0,
+        content: None,
         balance: BalanceView::NotAsked,
     }
 }

@@ -90,6 +90,7 @@ pub fn attempt(
         user: None,
         segments: 1,
         media: 0,
+        content: None,
         balance: smsguard::policy::BalanceView::NotAsked,
     }
 }

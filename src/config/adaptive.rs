@@ -8,11 +8,14 @@ use serde::Deserialize;
 
 use super::defaults::{
     adaptive_prefixes, default_block_max, default_forgive, fifteen_minutes, five_minutes,
-    five_seconds, four_u8, fourteen_days, million, seven_days, thirty_days, thirty_minutes,
-    twelve_hours, two, two_u8,
+    five_seconds, four_u8, fourteen_days, million, one_day, seven_days, thirty_days,
+    thirty_minutes, three, twelve_hours, two, two_u8,
 };
 use super::deserialize::{de_opt_from_str, de_seq_from_str};
 use super::{Action, Rate};
+
+/// The largest `adaptive.bulk`: numbers remembered per broadcast content.
+pub const BULK_MAX: u32 = 16;
 
 /// Stage 5½: what static limits miss. Every knob is explained, with the
 /// reasoning behind its default, in README "Catching what limits miss".
@@ -76,6 +79,14 @@ pub struct Adaptive {
     /// to `block_max`.
     #[serde(default = "fifteen_minutes", with = "humantime_serde")]
     pub alert_block: Duration,
+    /// A message whose exact content went to this many numbers within
+    /// `bulk_window`, sent by the app itself (no end user's address), is a
+    /// broadcast: nobody is expected to confirm it, so this stage neither
+    /// counts nor judges it. 0 turns it off; at most 16.
+    #[serde(default = "three", deserialize_with = "de_bulk")]
+    pub bulk: u32,
+    #[serde(default = "one_day", with = "humantime_serde")]
+    pub bulk_window: Duration,
     #[serde(default)]
     pub unconfirmed: Unconfirmed,
     #[serde(default)]
@@ -213,6 +224,17 @@ fn de_prefixes<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
     if let Some(k) = v.iter().find(|k| !(1..=12).contains(*k)) {
         return Err(de::Error::custom(format!(
             "prefix length {k}: digits after the country code must be 1..=12"
+        )));
+    }
+    Ok(v)
+}
+
+fn de_bulk<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    let v = u32::deserialize(d)?;
+    if v > BULK_MAX {
+        return Err(de::Error::custom(format!(
+            "bulk {v}: at most {} numbers (0 turns it off)",
+            BULK_MAX
         )));
     }
     Ok(v)

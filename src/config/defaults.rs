@@ -83,6 +83,10 @@ pub(super) fn five_minutes() -> Duration {
     Duration::from_secs(300)
 }
 
+pub(super) fn one_day() -> Duration {
+    Duration::from_secs(24 * 3600)
+}
+
 pub(super) fn seven_days() -> Duration {
     Duration::from_secs(7 * 86_400)
 }

@@ -27,7 +27,7 @@ mod values;
 
 use serde::Deserialize;
 
-pub use adaptive::{Adaptive, Distinct, Surge, Unconfirmed};
+pub use adaptive::{Adaptive, Distinct, Surge, Unconfirmed, BULK_MAX};
 pub use budget::{Balance, Budget, OnError, Prices, RegionCaps};
 pub use load::ConfigError;
 pub use network::{Admin, Ca, Egress, Listen, Upstream};

@@ -142,7 +142,7 @@ impl Config {
                 };
                 let _ = writeln!(
                     s,
-                    "  adaptive    prefixes=cc+{:?} block=number less its last {} digits grace={} unconfirmed ratio={} floors prefix={} region={} client_ip={} user={}; surge window={} floor={}x{}/digit region={}; distinct client_ip={} user={} regions={}; broad=region and prefixes {}+ digits shorter than the block: alert={} (ratio {}) range block={}; vouch={} min_confirm_delay={}{}",
+                    "  adaptive    prefixes=cc+{:?} block=number less its last {} digits grace={} unconfirmed ratio={} floors prefix={} region={} client_ip={} user={}; surge window={} floor={}x{}/digit region={}; distinct client_ip={} user={} regions={}; broad=region and prefixes {}+ digits shorter than the block: alert={} (ratio {}) range block={}; vouch={} min_confirm_delay={} bulk={}{}",
                     a.prefixes,
                     a.block_digits,
                     Short(a.grace),
@@ -164,6 +164,11 @@ impl Config {
                     Short(a.alert_block),
                     Short(a.vouch),
                     Short(a.min_confirm_delay),
+                    if a.bulk == 0 {
+                        "off".to_string()
+                    } else {
+                        format!("{} numbers in {}", a.bulk, Short(a.bulk_window))
+                    },
                     match a.action {
                         Some(act) => format!(" action={}", act.as_str()),
                         None => String::new(),

@@ -379,6 +379,7 @@ impl App {
                     user: user.as_deref(),
                     segments: 1,
                     media: 0,
+                    content: None,
                     balance: BalanceView::NotAsked,
                 };
                 policy.learn_forwarded(&a, at);
@@ -1195,7 +1196,28 @@ fn invalid_number(config: &Config, detail: String) -> Decision {
         hold: None,
         trace: Vec::new(),
         vouched: false,
+        broadcast: false,
     }
+}
+
+/// A message's content as a fingerprint, for recognising broadcasts (the
+/// policy never sees the content itself); `None` for calls, verifications
+/// and a message with none of the fields.
+fn content(send: &SendForm<'_>) -> Option<u64> {
+    const FIELDS: [&str; 4] = ["Body", "MediaUrl", "ContentSid", "ContentVariables"];
+    if send.product != Product::Messaging {
+        return None;
+    }
+    let mut any = false;
+    let parts = send
+        .form
+        .pairs()
+        .iter()
+        .filter(|(k, _)| FIELDS.iter().any(|f| k.trim().eq_ignore_ascii_case(f)))
+        .inspect(|_| any = true)
+        .map(|(k, v)| (k.trim(), v.as_str()));
+    let fingerprint = crate::policy::content_fingerprint(parts);
+    any.then_some(fingerprint)
 }
 
 /// What phase 3 hands on: the decision, and the fleet write to wait for.
@@ -1239,6 +1261,7 @@ async fn judge(
         user: ctx.user.as_deref(),
         segments,
         media: send.form.count("MediaUrl"),
+        content: content(send),
         // Given to the last stage below, once it is known to matter.
         balance: BalanceView::NotAsked,
     };
@@ -1391,6 +1414,7 @@ fn store_unavailable(config: &Config) -> Decision {
         hold: None,
         trace: Vec::new(),
         vouched: false,
+        broadcast: false,
     }
 }
 

@@ -28,9 +28,10 @@ use std::hash::BuildHasher as _;
 use std::sync::Arc;
 
 use super::blocks::Escalation;
+use super::broadcast::Broadcasts;
 use super::{Attempt, Policy, Reason, Stage, Step, Verdict};
 use crate::base::clock::{ms, Millis};
-use crate::config::{self, Action, Config, Rate};
+use crate::config::{self, Action, Config, Rate, Short};
 use crate::phone::{Classification, Destination};
 use crate::store::{Conversion, Origin, Pending, Store};
 use crate::twilio::routes::Product;
@@ -41,6 +42,9 @@ const DAY: Millis = 86_400_000;
 const PERIODS: [Millis; 2] = [HOUR, DAY];
 /// A number not sent to within this long is new.
 const FRESH_AFTER: Millis = DAY;
+/// Message contents remembered per generation to recognise broadcasts
+/// (about 100 bytes each, two generations).
+const BROADCAST_CONTENTS: usize = 16_384;
 
 /// Which kind of key a figure belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,6 +122,8 @@ pub(crate) struct Seen {
     pub(crate) vouched: bool,
     /// Until when it is vouched for (0: never was).
     vouched_until: Millis,
+    /// A broadcast: nothing here counted or judged it.
+    pub(crate) broadcast: bool,
 }
 
 /// Floors per window (hour, day); `None` when the window is not judged.
@@ -165,6 +171,8 @@ pub(crate) struct Adaptive {
     distinct_client_ip: Floors,
     distinct_user: Floors,
     distinct_account: Floors,
+    /// Contents sent recently, to recognise broadcasts.
+    broadcasts: Broadcasts,
 }
 
 /// Interned origins, found by the hash of their user and account.
@@ -236,6 +244,7 @@ impl Adaptive {
             distinct_client_ip: Floors::from_rates(&cfg.distinct.client_ip),
             distinct_user: Floors::from_rates(&cfg.distinct.user),
             distinct_account: Floors::from_rates(&cfg.distinct.account),
+            broadcasts: Broadcasts::new(BROADCAST_CONTENTS, ms(cfg.bulk_window)),
             cfg: cfg.clone(),
             accounts: Default::default(),
             origins: Default::default(),
@@ -401,6 +410,11 @@ impl Adaptive {
         if !rule.starts_with("adaptive:alert:") {
             return None;
         }
+        if let Some(n) = self.broadcast(a, now) {
+            return Some(format!(
+                "a broadcast (the same message to {n} numbers): an alert's block applies to new numbers asked for by end users"
+            ));
+        }
         if !is_fresh(store, &a.to.e164, now) {
             return Some("an alert's block applies to new numbers only".to_string());
         }
@@ -411,6 +425,19 @@ impl Adaptive {
             .find(|(scope, key)| self.proves_receipt(*scope, &read(store, key), now))
             .map(|(_, key)| format!("{key} proves receipt: an alert does not judge it"));
         proven
+    }
+
+    /// To how many numbers this send's message went within `bulk_window`,
+    /// when that makes it a broadcast: the same content to at least `bulk`
+    /// numbers, sent by the app itself. A send made for an end user (with
+    /// their address) never is: a pumper asking the app to text its
+    /// numbers a fixed message (an app link) is judged as ever.
+    fn broadcast(&self, a: &Attempt, now: Millis) -> Option<usize> {
+        if self.cfg.bulk == 0 || a.end_user_ip {
+            return None;
+        }
+        let n = self.broadcasts.observe(a.content?, &a.to.e164, now);
+        (n >= self.cfg.bulk as usize).then_some(n)
     }
 
     /// Whether a client address or user proves receipt today: at least
@@ -444,6 +471,23 @@ impl Adaptive {
         now: Millis,
         trace: bool,
     ) -> (Step, Seen) {
+        if let Some(n) = self.broadcast(a, now) {
+            let step = pass!(
+                trace,
+                "a broadcast: the same message went to {n} numbers within {}, sent by the app itself (no end user's address); nobody is expected to confirm it, so it is neither counted nor judged here",
+                Short(self.cfg.bulk_window)
+            );
+            let seen = Seen {
+                keys: Keys::new(),
+                fresh: false,
+                new_number: 0,
+                new_region: 0,
+                vouched: false,
+                vouched_until: 0,
+                broadcast: true,
+            };
+            return (step, seen);
+        }
         let flows = self.flows(store, a.account, a.product, now);
         let (mut seen, senders) = self.keys_of(a, store, now);
         let region = a.class.region.as_ref().map_or("none", |r| r.as_str());
@@ -964,6 +1008,7 @@ impl Adaptive {
             new_region: 0,
             vouched: self.vouch > 0 && until > now,
             vouched_until: until,
+            broadcast: false,
         };
         self.destination_keys(a.to, &a.class, &mut seen.keys);
         let senders = seen.keys.items.len();

@@ -19,6 +19,7 @@ mod adaptive;
 mod backoff;
 mod balance;
 mod blocks;
+mod broadcast;
 mod budget;
 mod limits;
 mod number;
@@ -38,6 +39,8 @@ use crate::twilio::routes::Product;
 pub use balance::BalanceView;
 
 pub use blocks::BlockRequest;
+
+pub use broadcast::fingerprint as content_fingerprint;
 
 pub use crate::store::shared::{Plan, PlannedSpend};
 
@@ -59,6 +62,10 @@ pub struct Attempt<'a> {
     pub segments: u32,
     /// `MediaUrl` parameters: a message with media is an MMS.
     pub media: usize,
+    /// A message's content as a keyed fingerprint ([`content_fingerprint`]
+    /// of its Body, MediaUrl, ContentSid and ContentVariables); `None` for
+    /// calls and verifications. Never the content itself.
+    pub content: Option<u64>,
     /// The account's balance, as the balance stage should see it.
     pub balance: BalanceView,
 }
@@ -189,6 +196,9 @@ pub struct Decision {
     /// The number proved receipt recently: adaptive blocks and signals
     /// passed it.
     pub vouched: bool,
+    /// A broadcast (the same message to many numbers, sent by the app
+    /// itself): the adaptive stage did not count or judge it.
+    pub broadcast: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -208,6 +218,7 @@ impl Decision {
             hold: None,
             trace: Vec::new(),
             vouched: false,
+            broadcast: false,
         }
     }
 
@@ -553,7 +564,9 @@ impl Policy {
                 Some(ad) if d.verdict.is_none() => {
                     let (step, s) = ad.check(a, store, now, trace);
                     d.vouched = s.vouched;
-                    j.seen = Some(s);
+                    d.broadcast = s.broadcast;
+                    // A broadcast is not counted: nobody will confirm it.
+                    j.seen = (!s.broadcast).then_some(s);
                     step
                 }
                 Some(_) => pass!(trace, "not judged: an earlier stage decided"),
@@ -718,6 +731,7 @@ mod judgement_tests {
             user: None,
             segments: 1,
             media: 0,
+            content: None,
             balance,
         }
     }

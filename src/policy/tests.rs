@@ -31,6 +31,8 @@ struct Send {
     user: Option<&'static str>,
     segments: u32,
     balance: BalanceView,
+    content: Option<u64>,
+    end_user_ip: bool,
 }
 
 fn send(e164: &str, r: &str) -> Send {
@@ -49,6 +51,8 @@ fn send(e164: &str, r: &str) -> Send {
         user: None,
         segments: 1,
         balance: BalanceView::NotAsked,
+        content: None,
+        end_user_ip: true,
     }
 }
 
@@ -64,10 +68,11 @@ impl Send {
             to: &self.to,
             class: self.class,
             client_ip: self.ip,
-            end_user_ip: true,
+            end_user_ip: self.end_user_ip,
             user: self.user,
             segments: self.segments,
             media: 0,
+            content: self.content,
             balance: self.balance,
         }
     }
@@ -634,6 +639,77 @@ fn a_surge_of_new_numbers_in_one_block_is_stopped_and_resends_do_not_count() {
     assert!(results[..3].iter().all(|r| r.0), "{results:?}");
     assert_eq!(results[3], (false, "adaptive:surge:prefix:7".to_string()));
     assert!(results[4..].iter().all(|r| !r.0));
+}
+
+#[test]
+fn a_broadcast_by_the_app_is_neither_counted_nor_judged_and_the_same_message_for_end_users_is() {
+    let p = policy("[adaptive]\n[adaptive.distinct]\nclient_ip = []\nuser = []\nregions = 0\n");
+    let sale = content_fingerprint([("Body", "Winter sale: 20% off until Sunday")]);
+    // The app texts one message to its customers, many in one block
+    // (+1646555....), without an end user's address: from the third
+    // number on it is a broadcast, and no surge trips.
+    for i in 0..30 {
+        let mut s = numbered("+1646555", i);
+        s.content = Some(sale);
+        s.end_user_ip = false;
+        let d = p.decide(&s.attempt(), T0 + i * SEC);
+        assert!(d.forwarded(), "send {i} stopped: {:?}", d.verdict);
+        assert_eq!(d.broadcast, i >= 2, "send {i}");
+    }
+    // Only its first two sends were counted: one new number asked for by
+    // an end user still goes, the next trips the block's surge floor (3).
+    let d = p.decide(&numbered("+1646555", 90).attempt(), T0 + 40 * SEC);
+    assert!(d.forwarded() && !d.broadcast, "{:?}", d.verdict);
+    let d = p.decide(&numbered("+1646555", 91).attempt(), T0 + 41 * SEC);
+    assert_eq!(rule(&d), "adaptive:surge:prefix:7");
+
+    // The same message asked for by end users (an app link texted from a
+    // web form, each with its visitor's address) is judged as ever.
+    let link = content_fingerprint([("Body", "Get the app: https://example.com/app")]);
+    let mut first_stop = None;
+    for i in 0..10 {
+        let mut s = numbered("+1303555", i).ip(&format!("203.0.113.{i}"));
+        s.content = Some(link);
+        let d = p.decide(&s.attempt(), T0 + i * SEC);
+        assert!(!d.broadcast);
+        if !d.forwarded() && first_stop.is_none() {
+            first_stop = Some((i, rule(&d).to_string()));
+        }
+    }
+    assert_eq!(first_stop, Some((3, "adaptive:surge:prefix:7".to_string())));
+
+    // Messages that differ (each its own code) are no broadcast either.
+    let mut first_stop = None;
+    for i in 0..10 {
+        let mut s = numbered("+1212555", i);
+        s.content = Some(content_fingerprint([(
+            "Body",
+            format!("Your code is {:06}", 100_000 + i).as_str(),
+        )]));
+        s.end_user_ip = false;
+        let d = p.decide(&s.attempt(), T0 + i * SEC);
+        assert!(!d.broadcast);
+        if !d.forwarded() && first_stop.is_none() {
+            first_stop = Some((i, rule(&d).to_string()));
+        }
+    }
+    assert_eq!(first_stop, Some((3, "adaptive:surge:prefix:7".to_string())));
+
+    // `bulk = 0` turns it off: the app's own message is judged too.
+    let p = policy(
+        "[adaptive]\nbulk = 0\n[adaptive.distinct]\nclient_ip = []\nuser = []\nregions = 0\n",
+    );
+    let mut first_stop = None;
+    for i in 0..10 {
+        let mut s = numbered("+1646555", i);
+        s.content = Some(sale);
+        s.end_user_ip = false;
+        let d = p.decide(&s.attempt(), T0 + i * SEC);
+        if !d.forwarded() && first_stop.is_none() {
+            first_stop = Some(i);
+        }
+    }
+    assert_eq!(first_stop, Some(3));
 }
 
 #[test]

@@ -690,6 +690,10 @@ struct Calls {
     /// `Basic base64(account:replay)` by account: the guard reads the
     /// account of a Verify send from it. No real credential is ever used.
     auth: HashMap<String, HeaderValue>,
+    /// Messages sent so far: a record without a body gets a stand-in of
+    /// its own, so that records of an export without bodies do not all
+    /// read as one message sent to many numbers (a broadcast).
+    sent: u64,
 }
 
 impl Calls {
@@ -703,6 +707,7 @@ impl Calls {
                 .and_then(|name| std::env::var(name).ok())
                 .filter(|t| !t.is_empty()),
             auth: HashMap::new(),
+            sent: 0,
         }
     }
 
@@ -759,7 +764,10 @@ impl Calls {
                 form.append_pair("From", r.from.as_deref().unwrap_or(DEFAULT_FROM));
                 match &r.body {
                     Some(b) => form.append_pair("Body", b),
-                    None => form.append_pair("Body", &stand_in_body(r.num_segments)),
+                    None => {
+                        self.sent += 1;
+                        form.append_pair("Body", &stand_in_body(r.num_segments, self.sent))
+                    }
                 };
                 for _ in 0..r.num_media.unwrap_or(0).min(10) {
                     form.append_pair("MediaUrl", "https://example.com/replay.png");
@@ -819,11 +827,20 @@ impl Calls {
 
 /// A GSM-7 body billed as `segments` parts (153 characters per part once
 /// split), for records that give a count but no body. Ten parts at most.
-fn stand_in_body(segments: Option<u32>) -> String {
+/// A body of `segments` GSM-7 parts (1 when not given), numbered `n`.
+fn stand_in_body(segments: Option<u32>, n: u64) -> String {
+    // 37 characters at most: shorter than any split body.
+    let head = format!("Replayed message {n}");
     match segments.unwrap_or(1).clamp(1, 10) {
-        1 => "Replayed message".to_string(),
-        // Over 160 characters, so it is split, and into exactly n parts.
-        n => "x".repeat(153 * (n as usize - 1) + 8),
+        1 => head,
+        // Over 160 characters, so it is split, and into exactly k parts.
+        k => {
+            let len = 153 * (k as usize - 1) + 8;
+            let mut body = head;
+            let pad = len - body.len();
+            body.push_str(&"x".repeat(pad));
+            body
+        }
     }
 }
 
@@ -1008,9 +1025,14 @@ mod tests {
     #[test]
     fn a_stand_in_body_is_billed_as_the_export_says() {
         for n in 1..=4 {
-            let body = stand_in_body(Some(n));
-            assert_eq!(crate::twilio::responses::segments(&body).1, n, "{n}");
+            for i in [0, 1, 999, 1_000, 123_456_789, u64::MAX] {
+                let body = stand_in_body(Some(n), i);
+                assert_eq!(crate::twilio::responses::segments(&body).1, n, "{n} {i}");
+            }
         }
+        // Each record's stand-in differs from the others'.
+        assert_ne!(stand_in_body(None, 1), stand_in_body(None, 2));
+        assert_ne!(stand_in_body(Some(3), 1), stand_in_body(Some(3), 1_001));
     }
 
     #[test]

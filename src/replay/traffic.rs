@@ -16,7 +16,7 @@
 //! the day kind and the class label), so a change to one class does not
 //! reshuffle the others.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::net::{IpAddr, Ipv4Addr};
 
 use rand::rngs::StdRng;
@@ -45,6 +45,8 @@ pub const RETURNING_USERS: &str = "legitimate: returning users";
 pub const DISPERSED_VERIFY: &str = "attack: dispersed Verify";
 pub const PREFIX_SPRAYER: &str = "attack: prefix sprayer";
 pub const POISONED_CONVERSIONS: &str = "attack: poisoned conversions";
+pub const NOTIFICATION_BLAST: &str = "legitimate: notification blast";
+pub const REMINDERS: &str = "legitimate: reminders";
 
 /// Every label a generated day uses, legitimate classes first.
 pub const LABELS: [&str; 11] = [
@@ -63,11 +65,13 @@ pub const LABELS: [&str; 11] = [
 
 /// Every label the two-day plan uses, legitimate classes first: the
 /// held-out day's, then the second day's new ones.
-pub const DISPERSED_LABELS: [&str; 15] = [
+pub const DISPERSED_LABELS: [&str; 17] = [
     DAILY_SIGN_INS,
     CAMPAIGN_SURGE,
     CARRIER_NAT,
     RETURNING_USERS,
+    NOTIFICATION_BLAST,
+    REMINDERS,
     BLOCKED_COUNTRY,
     BLOCKED_COUNTRY_VERIFY,
     MOBILE_BLOCKS,
@@ -187,6 +191,8 @@ fn two_days(seed: u64, start: Millis, config: &Config) -> Result<Vec<Record>, St
     let returning = ((volume + others) as f64 * share).round() as usize;
     let made = returning_users(&mut g, &habits, &first.records, returning.min(volume));
     daily_sign_ins(&mut g, &habits, volume - made)?;
+    notification_blast(&mut g, &first.records)?;
+    reminders(&mut g)?;
 
     let pool = attack_pool(&g);
     dispersed_verify(&mut g, &pool)?;
@@ -419,6 +425,83 @@ fn returning_users(g: &mut Gen, habits: &Habits, first_day: &[Record], sends: us
         made += g.person(&mut rng, &person, at, codes, RETURNING_USERS, habits);
     }
     made
+}
+
+/// The app texts one promotion to its customers in one go: a thousand or
+/// more numbers within minutes, a quarter of them people seen the day
+/// before, a third around the shop's own city, the rest over the app's
+/// countries. Sent by the app itself (no end user's address, no user id),
+/// the same text to every number, and nobody confirms anything.
+fn notification_blast(g: &mut Gen, first_day: &[Record]) -> Result<(), String> {
+    let mut rng = g.rng(NOTIFICATION_BLAST);
+    let known: Vec<&str> = first_day
+        .iter()
+        .filter(|r| {
+            r.label
+                .as_deref()
+                .is_some_and(|l| l.starts_with("legitimate"))
+        })
+        .map(|r| r.to.as_str())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let body = *[
+        "Winter sale: 20% off everything until Sunday. Reply STOP to opt out",
+        "New this week: free delivery on every order over $30. Reply STOP to opt out",
+        "Our spring collection is here. Show this text in store for a gift",
+    ]
+    .choose(&mut rng)
+    .expect("a body");
+    let customers: usize = rng.gen_range(1_200..=2_500);
+    // The shop's city: a North American area code when the policy allows
+    // one, else its usual ranges of a country it allows.
+    let home = [
+        (Country::Us, 303u16),
+        (Country::Us, 512),
+        (Country::Ca, 604),
+    ]
+    .into_iter()
+    .filter(|(c, _)| g.allows(*c))
+    .collect::<Vec<_>>()
+    .choose(&mut rng)
+    .copied();
+    let start = rng.gen_range(15..=20) * HOUR + rng.gen_range(0..HOUR);
+    let per_second: f64 = rng.gen_range(1.0..=5.0);
+    for i in 0..customers {
+        let to = match (rng.gen::<f64>(), home) {
+            (x, _) if x < 0.25 && !known.is_empty() => {
+                known[rng.gen_range(0..known.len())].to_string()
+            }
+            (x, Some((country, npa))) if x < 0.6 => g.usable_number(&mut rng, country, |rng| {
+                format!(
+                    "+1{npa}{}{:04}",
+                    rng.gen_range(200..1_000),
+                    rng.gen_range(0..10_000)
+                )
+            })?,
+            _ => {
+                let country = g.pick_country(&mut rng);
+                g.number_of(&mut rng, country)?
+            }
+        };
+        let at = start + (i as f64 * 1_000.0 / per_second) as u64;
+        g.app_message(at, to, body, NOTIFICATION_BLAST);
+    }
+    Ok(())
+}
+
+/// Appointment reminders over the working day: a few hundred, the same
+/// text to each, sent by the app's scheduler (no end user, no user id).
+fn reminders(g: &mut Gen) -> Result<(), String> {
+    let mut rng = g.rng(REMINDERS);
+    let body = "Reminder: you have an appointment tomorrow. Reply C to confirm or R to reschedule";
+    for _ in 0..rng.gen_range(150..=400) {
+        let country = g.pick_country(&mut rng);
+        let to = g.number_of(&mut rng, country)?;
+        let at = rng.gen_range(13 * HOUR..23 * HOUR);
+        g.app_message(at, to, body, REMINDERS);
+    }
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------
@@ -1310,6 +1393,17 @@ impl<'a> Gen<'a> {
         codes
     }
 
+    /// A message the app sends on its own at `at` (ms into the day): no
+    /// end user's address, no user id, never confirmed.
+    fn app_message(&mut self, at: u64, to: String, body: &str, label: &'static str) {
+        let mut r = Record::new(self.day + at.min(DAY - 1), &to, Product::Messaging);
+        r.account = Some(ACCOUNT.into());
+        r.from = Some(FROM.into());
+        r.body = Some(body.into());
+        r.label = Some(label.into());
+        self.records.push(r);
+    }
+
     /// One attack send at `at` (ms into the day), without a user id.
     /// Never confirmed.
     fn attack(
@@ -1597,7 +1691,8 @@ mod tests {
             for r in &records {
                 let label = r.label.clone().unwrap();
                 // The pumper that reads its own SIMs is the one exception.
-                if label.starts_with("attack") && label != POISONED_CONVERSIONS {
+                let app = [NOTIFICATION_BLAST, REMINDERS].contains(&label.as_str());
+                if (label.starts_with("attack") && label != POISONED_CONVERSIONS) || app {
                     assert_eq!(r.confirmed_at, None, "{r:?}");
                 } else if label.starts_with("legitimate") {
                     let day = (r.at - MIDNIGHT) / DAY;
@@ -1895,7 +1990,9 @@ mod tests {
                 let label = r.label.as_deref().unwrap();
                 assert!(DISPERSED_LABELS.contains(&label), "{label}");
                 assert!(label.starts_with("legitimate") || label.starts_with("attack"));
-                assert!(r.client_ip.is_some() && r.judged());
+                // The app's own messages carry no end user's address.
+                let app = [NOTIFICATION_BLAST, REMINDERS].contains(&label);
+                assert!(r.client_ip.is_some() != app && r.judged(), "{label}");
             }
             for label in DISPERSED_LABELS {
                 assert!(!of(records, label).is_empty(), "{label} missing");
@@ -1907,6 +2004,8 @@ mod tests {
                 CAMPAIGN_SURGE,
                 CARRIER_NAT,
                 RETURNING_USERS,
+                NOTIFICATION_BLAST,
+                REMINDERS,
                 DISPERSED_VERIFY,
                 PREFIX_SPRAYER,
                 POISONED_CONVERSIONS,
@@ -1958,10 +2057,15 @@ mod tests {
             let n = back.len();
             assert!(same_ip * 100 >= n * 55 && same_ip < n, "{same_ip} of {n}");
             assert!(same_product * 100 >= n * 85 && same_product < n);
-            // A third to a half or so of the day's legitimate sends.
+            // A third to a half or so of the day's legitimate sends of
+            // codes (the app's own messages aside).
             let legitimate = second
                 .iter()
-                .filter(|r| r.label.as_deref().unwrap().starts_with("legitimate"))
+                .filter(|r| {
+                    let label = r.label.as_deref().unwrap();
+                    label.starts_with("legitimate")
+                        && ![NOTIFICATION_BLAST, REMINDERS].contains(&label)
+                })
                 .count();
             let share = n as f64 / legitimate as f64;
             assert!((0.30..=0.60).contains(&share), "seed {seed}: {share}");

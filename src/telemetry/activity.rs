@@ -54,6 +54,9 @@ pub struct Record {
     pub detail: String,
     /// The number proved receipt recently: adaptive rules let it pass.
     pub vouched: bool,
+    /// One message to many numbers, sent by the app itself: adaptive
+    /// rules neither counted nor judged it.
+    pub broadcast: bool,
 }
 
 struct Minute {
@@ -523,6 +526,7 @@ impl Activity {
         set(&mut r.detail, e.detail.as_deref());
         r.action = e.action;
         r.vouched = e.vouched;
+        r.broadcast = e.broadcast;
         g.recent.push_front(r);
         g.recent.truncate(RECENT);
     }

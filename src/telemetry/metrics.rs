@@ -62,6 +62,7 @@ pub struct Metrics {
     latency: Family<EndpointLabels, Histogram, fn() -> Histogram>,
     confirmations: Family<ConfirmationLabels, Counter>,
     vouched: Counter,
+    broadcast: Counter,
     pub blocks: Family<Labels, Gauge>,
     pub spent: Family<Labels, FloatGauge>,
     pub balance: Family<Labels, FloatGauge>,
@@ -116,6 +117,12 @@ impl Default for Metrics {
             "vouched_sends",
             "Sends to numbers that proved receipt recently, which adaptive blocks and signals pass",
             vouched.clone(),
+        );
+        let broadcast = Counter::default();
+        registry.register(
+            "broadcast_sends",
+            "Sends of one message to many numbers by the app itself (notifications, campaigns), which the adaptive stage neither counts nor judges",
+            broadcast.clone(),
         );
         let blocks = Family::<Labels, Gauge>::default();
         registry.register("blocks_active", "Active blocks by key kind", blocks.clone());
@@ -211,6 +218,7 @@ impl Default for Metrics {
             latency,
             confirmations,
             vouched,
+            broadcast,
             blocks,
             spent,
             balance,
@@ -234,6 +242,9 @@ impl Metrics {
         self.sends.get_or_create(&labels).inc();
         if e.vouched {
             self.vouched.inc();
+        }
+        if e.broadcast {
+            self.broadcast.inc();
         }
     }
 

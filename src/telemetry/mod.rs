@@ -78,6 +78,9 @@ pub struct DecisionEvent {
     pub blocked: Vec<String>,
     /// The number was vouched for (it proved receipt recently).
     pub vouched: bool,
+    /// A broadcast (one message to many numbers, sent by the app itself):
+    /// the adaptive stage neither counted nor judged it.
+    pub broadcast: bool,
     /// What the send costs at the policy's prices, in millionths (not
     /// logged: the dashboard sums it).
     pub price: Option<u64>,
@@ -138,6 +141,7 @@ impl DecisionEvent {
         }
         self.would_block = d.would_block.iter().map(|v| v.rule.clone()).collect();
         self.vouched = d.vouched;
+        self.broadcast = d.broadcast;
         self.blocked = d
             .verdict
             .iter()
