@@ -197,19 +197,23 @@ impl Env {
             .await
     }
 
-    /// A Messages create to `to` with a body.
+    /// A Messages create to `to` with a one-time code of its own (the
+    /// same text to many numbers would be a broadcast, which the adaptive
+    /// stage does not judge).
     pub async fn send(&self, to: &str) -> Answer {
         let form = format!(
-            "To={}&From=%2B15017122661&Body=Hello",
-            to.replace('+', "%2B")
+            "To={}&From=%2B15017122661&Body=Your+code+is+{}",
+            to.replace('+', "%2B"),
+            next_code()
         );
         self.post_form(MESSAGES, &form).await
     }
 
     pub async fn send_from_ip(&self, to: &str, ip: &str) -> Answer {
         let form = format!(
-            "To={}&From=%2B15017122661&Body=Hello",
-            to.replace('+', "%2B")
+            "To={}&From=%2B15017122661&Body=Your+code+is+{}",
+            to.replace('+', "%2B"),
+            next_code()
         );
         self.post_with(MESSAGES, &form, &[("x-smsguard-client-ip", ip)])
             .await
@@ -218,6 +222,12 @@ impl Env {
     pub fn upstream_count(&self) -> usize {
         self.fake.count()
     }
+}
+
+/// A six-digit code, different for each send of a test process.
+pub fn next_code() -> u32 {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    100_000 + NEXT.fetch_add(7_919, std::sync::atomic::Ordering::Relaxed) % 900_000
 }
 
 /// The JSON schema properties of a component in the contract.
