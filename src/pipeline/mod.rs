@@ -1208,6 +1208,17 @@ fn content(send: &SendForm<'_>) -> Option<u64> {
     if send.product != Product::Messaging {
         return None;
     }
+    // A text with a one-time code in it is never a broadcast, even sent
+    // word for word to many numbers (a form that always sends one code).
+    let coded = send.form.pairs().iter().any(|(k, v)| {
+        ["Body", "ContentVariables"]
+            .iter()
+            .any(|f| k.trim().eq_ignore_ascii_case(f))
+            && has_code(v)
+    });
+    if coded {
+        return None;
+    }
     let mut any = false;
     let parts = send
         .form
@@ -1218,6 +1229,40 @@ fn content(send: &SendForm<'_>) -> Option<u64> {
         .map(|(k, v)| (k.trim(), v.as_str()));
     let fingerprint = crate::policy::content_fingerprint(parts);
     any.then_some(fingerprint)
+}
+
+/// Whether a text holds what reads as a one-time code: a run of 4 to 8
+/// digits on its own (not part of a phone number, a date, a price, a
+/// decimal or a percentage: a digit and `-`, or `/`, `.`, `,`, `$`, `+`
+/// and `%` next to it say so; `#` an order number).
+fn has_code(text: &str) -> bool {
+    let b = text.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if !b[i].is_ascii_digit() {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < b.len() && b[i].is_ascii_digit() {
+            i += 1;
+        }
+        let before = start.checked_sub(1).map(|j| b[j]);
+        let after = b.get(i).copied();
+        let decimal = after == Some(b'.') && b.get(i + 1).is_some_and(u8::is_ascii_digit);
+        // `555-0199` is a phone number, `G-482913` a code.
+        let dashed =
+            before == Some(b'-') && start.checked_sub(2).is_some_and(|j| b[j].is_ascii_digit());
+        if (4..=8).contains(&(i - start))
+            && !dashed
+            && !before.is_some_and(|c| b"/.,$+#".contains(&c))
+            && !after.is_some_and(|c| b"-/,%".contains(&c))
+            && !decimal
+        {
+            return true;
+        }
+    }
+    false
 }
 
 /// What phase 3 hands on: the decision, and the fleet write to wait for.
@@ -1739,6 +1784,30 @@ async fn forward_send(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_code_reads_as_one_and_numbers_of_other_kinds_do_not() {
+        for coded in [
+            "Your code is 123456",
+            "123456 is your verification code",
+            "Code: 4821.",
+            "G-482913 is your code",
+            "{\"1\":\"90210\"}",
+        ] {
+            assert!(super::has_code(coded), "{coded}");
+        }
+        for plain in [
+            "Winter sale: 20% off until Sunday",
+            "Call us on 1-800-555-0199",
+            "Your order #123456 has shipped",
+            "Total $1299 due 2026/12/08",
+            "Rates from 4.2500% APR",
+            "Open 9-5, 10,000 items",
+            "Hello",
+        ] {
+            assert!(!super::has_code(plain), "{plain}");
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -429,11 +429,23 @@ impl Adaptive {
 
     /// To how many numbers this send's message went within `bulk_window`,
     /// when that makes it a broadcast: the same content to at least `bulk`
-    /// numbers, sent by the app itself. A send made for an end user (with
-    /// their address) never is: a pumper asking the app to text its
-    /// numbers a fixed message (an app link) is judged as ever.
+    /// numbers, sent by the app itself (no end user's address, from an app
+    /// that gives one on its end users' sends, seen within `learn`). A
+    /// send made for an end user never is: a pumper asking the app to text
+    /// its numbers a fixed message (an app link) is judged as ever.
     fn broadcast(&self, a: &Attempt, now: Millis) -> Option<usize> {
-        if self.cfg.bulk == 0 || a.end_user_ip {
+        if self.cfg.bulk == 0 {
+            return None;
+        }
+        if a.end_user_ip {
+            self.broadcasts.saw_end_user(now);
+            return None;
+        }
+        // Only an app that marks its end users' sends (with their
+        // address) says by leaving it out that a send is its own; one that
+        // never does cannot tell us, and a fixed text from its forms must
+        // stay judged.
+        if !self.broadcasts.end_users_marked(now, self.learn) {
             return None;
         }
         let n = self.broadcasts.observe(a.content?, &a.to.e164, now);

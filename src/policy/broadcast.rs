@@ -10,6 +10,10 @@
 //! memory: a broadcast split over replicas is recognised by each once it
 //! has seen its share.
 //!
+//! Only an app that marks its end users' sends (`X-SMSGuard-Client-IP`)
+//! can say by leaving the header out that a send is its own; for one that
+//! never sends it, nothing is a broadcast.
+//!
 //! Bounded: two generations of `capacity` contents each; a content not
 //! seen for a whole generation is forgotten. A broadcast is seen again and
 //! again, so it stays; one-off messages (every OTP, whose code differs)
@@ -17,6 +21,7 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 
 use crate::base::clock::Millis;
@@ -54,6 +59,8 @@ pub(crate) struct Broadcasts {
     table: Mutex<Generations>,
     capacity: usize,
     window: Millis,
+    /// When a send last carried an end user's address (to the second).
+    end_user_seen: AtomicU64,
 }
 
 impl Broadcasts {
@@ -65,7 +72,23 @@ impl Broadcasts {
             }),
             capacity: capacity.max(1),
             window,
+            end_user_seen: AtomicU64::new(0),
         }
+    }
+
+    /// A send carried an end user's address: the app marks them.
+    pub(crate) fn saw_end_user(&self, now: Millis) {
+        // Written at most once a second: every send with the header
+        // passes here.
+        if self.end_user_seen.load(Ordering::Relaxed) + 1_000 <= now {
+            self.end_user_seen.store(now, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether a send with an end user's address was seen within `within`.
+    pub(crate) fn end_users_marked(&self, now: Millis, within: Millis) -> bool {
+        let seen = self.end_user_seen.load(Ordering::Relaxed);
+        seen > 0 && now.saturating_sub(seen) < within
     }
 
     /// Records that `content` goes to `number` now and returns to how many

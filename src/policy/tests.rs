@@ -645,6 +645,29 @@ fn a_surge_of_new_numbers_in_one_block_is_stopped_and_resends_do_not_count() {
 fn a_broadcast_by_the_app_is_neither_counted_nor_judged_and_the_same_message_for_end_users_is() {
     let p = policy("[adaptive]\n[adaptive.distinct]\nclient_ip = []\nuser = []\nregions = 0\n");
     let sale = content_fingerprint([("Body", "Winter sale: 20% off until Sunday")]);
+    let blast = |p: &Policy, range: &str, at: Millis| -> Vec<(bool, bool, String)> {
+        (0..10)
+            .map(|i| {
+                let mut s = numbered(range, i);
+                s.content = Some(sale);
+                s.end_user_ip = false;
+                let d = p.decide(&s.attempt(), at + i * SEC);
+                (d.forwarded(), d.broadcast, rule(&d).to_string())
+            })
+            .collect()
+    };
+    // An app that never marks its end users' sends cannot say which sends
+    // are its own: a fixed text from it is judged (the block's surge floor
+    // of 3 stops the fourth new number).
+    let r = blast(&p, "+1718555", T0);
+    assert!(r.iter().all(|x| !x.1), "{r:?}");
+    assert_eq!(r[3], (false, false, "adaptive:surge:prefix:7".to_string()));
+    // Once it does (a send with its end user's address), leaving the
+    // address out says the send is the app's own.
+    assert!(p
+        .decide(&send("+12025550123", "US").attempt(), T0 + MIN)
+        .forwarded());
+    let start = T0 + 2 * MIN;
     // The app texts one message to its customers, many in one block
     // (+1646555....), without an end user's address: from the third
     // number on it is a broadcast, and no surge trips.
@@ -652,15 +675,15 @@ fn a_broadcast_by_the_app_is_neither_counted_nor_judged_and_the_same_message_for
         let mut s = numbered("+1646555", i);
         s.content = Some(sale);
         s.end_user_ip = false;
-        let d = p.decide(&s.attempt(), T0 + i * SEC);
+        let d = p.decide(&s.attempt(), start + i * SEC);
         assert!(d.forwarded(), "send {i} stopped: {:?}", d.verdict);
         assert_eq!(d.broadcast, i >= 2, "send {i}");
     }
     // Only its first two sends were counted: one new number asked for by
     // an end user still goes, the next trips the block's surge floor (3).
-    let d = p.decide(&numbered("+1646555", 90).attempt(), T0 + 40 * SEC);
+    let d = p.decide(&numbered("+1646555", 90).attempt(), start + 40 * SEC);
     assert!(d.forwarded() && !d.broadcast, "{:?}", d.verdict);
-    let d = p.decide(&numbered("+1646555", 91).attempt(), T0 + 41 * SEC);
+    let d = p.decide(&numbered("+1646555", 91).attempt(), start + 41 * SEC);
     assert_eq!(rule(&d), "adaptive:surge:prefix:7");
 
     // The same message asked for by end users (an app link texted from a
@@ -670,7 +693,7 @@ fn a_broadcast_by_the_app_is_neither_counted_nor_judged_and_the_same_message_for
     for i in 0..10 {
         let mut s = numbered("+1303555", i).ip(&format!("203.0.113.{i}"));
         s.content = Some(link);
-        let d = p.decide(&s.attempt(), T0 + i * SEC);
+        let d = p.decide(&s.attempt(), start + i * SEC);
         assert!(!d.broadcast);
         if !d.forwarded() && first_stop.is_none() {
             first_stop = Some((i, rule(&d).to_string()));
@@ -687,7 +710,7 @@ fn a_broadcast_by_the_app_is_neither_counted_nor_judged_and_the_same_message_for
             format!("Your code is {:06}", 100_000 + i).as_str(),
         )]));
         s.end_user_ip = false;
-        let d = p.decide(&s.attempt(), T0 + i * SEC);
+        let d = p.decide(&s.attempt(), start + i * SEC);
         assert!(!d.broadcast);
         if !d.forwarded() && first_stop.is_none() {
             first_stop = Some((i, rule(&d).to_string()));
@@ -699,17 +722,11 @@ fn a_broadcast_by_the_app_is_neither_counted_nor_judged_and_the_same_message_for
     let p = policy(
         "[adaptive]\nbulk = 0\n[adaptive.distinct]\nclient_ip = []\nuser = []\nregions = 0\n",
     );
-    let mut first_stop = None;
-    for i in 0..10 {
-        let mut s = numbered("+1646555", i);
-        s.content = Some(sale);
-        s.end_user_ip = false;
-        let d = p.decide(&s.attempt(), T0 + i * SEC);
-        if !d.forwarded() && first_stop.is_none() {
-            first_stop = Some(i);
-        }
-    }
-    assert_eq!(first_stop, Some(3));
+    assert!(p
+        .decide(&send("+12025550123", "US").attempt(), T0)
+        .forwarded());
+    let r = blast(&p, "+1646555", T0 + MIN);
+    assert_eq!(r[3], (false, false, "adaptive:surge:prefix:7".to_string()));
 }
 
 #[test]
