@@ -12,7 +12,7 @@ use crate::base::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::guard::Guard;
 use crate::phone::Classifier;
-use crate::policy::{Attempt, Policy, StageOutcome};
+use crate::policy::{Attempt, Policy};
 use crate::store::MemoryStore;
 use crate::twilio::routes::Product;
 
@@ -72,6 +72,14 @@ pub enum Command {
         /// confirmations due later are not replayed.
         #[arg(long, value_name = "TIME", requires = "after")]
         at: Option<String>,
+        /// Ask the running guard instead, through its admin API (e.g.
+        /// http://127.0.0.1:9090): the send is judged on the guard's live
+        /// state (blocks, counters, backoff, spend, adaptive figures,
+        /// vouching), which the question does not change. The token is
+        /// read from the variable the config's admin.token_env names
+        /// (SMSGUARD_ADMIN_TOKEN without a readable config).
+        #[arg(long, value_name = "URL", conflicts_with = "after")]
+        admin: Option<String>,
     },
     /// Manage the local CA used to intercept TLS (egress-proxy and DNS modes).
     Ca {
@@ -147,18 +155,20 @@ pub fn main() -> i32 {
             product,
             after,
             at,
-        } => explain(
-            &config,
-            &Hypothetical {
+            admin,
+        } => {
+            let h = Hypothetical {
                 to: &to,
                 ip,
                 user: user.as_deref(),
                 account: account.as_deref(),
                 product: &product,
-            },
-            &after,
-            at.as_deref(),
-        ),
+            };
+            match admin {
+                Some(url) => explain_live(&config, &url, &h),
+                None => explain(&config, &h, &after, at.as_deref()),
+            }
+        }
         Command::Serve { config } => serve(&config),
         Command::FakeTwilio { port } => fake_twilio(port),
         Command::Demo {
@@ -351,39 +361,100 @@ pub fn explain(path: &Path, h: &Hypothetical, after: &[PathBuf], at: Option<&str
         class.kind.as_str(),
         class.valid
     );
-    // With tracing every stage runs, but a send stops at the first stage
-    // whose verdict blocks it: the stages after it are never reached.
-    let mut decided: Option<&str> = None;
-    for (stage, outcome) in &d.trace {
-        if let Some(by) = decided {
-            println!("{:<8} -      not reached (stopped by {by})", stage.as_str());
-            continue;
-        }
-        if let StageOutcome::Block(v) = outcome {
-            if v.action.blocks() {
-                decided = Some(stage.as_str());
-            }
-        }
-        match outcome {
-            StageOutcome::Pass(why) => println!("{:<8} pass   {why}", stage.as_str()),
-            StageOutcome::Skipped => println!("{:<8} skip   (safe list)", stage.as_str()),
-            StageOutcome::Block(v) => println!(
-                "{:<8} {:<6} {}{}",
-                stage.as_str(),
-                v.action.as_str(),
-                v.rule,
-                v.detail
-                    .as_ref()
-                    .map(|d| format!(" ({d})"))
-                    .unwrap_or_default()
-            ),
-        }
-    }
-    match d.deciding() {
-        Some(v) => println!("action   {} by {} {}", d.action.as_str(), v.stage, v.rule),
-        None => println!("action   {}", d.action.as_str()),
-    }
+    print!("{}", d.explained());
     0
+}
+
+/// `smsguard explain --admin URL`: asks the running guard's admin API
+/// (`GET /api/explain`) and prints its answer, judged on the live state.
+pub fn explain_live(path: &Path, url: &str, h: &Hypothetical) -> i32 {
+    let token_env = Config::load(path)
+        .ok()
+        .and_then(|c| c.admin.map(|a| a.token_env))
+        .unwrap_or_else(|| "SMSGUARD_ADMIN_TOKEN".to_string());
+    let token = std::env::var(&token_env).ok().filter(|t| !t.is_empty());
+    let mut query = form_urlencoded::Serializer::new(String::new());
+    query.append_pair("to", h.to);
+    query.append_pair("ip", &h.ip.to_string());
+    query.append_pair("product", h.product);
+    if let Some(u) = h.user {
+        query.append_pair("user", u);
+    }
+    if let Some(a) = h.account {
+        query.append_pair("account", a);
+    }
+    let path_and_query = format!("/api/explain?{}", query.finish());
+    match admin_get(url, &path_and_query, token.as_deref()) {
+        Ok((200, body)) => match serde_json::from_slice::<serde_json::Value>(&body) {
+            Ok(v) => {
+                println!("live     judged on the state of the guard at {url}");
+                print!("{}", v["text"].as_str().unwrap_or_default());
+                0
+            }
+            Err(e) => {
+                eprintln!("{url}: the answer is not JSON: {e}");
+                1
+            }
+        },
+        Ok((status, body)) => {
+            let text = String::from_utf8_lossy(&body);
+            let why = serde_json::from_slice::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v["error"].as_str().map(str::to_string))
+                .unwrap_or_else(|| text.trim().to_string());
+            eprintln!("{url}: HTTP {status}: {why}");
+            if status == 401 && token.is_none() {
+                eprintln!("(no token: set {token_env})");
+            }
+            1
+        }
+        Err(e) => {
+            eprintln!("{url}: {e}");
+            1
+        }
+    }
+}
+
+/// One GET to the admin listener (plain HTTP, as it serves): the status
+/// and the body.
+fn admin_get(url: &str, path: &str, token: Option<&str>) -> Result<(u16, Vec<u8>), String> {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://").ok_or_else(|| {
+        "give the admin listener as http://HOST:PORT (it serves plain HTTP)".to_string()
+    })?;
+    let (host, base) = match rest.find('/') {
+        Some(i) => (&rest[..i], rest[i..].trim_end_matches('/')),
+        None => (rest, ""),
+    };
+    let timeout = std::time::Duration::from_secs(10);
+    let addr = std::net::ToSocketAddrs::to_socket_addrs(host)
+        .map_err(|e| format!("cannot resolve {host}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("cannot resolve {host}"))?;
+    let mut conn = std::net::TcpStream::connect_timeout(&addr, timeout)
+        .map_err(|e| format!("cannot connect: {e}"))?;
+    let _ = conn.set_read_timeout(Some(timeout));
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let request =
+        format!("GET {base}{path} HTTP/1.1\r\nHost: {host}\r\n{auth}Connection: close\r\n\r\n");
+    conn.write_all(request.as_bytes())
+        .map_err(|e| format!("cannot send the request: {e}"))?;
+    let mut answer = Vec::new();
+    conn.read_to_end(&mut answer)
+        .map_err(|e| format!("cannot read the answer: {e}"))?;
+    let end = answer
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or("the answer is not HTTP")?;
+    let head = String::from_utf8_lossy(&answer[..end]);
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or("the answer has no status")?;
+    Ok((status, answer[end + 4..].to_vec()))
 }
 
 /// Replays `after` through the replay engine, then judges `attempt` on the

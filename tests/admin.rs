@@ -974,3 +974,156 @@ async fn decisions_show_what_the_app_sent_with_times_an_operator_reads() {
         "{r}"
     );
 }
+
+async fn explain_live(env: &Env, q: &str) -> Answer {
+    admin(
+        env,
+        Method::GET,
+        &format!("/api/explain?{q}"),
+        Some(TOKEN),
+        "",
+    )
+    .await
+}
+
+/// `GET /api/explain` and `smsguard explain --admin`: why the running guard
+/// stops a number right now, from its live state, without changing it.
+#[tokio::test]
+async fn explain_on_the_live_guard_shows_what_stops_a_number_and_changes_nothing() {
+    let env = admin_env(&format!(
+        "[[limit]]\nname = \"number\"\nkey = \"to\"\nrates = [\"2/1h\"]\n{ADAPTIVE_QUIET}"
+    ))
+    .await;
+    // Two sends use the number's limit; a third would be stopped.
+    let a = "+14155550100";
+    env.send(a).await;
+    env.send(a).await;
+    assert_eq!(env.upstream_count(), 2);
+    let r = explain_live(&env, "to=%2B14155550100").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let v = r.json();
+    assert_eq!(v["action"], "shadow", "{v}");
+    assert_eq!(v["rule"], "limit:number", "{v}");
+    let text = v["text"].as_str().unwrap();
+    assert!(text.contains("limits   shadow limit:number"), "{text}");
+    assert!(
+        text.contains("3 attempts, rate 2/1h"),
+        "the live count: {text}"
+    );
+    // The same for a number never sent to: allowed. Asking again and again
+    // counts nothing: the next two real sends to it still go.
+    let b = "+14155550101";
+    for _ in 0..5 {
+        // An unencoded '+' arrives as a space: still the number.
+        let v = explain_live(&env, "to=+14155550101").await.json();
+        assert_eq!(v["action"], "allow", "{v}");
+        assert_eq!(v["to"], b, "{v}");
+    }
+    env.send(b).await;
+    env.send(b).await;
+    assert_eq!(env.upstream_count(), 4, "explain counted sends");
+    // The adaptive figures and vouching: a number that proved receipt.
+    let c = "+14155550102";
+    env.send(c).await;
+    env.clock.advance(Duration::from_secs(30));
+    assert!(confirm(&env, c).await);
+    let v = explain_live(&env, "to=%2B14155550102").await.json();
+    assert_eq!(v["vouched"], true, "{v}");
+    assert!(
+        v["text"].as_str().unwrap().contains("vouched for until"),
+        "{v}"
+    );
+    // A block set by hand shows with its rule.
+    let r = admin(
+        &env,
+        Method::POST,
+        "/api/blocks",
+        Some(TOKEN),
+        r#"{"key": "prefix:8", "value": "+14155550", "duration": "1h"}"#,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    let v = explain_live(&env, "to=%2B14155550199&ip=203.0.113.7&user=u1")
+        .await
+        .json();
+    assert_eq!(
+        (v["stage"].as_str(), v["rule"].as_str()),
+        (Some("blocks"), Some("manual")),
+        "{v}"
+    );
+    // Bad questions get clear answers.
+    for (q, says) in [
+        ("", "give the number"),
+        ("to=07700", "invalid"),
+        ("to=%2B14155550100&ip=nope", "not an IP address"),
+        ("to=%2B14155550100&product=fax", "expected messaging"),
+    ] {
+        let r = explain_live(&env, q).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{q}");
+        assert!(r.text().contains(says), "{q}: {}", r.text());
+    }
+    assert_eq!(
+        admin(
+            &env,
+            Method::GET,
+            "/api/explain?to=%2B14155550100",
+            None,
+            ""
+        )
+        .await
+        .status,
+        StatusCode::UNAUTHORIZED
+    );
+
+    // The command line asks the same endpoint.
+    let dir = temp_dir("explain-live");
+    let config = dir.join("smsguard.toml");
+    std::fs::write(
+        &config,
+        format!("[admin]\naddr = \"127.0.0.1:9\"\ntoken_env = \"{TOKEN_ENV}\"\n"),
+    )
+    .unwrap();
+    let url = format!("http://{}", env.guard.admin_addr().unwrap());
+    let run = move |token: Option<&str>| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_smsguard"));
+        cmd.args(["explain", "--config"]).arg(&config).args([
+            "--admin",
+            &url,
+            "--to",
+            "+14155550100",
+        ]);
+        match token {
+            Some(t) => cmd.env(TOKEN_ENV, t),
+            None => cmd.env_remove(TOKEN_ENV),
+        };
+        cmd.output().unwrap()
+    };
+    let out = tokio::task::spawn_blocking(move || (run(Some(TOKEN)), run(None)))
+        .await
+        .unwrap();
+    let (with, without) = out;
+    let stdout = String::from_utf8_lossy(&with.stdout);
+    assert!(
+        with.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&with.stderr)
+    );
+    assert!(
+        stdout.contains("live     judged on the state of the guard"),
+        "{stdout}"
+    );
+    // The block set by hand above now covers it (empty state would allow).
+    assert!(
+        stdout.contains("blocks   shadow manual (prefix:8=+14155550)")
+            && stdout.contains("action   shadow by blocks manual"),
+        "{stdout}"
+    );
+    let stderr = String::from_utf8_lossy(&without.stderr);
+    assert!(!without.status.success());
+    assert!(
+        stderr.contains("HTTP 401") && stderr.contains(TOKEN_ENV),
+        "{stderr}"
+    );
+    assert_eq!(env.upstream_count(), 5, "explain sent nothing");
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -335,6 +335,7 @@ pub async fn handle(app: Arc<App>, auth: Auth, req: Request<Incoming>) -> Respon
         (Method::GET, "/api/summary") => summary(&app).await,
         (Method::GET, "/api/decisions") => decisions(&app, &req),
         (Method::GET, "/api/blocks") => blocks(&app),
+        (Method::GET, "/api/explain") => explain(&app, &req),
         (Method::POST, "/api/blocks") => add_block(&app, req).await,
         (Method::DELETE, "/api/blocks") => remove_block(&app, &req),
         (Method::POST, "/api/confirm") => confirm(&app, req).await,
@@ -559,6 +560,137 @@ fn decisions(app: &App, req: &Request<Incoming>) -> Response<Body> {
         })
         .collect();
     json_response(StatusCode::OK, json!({ "decisions": list }))
+}
+
+/// `GET /api/explain?to=NUMBER[&ip=IP][&user=ID][&account=SID][&product=P]`:
+/// how the running guard would judge that send now, stage by stage, from
+/// what it remembers (blocks, counters, backoff, spend, adaptive figures,
+/// vouching); nothing it remembers changes. Without `ip`, rules on the
+/// client address do not apply (as for a send without the header); without
+/// `account`, the account of the latest decision is used.
+fn explain(app: &App, req: &Request<Incoming>) -> Response<Body> {
+    use crate::policy::{Attempt, BalanceView, StageOutcome};
+    use crate::twilio::routes::Product;
+    let q = req.uri().query();
+    let Some(to) = query_param(q, "to").filter(|t| !t.trim().is_empty()) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "give the number as ?to=+E164 (the '+' as %2B or as is)",
+        );
+    };
+    let product = match query_param(q, "product").as_deref().unwrap_or("messaging") {
+        "messaging" => Product::Messaging,
+        "voice" => Product::Voice,
+        "verify" => Product::Verify,
+        other => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("product {other:?}: expected messaging, voice or verify"),
+            )
+        }
+    };
+    let policy = app.policy();
+    let config = policy.config();
+    let dest = match crate::phone::normalize(&to, config.numbers.default_region) {
+        Ok(d) => d,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("to {to:?}: {e}: a send to it is refused as invalid (Twilio error 21211)"),
+            )
+        }
+    };
+    let ip = match query_param(q, "ip").filter(|s| !s.is_empty()) {
+        None => None,
+        Some(raw) => match raw.trim().parse::<IpAddr>() {
+            Ok(ip) => Some(crate::base::context::key_ip(
+                ip,
+                config.numbers.client_ipv6_prefix,
+            )),
+            Err(_) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!("ip {raw:?}: not an IP address"),
+                )
+            }
+        },
+    };
+    let user = query_param(q, "user")
+        .filter(|u| !u.is_empty())
+        .map(|u| crate::base::context::user_key(u.as_bytes()));
+    let account = query_param(q, "account")
+        .filter(|a| !a.is_empty())
+        .or_else(|| {
+            let latest = Filter {
+                action: None,
+                region: None,
+                prefix: None,
+                limit: 1,
+            };
+            app.watch
+                .activity
+                .recent(&latest)
+                .into_iter()
+                .map(|r| r.account)
+                .find(|a| !a.is_empty())
+        })
+        .unwrap_or_default();
+    let class = app.classifier.classify(&dest.e164);
+    let attempt = Attempt {
+        product,
+        account: &account,
+        to: &dest,
+        class,
+        client_ip: ip.unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)),
+        end_user_ip: ip.is_some(),
+        user: user.as_deref(),
+        segments: 1,
+        media: 0,
+        content: None,
+        balance: BalanceView::NotAsked,
+    };
+    let d = policy.explain_live(&attempt, app.clock.now());
+    let region = class.region.map_or("none".to_string(), |r| r.to_string());
+    let text = format!(
+        "number   {} region={region} type={} valid={}\n{}",
+        dest.e164,
+        class.kind.as_str(),
+        class.valid,
+        d.explained()
+    );
+    let stages: Vec<_> = d
+        .trace
+        .iter()
+        .map(|(stage, outcome)| match outcome {
+            StageOutcome::Pass(why) => {
+                json!({ "stage": stage.as_str(), "outcome": "pass", "why": why })
+            }
+            StageOutcome::Skipped => json!({ "stage": stage.as_str(), "outcome": "skip" }),
+            StageOutcome::Block(v) => json!({
+                "stage": stage.as_str(),
+                "outcome": v.action.as_str(),
+                "rule": v.rule,
+                "detail": v.detail,
+            }),
+        })
+        .collect();
+    let deciding = d.deciding();
+    json_response(
+        StatusCode::OK,
+        json!({
+            "to": dest.e164,
+            "region": region,
+            "type": class.kind.as_str(),
+            "account": account,
+            "action": d.action.as_str(),
+            "stage": deciding.map(|v| v.stage.as_str()),
+            "rule": deciding.map(|v| v.rule.clone()),
+            "detail": deciding.and_then(|v| v.detail.clone()),
+            "vouched": d.vouched,
+            "stages": stages,
+            "text": text,
+        }),
+    )
 }
 
 fn blocks(app: &App) -> Response<Body> {

@@ -201,6 +201,59 @@ pub struct Decision {
     pub broadcast: bool,
 }
 
+impl Decision {
+    /// An explained decision (`explain`'s trace) as lines of text: each
+    /// stage's verdict, in order, then the action. A send stops at the
+    /// first stage whose verdict blocks it: the stages after it are shown
+    /// as not reached.
+    pub fn explained(&self) -> String {
+        use std::fmt::Write as _;
+        let mut out = String::new();
+        let mut decided: Option<&str> = None;
+        for (stage, outcome) in &self.trace {
+            if let Some(by) = decided {
+                let _ = writeln!(
+                    out,
+                    "{:<8} -      not reached (stopped by {by})",
+                    stage.as_str()
+                );
+                continue;
+            }
+            if let StageOutcome::Block(v) = outcome {
+                if v.action.blocks() {
+                    decided = Some(stage.as_str());
+                }
+            }
+            let _ = match outcome {
+                StageOutcome::Pass(why) => writeln!(out, "{:<8} pass   {why}", stage.as_str()),
+                StageOutcome::Skipped => writeln!(out, "{:<8} skip   (safe list)", stage.as_str()),
+                StageOutcome::Block(v) => writeln!(
+                    out,
+                    "{:<8} {:<6} {}{}",
+                    stage.as_str(),
+                    v.action.as_str(),
+                    v.rule,
+                    v.detail
+                        .as_ref()
+                        .map(|d| format!(" ({d})"))
+                        .unwrap_or_default()
+                ),
+            };
+        }
+        let _ = match self.deciding() {
+            Some(v) => writeln!(
+                out,
+                "action   {} by {} {}",
+                self.action.as_str(),
+                v.stage,
+                v.rule
+            ),
+            None => writeln!(out, "action   {}", self.action.as_str()),
+        };
+        out
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum StageOutcome {
     Pass(String),
@@ -458,6 +511,16 @@ impl Policy {
     /// outcome, for `smsguard explain`.
     pub fn explain(&self, attempt: &Attempt, now: Millis) -> Decision {
         self.run(attempt, now, true)
+    }
+
+    /// `explain` on the guard's live state, changing none of it: every
+    /// stage reads what the guard remembers (blocks, counters, backoff,
+    /// spend, adaptive figures, vouching) and writes into a scratch copy
+    /// ([`crate::store::DryRun`]). The balance is not asked.
+    pub fn explain_live(&self, attempt: &Attempt, now: Millis) -> Decision {
+        let dry = crate::store::DryRun::new(self.store.clone());
+        self.begin(attempt, now, true, &dry)
+            .finish(BalanceView::NotAsked)
     }
 
     /// The first phase of `decide`, for a caller that must ask the network

@@ -482,6 +482,35 @@ impl Store for MemoryStore {
         o.count
     }
 
+    fn peek_hit(&self, key: &str, periods: &[Millis], now: Millis, counts: &mut [u64]) {
+        let found = self.counters.update(key, |c| {
+            let mut copy = c.clone();
+            copy.hit(periods, now, counts);
+        });
+        if found.is_none() {
+            counts.fill(1);
+        }
+    }
+
+    fn peek_offend(&self, key: &str, now: Millis, forgive_after: Millis) -> u32 {
+        let Some(e) = self.offences.get(key) else {
+            return 1;
+        };
+        let o = e.lock().unwrap_or_else(|p| p.into_inner());
+        let kept = if o.count > 0 && now.saturating_sub(o.last) > forgive_after {
+            0
+        } else {
+            o.count
+        };
+        kept.saturating_add(1)
+    }
+
+    fn peek_backoff(&self, key: &str) -> Option<BackoffState> {
+        self.numbers
+            .update(key, |n| (n.parts & BACKOFF != 0).then(|| n.backoff()))
+            .flatten()
+    }
+
     fn hit(&self, key: &str, periods: &[Millis], now: Millis, counts: &mut [u64]) {
         self.saw(now);
         let w = &self.shared;

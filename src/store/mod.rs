@@ -8,6 +8,7 @@
 //! used keys (so a new key is always admitted and hot keys stay) and counts
 //! every eviction of state that was still live.
 
+mod dry_run;
 pub mod fleet;
 mod memory;
 pub mod redis;
@@ -15,6 +16,7 @@ pub mod redis_fakes;
 pub mod redis_ops;
 pub mod shared;
 
+pub use dry_run::DryRun;
 pub use memory::{MemoryStore, MANUAL_BLOCKS};
 
 use std::sync::Arc;
@@ -679,6 +681,23 @@ pub trait Store: Send + Sync + 'static {
     /// with `record`, one is seen now.
     fn confirmations_seen(&self, key: &str, now: Millis, record: bool) -> Option<Millis>;
     fn stats(&self) -> StoreStats;
+
+    // Reads for a dry run ([`DryRun`]: `explain` on the live guard), which
+    // must change nothing. A store that cannot tell answers as for a key it
+    // never saw.
+
+    /// What [`Store::hit`] would write into `counts`, without counting.
+    fn peek_hit(&self, _key: &str, _periods: &[Millis], _now: Millis, counts: &mut [u64]) {
+        counts.fill(1);
+    }
+    /// What [`Store::offend`] would return, without recording an offence.
+    fn peek_offend(&self, _key: &str, _now: Millis, _forgive_after: Millis) -> u32 {
+        1
+    }
+    /// A number's backoff state, without creating it.
+    fn peek_backoff(&self, _key: &str) -> Option<BackoffState> {
+        None
+    }
 }
 
 #[cfg(test)]

@@ -566,6 +566,19 @@ impl Store for SharedStore {
         self.local.block(key, now)
     }
 
+    /// This replica's near cache: the fleet's counters live in Redis.
+    fn peek_hit(&self, key: &str, periods: &[Millis], now: Millis, counts: &mut [u64]) {
+        self.local.peek_hit(key, periods, now, counts)
+    }
+
+    fn peek_offend(&self, key: &str, now: Millis, forgive_after: Millis) -> u32 {
+        self.local.peek_offend(key, now, forgive_after)
+    }
+
+    fn peek_backoff(&self, key: &str) -> Option<BackoffState> {
+        self.local.peek_backoff(key)
+    }
+
     fn set_block(&self, key: &str, entry: BlockEntry) {
         self.local.set_block(key, entry.clone());
         self.share_block(key, entry);
