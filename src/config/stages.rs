@@ -30,6 +30,23 @@ pub struct Shadow {
     pub retention: Duration,
     /// Most fakes remembered.
     pub capacity: u64,
+    /// Where a shadowed message's status ends: `delivered` (the default:
+    /// the app sees what a real send shows), `undelivered` (error 30003) or
+    /// `sent`. It moves there from `queued` as a real one does.
+    pub final_status: FinalStatus,
+    /// Post the app's `StatusCallback` for a shadowed message, as Twilio
+    /// does for each change of status (signed when the request's Basic
+    /// auth carries the account's auth token).
+    pub callbacks: bool,
+}
+
+/// `shadow.final_status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FinalStatus {
+    Delivered,
+    Undelivered,
+    Sent,
 }
 
 impl Default for Shadow {
@@ -40,6 +57,8 @@ impl Default for Shadow {
             window: 200,
             retention: Duration::from_secs(24 * 3600),
             capacity: 100_000,
+            final_status: FinalStatus::Delivered,
+            callbacks: true,
         }
     }
 }

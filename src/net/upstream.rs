@@ -423,10 +423,27 @@ impl Upstream {
     /// POSTs a JSON body to any URL over the same pooled client (alert
     /// webhooks).
     pub async fn post_json(&self, url: &str, body: Bytes) -> Result<http::StatusCode, String> {
-        let req = Request::post(url)
-            .header(header::CONTENT_TYPE, "application/json")
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        self.post(url, headers, body).await
+    }
+
+    /// POSTs `body` with `headers` to any URL over the same pooled client
+    /// (alert webhooks, shadowed messages' status callbacks); the answer's
+    /// status, within the upstream timeout.
+    pub async fn post(
+        &self,
+        url: &str,
+        headers: HeaderMap,
+        body: Bytes,
+    ) -> Result<http::StatusCode, String> {
+        let mut req = Request::post(url)
             .body(full(body))
             .map_err(|e| e.to_string())?;
+        *req.headers_mut() = headers;
         match tokio::time::timeout(self.timeout, self.client.request(req)).await {
             Err(_) => Err("timed out".into()),
             Ok(Err(e)) => Err(error_chain(&e)),

@@ -11,6 +11,7 @@
 //! reaches Twilio. A decision becomes an HTTP response only in [`act`].
 
 pub mod balance;
+pub mod callbacks;
 pub mod conversion;
 pub mod egress;
 pub mod shadow;
@@ -136,7 +137,11 @@ impl App {
             watch,
             config_path: RwLock::new(None),
             classifier: Classifier::new(config.numbers.cache),
-            fakes: FakeStore::new(config.shadow.capacity, config.shadow.retention),
+            fakes: {
+                let f = FakeStore::new(config.shadow.capacity, config.shadow.retention);
+                f.set_final_status(final_status(&config));
+                f
+            },
             latency: LatencyModel::new(&config.shadow),
             balances: config.balance.as_ref().map(|b| Balances::new(b.refresh)),
             sids: SentSids::new(config.adaptive.as_ref().map_or(1, |a| a.capacity)),
@@ -464,9 +469,19 @@ impl App {
 
     /// Swaps the policy atomically; requests in flight finish on the old one.
     pub fn replace_policy(&self, config: Arc<Config>) {
+        self.fakes.set_final_status(final_status(&config));
         let store = self.policy().store().clone();
         let next = Arc::new(Policy::new(config, store));
         *self.policy.write().unwrap_or_else(|p| p.into_inner()) = next;
+    }
+}
+
+/// Where the policy says a shadowed message's status ends.
+fn final_status(config: &Config) -> responses::FinalStatus {
+    match config.shadow.final_status {
+        crate::config::FinalStatus::Delivered => responses::FinalStatus::Delivered,
+        crate::config::FinalStatus::Undelivered => responses::FinalStatus::Undelivered,
+        crate::config::FinalStatus::Sent => responses::FinalStatus::Sent,
     }
 }
 
@@ -1479,6 +1494,12 @@ fn account_of(endpoint: &Endpoint, headers: &HeaderMap) -> String {
 }
 
 fn basic_user(headers: &HeaderMap) -> Option<String> {
+    basic_credentials(headers).map(|(user, _)| user)
+}
+
+/// The user and secret of HTTP Basic auth (an account sid and its auth
+/// token, or an API key and its secret).
+fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
     let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, b64) = v.trim().split_once(' ')?;
     if !scheme.eq_ignore_ascii_case("basic") {
@@ -1486,8 +1507,8 @@ fn basic_user(headers: &HeaderMap) -> Option<String> {
     }
     let decoded = base64_decode(b64.trim())?;
     let text = String::from_utf8(decoded).ok()?;
-    let (user, _secret) = text.split_once(':')?;
-    Some(user.to_string())
+    let (user, secret) = text.split_once(':')?;
+    Some((user.to_string(), secret.to_string()))
 }
 
 /// Standard base64 without padding requirements; only to read the Basic
@@ -1552,7 +1573,7 @@ async fn act(
                 _ => resp,
             }
         }
-        Action::Shadow => shadow(app, send, raw_to, dest, started).await,
+        Action::Shadow => shadow(app, config, send, &parts.headers, raw_to, dest, started).await,
         Action::Reject => {
             let reason = decision
                 .verdict
@@ -1592,7 +1613,9 @@ fn rejection(product: Product, reason: Reason, to: &str) -> TwilioError {
 
 async fn shadow(
     app: &App,
+    config: &Config,
     send: &SendForm<'_>,
+    headers: &HeaderMap,
     raw_to: &str,
     dest: Option<&Destination>,
     started: Instant,
@@ -1609,6 +1632,30 @@ async fn shadow(
         Err(_) => f.to_string(),
     });
     let (sid, body, written) = fake_send(app, send, &to, from.as_deref(), now);
+    let message =
+        send.product == Product::Messaging && (sid.starts_with("SM") || sid.starts_with("MM"));
+    if let Some(url) = one("StatusCallback").filter(|_| message && config.shadow.callbacks) {
+        if url.starts_with("https://") || url.starts_with("http://") {
+            // The auth token signs the callbacks; an API key cannot.
+            let token = basic_credentials(headers)
+                .filter(|(user, _)| user.starts_with("AC"))
+                .map(|(_, secret)| secret);
+            callbacks::schedule(
+                &app.upstream,
+                callbacks::Message {
+                    url: url.to_string(),
+                    token,
+                    sid: sid.clone(),
+                    account_sid: send.account.clone(),
+                    to: to.clone(),
+                    from: from.clone(),
+                    messaging_service_sid: one("MessagingServiceSid").map(str::to_string),
+                    created: now,
+                    last: app.fakes.final_status(),
+                },
+            );
+        }
+    }
 
     let written = match (&send.route.endpoint, dest) {
         (Endpoint::VerificationCreate { service_sid }, Some(d)) => {

@@ -18,7 +18,7 @@
 
 use std::collections::VecDeque;
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -32,7 +32,7 @@ use crate::base::Lru;
 use crate::config;
 use crate::store::redis::{LinkError, RedisLink};
 use crate::store::redis_fakes::{self, table};
-use crate::twilio::responses::{self, MessageRequest};
+use crate::twilio::responses::{self, FinalStatus, MessageRequest};
 
 /// Most writes to Redis under way at once; more are dropped (and counted
 /// as failed): a flood of shadowed sends while Redis is slow must not pile
@@ -104,13 +104,16 @@ impl KeptMessage {
         }
     }
 
-    fn json(&self) -> Bytes {
-        responses::message_json(&self.request(), self.field(0), self.created)
+    /// Its JSON as read at `now`: its status has moved on since it was
+    /// made, as a real message's does, towards `last`.
+    fn json(&self, now: SystemTime, last: FinalStatus) -> Bytes {
+        responses::message_json_at(&self.request(), self.field(0), self.created, now, last)
     }
 
     /// As shared in Redis (the sid is the key): what it was made from, so
     /// another replica makes the same JSON again, byte for byte. The JSON
-    /// depends on nothing else (not on the time it is read).
+    /// depends on nothing else but the time it is read and the policy's
+    /// final status, the same on every replica.
     ///
     /// `<secs>:<nanos>:<given>:<num_media>:<len>,<len>,<len>,<len>,<len>:`
     /// then account, to, from, messaging service and body back to back.
@@ -185,9 +188,9 @@ enum Kept {
 }
 
 impl Kept {
-    fn json(&self) -> Bytes {
+    fn json(&self, now: SystemTime, last: FinalStatus) -> Bytes {
         match self {
-            Kept::Message(m) => m.json(),
+            Kept::Message(m) => m.json(now, last),
             Kept::Json { body, .. } => body.clone(),
         }
     }
@@ -285,6 +288,9 @@ pub struct FakeStore {
     shared_writes: Arc<AtomicUsize>,
     /// The last verification stamp given here.
     last_stamp: AtomicU64,
+    /// Where a fake message's status ends (`shadow.final_status`): 0
+    /// delivered, 1 undelivered, 2 sent.
+    last_status: AtomicU8,
 }
 
 impl FakeStore {
@@ -301,6 +307,25 @@ impl FakeStore {
             shared_write_errors: Arc::default(),
             shared_writes: Arc::default(),
             last_stamp: AtomicU64::new(0),
+            last_status: AtomicU8::new(0),
+        }
+    }
+
+    /// Where fake messages' statuses end from now on.
+    pub fn set_final_status(&self, last: FinalStatus) {
+        let code = match last {
+            FinalStatus::Delivered => 0,
+            FinalStatus::Undelivered => 1,
+            FinalStatus::Sent => 2,
+        };
+        self.last_status.store(code, Ordering::Relaxed);
+    }
+
+    pub fn final_status(&self) -> FinalStatus {
+        match self.last_status.load(Ordering::Relaxed) {
+            1 => FinalStatus::Undelivered,
+            2 => FinalStatus::Sent,
+            _ => FinalStatus::Delivered,
         }
     }
 
@@ -405,7 +430,7 @@ impl FakeStore {
         self.by_sid
             .update(sid, |e| {
                 let e = e.as_ref().filter(|e| e.sid() == sid && now < e.until)?;
-                Some(e.kept.json())
+                Some(e.kept.json(now, self.final_status()))
             })
             .flatten()
     }
@@ -425,7 +450,7 @@ impl FakeStore {
                     tracing::debug!(target: "smsguard::shadow", "a fake shared in redis is malformed: taken as unknown");
                     return None;
                 };
-                let json = kept.json();
+                let json = kept.json(SystemTime::now(), self.final_status());
                 self.keep_until(sid, kept, SystemTime::now() + left.min(self.retention));
                 Some(json)
             }
@@ -650,6 +675,7 @@ mod tests {
             window: 3,
             retention: Duration::from_secs(60),
             capacity: 10,
+            ..config::Shadow::default()
         })
     }
 
@@ -732,9 +758,18 @@ mod tests {
             let kept = Kept::Message(KeptMessage::new("SM1", &req, created));
             let encoded = kept.encode().unwrap();
             let decoded = Kept::decode("SM1", &encoded).unwrap();
-            assert_eq!(decoded.json(), kept.json(), "{body:?}");
+            // Read when made, then after its final status: the same story
+            // from both.
+            let later = created + Duration::from_secs(60);
+            for (at, last) in [
+                (created, FinalStatus::Delivered),
+                (later, FinalStatus::Delivered),
+                (later, FinalStatus::Undelivered),
+            ] {
+                assert_eq!(decoded.json(at, last), kept.json(at, last), "{body:?}");
+            }
             assert_eq!(
-                decoded.json(),
+                decoded.json(created, FinalStatus::Delivered),
                 responses::message_json(&req, "SM1", created)
             );
         }
@@ -743,7 +778,11 @@ mod tests {
             body: Bytes::from_static(b"{\"x\": 1}"),
         };
         let decoded = Kept::decode("CA1", &json.encode().unwrap()).unwrap();
-        assert_eq!(decoded.json(), json.json());
+        let now = SystemTime::now();
+        assert_eq!(
+            decoded.json(now, FinalStatus::Delivered),
+            json.json(now, FinalStatus::Delivered)
+        );
         for bad in [
             &b""[..],
             b"x{}",

@@ -724,7 +724,7 @@ impl Calls {
         }
         let v = HeaderValue::from_str(&format!(
             "Basic {}",
-            base64(format!("{account}:replay").as_bytes())
+            crate::base::base64(format!("{account}:replay").as_bytes())
         ))
         .unwrap_or_else(|_| HeaderValue::from_static("Basic QUM6cmVwbGF5"));
         self.auth.insert(account.to_string(), v.clone());
@@ -972,28 +972,6 @@ impl Connection {
     }
 }
 
-/// Standard base64 with padding (for the stand-in Basic credentials).
-fn base64(input: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
-    for chunk in input.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let v = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for k in 0..4 {
-            if k <= chunk.len() {
-                out.push(char::from(ALPHABET[((v >> (18 - 6 * k)) & 63) as usize]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1011,15 +989,6 @@ mod tests {
             notes.iter().any(|n| n.contains("[store] redis is off")),
             "{notes:?}"
         );
-    }
-
-    #[test]
-    fn base64_matches_the_standard() {
-        assert_eq!(base64(b""), "");
-        assert_eq!(base64(b"f"), "Zg==");
-        assert_eq!(base64(b"fo"), "Zm8=");
-        assert_eq!(base64(b"foo"), "Zm9v");
-        assert_eq!(base64(b"AC1:replay"), "QUMxOnJlcGxheQ==");
     }
 
     #[test]

@@ -196,12 +196,92 @@ pub fn fake_message(req: &MessageRequest, now: SystemTime) -> (String, Bytes) {
 /// The JSON of the Message `sid` made from `req` at `now`: the same inputs
 /// always give the same bytes, so a fake can be kept as its inputs.
 pub fn message_json(req: &MessageRequest, sid: &str, now: SystemTime) -> Bytes {
-    let date = rfc2822(now);
-    let accepted = req.messaging_service_sid.is_some() && req.from.is_none();
-    let (status, num_segments) = if accepted {
-        ("accepted", 0)
+    message_json_at(req, sid, now, now, FinalStatus::Delivered)
+}
+
+/// What becomes of a message the guard did not send, in the end (Twilio's
+/// last status for it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FinalStatus {
+    Delivered,
+    /// `undelivered` with error 30003 (unreachable destination handset).
+    Undelivered,
+    /// It stays `sent`, as when a carrier reports nothing.
+    Sent,
+}
+
+impl FinalStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FinalStatus::Delivered => "delivered",
+            FinalStatus::Undelivered => "undelivered",
+            FinalStatus::Sent => "sent",
+        }
+    }
+
+    /// Twilio's error code and message for it, if it is a failure.
+    pub fn error(self) -> Option<(u32, &'static str)> {
+        (self == FinalStatus::Undelivered).then_some((30003, "Unreachable destination handset"))
+    }
+}
+
+/// The moments a message the guard did not send moves on, as Twilio's do:
+/// it is `sent` a second or two after it was created, and reaches its final
+/// status two to six seconds after that. Drawn from the sid, so every
+/// replica tells the same story.
+pub fn message_timeline(sid: &str, created: SystemTime) -> (SystemTime, SystemTime) {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in sid.bytes() {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    let sent = created + Duration::from_millis(1_000 + h % 1_000);
+    let done = sent + Duration::from_millis(2_000 + (h >> 20) % 4_000);
+    (sent, done)
+}
+
+/// The status of the message `sid` created at `created`, as read at `now`,
+/// and since when it has it: its first status (`queued`, or `accepted`
+/// when Twilio picks the sender), then `sent`, then `last`.
+pub fn message_status(
+    sid: &str,
+    accepted: bool,
+    created: SystemTime,
+    now: SystemTime,
+    last: FinalStatus,
+) -> (&'static str, SystemTime) {
+    let (sent, done) = message_timeline(sid, created);
+    if now < sent {
+        (if accepted { "accepted" } else { "queued" }, created)
+    } else if now < done || last == FinalStatus::Sent {
+        ("sent", sent)
     } else {
-        ("queued", segments(req.body.unwrap_or("")).1)
+        (last.as_str(), done)
+    }
+}
+
+/// The JSON of the Message `sid` made from `req` at `created`, as read at
+/// `now`: its status moves on as a real one's does ([`message_status`]),
+/// with `date_sent`, `date_updated` and, for a failure, the error.
+pub fn message_json_at(
+    req: &MessageRequest,
+    sid: &str,
+    created: SystemTime,
+    now: SystemTime,
+    last: FinalStatus,
+) -> Bytes {
+    let date = rfc2822(created);
+    let accepted = req.messaging_service_sid.is_some() && req.from.is_none();
+    let (status, since) = message_status(sid, accepted, created, now, last);
+    let num_segments = if status == "accepted" {
+        0
+    } else {
+        segments(req.body.unwrap_or("")).1
+    };
+    let date_sent = (since > created).then(|| rfc2822(message_timeline(sid, created).0));
+    let error = if status == last.as_str() {
+        last.error()
+    } else {
+        None
     };
     let uri = format!(
         "/{API_VERSION}/Accounts/{}/Messages/{sid}.json",
@@ -217,8 +297,11 @@ pub fn message_json(req: &MessageRequest, sid: &str, now: SystemTime) -> Bytes {
     let mut obj = JsonObject::new();
     obj.str("sid", sid);
     obj.str("date_created", &date);
-    obj.str("date_updated", &date);
-    obj.null("date_sent");
+    obj.str("date_updated", &rfc2822(since));
+    match &date_sent {
+        Some(d) => obj.str("date_sent", d),
+        None => obj.null("date_sent"),
+    }
     obj.str("account_sid", req.account_sid);
     obj.str("to", req.to);
     obj.opt_str("from", req.from);
@@ -232,8 +315,16 @@ pub fn message_json(req: &MessageRequest, sid: &str, now: SystemTime) -> Bytes {
     obj.str("api_version", API_VERSION);
     obj.null("price");
     obj.str("price_unit", "USD");
-    obj.null("error_code");
-    obj.null("error_message");
+    match error {
+        Some((code, message)) => {
+            obj.raw("error_code", &code.to_string());
+            obj.str("error_message", message);
+        }
+        None => {
+            obj.null("error_code");
+            obj.null("error_message");
+        }
+    }
     obj.str("uri", &uri);
     obj.raw("subresource_uris", &subresources.finish());
     obj.into_bytes()
