@@ -238,6 +238,12 @@ pub fn check(path: &Path) -> i32 {
             return 1;
         }
     }
+    if let Some(r) = &c.reconcile {
+        if let Err(e) = r.credential() {
+            eprintln!("{}: {e} (serve would not start)", path.display());
+            return 1;
+        }
+    }
     println!("{}: ok", path.display());
     if c.protections().is_empty() {
         println!(

@@ -336,6 +336,7 @@ pub async fn handle(app: Arc<App>, auth: Auth, req: Request<Incoming>) -> Respon
         (Method::GET, "/api/decisions") => decisions(&app, &req),
         (Method::GET, "/api/blocks") => blocks(&app),
         (Method::GET, "/api/explain") => explain(&app, &req),
+        (Method::GET, "/api/reconcile") => reconcile(&app),
         (Method::POST, "/api/blocks") => add_block(&app, req).await,
         (Method::DELETE, "/api/blocks") => remove_block(&app, &req),
         (Method::POST, "/api/confirm") => confirm(&app, req).await,
@@ -352,6 +353,47 @@ pub async fn handle(app: Arc<App>, auth: Auth, req: Request<Incoming>) -> Respon
         },
         _ => error(StatusCode::NOT_FOUND, format!("no route {path}")),
     }
+}
+
+/// Reconciliation: the last look at Twilio's lists and what it found.
+/// Never the credential (only the variables' names are in the file).
+fn reconcile(app: &App) -> Response<Body> {
+    let config = app.policy().config().clone();
+    let (Some(r), Some(cfg)) = (&app.reconcile, &config.reconcile) else {
+        return json_response(
+            StatusCode::OK,
+            json!({ "enabled": false, "why": "no [reconcile] section in the policy" }),
+        );
+    };
+    let st = r.status();
+    let sids = &r.sids.stats;
+    json_response(
+        StatusCode::OK,
+        json!({
+            "enabled": true,
+            "account": r.account,
+            "interval": crate::config::Short(cfg.interval).to_string(),
+            "settle": crate::config::Short(cfg.settle).to_string(),
+            "credential": cfg.credential_source(),
+            "replica": r.id,
+            "shared": r.sids.shared(),
+            "last_result": st.last_result,
+            "last_attempt": st.last_attempt,
+            "last_error": st.last_error,
+            "last_look": st.last_look,
+            "unseen_reported_here": {
+                "message": st.unseen_messages,
+                "call": st.unseen_calls,
+            },
+            "sids": {
+                "held": r.sids.len(),
+                "recorded": sids.recorded.load(Ordering::Relaxed),
+                "evicted": sids.evicted.load(Ordering::Relaxed),
+                "waiting_for_redis": sids.waiting.load(Ordering::Relaxed),
+                "dropped": sids.dropped.load(Ordering::Relaxed),
+            },
+        }),
+    )
 }
 
 fn dashboard(auth: &Auth, req: &Request<Incoming>) -> Response<Body> {
@@ -432,6 +474,13 @@ fn metrics(app: &App) -> Response<Body> {
     m.log_dropped
         .inner()
         .store(crate::telemetry::log_lines_dropped(), Ordering::Relaxed);
+    if let Some(r) = &app.reconcile {
+        m.reconcile_sids.set(r.sids.len() as i64);
+        m.reconcile_evicted.inner().store(
+            r.sids.stats.evicted.load(Ordering::Relaxed),
+            Ordering::Relaxed,
+        );
+    }
     if let Some(shared) = &app.shared {
         let link = shared.link();
         m.store_degraded.set(i64::from(!link.is_up()));

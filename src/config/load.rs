@@ -196,6 +196,9 @@ impl Config {
             return Err((None, "shadow.window must be at least 1".into()));
         }
         self.store.validate()?;
+        if let Some(r) = &self.reconcile {
+            r.validate()?;
+        }
         if let Some(r) = self.geo.allow.iter().find(|r| self.geo.deny.contains(r)) {
             return Err((None, format!("geo: region {r} is both allowed and denied")));
         }

@@ -7,7 +7,7 @@
 //! file must not switch a protection off.
 //!
 //! One file per part: the sections of the file (`network`, `stages`,
-//! `adaptive`, `budget`, `store`, `telemetry`), the values they share
+//! `adaptive`, `budget`, `store`, `telemetry`, `reconcile`), the values they share
 //! (`values`), their defaults and deserialization helpers, reading a file
 //! with errors placed where they are (`load`), and the summary
 //! `smsguard check` prints (`summary`). Every type is named
@@ -19,6 +19,7 @@ mod defaults;
 mod deserialize;
 mod load;
 mod network;
+mod reconcile;
 mod stages;
 mod store;
 mod summary;
@@ -31,6 +32,7 @@ pub use adaptive::{Adaptive, Distinct, Surge, Unconfirmed, BULK_MAX};
 pub use budget::{Balance, Budget, OnError, Prices, RegionCaps};
 pub use load::ConfigError;
 pub use network::{Admin, Ca, Egress, Listen, Upstream};
+pub use reconcile::{Reconcile, ReconcileCredential, RECONCILE_MIN};
 pub use stages::{Actions, Backoff, FinalStatus, Geo, Limit, Numbers, Shadow};
 pub use store::{Store, StoreOnError};
 pub use telemetry::{Alerts, Audit, Log, LogFormat};
@@ -67,6 +69,7 @@ pub struct Config {
     pub egress: Egress,
     pub audit: Option<Audit>,
     pub alerts: Option<Alerts>,
+    pub reconcile: Option<Reconcile>,
 }
 
 impl Config {

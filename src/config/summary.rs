@@ -192,6 +192,21 @@ impl Config {
             }
             None => s.push_str("  balance     off\n"),
         }
+        match &self.reconcile {
+            Some(r) => {
+                let _ = writeln!(
+                    s,
+                    "  reconcile   account={} credential={} interval={} settle={} capacity={} page_size={}",
+                    r.account,
+                    r.credential_source(),
+                    Short(r.interval),
+                    Short(r.settle),
+                    r.capacity,
+                    r.page_size
+                );
+            }
+            None => s.push_str("  reconcile   off\n"),
+        }
         let _ = writeln!(
             s,
             "  shadow      timing={} default_latency={} window={} retention={} capacity={}",

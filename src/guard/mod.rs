@@ -222,6 +222,10 @@ impl Guard {
                 }
             });
         }
+        if let Some(r) = &app.reconcile {
+            // Twilio's lists against the sends forwarded, every interval.
+            tokio::spawn(r.clone().run(app.clone(), admin_stopped.clone()));
+        }
         let handler_app = app.clone();
         let task = tokio::spawn(server::run(
             listener,

@@ -44,6 +44,8 @@ pub struct Resource {
     pub sid: Option<String>,
     pub status: Option<String>,
     pub to: Option<String>,
+    /// The call a conference participant or a caller-id check makes.
+    pub call_sid: Option<String>,
 }
 
 /// Reads a Twilio JSON answer; `None` when it is not one.

@@ -14,6 +14,7 @@ pub mod balance;
 pub mod callbacks;
 pub mod conversion;
 pub mod egress;
+pub mod reconcile;
 pub mod shadow;
 
 use std::net::{IpAddr, SocketAddr};
@@ -110,6 +111,8 @@ pub struct App {
     pub fleet: Option<Arc<Fleet>>,
     /// The fleet's safe-list edits applied here: (prefix?, value, add?).
     fleet_safe: Mutex<Vec<(bool, String, bool)>>,
+    /// `[reconcile]`: the sids forwarded and the looks at Twilio's lists.
+    pub reconcile: Option<Arc<reconcile::Reconciler>>,
 }
 
 impl App {
@@ -133,7 +136,16 @@ impl App {
                 .map(|a| Alerts::start(a, upstream.clone())),
             mask_numbers: config.log.mask_numbers,
         };
+        let reconcile = match &config.reconcile {
+            Some(r) => Some(Arc::new(reconcile::Reconciler::new(
+                r,
+                config.log.prefix_digits,
+                None,
+            )?)),
+            None => None,
+        };
         Ok(App {
+            reconcile,
             watch,
             config_path: RwLock::new(None),
             classifier: Classifier::new(config.numbers.cache),
@@ -166,6 +178,15 @@ impl App {
     ) -> App {
         // Fakes made here are answered by every replica.
         self.fakes.attach(shared.link().clone());
+        // The forwarded sids too: any replica may be the one that lists.
+        if let Some(r) = &self.policy().config().reconcile {
+            let prefix_digits = self.policy().config().log.prefix_digits;
+            match reconcile::Reconciler::new(r, prefix_digits, Some(shared.link().clone())) {
+                Ok(rec) => self.reconcile = Some(Arc::new(rec)),
+                // Read from the same environment a moment ago in `new`.
+                Err(e) => tracing::error!(error = %e, "reconcile: not shared"),
+            }
+        }
         self.shared = Some(shared);
         self.fleet = Some(fleet);
         self
@@ -986,7 +1007,21 @@ async fn handle_send(
     } = read;
     match unjudged(&route, &raw_to, &form) {
         Ok(false) => {}
-        Ok(true) => return forward_send(app, &config, &route, parts, body).await,
+        Ok(true) => {
+            // A call to a client identity still appears in Twilio's list.
+            let resp = forward_send(app, &config, &route, parts, body).await;
+            return match &app.reconcile {
+                Some(_) if resp.status().is_success() => {
+                    observe(app, &route, resp, |app, answer| {
+                        if let Some(r) = conversion::resource(answer) {
+                            note_forwarded(app, &r);
+                        }
+                    })
+                    .await
+                }
+                _ => resp,
+            };
+        }
         Err(e) => {
             event.malformed("duplicate Channel");
             app.record(&event);
@@ -1559,19 +1594,23 @@ async fn act(
                 app.fakes.forget_verification(service_sid, &d.e164);
             }
             let resp = forward_send(app, config, send.route, parts, send.body.clone()).await;
-            match dest {
-                // Feedback and checks by sid name the send by the sid
-                // Twilio gives it: remember which number that is.
-                Some(d) if config.adaptive.is_some() && resp.status().is_success() => {
-                    observe(app, send.route, resp, |app, answer| {
-                        if let Some(sid) = conversion::resource(answer).and_then(|r| r.sid) {
-                            app.sids.remember(&sid, &d.e164);
-                        }
-                    })
-                    .await
-                }
-                _ => resp,
+            let adaptive = config.adaptive.is_some();
+            if !resp.status().is_success() || (!adaptive && app.reconcile.is_none()) {
+                return resp;
             }
+            // Feedback and checks by sid name the send by the sid Twilio
+            // gives it: remember which number that is; reconciliation
+            // looks for the sid in Twilio's lists.
+            observe(app, send.route, resp, |app, answer| {
+                let Some(r) = conversion::resource(answer) else {
+                    return;
+                };
+                note_forwarded(app, &r);
+                if let (true, Some(sid), Some(d)) = (adaptive, &r.sid, dest) {
+                    app.sids.remember(sid, &d.e164);
+                }
+            })
+            .await
         }
         Action::Shadow => shadow(app, config, send, &parts.headers, raw_to, dest, started).await,
         Action::Reject => {
@@ -1585,6 +1624,18 @@ async fn act(
                 .unwrap_or_else(|| raw_to.to_string());
             let e = rejection(send.product, reason, &shown);
             error_response(app, send.route, &e, started.elapsed())
+        }
+    }
+}
+
+/// Records the sids of a send Twilio accepted (a message's, a call's, or
+/// the call a conference participant or caller-id check makes) for
+/// reconciliation.
+fn note_forwarded(app: &App, r: &conversion::Resource) {
+    let Some(rec) = &app.reconcile else { return };
+    for sid in [&r.sid, &r.call_sid].into_iter().flatten() {
+        if ["SM", "MM", "CA"].iter().any(|p| sid.starts_with(p)) {
+            rec.forwarded(sid);
         }
     }
 }

@@ -100,6 +100,9 @@ pub fn prepare(config: &mut Config, upstream: &str) -> Vec<String> {
     if config.alerts.take().is_some() {
         notes.push("[alerts] is off: a replay sends no webhooks".into());
     }
+    if config.reconcile.take().is_some() {
+        notes.push("[reconcile] is off: a replay never lists the live account's sends".into());
+    }
     if config.store.shared() {
         config.store.redis = None;
         config.store.redis_cluster = None;

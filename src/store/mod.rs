@@ -11,6 +11,7 @@
 mod dry_run;
 pub mod fleet;
 mod memory;
+pub mod reconcile;
 pub mod redis;
 pub mod redis_fakes;
 pub mod redis_ops;

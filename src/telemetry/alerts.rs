@@ -1,6 +1,7 @@
 //! Alerts: a JSON event with a Slack-compatible `text` POSTed to a webhook
 //! when a limit trips a block, when a region's sends jump above a multiple
-//! of its recent rate, or when spend crosses a threshold.
+//! of its recent rate, when spend crosses a threshold, or when
+//! reconciliation finds sends that went around the guard.
 //!
 //! Each cause alerts at most once per `interval`; delivery is retried a few
 //! times off the request path. An alert names rules, regions, prefixes and
@@ -24,7 +25,7 @@ use crate::net::upstream::Upstream;
 pub struct Alert {
     /// Slack (and compatible) webhooks display this.
     pub text: String,
-    /// `block`, `spike` or `spend`.
+    /// `block`, `spike`, `spend`, `reload`, `store` or `reconcile`.
     pub kind: &'static str,
     /// What the once-per-interval rule counts: `block:prefix:8=+99899394`.
     pub cause: String,
@@ -152,6 +153,12 @@ impl Alerts {
                 now,
             ),
         }
+    }
+
+    /// Sends Twilio lists that no replica forwarded (`cause` names the
+    /// look, so each look's finding alerts once).
+    pub fn reconcile(&self, cause: String, text: String, now: Millis) {
+        self.fire("reconcile", cause, text, now);
     }
 
     /// Periodic checks: region spikes and spend.

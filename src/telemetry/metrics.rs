@@ -81,6 +81,13 @@ pub struct Metrics {
     pub store_unsynced: Gauge,
     pub redis: Family<Labels, Counter>,
     pub log_dropped: Counter,
+    /// Reconciliation: sends Twilio lists that no replica forwarded, and
+    /// the looks by result.
+    reconcile_unseen: Family<Labels, Counter>,
+    reconcile_looks: Family<Labels, Counter>,
+    /// Forwarded sids held in memory, and those evicted for space.
+    pub reconcile_sids: Gauge,
+    pub reconcile_evicted: Counter,
 }
 
 impl Default for Metrics {
@@ -204,7 +211,38 @@ impl Default for Metrics {
             "Log lines (decision events included) dropped because stderr could not keep up; a send never waits for the log",
             log_dropped.clone(),
         );
+        let reconcile_unseen = Family::<Labels, Counter>::default();
+        registry.register(
+            "reconcile_unseen",
+            "Sends Twilio lists as made through the API that no smsguard replica forwarded (they went around the guard), by kind: message or call",
+            reconcile_unseen.clone(),
+        );
+        for kind in ["message", "call"] {
+            let _ = reconcile_unseen.get_or_create(&vec![("kind", kind.to_string())]);
+        }
+        let reconcile_looks = Family::<Labels, Counter>::default();
+        registry.register(
+            "reconcile_looks",
+            "Reconciliation looks at Twilio's lists by result: clean, unseen (sends went around the guard), error (Twilio's lists could not be read), store_down (skipped: Redis does not answer), other_replica (another replica lists)",
+            reconcile_looks.clone(),
+        );
+        let reconcile_sids = Gauge::default();
+        registry.register(
+            "reconcile_sids",
+            "Sids of forwarded sends this replica holds in memory for reconciliation",
+            reconcile_sids.clone(),
+        );
+        let reconcile_evicted = Counter::default();
+        registry.register(
+            "reconcile_sids_evicted",
+            "Forwarded sids pushed out of memory for space before reconciliation was done with them (raise reconcile.capacity if this grows)",
+            reconcile_evicted.clone(),
+        );
         Metrics {
+            reconcile_unseen,
+            reconcile_looks,
+            reconcile_sids,
+            reconcile_evicted,
             log_dropped,
             store_degraded,
             store_sends,
@@ -272,6 +310,20 @@ impl Metrics {
                 via,
                 matched: if matched { "yes" } else { "no" },
             })
+            .inc();
+    }
+
+    /// `n` sends of `kind` (`message`, `call`) went around the guard.
+    pub fn reconcile_unseen(&self, kind: &'static str, n: u64) {
+        self.reconcile_unseen
+            .get_or_create(&vec![("kind", kind.to_string())])
+            .inc_by(n);
+    }
+
+    /// A reconciliation look ended with `result`.
+    pub fn reconcile_look(&self, result: &'static str) {
+        self.reconcile_looks
+            .get_or_create(&vec![("result", result.to_string())])
             .inc();
     }
 

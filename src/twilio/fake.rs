@@ -6,8 +6,11 @@
 //! body bytes and Host — before answering, and answers like Twilio: a fake
 //! Message, Call, conference Participant or Verification (v2 or v1) built
 //! by [`crate::twilio::responses`], a
-//! Verification Check, a Balance, or for anything else an echo that lets a
-//! forwarding test see what passed through. Tests can slow it down
+//! Verification Check, a Balance, the Messages and Calls it created as
+//! Twilio lists them (`GET .../Messages.json`, `.../Calls.json`: sent,
+//! priced, newest first, paged with `PageSize` and `next_page_uri`, with
+//! the `DateSent` and `StartTime` day filters), or for anything else an
+//! echo that lets a forwarding test see what passed through. Tests can slow it down
 //! ([`FakeTwilio::set_delay`]) or make it fail ([`FakeTwilio::set_failure`]).
 //!
 //! It is test infrastructure: it must never listen on anything but loopback,
@@ -103,6 +106,18 @@ struct State {
     balance_delay: Duration,
     failure: Option<StatusCode>,
     balance: String,
+    /// Messages and calls created here, oldest first, for the lists.
+    created: Vec<Created>,
+}
+
+/// A message or call the fake created, as its list shows it.
+struct Created {
+    /// `Messages.json` or `Calls.json`.
+    list: &'static str,
+    account: String,
+    at: SystemTime,
+    /// The resource as listed: sent (or completed) and priced.
+    json: serde_json::Value,
 }
 
 fn copy_uri(uri: &Uri) -> Uri {
@@ -127,6 +142,134 @@ impl Shared {
         self.state
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// `YYYY-MM-DD` (GMT) of `t`, as the lists' date filters compare it.
+fn day_of(t: SystemTime) -> String {
+    time::OffsetDateTime::from(t).date().to_string()
+}
+
+impl Shared {
+    /// Keeps a message or call created here for its list, as Twilio lists
+    /// it once sent: `date_sent` (calls: `start_time`) set, priced.
+    fn created(&self, list: &'static str, account: &str, at: SystemTime, answer: &[u8]) {
+        let Ok(mut json) = serde_json::from_slice::<serde_json::Value>(answer) else {
+            return;
+        };
+        let date = json["date_created"].clone();
+        let (status, price) = if list == "Messages.json" {
+            json["date_sent"] = date;
+            ("sent", "-0.00790")
+        } else {
+            json["start_time"] = date;
+            ("completed", "-0.01400")
+        };
+        json["status"] = status.into();
+        json["price"] = price.into();
+        json["price_unit"] = "USD".into();
+        json["direction"] = "outbound-api".into();
+        self.state().created.push(Created {
+            list,
+            account: account.to_string(),
+            at,
+            json,
+        });
+    }
+
+    /// A page of a list, newest first, as Twilio pages it: `PageSize`
+    /// (default 50, at most 1000), `Page`, and the date filters
+    /// `DateSent` (messages) or `StartTime` (calls) with `>` (on or after
+    /// the day), `<` (on or before) or none (that day).
+    fn list(&self, account: &str, list: &str, uri: &Uri) -> Bytes {
+        let filter = if list == "Messages.json" {
+            "DateSent"
+        } else {
+            "StartTime"
+        };
+        let mut page_size = 50usize;
+        let mut page = 0usize;
+        let mut kept: Vec<(String, String)> = Vec::new();
+        let (mut after, mut before, mut on) = (None, None, None);
+        for (k, v) in form_urlencoded::parse(uri.query().unwrap_or("").as_bytes()) {
+            match k.as_ref() {
+                "PageSize" => page_size = v.parse().unwrap_or(50).clamp(1, 1000),
+                "Page" => page = v.parse().unwrap_or(0),
+                "PageToken" => {}
+                _ => {
+                    if let Some(op) = k.strip_prefix(filter) {
+                        // `DateSent>=2024-01-01` reads as key `DateSent>`
+                        // and value `2024-01-01`; `DateSent=>...` too.
+                        let v = v.trim_start_matches('=').to_string();
+                        match op {
+                            ">" => after = Some(v.clone()),
+                            "<" => before = Some(v.clone()),
+                            "" => on = Some(v.clone()),
+                            _ => {}
+                        }
+                    }
+                    kept.push((k.into_owned(), v.into_owned()));
+                }
+            }
+        }
+        let state = self.state();
+        let mut matching: Vec<&Created> = state
+            .created
+            .iter()
+            .filter(|c| c.list == list && c.account == account)
+            .filter(|c| {
+                let d = day_of(c.at);
+                after.as_ref().is_none_or(|a| d >= *a)
+                    && before.as_ref().is_none_or(|b| d <= *b)
+                    && on.as_ref().is_none_or(|o| d == *o)
+            })
+            .collect();
+        matching.reverse();
+        let start = page.saturating_mul(page_size);
+        let items: Vec<serde_json::Value> = matching
+            .iter()
+            .skip(start)
+            .take(page_size)
+            .map(|c| c.json.clone())
+            .collect();
+        let path = format!("/2010-04-01/Accounts/{account}/{list}");
+        let query = |p: usize, token: Option<&str>| {
+            let mut q = form_urlencoded::Serializer::new(String::new());
+            for (k, v) in &kept {
+                q.append_pair(k, v);
+            }
+            q.append_pair("PageSize", &page_size.to_string());
+            q.append_pair("Page", &p.to_string());
+            if let Some(t) = token {
+                q.append_pair("PageToken", t);
+            }
+            format!("{path}?{}", q.finish())
+        };
+        let more = matching.len() > start + items.len();
+        let last_sid = items
+            .last()
+            .and_then(|v| v["sid"].as_str())
+            .unwrap_or("")
+            .to_string();
+        let next = more.then(|| query(page + 1, Some(&format!("PA{last_sid}"))));
+        let previous = (page > 0).then(|| query(page - 1, None));
+        let key = if list == "Messages.json" {
+            "messages"
+        } else {
+            "calls"
+        };
+        let body = serde_json::json!({
+            "end": (start + items.len()).saturating_sub(1),
+            "first_page_uri": query(0, None),
+            key: items,
+            "next_page_uri": next,
+            "page": page,
+            "page_size": page_size,
+            "previous_page_uri": previous,
+            "start": start,
+            "uri": query(page, None),
+        });
+        Bytes::from(body.to_string())
     }
 }
 
@@ -165,6 +308,7 @@ impl FakeTwilio {
                 balance_delay: Duration::ZERO,
                 failure: None,
                 balance: "100.00".to_string(),
+                created: Vec::new(),
             }),
         });
         let (stop, stop_rx) = watch::channel(false);
@@ -377,7 +521,14 @@ async fn answer(
             "the request body could not be read",
         ))
     } else {
-        route(&parts.method, &parts.uri, &parts.headers, &body, &balance)
+        route(
+            &shared,
+            &parts.method,
+            &parts.uri,
+            &parts.headers,
+            &body,
+            &balance,
+        )
     };
     // Every JSON answer carries Twilio's headers (route leaves their
     // Content-Type unset); the streamed test body keeps its own.
@@ -393,6 +544,7 @@ async fn answer(
 
 /// What Twilio would answer to this request, leniently.
 fn route(
+    shared: &Shared,
     method: &Method,
     uri: &Uri,
     headers: &HeaderMap,
@@ -418,6 +570,7 @@ fn route(
                 },
                 now,
             );
+            shared.created("Messages.json", account, now, &json);
             json_response(StatusCode::CREATED, json)
         }
         (&Method::POST, ["2010-04-01", "Accounts", account, "Messages", sid, "Feedback.json"]) => {
@@ -438,8 +591,13 @@ fn route(
                 },
                 now,
             );
+            shared.created("Calls.json", account, now, &json);
             json_response(StatusCode::CREATED, json)
         }
+        (
+            &Method::GET,
+            ["2010-04-01", "Accounts", account, list @ ("Messages.json" | "Calls.json")],
+        ) => json_response(StatusCode::OK, shared.list(account, list, uri)),
         (
             &Method::POST,
             ["2010-04-01", "Accounts", account, "Conferences", conference, "Participants" | "Participants.json"],
