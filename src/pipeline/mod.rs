@@ -1356,7 +1356,9 @@ async fn judge(
         user: ctx.user.as_deref(),
         segments,
         media: send.form.count("MediaUrl"),
-        content: content(send),
+        // Only a send of the app's own (no end user's address) can be a
+        // broadcast: the others' content is not looked at.
+        content: if ctx.end_user_ip { None } else { content(send) },
         // Given to the last stage below, once it is known to matter.
         balance: BalanceView::NotAsked,
     };
