@@ -198,6 +198,34 @@ struct Dest {
     broad: bool,
 }
 
+/// What one judgement of a send reads everywhere.
+struct Judging<'a> {
+    a: &'a Attempt<'a>,
+    store: &'a dyn Store,
+    now: Millis,
+    /// Confirmations flow for the account and product: conversion is judged.
+    flows: bool,
+    trace: bool,
+    region: &'a str,
+    /// Digits of the calling code.
+    cc: u8,
+    /// The last destination key's digits and baselines, lent to the next.
+    parent: Option<(u8, [u64; 2])>,
+    pair_key: String,
+}
+
+/// What reading a send's keys found: the signals that tripped, the
+/// figures (for `explain`), its destination keys, and the first sender
+/// that proves receipt (a new number it asks for is not judged by an
+/// alert).
+#[derive(Default)]
+struct Reading {
+    trips: Vec<Trip>,
+    notes: Vec<String>,
+    dests: Vec<Dest>,
+    proven_sender: Option<usize>,
+}
+
 /// A range under an alerted key: its index in the send's keys, its state.
 type Child = (usize, Conversion);
 
@@ -475,6 +503,136 @@ impl Adaptive {
         }
     }
 
+    /// One sender key of the send (client address, user or account): its
+    /// signals, whether it reaches a new number or region, whether it
+    /// proves receipt.
+    #[allow(clippy::too_many_arguments)]
+    fn read_sender(
+        &self,
+        (i, scope, key): (usize, Scope, &str),
+        state: &Conversion,
+        own: [u64; 2],
+        j: &mut Judging<'_>,
+        // Bit `i` of the send's new-number and new-region masks.
+        (new_numbers, new_regions): (&mut u32, &mut u32),
+        r: &mut Reading,
+    ) {
+        let (a, store, now, flows, trace) = (j.a, j.store, j.now, j.flows, j.trace);
+        let region = j.region;
+        // A sender: client address, user or account.
+        let (unconfirmed, distinct) = self.sender_floors(scope);
+        if flows {
+            let against = (own, self.cfg.unconfirmed.ratio);
+            r.trips
+                .extend(self.unconfirmed(scope, key, state, unconfirmed, against, now));
+        }
+        let (new_number, new_region) =
+            self.reaches_new(scope, store, &mut j.pair_key, key, a, region, now);
+        if new_number {
+            *new_numbers |= 1 << i;
+            r.trips
+                .extend(self.distinct(scope, key, state, distinct, flows, now));
+        }
+        if flows && r.proven_sender.is_none() && self.proves_receipt(scope, state, now) {
+            r.proven_sender = Some(i);
+        }
+        if new_region {
+            *new_regions |= 1 << i;
+            let count = state.regions.count(DAY, now) + 1;
+            // People behind one office or hotel address who prove
+            // receipt are not a sprayer.
+            let vouched = flows && state.confirmed[1].count(DAY, now) > 0;
+            if count > u64::from(self.cfg.distinct.regions) && !vouched {
+                r.trips.push(Trip {
+                    signal: "regions",
+                    kind: scope.kind(),
+                    key: key.to_string(),
+                    figures: format!(
+                        "{count} regions in 1d > {} allowed",
+                        self.cfg.distinct.regions
+                    ),
+                });
+            }
+        }
+        if trace {
+            let mut note = self.figures(key, state, unconfirmed, own, now);
+            if let Some(floor) = distinct.0[1].or(distinct.0[0]) {
+                let _ = write!(
+                    note,
+                    ", {} distinct numbers in 1d (floor {floor} + {} per confirmed)",
+                    state.fresh[1].count(DAY, now),
+                    self.cfg.distinct.ratio
+                );
+            }
+            r.notes.push(note);
+        }
+    }
+
+    /// One destination key of the send (its region or a prefix, broadest
+    /// first, each lending its baseline to the next): its signals.
+    #[allow(clippy::too_many_arguments)]
+    fn read_destination(
+        &self,
+        (i, scope, key): (usize, Scope, &str),
+        state: &Conversion,
+        own: [u64; 2],
+        j: &mut Judging<'_>,
+        fresh: bool,
+        r: &mut Reading,
+    ) {
+        let (now, flows, trace, cc) = (j.now, j.flows, j.trace, j.cc);
+        let n = match scope {
+            Scope::Prefix { n, .. } => n,
+            _ => cc,
+        };
+        let borrowed = j.parent.map_or([0, 0], |(pn, b)| {
+            let share = 10u64.saturating_pow(u32::from(n.saturating_sub(pn)));
+            b.map(|v| v / share.max(1))
+        });
+        let base = [own[0].max(borrowed[0]), own[1].max(borrowed[1])];
+        j.parent = Some((n, base));
+        let broad = self.broad(scope);
+        let (floors, surge_floor) = match scope {
+            Scope::Prefix { width, .. } => (
+                self.unconfirmed_prefix.doubled(width),
+                (f64::from(self.cfg.surge.floor)
+                    * self.cfg.surge.per_digit.powi(i32::from(width.min(12))))
+                    as u64,
+            ),
+            _ => (self.unconfirmed_region, u64::from(self.cfg.surge.region)),
+        };
+        if flows {
+            // A broad key is judged on this window's own conversion
+            // (its alert costs nobody by itself); a narrow one
+            // against its baseline too.
+            let (base, ratio) = if broad {
+                let own = [0, 1].map(|w| state.confirmed[w].count(PERIODS[w], now));
+                (own, self.cfg.unconfirmed.alert_ratio)
+            } else {
+                (base, self.cfg.unconfirmed.ratio)
+            };
+            r.trips
+                .extend(self.unconfirmed(scope, key, state, floors, (base, ratio), now));
+        }
+        if fresh && surge_floor > 0 {
+            r.trips
+                .extend(self.surge(scope, key, state, surge_floor, flows, now));
+        }
+        if trace {
+            let mut note = self.figures(key, state, floors, base, now);
+            if surge_floor > 0 {
+                let _ = write!(
+                    note,
+                    ", {} new numbers in {} (surge floor {surge_floor})",
+                    state.surge.count(self.surge_window, now),
+                    humantime::format_duration(std::time::Duration::from_millis(self.surge_window))
+                );
+            }
+            r.notes.push(note);
+        }
+        r.dests.push(Dest { index: i, broad });
+    }
+
     /// Judges a send; what it learned is returned for [`Adaptive::forwarded`].
     pub(crate) fn check(
         &self,
@@ -502,121 +660,37 @@ impl Adaptive {
         }
         let flows = self.flows(store, a.account, a.product, now);
         let (mut seen, senders) = self.keys_of(a, store, now);
-        let region = a.class.region.as_ref().map_or("none", |r| r.as_str());
-        let mut trips: Vec<Trip> = Vec::new();
-        let mut notes: Vec<String> = Vec::new();
-        let mut dests: Vec<Dest> = Vec::with_capacity(senders);
-        let mut pair_key = String::with_capacity(80);
-        // A sender whose sends prove receipt: a new number it asks for is
-        // not judged by an alert.
-        let mut proven_sender: Option<usize> = None;
-
-        // Destination keys come broadest first, so each lends its baseline
-        // to the next.
-        let mut parent: Option<(u8, [u64; 2])> = None;
-        let cc = cc_digits(a.class.calling_code) as u8;
+        let mut j = Judging {
+            a,
+            store,
+            now,
+            flows,
+            trace,
+            region: a.class.region.as_ref().map_or("none", |r| r.as_str()),
+            cc: cc_digits(a.class.calling_code) as u8,
+            parent: None,
+            pair_key: String::with_capacity(80),
+        };
+        let mut r = Reading {
+            dests: Vec::with_capacity(senders),
+            ..Reading::default()
+        };
         for (i, (scope, key)) in seen.keys.iter().enumerate() {
             let state = read(store, key);
             let own = self.baselines(&state, now);
             if i >= senders {
-                // A sender: client address, user or account.
-                let (unconfirmed, distinct) = self.sender_floors(scope);
-                if flows {
-                    let against = (own, self.cfg.unconfirmed.ratio);
-                    trips.extend(self.unconfirmed(scope, key, &state, unconfirmed, against, now));
-                }
-                let (new_number, new_region) =
-                    self.reaches_new(scope, store, &mut pair_key, key, a, region, now);
-                if new_number {
-                    seen.new_number |= 1 << i;
-                    trips.extend(self.distinct(scope, key, &state, distinct, flows, now));
-                }
-                if flows && proven_sender.is_none() && self.proves_receipt(scope, &state, now) {
-                    proven_sender = Some(i);
-                }
-                if new_region {
-                    seen.new_region |= 1 << i;
-                    let count = state.regions.count(DAY, now) + 1;
-                    // People behind one office or hotel address who prove
-                    // receipt are not a sprayer.
-                    let vouched = flows && state.confirmed[1].count(DAY, now) > 0;
-                    if count > u64::from(self.cfg.distinct.regions) && !vouched {
-                        trips.push(Trip {
-                            signal: "regions",
-                            kind: scope.kind(),
-                            key: key.to_string(),
-                            figures: format!(
-                                "{count} regions in 1d > {} allowed",
-                                self.cfg.distinct.regions
-                            ),
-                        });
-                    }
-                }
-                if trace {
-                    let mut note = self.figures(key, &state, unconfirmed, own, now);
-                    if let Some(floor) = distinct.0[1].or(distinct.0[0]) {
-                        let _ = write!(
-                            note,
-                            ", {} distinct numbers in 1d (floor {floor} + {} per confirmed)",
-                            state.fresh[1].count(DAY, now),
-                            self.cfg.distinct.ratio
-                        );
-                    }
-                    notes.push(note);
-                }
+                let bits = (&mut seen.new_number, &mut seen.new_region);
+                self.read_sender((i, scope, key), &state, own, &mut j, bits, &mut r);
             } else {
-                let n = match scope {
-                    Scope::Prefix { n, .. } => n,
-                    _ => cc,
-                };
-                let borrowed = parent.map_or([0, 0], |(pn, b)| {
-                    let share = 10u64.saturating_pow(u32::from(n.saturating_sub(pn)));
-                    b.map(|v| v / share.max(1))
-                });
-                let base = [own[0].max(borrowed[0]), own[1].max(borrowed[1])];
-                parent = Some((n, base));
-                let broad = self.broad(scope);
-                let (floors, surge_floor) = match scope {
-                    Scope::Prefix { width, .. } => (
-                        self.unconfirmed_prefix.doubled(width),
-                        (f64::from(self.cfg.surge.floor)
-                            * self.cfg.surge.per_digit.powi(i32::from(width.min(12))))
-                            as u64,
-                    ),
-                    _ => (self.unconfirmed_region, u64::from(self.cfg.surge.region)),
-                };
-                if flows {
-                    // A broad key is judged on this window's own conversion
-                    // (its alert costs nobody by itself); a narrow one
-                    // against its baseline too.
-                    let (base, ratio) = if broad {
-                        let own = [0, 1].map(|w| state.confirmed[w].count(PERIODS[w], now));
-                        (own, self.cfg.unconfirmed.alert_ratio)
-                    } else {
-                        (base, self.cfg.unconfirmed.ratio)
-                    };
-                    trips.extend(self.unconfirmed(scope, key, &state, floors, (base, ratio), now));
-                }
-                if seen.fresh && surge_floor > 0 {
-                    trips.extend(self.surge(scope, key, &state, surge_floor, flows, now));
-                }
-                if trace {
-                    let mut note = self.figures(key, &state, floors, base, now);
-                    if surge_floor > 0 {
-                        let _ = write!(
-                            note,
-                            ", {} new numbers in {} (surge floor {surge_floor})",
-                            state.surge.count(self.surge_window, now),
-                            humantime::format_duration(std::time::Duration::from_millis(
-                                self.surge_window
-                            ))
-                        );
-                    }
-                    notes.push(note);
-                }
-                dests.push(Dest { index: i, broad });
+                self.read_destination((i, scope, key), &state, own, &mut j, seen.fresh, &mut r);
             }
         }
+        let Reading {
+            trips,
+            notes,
+            dests,
+            proven_sender,
+        } = r;
 
         if seen.vouched {
             // Counted as any forwarded send, judged by nothing here.
@@ -654,8 +728,43 @@ impl Adaptive {
             return (self.stop(rule, detail, first.key.clone()), seen);
         }
 
-        // Under an alert, a new number is judged by its own ranges.
-        // Only a new number is: a number sent to today is not looked up.
+        let step = self.judge_under_alert(
+            &seen,
+            &dests,
+            &broad,
+            proven_sender,
+            &notes,
+            flows,
+            store,
+            now,
+            trace,
+        );
+        (step, seen)
+    }
+
+    /// Under an alert on one of its broad keys, a new number is judged by
+    /// its own ranges, from the narrowest up: a range that converts lets
+    /// it go, one that carries unconfirmed sends (or, with no history
+    /// under the key, its broadest child) is blocked for new numbers for
+    /// `alert_block`. A number sent to today, or asked for by a sender that
+    /// proves receipt, is not judged here.
+    #[allow(clippy::too_many_arguments)]
+    fn judge_under_alert(
+        &self,
+        seen: &Seen,
+        dests: &[Dest],
+        broad: &[Trip],
+        proven_sender: Option<usize>,
+        notes: &[String],
+        flows: bool,
+        store: &dyn Store,
+        now: Millis,
+        trace: bool,
+    ) -> Step {
+        let keys = &seen.keys;
+        let mut pair_key = String::with_capacity(80);
+        // Only a new number is judged here: a number sent to today is not
+        // looked up.
         let mut alerted = None;
         for d in dests.iter().filter(|d| d.broad && seen.fresh) {
             pair(&mut pair_key, "alert", keys.get(d.index));
@@ -676,7 +785,7 @@ impl Adaptive {
                 },
                 notes.join("; ")
             );
-            return (step, seen);
+            return step;
         };
         if let Some(i) = proven_sender {
             let step = pass!(
@@ -686,7 +795,7 @@ impl Adaptive {
                 keys.get(i),
                 notes.join("; ")
             );
-            return (step, seen);
+            return step;
         }
         let why = match broad.iter().find(|t| t.key == keys.get(alerted.index)) {
             Some(t) => format!("{} under alert: {}", t.key, t.figures),
@@ -706,9 +815,9 @@ impl Adaptive {
                     keys.get(i),
                     notes.join("; ")
                 );
-                return (step, seen);
+                return step;
             }
-            None => return (pass!(trace, "{why}; {}", notes.join("; ")), seen),
+            None => return pass!(trace, "{why}; {}", notes.join("; ")),
             Some(Range::Carrying(i)) => {
                 let c = &children.iter().find(|(j, _)| *j == i).expect("a child").1;
                 (
@@ -742,7 +851,7 @@ impl Adaptive {
             self.action,
         );
         let detail = format!("{key}: {figures}; {why}; {}", blocked_for(dur, offence));
-        (self.stop(rule, detail, key), seen)
+        self.stop(rule, detail, key)
     }
 
     /// The verdict of a send this stage stops.
