@@ -232,6 +232,33 @@ fn console_csv_is_read_by_its_header_row_with_bad_rows_named() {
 }
 
 #[test]
+fn times_without_a_zone_are_read_as_utc_and_counted() {
+    let day = scratch("zoneless.csv");
+    std::fs::write(
+        &day,
+        "SentDate,To,Direction,ConfirmedAt\n\
+         2023-11-21 01:02:03,+14155550101,outbound-api,\n\
+         2023-11-21T01:03:03Z,+14155550102,outbound-api,2023-11-21 01:03:30\n\
+         2023-11-21T01:04:03-08:00,+14155550103,outbound-api,\n",
+    )
+    .unwrap();
+    let (code, stdout, err) = smsguard(&[
+        "replay",
+        "--config",
+        "config.example.toml",
+        day.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(stdout.contains("3 sends replayed"), "{stdout}");
+    assert!(
+        stdout.contains(
+            "note: 2 sends have a time without a zone (like 2023-11-21 01:02:03): read as UTC"
+        ),
+        "{stdout}"
+    );
+}
+
+#[test]
 fn records_without_confirmations_say_so() {
     let day = scratch("unconfirmed.jsonl");
     std::fs::write(

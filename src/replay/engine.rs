@@ -463,6 +463,9 @@ impl Run<'_> {
         if r.client_ip.is_none() {
             self.report.without_client_ip += 1;
         }
+        if r.zoneless {
+            self.report.without_zone += 1;
+        }
         let outcome = &mut self.outcomes[i];
         outcome.to = decided.as_ref().and_then(|d| d.to.clone());
         if outcome.to.is_none() {

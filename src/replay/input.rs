@@ -434,7 +434,7 @@ impl<'a> Fields<'a> {
             .into_iter()
             .find_map(|f| self.get(f).map(|t| (f.name(), t)))
             .ok_or("no time (date_created, date_sent or SentDate)")?;
-        let at = parse_time(text).map_err(|e| format!("{name}: {e}"))?;
+        let (at, mut zoneless) = parse_time_zoned(text).map_err(|e| format!("{name}: {e}"))?;
         let number = |f: Field| -> Result<Option<u32>, String> {
             self.get(f)
                 .map(|v| {
@@ -483,11 +483,17 @@ impl<'a> Fields<'a> {
             user: self.owned(Field::User),
             product,
             channel: self.owned(Field::Channel),
-            confirmed_at: self
-                .get(Field::ConfirmedAt)
-                .map(|t| parse_time(t).map_err(|e| format!("confirmed_at: {e}")))
-                .transpose()?,
+            confirmed_at: match self.get(Field::ConfirmedAt) {
+                Some(t) => {
+                    let (at, no_zone) =
+                        parse_time_zoned(t).map_err(|e| format!("confirmed_at: {e}"))?;
+                    zoneless |= no_zone;
+                    Some(at)
+                }
+                None => None,
+            },
             label: self.owned(Field::Label),
+            zoneless,
         })
     }
 }
@@ -607,7 +613,13 @@ impl<'de> serde::Deserialize<'de> for Scalar<'de> {
 /// +0000`, Twilio's API and Bulk Export), RFC 3339 (`2023-11-21T01:02:03Z`),
 /// or `2023-11-21 01:02:03` (taken as UTC). Milliseconds since the epoch.
 pub fn parse_time(s: &str) -> Result<Millis, String> {
+    parse_time_zoned(s).map(|(at, _)| at)
+}
+
+/// [`parse_time`], and whether the time had no zone (read as UTC).
+pub fn parse_time_zoned(s: &str) -> Result<(Millis, bool), String> {
     let s = s.trim();
+    let mut zoneless = false;
     let parsed = OffsetDateTime::parse(s, &Rfc2822)
         .or_else(|_| OffsetDateTime::parse(s, &Rfc3339))
         .or_else(|_| {
@@ -615,13 +627,15 @@ pub fn parse_time(s: &str) -> Result<Millis, String> {
             let t = s.replacen(' ', "T", 1);
             let tail = &t.as_bytes()[t.len().saturating_sub(6)..];
             let has_offset = t.ends_with(['Z', 'z']) || tail.contains(&b'+') || tail.contains(&b'-');
+            zoneless = !has_offset;
             OffsetDateTime::parse(&if has_offset { t } else { t + "Z" }, &Rfc3339)
         })
         .map_err(|_| {
             format!("{s:?} is not a time like \"Tue, 21 Nov 2023 01:02:03 +0000\" or \"2023-11-21T01:02:03Z\"")
         })?;
     let ms = parsed.unix_timestamp_nanos() / 1_000_000;
-    Millis::try_from(ms).map_err(|_| format!("{s:?} is before 1970"))
+    let at = Millis::try_from(ms).map_err(|_| format!("{s:?} is before 1970"))?;
+    Ok((at, zoneless))
 }
 
 /// A price as exports write it (`"-0.00790"`: charges are negative), in
@@ -727,6 +741,16 @@ mod tests {
         assert_eq!(parse_time("2023-11-21T02:02:03+01:00"), Ok(t));
         assert_eq!(parse_time("2023-11-21T01:02:03.250Z"), Ok(t + 250));
         assert_eq!(parse_time("2023-11-21 01:02:03"), Ok(t));
+        assert_eq!(parse_time_zoned("2023-11-21 01:02:03"), Ok((t, true)));
+        assert_eq!(parse_time_zoned("2023-11-21 01:02:03Z"), Ok((t, false)));
+        assert_eq!(
+            parse_time_zoned("2023-11-21 02:02:03+01:00"),
+            Ok((t, false))
+        );
+        assert_eq!(
+            parse_time_zoned("Tue, 21 Nov 2023 01:02:03 +0000"),
+            Ok((t, false))
+        );
         assert!(parse_time("yesterday").is_err());
         assert!(parse_time("1969-12-31T23:59:59Z").is_err());
         assert_eq!(parse_time(&format_time(t + 7)), Ok(t + 7));

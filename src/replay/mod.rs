@@ -52,6 +52,8 @@ pub struct Record {
     pub confirmed_at: Option<Millis>,
     /// Free text the report groups by (`legitimate`, `attack: ...`).
     pub label: Option<String>,
+    /// A time of the record was written without a zone, and read as UTC.
+    pub zoneless: bool,
 }
 
 impl Record {
@@ -75,6 +77,7 @@ impl Record {
             channel: None,
             confirmed_at: None,
             label: None,
+            zoneless: false,
         }
     }
 

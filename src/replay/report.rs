@@ -298,6 +298,8 @@ pub struct Report {
     pub priced_by_policy: u64,
     /// Sends without `client_ip`: the guard sees them all from 127.0.0.1.
     pub without_client_ip: u64,
+    /// Sends whose record gave a time without a zone (read as UTC).
+    pub without_zone: u64,
     pub upstream: Upstream,
     pub currency: String,
     /// What the replay changed in the policy, and why.
@@ -330,6 +332,7 @@ impl Report {
             priced_by_record: 0,
             priced_by_policy: 0,
             without_client_ip: 0,
+            without_zone: 0,
             upstream: Upstream::default(),
             currency,
             notes,
@@ -574,6 +577,12 @@ impl Report {
             notes.push(format!(
                 "{} sends have no client_ip: as for an app that sends no X-SMSGuard-Client-IP, rules on client_ip did not judge them",
                 self.without_client_ip
+            ));
+        }
+        if self.without_zone > 0 {
+            notes.push(format!(
+                "{} sends have a time without a zone (like 2023-11-21 01:02:03): read as UTC; if the export is in local time, every time is off by its offset",
+                self.without_zone
             ));
         }
         for n in &notes {
