@@ -118,7 +118,7 @@ async fn get_message(env: &Env, sid: &str) -> serde_json::Value {
 
 #[tokio::test]
 async fn a_shadowed_message_moves_on_and_posts_signed_callbacks_in_twilios_order() {
-    let env = start(POLICY).await;
+    let env = start(&format!("{POLICY}[admin]\naddr = \"127.0.0.1:0\"\n")).await;
     let (base, got) = app_endpoint().await;
     let callback = format!("{base}/twilio/status?tenant=7");
     let form = format!(
@@ -163,6 +163,20 @@ async fn a_shadowed_message_moves_on_and_posts_signed_callbacks_in_twilios_order
             "signed: the request carried the auth token"
         );
     }
+
+    // Counted for the operator.
+    let metrics = {
+        let url = format!("http://{}/metrics", env.guard.admin_addr().unwrap());
+        let req = Request::get(url).body(Full::new(Bytes::new())).unwrap();
+        env.request(req).await.text()
+    };
+    let posted_count: u64 = metrics
+        .lines()
+        .find(|l| l.starts_with("smsguard_shadow_status_callbacks_total{result=\"posted\"}"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{metrics}"));
+    assert!(posted_count >= 3, "{posted_count}");
 
     // After its final status, a GET tells the same story.
     let done = get_message(&env, &sid).await;

@@ -464,6 +464,9 @@ fn metrics(app: &App) -> Response<Body> {
             .inner()
             .store(n.load(Ordering::Relaxed), Ordering::Relaxed);
     };
+    for (result, n) in crate::pipeline::callbacks::counters() {
+        set(&m.status_callbacks, "result", result, n);
+    }
     let l = &app.listener;
     set(&m.connections_closed, "reason", "silent", &l.silent);
     set(&m.connections_closed, "reason", "idle", &l.idle);

@@ -31,14 +31,14 @@ static POSTED: AtomicU64 = AtomicU64::new(0);
 static FAILED: AtomicU64 = AtomicU64::new(0);
 static DROPPED: AtomicU64 = AtomicU64::new(0);
 
-/// Callbacks posted, failed (no answer or not 2xx) and dropped (too many
-/// pending), since start.
-pub fn counts() -> (u64, u64, u64) {
-    (
-        POSTED.load(Ordering::Relaxed),
-        FAILED.load(Ordering::Relaxed),
-        DROPPED.load(Ordering::Relaxed),
-    )
+/// Callbacks posted (answered 2xx), failed (no answer or another status)
+/// and dropped (too many pending), since start, by those names.
+pub fn counters() -> [(&'static str, &'static AtomicU64); 3] {
+    [
+        ("posted", &POSTED),
+        ("failed", &FAILED),
+        ("dropped", &DROPPED),
+    ]
 }
 
 /// A shadowed message whose app asked for status callbacks.

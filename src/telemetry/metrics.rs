@@ -74,6 +74,8 @@ pub struct Metrics {
     context_refused: Family<Labels, Counter>,
     /// Read from the listener's and the upstream's counts when scraped.
     pub connections_closed: Family<Labels, Counter>,
+    /// Status callbacks of shadowed messages, by result.
+    pub status_callbacks: Family<Labels, Counter>,
     pub streams_cut: Family<Labels, Counter>,
     /// The shared store (Redis), read from its counts when scraped.
     pub store_degraded: Gauge,
@@ -175,6 +177,12 @@ impl Default for Metrics {
             "Client connections the guard closed or refused: silent (nothing within listen.header_timeout), idle (listen.idle_timeout), per_ip (listen.max_connections_per_ip reached)",
             connections_closed.clone(),
         );
+        let status_callbacks = Family::<Labels, Counter>::default();
+        registry.register(
+            "shadow_status_callbacks",
+            "Status callbacks of shadowed messages posted to the app: posted (answered 2xx), failed (no answer or another status), dropped (too many pending)",
+            status_callbacks.clone(),
+        );
         let streams_cut = Family::<Labels, Counter>::default();
         registry.register(
             "streams_cut",
@@ -250,6 +258,7 @@ impl Default for Metrics {
             redis,
             registry,
             connections_closed,
+            status_callbacks,
             streams_cut,
             sends,
             upstream,
