@@ -466,7 +466,6 @@ impl Adaptive {
             return None;
         }
         if a.end_user_ip {
-            self.broadcasts.saw_end_user(now);
             return None;
         }
         // Only an app that marks its end users' sends (with their
@@ -1162,6 +1161,11 @@ impl Adaptive {
 
     /// Counts a send the guard forwarded: it now awaits its confirmation.
     pub(crate) fn forwarded(&self, a: &Attempt, store: &dyn Store, now: Millis, seen: &Seen) {
+        if a.end_user_ip && self.cfg.bulk > 0 {
+            // The app gives its end users' address (learned from sends that
+            // went out, never from `explain`).
+            self.broadcasts.saw_end_user(now);
+        }
         let grace = self.grace;
         // A second code asked for while the first still awaits its
         // confirmation is the same attempt to reach that person (as Twilio

@@ -658,7 +658,9 @@ fn a_broadcast_by_the_app_is_neither_counted_nor_judged_and_the_same_message_for
     };
     // An app that never marks its end users' sends cannot say which sends
     // are its own: a fixed text from it is judged (the block's surge floor
-    // of 3 stops the fourth new number).
+    // of 3 stops the fourth new number). An `explain` with an address
+    // teaches nothing.
+    let _ = p.explain(&send("+12025550123", "US").attempt(), T0);
     let r = blast(&p, "+1718555", T0);
     assert!(r.iter().all(|x| !x.1), "{r:?}");
     assert_eq!(r[3], (false, false, "adaptive:surge:prefix:7".to_string()));
