@@ -1685,29 +1685,8 @@ async fn shadow(
         Err(_) => f.to_string(),
     });
     let (sid, body, written) = fake_send(app, send, &to, from.as_deref(), now);
-    let message =
-        send.product == Product::Messaging && (sid.starts_with("SM") || sid.starts_with("MM"));
-    if let Some(url) = one("StatusCallback").filter(|_| message && config.shadow.callbacks) {
-        if url.starts_with("https://") || url.starts_with("http://") {
-            // The auth token signs the callbacks; an API key cannot.
-            let token = basic_credentials(headers)
-                .filter(|(user, _)| user.starts_with("AC"))
-                .map(|(_, secret)| secret);
-            callbacks::schedule(
-                &app.upstream,
-                callbacks::Message {
-                    url: url.to_string(),
-                    token,
-                    sid: sid.clone(),
-                    account_sid: send.account.clone(),
-                    to: to.clone(),
-                    from: from.clone(),
-                    messaging_service_sid: one("MessagingServiceSid").map(str::to_string),
-                    created: now,
-                    last: app.fakes.final_status(),
-                },
-            );
-        }
+    if config.shadow.callbacks {
+        status_callbacks(app, send, headers, &sid, &to, from.as_deref(), now);
     }
 
     let written = match (&send.route.endpoint, dest) {
@@ -1725,6 +1704,45 @@ async fn shadow(
     *resp.status_mut() = StatusCode::CREATED;
     *resp.headers_mut() = responses::twilio_headers(app.domain(send.route), started.elapsed());
     resp
+}
+
+/// Schedules the status callbacks of a shadowed message whose send named a
+/// `StatusCallback` (an http or https URL), as Twilio would post them.
+fn status_callbacks(
+    app: &App,
+    send: &SendForm<'_>,
+    headers: &HeaderMap,
+    sid: &str,
+    to: &str,
+    from: Option<&str>,
+    now: SystemTime,
+) {
+    let one = |k: &str| send.form.one(k).ok().flatten();
+    let message =
+        send.product == Product::Messaging && (sid.starts_with("SM") || sid.starts_with("MM"));
+    let Some(url) = one("StatusCallback")
+        .filter(|u| message && (u.starts_with("https://") || u.starts_with("http://")))
+    else {
+        return;
+    };
+    // The auth token signs the callbacks; an API key cannot.
+    let token = basic_credentials(headers)
+        .filter(|(user, _)| user.starts_with("AC"))
+        .map(|(_, secret)| secret);
+    callbacks::schedule(
+        &app.upstream,
+        callbacks::Message {
+            url: url.to_string(),
+            token,
+            sid: sid.to_string(),
+            account_sid: send.account.clone(),
+            to: to.to_string(),
+            from: from.map(str::to_string),
+            messaging_service_sid: one("MessagingServiceSid").map(str::to_string),
+            created: now,
+            last: app.fakes.final_status(),
+        },
+    );
 }
 
 /// The fake resource a shadowed send is answered with (a message, call,
