@@ -33,7 +33,7 @@ pub use budget::{Balance, Budget, OnError, Prices, RegionCaps};
 pub use load::ConfigError;
 pub use network::{Admin, Ca, Egress, Listen, Upstream};
 pub use reconcile::{Reconcile, ReconcileCredential, RECONCILE_MIN};
-pub use stages::{Actions, Backoff, FinalStatus, Geo, Limit, Numbers, Shadow};
+pub use stages::{Actions, Backoff, Geo, Limit, Numbers, Shadow};
 pub use store::{Store, StoreOnError};
 pub use telemetry::{Alerts, Audit, Log, LogFormat};
 pub use values::{Action, KeyPart, KeySpec, Money, Rate, Short};

@@ -15,6 +15,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::defaults::{five_minutes, sixty};
+use super::deserialize::is_env_name;
 
 /// The shortest `interval` and `settle` accepted.
 pub const RECONCILE_MIN: Duration = Duration::from_secs(1);
@@ -203,13 +204,7 @@ fn de_account<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
 
 fn de_env_name<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Spanned<String>>, D::Error> {
     let s = Spanned::<String>::deserialize(d)?;
-    let name = s.get_ref();
-    let ok = name
-        .bytes()
-        .next()
-        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
-    if !ok {
+    if !is_env_name(s.get_ref()) {
         // The value is not repeated: it may be a secret pasted in error.
         return Err(de::Error::custom(
             "this must be the name of an environment variable (letters, digits, '_'), not a credential: the secret itself stays out of the file",

@@ -9,6 +9,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::phone::{NumberType, Region};
+use crate::twilio::responses::FinalStatus;
 
 use super::defaults::{default_block_max, default_forgive, one, two};
 use super::deserialize::{de_from_str, de_opt_from_str, de_seq_from_str};
@@ -38,15 +39,6 @@ pub struct Shadow {
     /// does for each change of status (signed when the request's Basic
     /// auth carries the account's auth token).
     pub callbacks: bool,
-}
-
-/// `shadow.final_status`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum FinalStatus {
-    Delivered,
-    Undelivered,
-    Sent,
 }
 
 impl Default for Shadow {

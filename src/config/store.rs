@@ -8,7 +8,7 @@ use serde::de::{self, Deserializer};
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::deserialize::{de_from_str, de_nonzero_duration};
+use super::deserialize::{de_from_str, de_nonzero_duration, is_env_name};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -90,12 +90,7 @@ impl Store {
         }
         if let Some(env) = &self.redis_password_env {
             let name = env.get_ref();
-            let ok = name
-                .bytes()
-                .next()
-                .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
-                && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
-            if !ok {
+            if !is_env_name(name) {
                 return Err((
                     Some(env.span()),
                     format!(

@@ -151,7 +151,7 @@ impl App {
             classifier: Classifier::new(config.numbers.cache),
             fakes: {
                 let f = FakeStore::new(config.shadow.capacity, config.shadow.retention);
-                f.set_final_status(final_status(&config));
+                f.set_final_status(config.shadow.final_status);
                 f
             },
             latency: LatencyModel::new(&config.shadow),
@@ -490,19 +490,10 @@ impl App {
 
     /// Swaps the policy atomically; requests in flight finish on the old one.
     pub fn replace_policy(&self, config: Arc<Config>) {
-        self.fakes.set_final_status(final_status(&config));
+        self.fakes.set_final_status(config.shadow.final_status);
         let store = self.policy().store().clone();
         let next = Arc::new(Policy::new(config, store));
         *self.policy.write().unwrap_or_else(|p| p.into_inner()) = next;
-    }
-}
-
-/// Where the policy says a shadowed message's status ends.
-fn final_status(config: &Config) -> responses::FinalStatus {
-    match config.shadow.final_status {
-        crate::config::FinalStatus::Delivered => responses::FinalStatus::Delivered,
-        crate::config::FinalStatus::Undelivered => responses::FinalStatus::Undelivered,
-        crate::config::FinalStatus::Sent => responses::FinalStatus::Sent,
     }
 }
 

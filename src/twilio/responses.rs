@@ -200,8 +200,9 @@ pub fn message_json(req: &MessageRequest, sid: &str, now: SystemTime) -> Bytes {
 }
 
 /// What becomes of a message the guard did not send, in the end (Twilio's
-/// last status for it).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// last status for it): `shadow.final_status`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum FinalStatus {
     Delivered,
     /// `undelivered` with error 30003 (unreachable destination handset).
