@@ -4,15 +4,15 @@
 mod common;
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use common::receiver::Receiver;
 use common::*;
 use http::{Method, Request, StatusCode};
-use http_body_util::{BodyExt, Full};
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use http_body_util::Full;
+use hyper_util::rt::TokioExecutor;
 
 const GEO: &str = "[geo]\nallow = [\"US\", \"CA\", \"GB\", \"IE\"]\n";
 const TOKEN_ENV: &str = "SMSGUARD_TEST_ADMIN_TOKEN";
@@ -384,7 +384,7 @@ async fn a_reload_that_would_weaken_the_policy_is_refused_unless_asked_for() {
         assert_eq!(env.upstream_count(), 0, "{text:?}: GB still not allowed");
     }
     wait_for(&got, 1).await;
-    let alerts = got.lock().unwrap().clone();
+    let alerts = got.json();
     assert!(alerts.iter().any(|a| a["kind"] == "reload"), "{alerts:?}");
     // A weakening on purpose goes through the explicit switch.
     std::fs::write(&file, "[geo]\nallow = [\"US\", \"GB\"]\n").unwrap();
@@ -404,53 +404,13 @@ async fn a_reload_that_would_weaken_the_policy_is_refused_unless_asked_for() {
 
 /// A local webhook receiver: records bodies; answers 500 to the first
 /// `fail_first` requests.
-async fn receiver(fail_first: usize) -> (String, Arc<Mutex<Vec<serde_json::Value>>>) {
-    let got: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
-    let seen = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/hook", listener.local_addr().unwrap());
-    let g = got.clone();
-    tokio::spawn(async move {
-        loop {
-            let Ok((s, _)) = listener.accept().await else {
-                return;
-            };
-            let (g, seen) = (g.clone(), seen.clone());
-            tokio::spawn(async move {
-                let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
-                    let (g, seen) = (g.clone(), seen.clone());
-                    async move {
-                        let body = req.into_body().collect().await.unwrap().to_bytes();
-                        let n = seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                        let status = if n < fail_first {
-                            StatusCode::INTERNAL_SERVER_ERROR
-                        } else {
-                            g.lock()
-                                .unwrap()
-                                .push(serde_json::from_slice(&body).unwrap());
-                            StatusCode::OK
-                        };
-                        let mut r = http::Response::new(Full::new(Bytes::new()));
-                        *r.status_mut() = status;
-                        Ok::<_, std::convert::Infallible>(r)
-                    }
-                });
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(s), svc)
-                    .await;
-            });
-        }
-    });
-    (url, got)
+async fn receiver(fail_first: usize) -> (String, Receiver) {
+    let r = Receiver::start(fail_first).await;
+    (r.url("/hook"), r)
 }
 
-async fn wait_for(got: &Arc<Mutex<Vec<serde_json::Value>>>, n: usize) {
-    for _ in 0..100 {
-        if got.lock().unwrap().len() >= n {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+async fn wait_for(got: &Receiver, n: usize) {
+    got.wait_for(n, Duration::from_secs(5)).await;
 }
 
 #[tokio::test]
@@ -464,7 +424,7 @@ async fn a_tripped_block_alerts_once_per_interval_with_retries() {
         env.send(&format!("+4474001234{i:02}")).await;
     }
     wait_for(&got, 1).await;
-    let first = got.lock().unwrap()[0].clone();
+    let first = got.json()[0].clone();
     assert_eq!(first["kind"], "block");
     assert_eq!(first["cause"], "block:prefix:8=+44740012");
     assert!(
@@ -485,7 +445,7 @@ async fn a_tripped_block_alerts_once_per_interval_with_retries() {
     }
     wait_for(&got, 2).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let all = got.lock().unwrap().clone();
+    let all = got.json();
     let causes: Vec<&str> = all.iter().map(|a| a["cause"].as_str().unwrap()).collect();
     assert_eq!(
         causes,
@@ -505,7 +465,7 @@ async fn a_region_spike_and_spend_over_the_threshold_alert() {
         env.send(&format!("+4474001{i:05}")).await;
     }
     wait_for(&got, 2).await;
-    let all = got.lock().unwrap().clone();
+    let all = got.json();
     let kinds: Vec<&str> = all.iter().map(|a| a["kind"].as_str().unwrap()).collect();
     assert!(kinds.contains(&"spike"), "{all:?}");
     assert!(kinds.contains(&"spend"), "{all:?}");
@@ -745,7 +705,7 @@ async fn an_adaptive_surge_alerts_in_words_and_is_counted_by_rule() {
     assert_eq!(env.upstream_count(), 2);
     wait_for(&got, 1).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let all = got.lock().unwrap().clone();
+    let all = got.json();
     assert_eq!(all.len(), 1, "one alert for one block: {all:?}");
     let a = &all[0];
     assert_eq!(a["kind"], "block");

@@ -7,21 +7,20 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
+use common::receiver::Receiver;
 use common::*;
 use http::{Request, StatusCode};
-use http_body_util::{BodyExt, Full};
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use http_body_util::Full;
 
 /// The auth token inside `common::AUTH`.
 const TOKEN: &str = "planted-auth-token-7f3a";
 /// GB is not allowed: a send there is shadowed.
 const POLICY: &str = "[geo]\nallow = [\"US\"]\n";
 
+/// A status callback as the app got it.
 #[derive(Debug, Clone)]
 struct Posted {
     uri: String,
@@ -38,57 +37,20 @@ impl Posted {
     }
 }
 
-/// A local app endpoint that records each callback it gets.
-async fn app_endpoint() -> (String, Arc<Mutex<Vec<Posted>>>) {
-    let got: Arc<Mutex<Vec<Posted>>> = Arc::default();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let g = got.clone();
-    tokio::spawn(async move {
-        loop {
-            let Ok((s, _)) = listener.accept().await else {
-                return;
-            };
-            let g = g.clone();
-            tokio::spawn(async move {
-                let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
-                    let g = g.clone();
-                    async move {
-                        let uri = req.uri().to_string();
-                        let signature = req
-                            .headers()
-                            .get("x-twilio-signature")
-                            .map(|v| v.to_str().unwrap().to_string());
-                        let body = req.into_body().collect().await.unwrap().to_bytes();
-                        let params = form_urlencoded::parse(&body).into_owned().collect();
-                        g.lock().unwrap().push(Posted {
-                            uri,
-                            signature,
-                            params,
-                        });
-                        Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(
-                            Bytes::new(),
-                        )))
-                    }
-                });
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(s), svc)
-                    .await;
-            });
-        }
-    });
-    (base, got)
-}
-
-async fn wait_for(got: &Arc<Mutex<Vec<Posted>>>, n: usize) -> Vec<Posted> {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let now = got.lock().unwrap().clone();
-        if now.len() >= n || Instant::now() > deadline {
-            return now;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+/// The callbacks the app's endpoint got once it has `n`, or after 20 s.
+async fn wait_for(app: &Receiver, n: usize) -> Vec<Posted> {
+    app.wait_for(n, Duration::from_secs(20))
+        .await
+        .iter()
+        .map(|r| Posted {
+            uri: r.uri.clone(),
+            signature: r
+                .headers
+                .get("x-twilio-signature")
+                .map(|v| v.to_str().unwrap().to_string()),
+            params: r.form(),
+        })
+        .collect()
 }
 
 fn python() -> Option<PathBuf> {
@@ -119,8 +81,8 @@ async fn get_message(env: &Env, sid: &str) -> serde_json::Value {
 #[tokio::test]
 async fn a_shadowed_message_moves_on_and_posts_signed_callbacks_in_twilios_order() {
     let env = start(&format!("{POLICY}[admin]\naddr = \"127.0.0.1:0\"\n")).await;
-    let (base, got) = app_endpoint().await;
-    let callback = format!("{base}/twilio/status?tenant=7");
+    let app = Receiver::start(0).await;
+    let callback = app.url("/twilio/status?tenant=7");
     let form = format!(
         "To=%2B447421370001&From=%2B15017122661&Body=Your+code+is+482913&StatusCallback={}",
         callback
@@ -141,7 +103,7 @@ async fn a_shadowed_message_moves_on_and_posts_signed_callbacks_in_twilios_order
     assert_eq!(now["status"], "queued", "{now}");
     assert!(now["date_sent"].is_null());
 
-    let posted = wait_for(&got, 3).await;
+    let posted = wait_for(&app, 3).await;
     let statuses: Vec<_> = posted.iter().map(|p| p.get("MessageStatus")).collect();
     assert_eq!(
         statuses,
@@ -227,10 +189,10 @@ async fn the_final_status_is_the_policys_and_an_api_key_gets_unsigned_callbacks(
         "{POLICY}[shadow]\nfinal_status = \"undelivered\"\n"
     ))
     .await;
-    let (base, got) = app_endpoint().await;
+    let app = Receiver::start(0).await;
     let form = format!(
         "To=%2B447421370002&MessagingServiceSid=MG0123456789abcdef0123456789abcdef&Body=Hi&StatusCallback={}",
-        format!("{base}/s").replace(':', "%3A").replace('/', "%2F")
+        app.url("/s").replace(':', "%3A").replace('/', "%2F")
     );
     // An API key (SK...) and its secret: no auth token to sign with.
     let req = Request::post(env.url(MESSAGES))
@@ -245,7 +207,7 @@ async fn the_final_status_is_the_policys_and_an_api_key_gets_unsigned_callbacks(
     let r = env.request(req).await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
     let sid = r.json()["sid"].as_str().unwrap().to_string();
-    let posted = wait_for(&got, 3).await;
+    let posted = wait_for(&app, 3).await;
     let statuses: Vec<_> = posted.iter().map(|p| p.get("MessageStatus")).collect();
     // Twilio picks the sender of a messaging service: `accepted` first.
     assert_eq!(
@@ -266,14 +228,14 @@ async fn the_final_status_is_the_policys_and_an_api_key_gets_unsigned_callbacks(
 
     // `callbacks = false`: none posted, the status still moves on.
     let env = start(&format!("{POLICY}[shadow]\ncallbacks = false\n")).await;
-    let (base, got) = app_endpoint().await;
+    let app = Receiver::start(0).await;
     let form = format!(
         "To=%2B447421370003&From=%2B15017122661&Body=Hi&StatusCallback={}",
-        format!("{base}/s").replace(':', "%3A").replace('/', "%2F")
+        app.url("/s").replace(':', "%3A").replace('/', "%2F")
     );
     let r = env.post_form(MESSAGES, &form).await;
     let sid = r.json()["sid"].as_str().unwrap().to_string();
     tokio::time::sleep(Duration::from_secs(9)).await;
-    assert!(got.lock().unwrap().is_empty());
+    assert!(app.received().is_empty());
     assert_eq!(get_message(&env, &sid).await["status"], "delivered");
 }

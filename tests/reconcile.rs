@@ -14,7 +14,6 @@ mod common;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -22,8 +21,8 @@ use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use common::receiver::Receiver;
 use common::redis::{free_port, RedisServer};
 use common::{ACCOUNT, AUTH, MESSAGES};
 use smsguard::twilio::fake::FakeTwilio;
@@ -212,82 +211,13 @@ async fn around(fake: &FakeTwilio, path: &str, to: &str) -> String {
     v["sid"].as_str().unwrap().to_string()
 }
 
-/// A webhook receiver: every POST body it got.
-struct Webhook {
-    addr: SocketAddr,
-    bodies: Arc<Mutex<Vec<serde_json::Value>>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Webhook {
-    async fn start() -> Webhook {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let bodies: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
-        let seen = bodies.clone();
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((mut s, _)) = listener.accept().await else {
-                    return;
-                };
-                let seen = seen.clone();
-                tokio::spawn(async move {
-                    let mut buf = Vec::new();
-                    let mut chunk = [0u8; 4096];
-                    // Headers, then Content-Length bytes of body.
-                    let body = loop {
-                        let Ok(n) = s.read(&mut chunk).await else {
-                            return;
-                        };
-                        if n == 0 {
-                            return;
-                        }
-                        buf.extend_from_slice(&chunk[..n]);
-                        let text = String::from_utf8_lossy(&buf).into_owned();
-                        let Some(end) = text.find("\r\n\r\n") else {
-                            continue;
-                        };
-                        let len = text[..end]
-                            .lines()
-                            .find_map(|l| {
-                                let (k, v) = l.split_once(':')?;
-                                k.eq_ignore_ascii_case("content-length")
-                                    .then(|| v.trim().parse::<usize>().ok())?
-                            })
-                            .unwrap_or(0);
-                        if buf.len() >= end + 4 + len {
-                            break buf[end + 4..end + 4 + len].to_vec();
-                        }
-                    };
-                    if let Ok(v) = serde_json::from_slice(&body) {
-                        seen.lock().unwrap().push(v);
-                    }
-                    let _ = s
-                        .write_all(
-                            b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
-                        )
-                        .await;
-                });
-            }
-        });
-        Webhook { addr, bodies, task }
-    }
-
-    fn texts(&self) -> Vec<String> {
-        self.bodies
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|b| b["kind"] == "reconcile")
-            .map(|b| b["text"].as_str().unwrap_or("").to_string())
-            .collect()
-    }
-}
-
-impl Drop for Webhook {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+/// The texts of the reconciliation alerts a webhook got.
+fn reconcile_texts(hook: &Receiver) -> Vec<String> {
+    hook.json()
+        .iter()
+        .filter(|b| b["kind"] == "reconcile")
+        .map(|b| b["text"].as_str().unwrap_or("").to_string())
+        .collect()
 }
 
 /// The value of the sample `name` (with its labels) in Prometheus text.
@@ -358,7 +288,7 @@ fn list_requests(fake: &FakeTwilio, list: &str) -> (usize, usize) {
 async fn sends_around_the_guard_are_reported_and_sends_through_it_are_not() {
     let dir = common::temp_dir("reconcile");
     let fake = FakeTwilio::start().await.unwrap();
-    let hook = Webhook::start().await;
+    let hook = Receiver::start(0).await;
     // A page of 2: five sends around the guard and five through it take
     // several pages.
     let extra = format!(
@@ -421,7 +351,7 @@ async fn sends_around_the_guard_are_reported_and_sends_through_it_are_not() {
     // The alerts add up to the sends around the guard, to their prefix,
     // at Twilio's price (5 × 0.0079 + 0.014 USD).
     wait_until("the alerts to arrive", &[&g], || async {
-        hook.texts()
+        reconcile_texts(&hook)
             .iter()
             .filter_map(|t| {
                 t.split(" send")
@@ -435,7 +365,7 @@ async fn sends_around_the_guard_are_reported_and_sends_through_it_are_not() {
             == 6
     })
     .await;
-    let texts = hook.texts();
+    let texts = reconcile_texts(&hook);
     let mut cost = 0.0;
     for t in &texts {
         assert!(t.contains("went around the guard"), "{t}");

@@ -245,4 +245,5 @@ pub fn schema_properties(file: &str, component: &str) -> Vec<String> {
         .collect()
 }
 
+pub mod receiver;
 pub mod redis;
