@@ -30,7 +30,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
@@ -40,7 +40,7 @@ use http_body_util::{BodyExt, Limited};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use crate::base::clock::{ms, Millis};
+use crate::base::clock::{ms, Clock, Millis, SystemClock};
 use crate::config::{self, Money, ReconcileCredential};
 use crate::net::upstream::{self, Target, Upstream};
 use crate::store::reconcile::ForwardedSids;
@@ -62,9 +62,7 @@ const EXAMPLES: usize = 20;
 /// Wall-clock milliseconds: Twilio's dates are wall-clock, whatever clock
 /// judges the sends.
 fn wall_ms() -> Millis {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as Millis)
+    SystemClock.now()
 }
 
 fn rfc3339(t: Millis) -> String {

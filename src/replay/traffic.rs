@@ -1217,15 +1217,13 @@ impl<'a> Gen<'a> {
     /// A random stream of its own for one class: the seed, the kind of day
     /// and the class name (and which day of the two-day plan).
     fn rng(&self, name: &str) -> StdRng {
-        // FNV-1a: stable across Rust versions, unlike the std hasher.
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for b in name
-            .bytes()
-            .chain([u8::from(self.held_out)])
-            .chain(self.stream.bytes())
-        {
-            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-        }
+        use crate::twilio::responses::{fnv1a, FNV_OFFSET};
+        let h = fnv1a(
+            FNV_OFFSET,
+            name.bytes()
+                .chain([u8::from(self.held_out)])
+                .chain(self.stream.bytes()),
+        );
         StdRng::seed_from_u64(self.seed ^ h)
     }
 

@@ -231,10 +231,7 @@ impl FinalStatus {
 /// status two to six seconds after that. Drawn from the sid, so every
 /// replica tells the same story.
 pub fn message_timeline(sid: &str, created: SystemTime) -> (SystemTime, SystemTime) {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in sid.bytes() {
-        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-    }
+    let h = fnv1a(FNV_OFFSET, sid.bytes());
     let sent = created + Duration::from_millis(1_000 + h % 1_000);
     let done = sent + Duration::from_millis(2_000 + (h >> 20) % 4_000);
     (sent, done)
@@ -851,20 +848,29 @@ pub fn random_sid(prefix: &str) -> String {
 /// the standard library's hasher.
 fn derived_sid(prefix: &str, parts: &[&str]) -> String {
     let hash = |offset: u64| {
-        let mut h = offset;
-        for part in parts {
-            for b in part.bytes().chain(std::iter::once(0)) {
-                h ^= u64::from(b);
-                h = h.wrapping_mul(0x0000_0100_0000_01b3);
-            }
-        }
-        h
+        fnv1a(
+            offset,
+            parts
+                .iter()
+                .flat_map(|part| part.bytes().chain(std::iter::once(0))),
+        )
     };
     format!(
         "{prefix}{:016x}{:016x}",
-        hash(0xcbf2_9ce4_8422_2325),
+        hash(FNV_OFFSET),
         hash(0x6c62_272e_07bb_0142)
     )
+}
+
+/// FNV-1a's standard offset basis.
+pub const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// FNV-1a of `bytes` from `offset`: stable across runs and Rust versions,
+/// unlike the standard library's hasher.
+pub fn fnv1a(offset: u64, bytes: impl IntoIterator<Item = u8>) -> u64 {
+    bytes.into_iter().fold(offset, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 const WEEKDAYS: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
