@@ -452,3 +452,101 @@ async fn a_countrys_excess_puts_it_under_alert_and_blocks_the_range_that_carries
     // entered their codes from it (a carrier's NAT, an office).
     assert!(forwarded(&env, "+13035559997", "198.51.100.20").await);
 }
+
+/// Raises an alert on the US: a pump over +1303…, one new number a minute
+/// from many addresses, until it is stopped.
+async fn pump_until_alert(env: &Env) {
+    for i in 0..40u32 {
+        env.clock.advance(Duration::from_secs(60));
+        let to = format!("+1303555{i:04}");
+        if !forwarded(env, &to, &format!("203.0.113.{i}")).await {
+            return;
+        }
+    }
+    panic!("the pump was never stopped");
+}
+
+#[tokio::test]
+async fn under_alert_a_range_with_confirmed_history_is_blocked_only_when_its_unanswered_sends_outnumber_it(
+) {
+    let policy = POLICY.replace(
+        "[adaptive.unconfirmed]\n",
+        "[adaptive.unconfirmed]\nregion = [\"5/1h\"]\nprefix = []\n",
+    );
+    let env = start(&policy).await;
+    // Five people in +1212555… confirmed their codes, two hours ago.
+    for i in 0..5 {
+        sent_and_confirmed(&env, &format!("+1212555{i:04}"), Duration::from_secs(20)).await;
+    }
+    env.clock.advance(Duration::from_secs(2 * 3600));
+    pump_until_alert(&env).await;
+    // Under the alert, three new numbers there go unanswered...
+    for i in 0..3 {
+        let to = format!("+1212555{:04}", 100 + i);
+        assert!(forwarded(&env, &to, &format!("192.0.2.{i}")).await, "{to}");
+    }
+    env.clock.advance(Duration::from_secs(7 * 60));
+    // ...which its five confirmations outweigh: the next still goes.
+    assert!(forwarded(&env, "+12125550200", "192.0.2.10").await);
+    // Three more unanswered (seven in all, against five confirmed): the
+    // range now carries the excess, and its next new number is stopped.
+    for i in 0..3 {
+        let to = format!("+1212555{:04}", 300 + i);
+        assert!(
+            forwarded(&env, &to, &format!("192.0.2.{}", 20 + i)).await,
+            "{to}"
+        );
+    }
+    env.clock.advance(Duration::from_secs(7 * 60));
+    assert!(!forwarded(&env, "+12125550400", "192.0.2.30").await);
+    let rule = last_rule(&env).await;
+    assert!(rule.starts_with("adaptive:alert:prefix:"), "{rule}");
+}
+
+#[tokio::test]
+async fn under_alert_old_unanswered_sends_do_not_block_a_range_where_people_confirm_now() {
+    let policy = POLICY.replace(
+        "[adaptive.unconfirmed]\n",
+        "[adaptive.unconfirmed]\nregion = [\"5/1h\"]\nprefix = []\n",
+    );
+    let env = start(&policy).await;
+    // San Francisco converts; two codes to +1415555… and two to +1415444…
+    // went unanswered.
+    for i in 0..5 {
+        sent_and_confirmed(&env, &format!("+1415777{i:04}"), Duration::from_secs(20)).await;
+    }
+    for (i, to) in [
+        "+14155550001",
+        "+14155550002",
+        "+14154440001",
+        "+14154440002",
+    ]
+    .iter()
+    .enumerate()
+    {
+        assert!(forwarded(&env, to, &format!("192.0.2.{i}")).await, "{to}");
+    }
+    env.clock.advance(Duration::from_secs(2 * 3600));
+    pump_until_alert(&env).await;
+    // Under the alert, a new number in +1415444… is stopped while nobody
+    // around it confirms this hour: its two unanswered codes are all the
+    // evidence there is.
+    assert!(!forwarded(&env, "+14154440003", "192.0.2.3").await);
+    // People in +1415… confirm codes now.
+    for i in 0..5 {
+        let to = format!("+1415778{i:04}");
+        env.clock.advance(Duration::from_secs(60));
+        assert!(
+            forwarded(&env, &to, &format!("192.0.2.{}", 40 + i)).await,
+            "{to}"
+        );
+        env.clock.advance(Duration::from_secs(20));
+        let r = confirm(&env, &format!(r#"{{"to": "{to}"}}"#)).await;
+        assert_eq!(r.json()["confirmed"], true);
+    }
+    env.clock.advance(Duration::from_secs(6 * 60));
+    // The old unanswered codes are old news where people confirm now.
+    assert!(forwarded(&env, "+14155550004", "192.0.2.4").await);
+    // A range the pump reaches now is still stopped.
+    assert!(!forwarded(&env, "+13035559990", "192.0.2.5").await);
+}

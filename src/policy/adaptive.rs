@@ -875,53 +875,65 @@ impl Adaptive {
     }
 
     /// What the send's ranges under an alerted key show, narrowest first:
-    /// the first with any history decides. Without confirmations flowing
+    /// the first with evidence decides. Without confirmations flowing
     /// nothing can be proven: the broadest range takes the alert.
+    ///
+    /// A range is blocked only on evidence that outweighs what real users
+    /// show under it:
+    /// - one that never confirmed, on two unanswered sends; not when all
+    ///   of them are older than the hour while the nearest busy range above
+    ///   converts this hour (a city's campaign in a range a sprayer passed
+    ///   through earlier);
+    /// - one that converts, only when this hour's unanswered sends
+    ///   outnumber every confirmation it saw (the day's and its baseline):
+    ///   its confirmed history is weighed before it is blocked.
     fn range(&self, children: &[Child], flows: bool, now: Millis) -> Option<Range> {
         let broadest = children.first()?.0;
         if !flows {
             return Some(Range::Unknown(broadest));
         }
-        for &(index, ref c) in children.iter().rev() {
-            let confirmed = c.confirmed[1].count(DAY, now)
-                + u64::from(now.saturating_sub(c.peak_at) <= self.baseline) * u64::from(c.peak);
+        for (at, &(index, ref c)) in children.iter().enumerate().rev() {
+            // Every confirmation it saw: the day's, or its baseline's.
+            let confirmed = self.baselines(c, now)[1];
             if c.sent[1].count(DAY, now) == 0 && confirmed == 0 {
                 continue;
             }
             if confirmed == 0 {
-                // Never confirmed: two unanswered sends carry the excess;
-                // one does where a range above it collapsed too (a single
-                // unanswered code is anyone's bad luck in a range that
-                // converts, such as a campaign's city).
+                // One unanswered code is anyone's bad luck; two carry the
+                // excess, unless they are old news where real users are
+                // confirming now. Sends still in their grace are not
+                // known yet: the range above decides.
                 let unconfirmed = self.aged_unconfirmed(c, 1, now);
-                let above = children.iter().filter(|p| p.0 < index);
-                let collapsed = above.clone().any(|p| self.collapsed(&p.1, now));
-                if unconfirmed >= 2 || (unconfirmed == 1 && collapsed) {
+                let stale = self.aged_unconfirmed(c, 0, now) == 0
+                    && self.converts_now(&children[..at], now);
+                if unconfirmed >= 2 && !stale {
                     return Some(Range::Carrying(index));
                 }
-                // Its sends are still in their grace: not known yet.
                 continue;
             }
-            // A range that converts goes, unless this hour's unanswered
-            // sends outnumber its confirmations: one is anyone's bad luck.
             let unconfirmed = self.aged_unconfirmed(c, 0, now);
-            return Some(
-                if unconfirmed < 2 || unconfirmed <= self.baselines(c, now)[0] {
-                    Range::Proven(index)
-                } else {
-                    Range::Carrying(index)
-                },
-            );
+            return Some(if unconfirmed < 2 || unconfirmed <= confirmed {
+                Range::Proven(index)
+            } else {
+                Range::Carrying(index)
+            });
         }
         Some(Range::Unknown(broadest))
     }
 
-    /// Whether this hour's unanswered sends of a range outnumber what its
-    /// confirmations allow (`alert_ratio`): its conversion collapsed.
-    fn collapsed(&self, c: &Conversion, now: Millis) -> bool {
-        let unconfirmed = self.aged_unconfirmed(c, 0, now);
-        let confirmed = c.confirmed[0].count(HOUR, now) as f64;
-        unconfirmed >= 2 && unconfirmed as f64 > self.cfg.unconfirmed.alert_ratio * confirmed
+    /// Whether the nearest of `above` with `min_sample` sends past their
+    /// grace this hour converts: its unanswered sends within `alert_ratio`
+    /// of its confirmations.
+    fn converts_now(&self, above: &[Child], now: Millis) -> bool {
+        let min = u64::from(self.cfg.unconfirmed.min_sample);
+        for (_, c) in above.iter().rev() {
+            let confirmed = c.confirmed[0].count(HOUR, now);
+            let unconfirmed = self.aged_unconfirmed(c, 0, now);
+            if unconfirmed + confirmed >= min {
+                return unconfirmed as f64 <= self.cfg.unconfirmed.alert_ratio * confirmed as f64;
+            }
+        }
+        false
     }
 
     /// A narrow key tripped: its nearest broad ancestor counts it, and a
