@@ -315,6 +315,36 @@ async fn a_surge_of_new_numbers_in_one_block_is_stopped_across_many_addresses() 
 }
 
 #[tokio::test]
+async fn a_surge_block_lifts_when_half_its_new_numbers_confirm() {
+    let policy = POLICY.replace("floor = 100000\n", "floor = 3\n");
+    let env = start(&policy).await;
+    // A campaign in one block: the fourth new number trips the surge.
+    for i in 0..3 {
+        let to = format!("+1646555{i:04}");
+        assert!(
+            forwarded(&env, &to, &format!("203.0.113.{i}")).await,
+            "{to}"
+        );
+    }
+    assert!(!forwarded(&env, "+16465550003", "203.0.113.3").await);
+    assert_eq!(last_rule(&env).await, "adaptive:surge:prefix:7");
+    // One confirmation is not enough to lift it...
+    env.clock.advance(Duration::from_secs(40));
+    let r = confirm(&env, r#"{"to": "+16465550000"}"#).await;
+    assert_eq!(r.json()["confirmed"], true);
+    assert!(!forwarded(&env, "+16465550004", "203.0.113.4").await);
+    let blocks = admin(&env, Method::GET, "/api/blocks", "").await.text();
+    assert!(blocks.contains("+1646555"), "{blocks}");
+    // ...two of its three new numbers proving receipt are: its people
+    // get their codes again.
+    let r = confirm(&env, r#"{"to": "+16465550001"}"#).await;
+    assert_eq!(r.json()["confirmed"], true);
+    let blocks = admin(&env, Method::GET, "/api/blocks", "").await.text();
+    assert!(!blocks.contains("+1646555"), "{blocks}");
+    assert!(forwarded(&env, "+16465550005", "203.0.113.5").await);
+}
+
+#[tokio::test]
 async fn one_address_texting_many_numbers_is_stopped() {
     let policy = POLICY.replace(
         "[adaptive.distinct]\nclient_ip = []\n",

@@ -1268,7 +1268,8 @@ impl Adaptive {
                 p.vouched_until = now.saturating_add(self.vouch);
             });
         }
-        for (_, key) in keys.iter() {
+        for (scope, key) in keys.iter() {
+            let mut converts = false;
             store.conversion(key, true, &mut |c| {
                 for (win, period) in c.confirmed.iter_mut().zip(PERIODS) {
                     win.add(period, now, 1);
@@ -1279,9 +1280,27 @@ impl Adaptive {
                     c.peak = today;
                     c.peak_at = now;
                 }
+                // Half the new numbers of the window proved receipt.
+                let confirmed = c.surge_confirmed.count(w, now);
+                converts = confirmed >= 2 && 2 * confirmed >= c.surge.count(w, now);
             });
+            if converts && matches!(scope, Scope::Prefix { .. }) {
+                self.lift_surge_block(key, store, now);
+            }
         }
         true
+    }
+
+    /// A surge block is set on new numbers before any of them could
+    /// confirm; when they do, it was a city's campaign, not a pump, and
+    /// it is lifted at once instead of stopping its people for hours.
+    fn lift_surge_block(&self, key: &str, store: &dyn Store, now: Millis) {
+        let surge = store
+            .block(key, now)
+            .is_some_and(|b| b.rule.starts_with("adaptive:surge:"));
+        if surge && store.remove_block(key) {
+            tracing::info!(key, "adaptive surge block lifted: its new numbers confirm");
+        }
     }
 }
 
