@@ -501,60 +501,26 @@ impl App {
     }
 }
 
-/// The guard's request handler.
+/// The guard's request handler: a send goes to [`send::handle_send`];
+/// anything else is a confirmation, a fake the guard answers for, or
+/// streamed to Twilio untouched.
 pub async fn handle(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
     let started = Instant::now();
     // Matching a path tries every way a server could read it; a huge,
     // crafted path would make that costly. No Twilio path comes near this.
     if req.uri().path().len() > MAX_PATH {
-        let e = TwilioError::new(
-            StatusCode::URI_TOO_LONG,
-            20414,
-            format!("The request path is longer than {MAX_PATH} bytes"),
-        );
-        let mut resp = Response::new(upstream::full(e.body()));
-        *resp.status_mut() = e.status;
-        return resp;
+        return path_too_long();
     }
     let route = routes::route(req.method(), req.uri().path());
-    if route.endpoint.send_product().is_none() && might_send(req.method()) {
-        // A method other than POST on a path that is a send under POST
-        // (`post`, `PUT`, `PATCH`, ...): whether Twilio would take it as a
-        // send is not ours to bet on. Fail closed.
-        let as_post = routes::route(&http::Method::POST, req.uri().path());
-        if as_post.endpoint.send_product().is_some() {
-            let peer_ip = peer.ip();
-            let mut event = DecisionEvent::new(as_post.endpoint.name(), &peer_ip, None);
-            event.malformed(&format!("method {} on a send path", req.method()));
-            app.record(&event);
-            let e = TwilioError::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                20004,
-                format!("Method not allowed: a send is a POST, not {}", req.method()),
-            );
-            return error_response(&app, &as_post, &e, started.elapsed());
-        }
+    if let Some(resp) = refuse_send_not_posted(&app, &req, &route, peer, started) {
+        return resp;
     }
     if route.endpoint.send_product().is_some() {
         return send::handle_send(&app, req, route, peer, started).await;
     }
     if req.method() == http::Method::DELETE {
-        // Deleting a message the guard shadowed: Twilio deletes one that
-        // exists and answers 204; forwarded, its 404 would expose the fake.
-        let as_get = routes::route(&http::Method::GET, req.uri().path());
-        if let Endpoint::MessageFetch { account_sid, sid } = &as_get.endpoint {
-            if let Some(fake) = app.fakes.get_shared(sid).await {
-                let path = req.uri().path();
-                if let Some(e) = fake_refusal(req.headers(), Some(account_sid), &fake, path) {
-                    return error_response(&app, &as_get, &e, started.elapsed());
-                }
-                let mut resp = Response::new(upstream::full(Bytes::new()));
-                *resp.status_mut() = StatusCode::NO_CONTENT;
-                *resp.headers_mut() =
-                    responses::twilio_headers(app.domain(&as_get), started.elapsed());
-                resp.headers_mut().remove(header::CONTENT_TYPE);
-                return resp;
-            }
+        if let Some(resp) = delete_fake(&app, req.headers(), req.uri().path(), started).await {
+            return resp;
         }
     }
     match &route.endpoint {
@@ -584,6 +550,71 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> 
         }
         _ => forward_stream(&app, req, route).await,
     }
+}
+
+/// The answer to a path longer than [`MAX_PATH`]: 414, never routed.
+fn path_too_long() -> Response<Body> {
+    let e = TwilioError::new(
+        StatusCode::URI_TOO_LONG,
+        20414,
+        format!("The request path is longer than {MAX_PATH} bytes"),
+    );
+    let mut resp = Response::new(upstream::full(e.body()));
+    *resp.status_mut() = e.status;
+    resp
+}
+
+/// A method other than POST on a path that is a send under POST (`post`,
+/// `PUT`, `PATCH`, ...): whether Twilio would take it as a send is not ours
+/// to bet on. Fail closed: recorded as malformed and refused with 405.
+/// `None` for any other request.
+fn refuse_send_not_posted(
+    app: &App,
+    req: &Request<Incoming>,
+    route: &Route,
+    peer: SocketAddr,
+    started: Instant,
+) -> Option<Response<Body>> {
+    if route.endpoint.send_product().is_some() || !might_send(req.method()) {
+        return None;
+    }
+    let as_post = routes::route(&http::Method::POST, req.uri().path());
+    // Not a send under POST either: nothing to refuse.
+    as_post.endpoint.send_product()?;
+    let peer_ip = peer.ip();
+    let mut event = DecisionEvent::new(as_post.endpoint.name(), &peer_ip, None);
+    event.malformed(&format!("method {} on a send path", req.method()));
+    app.record(&event);
+    let e = TwilioError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        20004,
+        format!("Method not allowed: a send is a POST, not {}", req.method()),
+    );
+    Some(error_response(app, &as_post, &e, started.elapsed()))
+}
+
+/// Deleting a message the guard shadowed: Twilio deletes one that exists
+/// and answers 204; forwarded, its 404 would expose the fake. `None` when
+/// the path names no fake message.
+async fn delete_fake(
+    app: &App,
+    headers: &HeaderMap,
+    path: &str,
+    started: Instant,
+) -> Option<Response<Body>> {
+    let as_get = routes::route(&http::Method::GET, path);
+    let Endpoint::MessageFetch { account_sid, sid } = &as_get.endpoint else {
+        return None;
+    };
+    let fake = app.fakes.get_shared(sid).await?;
+    if let Some(e) = fake_refusal(headers, Some(account_sid), &fake, path) {
+        return Some(error_response(app, &as_get, &e, started.elapsed()));
+    }
+    let mut resp = Response::new(upstream::full(Bytes::new()));
+    *resp.status_mut() = StatusCode::NO_CONTENT;
+    *resp.headers_mut() = responses::twilio_headers(app.domain(&as_get), started.elapsed());
+    resp.headers_mut().remove(header::CONTENT_TYPE);
+    Some(resp)
 }
 
 /// A fake fetched by GET, answered as Twilio answers its own resources:
