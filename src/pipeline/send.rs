@@ -113,21 +113,7 @@ pub(super) async fn handle_send(
     } = read;
     match unjudged(&route, &raw_to, &form) {
         Ok(false) => {}
-        Ok(true) => {
-            // A call to a client identity still appears in Twilio's list.
-            let resp = forward_send(app, &config, &route, parts, body).await;
-            return match &app.reconcile {
-                Some(_) if resp.status().is_success() => {
-                    observe(app, &route, resp, |app, answer| {
-                        if let Some(r) = conversion::resource(answer) {
-                            note_forwarded(app, &r);
-                        }
-                    })
-                    .await
-                }
-                _ => resp,
-            };
-        }
+        Ok(true) => return pass_unjudged(app, &config, &route, parts, body).await,
         Err(e) => {
             event.malformed("duplicate Channel");
             app.record(&event);
@@ -172,6 +158,30 @@ pub(super) async fn handle_send(
     .await;
     await_fleet_write(&config, judged.written, judged.waited).await;
     resp
+}
+
+/// Forwards a send that passes unjudged ([`unjudged`]); one Twilio
+/// accepts is still noted for reconciliation (a call to a client identity
+/// appears in Twilio's list).
+async fn pass_unjudged(
+    app: &App,
+    config: &Config,
+    route: &Route,
+    parts: Parts,
+    body: Bytes,
+) -> Response<Body> {
+    let resp = forward_send(app, config, route, parts, body).await;
+    match &app.reconcile {
+        Some(_) if resp.status().is_success() => {
+            observe(app, route, resp, |app, answer| {
+                if let Some(r) = conversion::resource(answer) {
+                    note_forwarded(app, &r);
+                }
+            })
+            .await
+        }
+        _ => resp,
+    }
 }
 
 /// A send read whole and parsed (phase 1): what the later phases work from.
@@ -818,95 +828,137 @@ fn fake_send(
     from: Option<&str>,
     now: SystemTime,
 ) -> (String, Bytes, Written) {
-    let one = |k: &str| send.form.one(k).ok().flatten();
-    match (&send.route.endpoint, send.product) {
-        (Endpoint::CallCreate { account_sid }, _) => {
-            let (sid, body) = responses::fake_call(
-                &responses::CallRequest {
-                    account_sid,
-                    to,
-                    from,
-                },
-                now,
-            );
-            let written = app.fakes.remember(&sid, body.clone());
-            (sid, body, written)
-        }
-        (
-            Endpoint::ParticipantCreate {
+    let fake = Fake {
+        app,
+        send,
+        to,
+        from,
+        now,
+    };
+    match &send.route.endpoint {
+        Endpoint::CallCreate { account_sid } => fake.call(account_sid),
+        Endpoint::ParticipantCreate {
+            account_sid,
+            conference_sid,
+        } => fake.participant(account_sid, conference_sid),
+        Endpoint::CallerIdCreate { account_sid } => fake.caller_id(account_sid),
+        Endpoint::VerificationCreate { service_sid } => fake.verification(service_sid),
+        _ => fake.message(),
+    }
+}
+
+/// What the fake of a shadowed send is made from: the send, its
+/// destination and sender as Twilio would echo them, and the moment.
+struct Fake<'a> {
+    app: &'a App,
+    send: &'a SendForm<'a>,
+    to: &'a str,
+    from: Option<&'a str>,
+    now: SystemTime,
+}
+
+impl Fake<'_> {
+    /// A field of the send's form, when it is given once.
+    fn one(&self, k: &str) -> Option<&str> {
+        self.send.form.one(k).ok().flatten()
+    }
+
+    /// A fake kept by its sid.
+    fn kept(&self, (sid, body): (String, Bytes)) -> (String, Bytes, Written) {
+        let written = self.app.fakes.remember(&sid, body.clone());
+        (sid, body, written)
+    }
+
+    /// A shadowed call: a queued Call.
+    fn call(&self, account_sid: &str) -> (String, Bytes, Written) {
+        let req = responses::CallRequest {
+            account_sid,
+            to: self.to,
+            from: self.from,
+        };
+        self.kept(responses::fake_call(&req, self.now))
+    }
+
+    /// A shadowed conference participant: the Participant, kept by the
+    /// conference's sid and name and by its call sid and label, and the
+    /// queued Call behind it.
+    fn participant(&self, account_sid: &str, conference_sid: &str) -> (String, Bytes, Written) {
+        let p = responses::fake_participant(
+            &responses::ParticipantRequest {
                 account_sid,
-                conference_sid,
+                conference: conference_sid,
+                to: self.to,
+                from: self.from,
+                label: self.one("Label"),
+                call_sid_to_coach: self.one("CallSidToCoach"),
+                coaching: self.one("Coaching"),
+                muted: self.one("Muted"),
+                start_conference_on_enter: self.one("StartConferenceOnEnter"),
+                end_conference_on_exit: self.one("EndConferenceOnExit"),
             },
-            _,
-        ) => {
-            let p = responses::fake_participant(
-                &responses::ParticipantRequest {
-                    account_sid,
-                    conference: conference_sid,
-                    to,
-                    from,
-                    label: one("Label"),
-                    call_sid_to_coach: one("CallSidToCoach"),
-                    coaching: one("Coaching"),
-                    muted: one("Muted"),
-                    start_conference_on_enter: one("StartConferenceOnEnter"),
-                    end_conference_on_exit: one("EndConferenceOnExit"),
-                },
-                now,
-            );
-            let mut ids = vec![p.call_sid.as_str()];
-            ids.extend(one("Label"));
-            let written = app.fakes.remember_participant(
-                &p.call_sid,
-                p.call.clone(),
-                &[p.conference_sid.as_str(), conference_sid.as_str()],
-                &ids,
-                p.body.clone(),
-            );
-            (p.call_sid, p.body, written)
-        }
-        (Endpoint::CallerIdCreate { account_sid }, _) => {
-            // The validation call, answerable by sid like any fake call.
-            let (call_sid, call) = responses::fake_call(
-                &responses::CallRequest {
-                    account_sid,
-                    to,
-                    from: None,
-                },
-                now,
-            );
-            let written = app.fakes.remember(&call_sid, call);
-            let body =
-                responses::validation_request(account_sid, &call_sid, to, one("FriendlyName"));
-            (call_sid, body, written)
-        }
-        (Endpoint::VerificationCreate { service_sid }, _) => {
-            let (sid, body) = responses::fake_verification_on(
-                &responses::VerificationRequest {
-                    account_sid: &send.account,
-                    service_sid,
-                    to,
-                    channel: &one("Channel").unwrap_or("sms").to_ascii_lowercase(),
-                },
-                send.verify_version,
-                now,
-            );
-            let written = app.fakes.remember(&sid, body.clone());
-            (sid, body, written)
-        }
-        _ => {
-            let req = responses::MessageRequest {
-                account_sid: &send.account,
-                to,
-                from,
-                messaging_service_sid: one("MessagingServiceSid"),
-                body: one("Body"),
-                num_media: send.form.count("MediaUrl"),
-            };
-            let (sid, body) = responses::fake_message(&req, now);
-            let written = app.fakes.remember_message(&sid, &req, now);
-            (sid, body, written)
-        }
+            self.now,
+        );
+        let mut ids = vec![p.call_sid.as_str()];
+        ids.extend(self.one("Label"));
+        let written = self.app.fakes.remember_participant(
+            &p.call_sid,
+            p.call.clone(),
+            &[p.conference_sid.as_str(), conference_sid],
+            &ids,
+            p.body.clone(),
+        );
+        (p.call_sid, p.body, written)
+    }
+
+    /// A shadowed caller-id check: the ValidationRequest, and the
+    /// validation call, answerable by sid like any fake call.
+    fn caller_id(&self, account_sid: &str) -> (String, Bytes, Written) {
+        let req = responses::CallRequest {
+            account_sid,
+            to: self.to,
+            from: None,
+        };
+        let (call_sid, call) = responses::fake_call(&req, self.now);
+        let written = self.app.fakes.remember(&call_sid, call);
+        let body = responses::validation_request(
+            account_sid,
+            &call_sid,
+            self.to,
+            self.one("FriendlyName"),
+        );
+        (call_sid, body, written)
+    }
+
+    /// A shadowed verification, on the Verify API version the send asked.
+    fn verification(&self, service_sid: &str) -> (String, Bytes, Written) {
+        let channel = self.one("Channel").unwrap_or("sms").to_ascii_lowercase();
+        let req = responses::VerificationRequest {
+            account_sid: &self.send.account,
+            service_sid,
+            to: self.to,
+            channel: &channel,
+        };
+        self.kept(responses::fake_verification_on(
+            &req,
+            self.send.verify_version,
+            self.now,
+        ))
+    }
+
+    /// A shadowed message, kept as its inputs (its status moves on as it
+    /// is read again).
+    fn message(&self) -> (String, Bytes, Written) {
+        let req = responses::MessageRequest {
+            account_sid: &self.send.account,
+            to: self.to,
+            from: self.from,
+            messaging_service_sid: self.one("MessagingServiceSid"),
+            body: self.one("Body"),
+            num_media: self.send.form.count("MediaUrl"),
+        };
+        let (sid, body) = responses::fake_message(&req, self.now);
+        let written = self.app.fakes.remember_message(&sid, &req, self.now);
+        (sid, body, written)
     }
 }
 
