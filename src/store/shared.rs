@@ -212,38 +212,17 @@ impl SharedStore {
         };
         if plan.backoff.is_none() && plan.limits.is_empty() && plan.spends.is_empty() {
             self.stats.shared.fetch_add(1, Ordering::Relaxed);
-            if let (Some(c), true) = (extra, self.link.is_up()) {
-                view.extra = Some(match self.link.eval_many(&[c]).await {
-                    Ok(mut a) => a
-                        .pop()
-                        .unwrap_or(Err(LinkError::Server("no answer".into()))),
-                    Err(e) => Err(e),
-                });
-            }
+            view.extra = self.extra_alone(extra).await;
             return view;
         }
         if !self.link.is_up() {
             view.mode = self.fallback();
             return view;
         }
-        let link = &self.link;
-        let mut calls: Vec<Call<'static>> = Vec::new();
-        if let Some((key, params)) = &plan.backoff {
-            calls.push(ops::backoff_judge_call(link, key, now, params));
-        }
-        for (key, periods) in &plan.limits {
-            calls.push(ops::hit_call(link, key, periods, now));
-        }
-        // An amount past Redis integers is refused without asking.
-        let mut spend_calls = Vec::with_capacity(plan.spends.len());
-        for s in &plan.spends {
-            let c = ops::spend_call(link, &s.key, s.amount, s.cap, now, s.expire_at);
-            spend_calls.push(c.is_some());
-            calls.extend(c);
-        }
+        let (mut calls, spend_calls) = plan_calls(&self.link, &plan, now);
         let asked_extra = extra.is_some();
         calls.extend(extra);
-        let mut answers = match link.eval_many(&calls).await {
+        let mut answers = match self.link.eval_many(&calls).await {
             Ok(a) => a,
             Err(e) => {
                 tracing::debug!(error = %e, "shared state unavailable for a send");
@@ -255,8 +234,37 @@ impl SharedStore {
         if asked_extra {
             view.extra = answers.pop();
         }
-        let mut answers = answers.into_iter();
         let st = view.st.get_mut().unwrap_or_else(|p| p.into_inner());
+        self.take_answers(st, plan, spend_calls, answers);
+        view
+    }
+
+    /// The extra call of [`SharedStore::prepare_with`] as the send's only
+    /// call (its plan has nothing stateful): its answer, or `None` when
+    /// there is none to ask or Redis is unavailable.
+    async fn extra_alone(&self, extra: Option<Call<'static>>) -> Option<Result<Value, LinkError>> {
+        let (Some(c), true) = (extra, self.link.is_up()) else {
+            return None;
+        };
+        Some(match self.link.eval_many(&[c]).await {
+            Ok(mut a) => a
+                .pop()
+                .unwrap_or(Err(LinkError::Server("no answer".into()))),
+            Err(e) => Err(e),
+        })
+    }
+
+    /// Reads the pipeline's answers into the view's state, in the order of
+    /// [`plan_calls`]: the backoff step, each limit counter, each budget
+    /// window. A key whose answer cannot be read is judged on local state.
+    fn take_answers(
+        &self,
+        st: &mut ViewState,
+        plan: Plan,
+        spend_calls: Vec<bool>,
+        answers: Vec<Result<Value, LinkError>>,
+    ) {
+        let mut answers = answers.into_iter();
         if let Some((key, _)) = plan.backoff {
             match answers.next().map(|a| a.and_then(ops::read_backoff_judge)) {
                 Some(Ok(judged)) => {
@@ -285,28 +293,40 @@ impl SharedStore {
             }
         }
         for (s, asked) in plan.spends.into_iter().zip(spend_calls) {
-            let result = if asked {
-                match answers.next().map(|a| a.and_then(ops::read_spend)) {
-                    Some(Ok(r)) => r,
-                    other => {
-                        self.unreadable("spend", other.and_then(Result::err));
-                        continue;
-                    }
-                }
-            } else {
-                Err(self.local.spent(&s.key))
-            };
-            let (Ok(t) | Err(t)) = result;
-            self.local.mirror_spent(&s.key, t);
-            st.spends.push(PreSpend {
-                key: s.key,
-                amount: s.amount,
-                expire_at: s.expire_at,
-                result,
-                taken: false,
-            });
+            st.spends.extend(self.take_spend(s, asked, &mut answers));
         }
-        view
+    }
+
+    /// A budget window's charge: Redis's answer when it was asked, else
+    /// (an amount past Redis integers) a refusal at what the local store
+    /// has spent; the window's total is mirrored locally. `None` when the
+    /// answer cannot be read.
+    fn take_spend(
+        &self,
+        s: PlannedSpend,
+        asked: bool,
+        answers: &mut impl Iterator<Item = Result<Value, LinkError>>,
+    ) -> Option<PreSpend> {
+        let result = if asked {
+            match answers.next().map(|a| a.and_then(ops::read_spend)) {
+                Some(Ok(r)) => r,
+                other => {
+                    self.unreadable("spend", other.and_then(Result::err));
+                    return None;
+                }
+            }
+        } else {
+            Err(self.local.spent(&s.key))
+        };
+        let (Ok(t) | Err(t)) = result;
+        self.local.mirror_spent(&s.key, t);
+        Some(PreSpend {
+            key: s.key,
+            amount: s.amount,
+            expire_at: s.expire_at,
+            result,
+            taken: false,
+        })
     }
 
     fn fallback(&self) -> Mode {
@@ -697,6 +717,27 @@ impl Store for SharedStore {
     fn stats(&self) -> StoreStats {
         self.local.stats()
     }
+}
+
+/// The calls of one send's plan, in the order their answers are read: the
+/// backoff step, each limit counter, each budget window; and for each
+/// budget window whether it is asked (an amount past Redis integers is
+/// refused without asking).
+fn plan_calls(link: &RedisLink, plan: &Plan, now: Millis) -> (Vec<Call<'static>>, Vec<bool>) {
+    let mut calls: Vec<Call<'static>> = Vec::new();
+    if let Some((key, params)) = &plan.backoff {
+        calls.push(ops::backoff_judge_call(link, key, now, params));
+    }
+    for (key, periods) in &plan.limits {
+        calls.push(ops::hit_call(link, key, periods, now));
+    }
+    let mut spend_calls = Vec::with_capacity(plan.spends.len());
+    for s in &plan.spends {
+        let c = ops::spend_call(link, &s.key, s.amount, s.cap, now, s.expire_at);
+        spend_calls.push(c.is_some());
+        calls.extend(c);
+    }
+    (calls, spend_calls)
 }
 
 /// How a send's view answers.
