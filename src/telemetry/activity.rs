@@ -193,6 +193,32 @@ impl Default for Conversions {
     }
 }
 
+impl Conversions {
+    /// A decision in `hour`: a forwarded send by region and prefix, an
+    /// adaptive rule's trip and what became of the send it stopped.
+    fn count(&mut self, e: &DecisionEvent, region: &str, hour: u64) {
+        if matches!(e.action, "allow" | "monitor") {
+            self.totals.add(hour, FORWARDED);
+            if !region.is_empty() {
+                self.regions.add(region, hour, FORWARDED);
+            }
+            if let Some(p) = e.prefix.as_deref().filter(|p| !p.is_empty()) {
+                self.prefixes.add(p, hour, FORWARDED);
+            }
+        }
+        if let Some(rule) = e.rule.as_deref().filter(|r| r.starts_with("adaptive:")) {
+            if e.stage == Some("adaptive") {
+                self.rules.add(rule, hour, TRIPS);
+            }
+            match e.action {
+                "shadow" | "reject" => self.rules.add(rule, hour, STOPPED),
+                "monitor" => self.rules.add(rule, hour, MONITORED),
+                _ => {}
+            }
+        }
+    }
+}
+
 #[derive(Default)]
 struct Inner {
     recent: VecDeque<Record>,
@@ -202,6 +228,67 @@ struct Inner {
     blocked_regions: HashMap<String, u64>,
     conversion: Conversions,
     money: Money,
+}
+
+impl Inner {
+    /// Counts a decision of action `ai` for `region` in the minute of
+    /// `now`, starting that minute (and dropping the oldest past
+    /// `MINUTES`) if it is new.
+    fn count_minute(&mut self, now: Millis, ai: usize, region: &str) {
+        let start = now - now % MINUTE;
+        if self.minutes.back().is_none_or(|m| m.start < start) {
+            self.minutes.push_back(Minute {
+                start,
+                actions: [0; 4],
+                regions: HashMap::new(),
+            });
+            while self.minutes.len() > MINUTES {
+                self.minutes.pop_front();
+            }
+        }
+        if let Some(m) = self.minutes.back_mut() {
+            m.actions[ai] += 1;
+            if !region.is_empty() {
+                match m.regions.get_mut(region) {
+                    Some(n) => *n += 1,
+                    None => {
+                        m.regions.insert(region.to_string(), 1);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Puts the decision first in the ring of recent ones.
+    fn push_recent(&mut self, e: &DecisionEvent, region: &str, now: Millis) {
+        // A full ring gives its oldest record's buffers to the newest: no
+        // allocation per decision once the ring has filled.
+        let mut r = if self.recent.len() >= RECENT {
+            self.recent.pop_back().unwrap_or_default()
+        } else {
+            Record::default()
+        };
+        let set = |field: &mut String, value: Option<&str>| {
+            field.clear();
+            field.push_str(value.unwrap_or_default());
+        };
+        r.time = now;
+        r.endpoint = e.endpoint;
+        set(&mut r.account, e.account.as_deref());
+        set(&mut r.to, e.to.as_deref());
+        set(&mut r.region, Some(region));
+        set(&mut r.prefix, e.prefix.as_deref());
+        set(&mut r.client_ip, Some(&e.client_ip));
+        set(&mut r.user, e.user.as_deref());
+        set(&mut r.stage, e.stage);
+        set(&mut r.rule, e.rule.as_deref());
+        set(&mut r.detail, e.detail.as_deref());
+        r.action = e.action;
+        r.vouched = e.vouched;
+        r.broadcast = e.broadcast;
+        self.recent.push_front(r);
+        self.recent.truncate(RECENT);
+    }
 }
 
 /// Money per hour over the last `HOURS` hours, in millionths of the
@@ -441,29 +528,8 @@ impl Activity {
             return;
         };
         let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let start = now - now % MINUTE;
-        if g.minutes.back().is_none_or(|m| m.start < start) {
-            g.minutes.push_back(Minute {
-                start,
-                actions: [0; 4],
-                regions: HashMap::new(),
-            });
-            while g.minutes.len() > MINUTES {
-                g.minutes.pop_front();
-            }
-        }
         let region = e.region.as_deref().unwrap_or_default();
-        if let Some(m) = g.minutes.back_mut() {
-            m.actions[ai] += 1;
-            if !region.is_empty() {
-                match m.regions.get_mut(region) {
-                    Some(n) => *n += 1,
-                    None => {
-                        m.regions.insert(region.to_string(), 1);
-                    }
-                }
-            }
-        }
+        g.count_minute(now, ai, region);
         g.totals[ai] += 1;
         if let Some(price) = e.price {
             let which = if matches!(e.action, "shadow" | "reject") {
@@ -481,54 +547,8 @@ impl Activity {
                 bump(&mut g.blocked_regions, region);
             }
         }
-        let hour = now / HOUR;
-        let c = &mut g.conversion;
-        if matches!(e.action, "allow" | "monitor") {
-            c.totals.add(hour, FORWARDED);
-            if !region.is_empty() {
-                c.regions.add(region, hour, FORWARDED);
-            }
-            if let Some(p) = e.prefix.as_deref().filter(|p| !p.is_empty()) {
-                c.prefixes.add(p, hour, FORWARDED);
-            }
-        }
-        if let Some(rule) = e.rule.as_deref().filter(|r| r.starts_with("adaptive:")) {
-            if e.stage == Some("adaptive") {
-                c.rules.add(rule, hour, TRIPS);
-            }
-            match e.action {
-                "shadow" | "reject" => c.rules.add(rule, hour, STOPPED),
-                "monitor" => c.rules.add(rule, hour, MONITORED),
-                _ => {}
-            }
-        }
-        // A full ring gives its oldest record's buffers to the newest: no
-        // allocation per decision once the ring has filled.
-        let mut r = if g.recent.len() >= RECENT {
-            g.recent.pop_back().unwrap_or_default()
-        } else {
-            Record::default()
-        };
-        let set = |field: &mut String, value: Option<&str>| {
-            field.clear();
-            field.push_str(value.unwrap_or_default());
-        };
-        r.time = now;
-        r.endpoint = e.endpoint;
-        set(&mut r.account, e.account.as_deref());
-        set(&mut r.to, e.to.as_deref());
-        set(&mut r.region, Some(region));
-        set(&mut r.prefix, e.prefix.as_deref());
-        set(&mut r.client_ip, Some(&e.client_ip));
-        set(&mut r.user, e.user.as_deref());
-        set(&mut r.stage, e.stage);
-        set(&mut r.rule, e.rule.as_deref());
-        set(&mut r.detail, e.detail.as_deref());
-        r.action = e.action;
-        r.vouched = e.vouched;
-        r.broadcast = e.broadcast;
-        g.recent.push_front(r);
-        g.recent.truncate(RECENT);
+        g.conversion.count(e, region, now / HOUR);
+        g.push_recent(e, region, now);
     }
 
     /// A confirmation for a number in `region` (`None`: no region, shown as
