@@ -435,13 +435,7 @@ async fn a_returning_user_who_proved_receipt_passes_an_adaptive_block_and_a_bot_
 #[tokio::test]
 async fn a_countrys_excess_puts_it_under_alert_and_blocks_the_range_that_carries_it_never_the_country(
 ) {
-    // Only the region's conversion is judged, with a floor of 5 unconfirmed
-    // sends an hour; ranges have no floors of their own.
-    let policy = POLICY.replace(
-        "[adaptive.unconfirmed]\n",
-        "[adaptive.unconfirmed]\nregion = [\"5/1h\"]\nprefix = []\n",
-    );
-    let env = start(&policy).await;
+    let env = start(&region_only()).await;
     // People in +1212555… confirm their codes: that range converts.
     for i in 0..5 {
         sent_and_confirmed(&env, &format!("+1212555{i:04}"), Duration::from_secs(20)).await;
@@ -483,6 +477,15 @@ async fn a_countrys_excess_puts_it_under_alert_and_blocks_the_range_that_carries
     assert!(forwarded(&env, "+13035559997", "198.51.100.20").await);
 }
 
+/// Only the region's conversion is judged, with a floor of 5 unconfirmed
+/// sends an hour; ranges have no floors of their own.
+fn region_only() -> String {
+    POLICY.replace(
+        "[adaptive.unconfirmed]\n",
+        "[adaptive.unconfirmed]\nregion = [\"5/1h\"]\nprefix = []\n",
+    )
+}
+
 /// Raises an alert on the US: a pump over +1303…, one new number a minute
 /// from many addresses, until it is stopped.
 async fn pump_until_alert(env: &Env) {
@@ -499,11 +502,7 @@ async fn pump_until_alert(env: &Env) {
 #[tokio::test]
 async fn under_alert_a_range_with_confirmed_history_is_blocked_only_when_its_unanswered_sends_outnumber_it(
 ) {
-    let policy = POLICY.replace(
-        "[adaptive.unconfirmed]\n",
-        "[adaptive.unconfirmed]\nregion = [\"5/1h\"]\nprefix = []\n",
-    );
-    let env = start(&policy).await;
+    let env = start(&region_only()).await;
     // Five people in +1212555… confirmed their codes, two hours ago.
     for i in 0..5 {
         sent_and_confirmed(&env, &format!("+1212555{i:04}"), Duration::from_secs(20)).await;
@@ -535,11 +534,7 @@ async fn under_alert_a_range_with_confirmed_history_is_blocked_only_when_its_una
 
 #[tokio::test]
 async fn under_alert_old_unanswered_sends_do_not_block_a_range_where_people_confirm_now() {
-    let policy = POLICY.replace(
-        "[adaptive.unconfirmed]\n",
-        "[adaptive.unconfirmed]\nregion = [\"5/1h\"]\nprefix = []\n",
-    );
-    let env = start(&policy).await;
+    let env = start(&region_only()).await;
     // San Francisco converts; two codes to +1415555… and two to +1415444…
     // went unanswered.
     for i in 0..5 {
