@@ -641,21 +641,7 @@ impl Adaptive {
         trace: bool,
     ) -> (Step, Seen) {
         if let Some(n) = self.broadcast(a, now) {
-            let step = pass!(
-                trace,
-                "a broadcast: the same message went to {n} numbers within {}, sent by the app itself (no end user's address); nobody is expected to confirm it, so it is neither counted nor judged here",
-                Short(self.cfg.bulk_window)
-            );
-            let seen = Seen {
-                keys: Keys::new(),
-                fresh: false,
-                new_number: 0,
-                new_region: 0,
-                vouched: false,
-                vouched_until: 0,
-                broadcast: true,
-            };
-            return (step, seen);
+            return self.pass_broadcast(n, trace);
         }
         let flows = self.flows(store, a.account, a.product, now);
         let (mut seen, senders) = self.keys_of(a, store, now);
@@ -712,19 +698,9 @@ impl Adaptive {
         for t in &broad {
             store.pair_seen(&alert_key(&t.key), now, true);
         }
-
-        if let Some(first) = narrow.first() {
-            let rule = format!("adaptive:{}:{}", first.signal, first.kind);
-            let mut detail = format!("{}: {}", first.key, first.figures);
-            for (i, t) in narrow.iter().enumerate() {
-                let rule = Arc::from(format!("adaptive:{}:{}", t.signal, t.kind));
-                let (dur, offence) = store.trip(&t.key, now, &self.block, rule, self.action);
-                self.sibling_tripped(&dests, keys, &t.key, store, now);
-                if i == 0 {
-                    let _ = write!(detail, "; {}", blocked_for(dur, offence));
-                }
-            }
-            return (self.stop(rule, detail, first.key.clone()), seen);
+        if !narrow.is_empty() {
+            let step = self.block_narrow(&narrow, &dests, keys, store, now);
+            return (step, seen);
         }
 
         let step = self.judge_under_alert(
@@ -739,6 +715,66 @@ impl Adaptive {
             trace,
         );
         (step, seen)
+    }
+
+    /// A broadcast passes: neither counted nor judged here.
+    fn pass_broadcast(&self, n: usize, trace: bool) -> (Step, Seen) {
+        let step = pass!(
+            trace,
+            "a broadcast: the same message went to {n} numbers within {}, sent by the app itself (no end user's address); nobody is expected to confirm it, so it is neither counted nor judged here",
+            Short(self.cfg.bulk_window)
+        );
+        let seen = Seen {
+            keys: Keys::new(),
+            fresh: false,
+            new_number: 0,
+            new_region: 0,
+            vouched: false,
+            vouched_until: 0,
+            broadcast: true,
+        };
+        (step, seen)
+    }
+
+    /// Narrow keys tripped: each is blocked (escalating), its broad
+    /// ancestor counts the trip, and the send is stopped under the first.
+    fn block_narrow(
+        &self,
+        narrow: &[Trip],
+        dests: &[Dest],
+        keys: &Keys,
+        store: &dyn Store,
+        now: Millis,
+    ) -> Step {
+        let first = &narrow[0];
+        let rule = format!("adaptive:{}:{}", first.signal, first.kind);
+        let mut detail = format!("{}: {}", first.key, first.figures);
+        for (i, t) in narrow.iter().enumerate() {
+            let rule = Arc::from(format!("adaptive:{}:{}", t.signal, t.kind));
+            let (dur, offence) = store.trip(&t.key, now, &self.block, rule, self.action);
+            self.sibling_tripped(dests, keys, &t.key, store, now);
+            if i == 0 {
+                let _ = write!(detail, "; {}", blocked_for(dur, offence));
+            }
+        }
+        self.stop(rule, detail, first.key.clone())
+    }
+
+    /// The first of the send's broad keys under alert, for a new number
+    /// only: a number sent to today is not looked up.
+    fn alerted<'d>(
+        &self,
+        seen: &Seen,
+        dests: &'d [Dest],
+        store: &dyn Store,
+        now: Millis,
+    ) -> Option<&'d Dest> {
+        let mut pair_key = String::with_capacity(80);
+        dests.iter().filter(|d| d.broad && seen.fresh).find(|d| {
+            pair(&mut pair_key, "alert", seen.keys.get(d.index));
+            let raised = store.pair_seen(&pair_key, now, false);
+            raised.is_some_and(|t| now.saturating_sub(t) < self.alert)
+        })
     }
 
     /// Under an alert on one of its broad keys, a new number is judged by
@@ -761,19 +797,7 @@ impl Adaptive {
         trace: bool,
     ) -> Step {
         let keys = &seen.keys;
-        let mut pair_key = String::with_capacity(80);
-        // Only a new number is judged here: a number sent to today is not
-        // looked up.
-        let mut alerted = None;
-        for d in dests.iter().filter(|d| d.broad && seen.fresh) {
-            pair(&mut pair_key, "alert", keys.get(d.index));
-            let raised = store.pair_seen(&pair_key, now, false);
-            if raised.is_some_and(|t| now.saturating_sub(t) < self.alert) {
-                alerted = Some(d);
-                break;
-            }
-        }
-        let Some(alerted) = alerted else {
+        let Some(alerted) = self.alerted(seen, dests, store, now) else {
             let step = pass!(
                 trace,
                 "{}{}",
@@ -819,16 +843,7 @@ impl Adaptive {
             None => return pass!(trace, "{why}; {}", notes.join("; ")),
             Some(Range::Carrying(i)) => {
                 let c = &children.iter().find(|(j, _)| *j == i).expect("a child").1;
-                (
-                    i,
-                    format!(
-                        "{} unconfirmed and {} confirmed sends in 1h, {} and {} in 1d",
-                        self.aged_unconfirmed(c, 0, now),
-                        c.confirmed[0].count(HOUR, now),
-                        self.aged_unconfirmed(c, 1, now),
-                        c.confirmed[1].count(DAY, now)
-                    ),
-                )
+                (i, self.range_figures(c, now))
             }
             Some(Range::Unknown(i)) => (i, "no confirmed send under it recently".to_string()),
         };
@@ -851,6 +866,17 @@ impl Adaptive {
         );
         let detail = format!("{key}: {figures}; {why}; {}", blocked_for(dur, offence));
         self.stop(rule, detail, key)
+    }
+
+    /// What a range found carrying an alert's excess shows.
+    fn range_figures(&self, c: &Conversion, now: Millis) -> String {
+        format!(
+            "{} unconfirmed and {} confirmed sends in 1h, {} and {} in 1d",
+            self.aged_unconfirmed(c, 0, now),
+            c.confirmed[0].count(HOUR, now),
+            self.aged_unconfirmed(c, 1, now),
+            c.confirmed[1].count(DAY, now)
+        )
     }
 
     /// The verdict of a send this stage stops.
