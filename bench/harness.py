@@ -949,6 +949,9 @@ def redis_work(runs):
         for k, v in r["counts"]["guard"].get("by_stage", {}).items():
             by_stage[k] = by_stage.get(k, 0) + v
     per = (lambda n: n / judged) if judged else (lambda n: None)
+    # redis-server's CPU (/proc: utime + stime, its network I/O included)
+    # over the same measurements, background work included.
+    redis_cpu_s = sum(r.get("redis_cpu_s", 0) for r in runs)
     return {
         "measurements": len(runs),
         "requests": sum(r.get("requests", r.get("completed", 0)) for r in runs),
@@ -963,7 +966,9 @@ def redis_work(runs):
         "commands_total": total,
         "scripts_run": scripts,
         "commands": dict(sorted(cmds.items(), key=lambda kv: -kv[1])),
-        "per_send": {"round_trips": per(g("redis_round_trips")), "calls": per(g("redis_calls")),
+        "redis_cpu_s": redis_cpu_s,
+        "per_send": {"redis_cpu_us": per(1e6 * redis_cpu_s),
+                     "round_trips": per(g("redis_round_trips")), "calls": per(g("redis_calls")),
                      "commands": per(total), "scripts": per(scripts),
                      "set": per(cmds.get("set", 0)),
                      # commandstats times a script's EVALSHA including the

@@ -96,8 +96,9 @@ def redis_section(s):
              "commands run inside scripts too, and `commandstats`), our own INFO calls taken out. Background work "
              "(e.g. mirroring the shared blocks every near_cache) is included: it is what a replica costs Redis.\n")
     L.append("| case | judged sends | stopped by (stage: sends) | Redis round trips / send | link calls / send | "
-             "scripts (EVALSHA) / send | Redis commands / send, all | Redis µs in scripts / send | commands / send (≥ 0.005) | judged on Redis / fallback |")
-    L.append("|---|---:|---|---:|---:|---:|---:|---:|---|---|")
+             "scripts (EVALSHA) / send | Redis commands / send, all | Redis µs in scripts / send | "
+             "Redis CPU µs / send (/proc) | commands / send (≥ 0.005) | judged on Redis / fallback |")
+    L.append("|---|---:|---|---:|---:|---:|---:|---:|---:|---|---|")
     cases = []
     if "allowed" in ws_all:
         cases.append(("(a) new numbers (allowed: every send to a number never seen)", ws_all["allowed"]["redis_work"]["closed"]))
@@ -111,17 +112,18 @@ def redis_section(s):
         cases.append(("geo-blocked (+99899394…, UZ: stopped before the store)", ws_all["shadowed"]["redis_work"]["closed"]))
     for label, wk in cases:
         if not wk or not wk["judged"]:
-            L.append(f"| {label} | 0 | - | - | - | - | - | - | - | - |")
+            L.append(f"| {label} | 0 | - | - | - | - | - | - | - | - | - |")
             continue
         ps = wk["per_send"]
         su = "-" if ps.get("script_usec") is None else f"{ps['script_usec']:.1f}"
+        rcpu = "-" if ps.get("redis_cpu_us") is None else f"{ps['redis_cpu_us']:.1f}"
         stages = ", ".join(f"{'none (allowed)' if k == 'none' else k}: {v:,}"
                            for k, v in sorted(wk["by_stage"].items(), key=lambda kv: -kv[1]))
         top = ", ".join(f"{k.upper()} {v / wk['judged']:.2f}" for k, v in wk["commands"].items()
                         if v / wk["judged"] >= 0.005)
         L.append(f"| {label} | {wk['judged']:,} | {stages} | **{ps['round_trips']:.4f}** | {ps['calls']:.4f} | "
                  f"{ps['scripts']:.2f} | {ps['commands']:.1f} | "
-                 f"{su} | {top or '-'} | "
+                 f"{su} | {rcpu} | {top or '-'} | "
                  f"{wk['store_shared']:,} / {wk['store_fallback']:,}"
                  + (f"; {wk['errors']:,} link errors" if wk["errors"] else "") + " |")
     notes = []
