@@ -557,6 +557,10 @@ async fn under_alert_old_unanswered_sends_do_not_block_a_range_where_people_conf
     // around it confirms this hour: its two unanswered codes are all the
     // evidence there is.
     assert!(!forwarded(&env, "+14154440003", "192.0.2.3").await);
+    // Old evidence stops the send, not the range: its next new number is
+    // judged again.
+    let blocks = admin(&env, Method::GET, "/api/blocks", "").await.text();
+    assert!(!blocks.contains("+1415444"), "{blocks}");
     // People in +1415… confirm codes now.
     for i in 0..5 {
         let to = format!("+1415778{i:04}");
@@ -572,6 +576,7 @@ async fn under_alert_old_unanswered_sends_do_not_block_a_range_where_people_conf
     env.clock.advance(Duration::from_secs(6 * 60));
     // The old unanswered codes are old news where people confirm now.
     assert!(forwarded(&env, "+14155550004", "192.0.2.4").await);
+    assert!(forwarded(&env, "+14154440004", "192.0.2.6").await);
     // A range the pump reaches now is still stopped.
     assert!(!forwarded(&env, "+13035559990", "192.0.2.5").await);
 }

@@ -240,6 +240,11 @@ enum Range {
     /// No range under the alerted key has any history: its broadest
     /// child takes the block.
     Unknown(usize),
+    /// The narrowest range with history never confirmed, and its
+    /// unanswered sends are all older than the hour: the send is stopped,
+    /// the range is not blocked, so its next new number is judged again
+    /// (by then people around it may be confirming: a campaign's start).
+    Old(usize),
 }
 
 impl Adaptive {
@@ -846,13 +851,20 @@ impl Adaptive {
                 (i, self.range_figures(c, now))
             }
             Some(Range::Unknown(i)) => (i, "no confirmed send under it recently".to_string()),
+            Some(Range::Old(i)) => {
+                let c = &children.iter().find(|(j, _)| *j == i).expect("a child").1;
+                let key = keys.get(i).to_string();
+                let rule = format!("adaptive:alert:{}", kind_of(seen, i));
+                store.pair_seen(&alert_key(keys.get(alerted.index)), now, true);
+                let detail = format!(
+                    "{key}: {}, none this hour; {why}; this send stopped, the range not blocked",
+                    self.range_figures(c, now)
+                );
+                return self.stop_send(rule, detail);
+            }
         };
         let key = keys.get(key_index).to_string();
-        let kind = seen
-            .keys
-            .iter()
-            .nth(key_index)
-            .map_or_else(String::new, |(s, _)| s.kind());
+        let kind = kind_of(seen, key_index);
         // Stopping sends under it is the excess persisting: the alert
         // lasts while they come, and lifts `alert` after the last.
         store.pair_seen(&alert_key(keys.get(alerted.index)), now, true);
@@ -877,6 +889,18 @@ impl Adaptive {
             self.aged_unconfirmed(c, 1, now),
             c.confirmed[1].count(DAY, now)
         )
+    }
+
+    /// The verdict of a send this stage stops without blocking a key.
+    fn stop_send(&self, rule: String, detail: String) -> Step {
+        Step::Block(Verdict {
+            stage: Stage::Adaptive,
+            rule,
+            detail: Some(detail),
+            reason: Reason::Blocked,
+            action: self.action,
+            blocked: None,
+        })
     }
 
     /// The verdict of a send this stage stops.
@@ -929,11 +953,13 @@ impl Adaptive {
                 // excess, unless they are old news where real users are
                 // confirming now. Sends still in their grace are not
                 // known yet: the range above decides.
-                let unconfirmed = self.aged_unconfirmed(c, 1, now);
-                let stale = self.aged_unconfirmed(c, 0, now) == 0
-                    && self.converts_now(&children[..at], now);
-                if unconfirmed >= 2 && !stale {
-                    return Some(Range::Carrying(index));
+                if self.aged_unconfirmed(c, 1, now) >= 2 {
+                    if self.aged_unconfirmed(c, 0, now) > 0 {
+                        return Some(Range::Carrying(index));
+                    }
+                    if !self.converts_now(&children[..at], now) {
+                        return Some(Range::Old(index));
+                    }
                 }
                 continue;
             }
@@ -1321,6 +1347,10 @@ impl Adaptive {
     /// confirm; when they do, it was a city's campaign, not a pump, and
     /// it is lifted at once instead of stopping its people for hours.
     fn lift_surge_block(&self, key: &str, store: &dyn Store, now: Millis) {
+        let kind = key.split_once('=').map_or(key, |(k, _)| k);
+        if !store.may_block(kind) {
+            return;
+        }
         let surge = store
             .block(key, now)
             .is_some_and(|b| b.rule.starts_with("adaptive:surge:"));
@@ -1459,4 +1489,12 @@ fn cc_digits(code: u16) -> usize {
         10..=99 => 2,
         _ => 3,
     }
+}
+
+/// The kind of the send's `index`th key (`prefix:6`).
+fn kind_of(seen: &Seen, index: usize) -> String {
+    seen.keys
+        .iter()
+        .nth(index)
+        .map_or_else(String::new, |(s, _)| s.kind())
 }
