@@ -930,10 +930,11 @@ impl Adaptive {
     ///
     /// A range is blocked only on evidence that outweighs what real users
     /// show under it:
-    /// - one that never confirmed, on two unanswered sends; not when all
-    ///   of them are older than the hour while the nearest busy range above
-    ///   converts this hour (a city's campaign in a range a sprayer passed
-    ///   through earlier);
+    /// - one that never confirmed, on two unanswered sends, one of them
+    ///   this hour; when all are older, the send is stopped but the range
+    ///   is not blocked (`Old`), and not even that while the nearest busy
+    ///   range above converts this hour (a city's campaign in a range a
+    ///   sprayer passed through earlier);
     /// - one that converts, only when this hour's unanswered sends
     ///   outnumber every confirmation it saw (the day's and its baseline):
     ///   its confirmed history is weighed before it is blocked.
