@@ -762,7 +762,7 @@ impl Adaptive {
                 let _ = write!(detail, "; {}", blocked_for(dur, offence));
             }
         }
-        self.stop(rule, detail, first.key.clone())
+        self.stop(rule, detail, Some(first.key.clone()))
     }
 
     /// The first of the send's broad keys under alert, for a new number
@@ -835,7 +835,13 @@ impl Adaptive {
             .filter(|d| d.index > alerted.index)
             .map(|d| (d.index, read(store, keys.get(d.index))))
             .collect();
-        let (key_index, figures) = match self.range(&children, flows, now) {
+        let figures_of = |i: usize| {
+            let c = &children.iter().find(|(j, _)| *j == i).expect("a child").1;
+            self.range_figures(c, now)
+        };
+        // The range that answers for the send, what it shows, and whether
+        // it is blocked or the send alone stopped.
+        let (key_index, figures, block) = match self.range(&children, flows, now) {
             Some(Range::Proven(i)) => {
                 let step = pass!(
                     trace,
@@ -846,22 +852,9 @@ impl Adaptive {
                 return step;
             }
             None => return pass!(trace, "{why}; {}", notes.join("; ")),
-            Some(Range::Carrying(i)) => {
-                let c = &children.iter().find(|(j, _)| *j == i).expect("a child").1;
-                (i, self.range_figures(c, now))
-            }
-            Some(Range::Unknown(i)) => (i, "no confirmed send under it recently".to_string()),
-            Some(Range::Old(i)) => {
-                let c = &children.iter().find(|(j, _)| *j == i).expect("a child").1;
-                let key = keys.get(i).to_string();
-                let rule = format!("adaptive:alert:{}", kind_of(seen, i));
-                store.pair_seen(&alert_key(keys.get(alerted.index)), now, true);
-                let detail = format!(
-                    "{key}: {}, none this hour; {why}; this send stopped, the range not blocked",
-                    self.range_figures(c, now)
-                );
-                return self.stop_send(rule, detail);
-            }
+            Some(Range::Carrying(i)) => (i, figures_of(i), true),
+            Some(Range::Unknown(i)) => (i, "no confirmed send under it recently".to_string(), true),
+            Some(Range::Old(i)) => (i, format!("{}, none this hour", figures_of(i)), false),
         };
         let key = keys.get(key_index).to_string();
         let kind = kind_of(seen, key_index);
@@ -869,6 +862,11 @@ impl Adaptive {
         // lasts while they come, and lifts `alert` after the last.
         store.pair_seen(&alert_key(keys.get(alerted.index)), now, true);
         let rule = format!("adaptive:alert:{kind}");
+        if !block {
+            let detail =
+                format!("{key}: {figures}; {why}; this send stopped, the range not blocked");
+            return self.stop(rule, detail, None);
+        }
         let (dur, offence) = store.trip(
             &key,
             now,
@@ -877,7 +875,7 @@ impl Adaptive {
             self.action,
         );
         let detail = format!("{key}: {figures}; {why}; {}", blocked_for(dur, offence));
-        self.stop(rule, detail, key)
+        self.stop(rule, detail, Some(key))
     }
 
     /// What a range found carrying an alert's excess shows.
@@ -891,27 +889,16 @@ impl Adaptive {
         )
     }
 
-    /// The verdict of a send this stage stops without blocking a key.
-    fn stop_send(&self, rule: String, detail: String) -> Step {
+    /// The verdict of a send this stage stops, and the key it blocked for
+    /// it (none: the send alone is stopped).
+    fn stop(&self, rule: String, detail: String, blocked: Option<String>) -> Step {
         Step::Block(Verdict {
             stage: Stage::Adaptive,
             rule,
             detail: Some(detail),
             reason: Reason::Blocked,
             action: self.action,
-            blocked: None,
-        })
-    }
-
-    /// The verdict of a send this stage stops.
-    fn stop(&self, rule: String, detail: String, key: String) -> Step {
-        Step::Block(Verdict {
-            stage: Stage::Adaptive,
-            rule,
-            detail: Some(detail),
-            reason: Reason::Blocked,
-            action: self.action,
-            blocked: Some(key),
+            blocked,
         })
     }
 
@@ -1348,8 +1335,7 @@ impl Adaptive {
     /// confirm; when they do, it was a city's campaign, not a pump, and
     /// it is lifted at once instead of stopping its people for hours.
     fn lift_surge_block(&self, key: &str, store: &dyn Store, now: Millis) {
-        let kind = key.split_once('=').map_or(key, |(k, _)| k);
-        if !store.may_block(kind) {
+        if !store.may_block(crate::store::key_kind(key)) {
             return;
         }
         let surge = store

@@ -27,7 +27,9 @@ use moka::notification::RemovalCause;
 use moka::policy::EvictionPolicy;
 use moka::sync::Cache;
 
-use super::{BackoffState, BlockEntry, Conversion, Counters, Origin, Pending, Store, StoreStats};
+use super::{
+    key_kind, BackoffState, BlockEntry, Conversion, Counters, Origin, Pending, Store, StoreStats,
+};
 use crate::base::clock::Millis;
 use crate::base::Lru;
 
@@ -173,10 +175,6 @@ struct Watch {
     blocks_evicted_logged_at: AtomicU64,
 }
 
-fn kind_of(key: &str) -> &str {
-    key.split_once('=').map_or(key, |(kind, _)| kind)
-}
-
 impl Watch {
     fn evicted(&self, what: &str, kind: &str) {
         let n = self.evicted_live.fetch_add(1, Ordering::Relaxed) + 1;
@@ -240,7 +238,7 @@ impl Watch {
     }
 
     fn block_added(&self, key: &str) {
-        let kind = kind_of(key);
+        let kind = key_kind(key);
         let mut kinds = self.block_kinds.write().unwrap_or_else(|p| p.into_inner());
         self.block_entries.fetch_add(1, Ordering::Relaxed);
         match kinds.get_mut(kind) {
@@ -253,7 +251,7 @@ impl Watch {
 
     fn block_gone(&self, key: &str) {
         let mut kinds = self.block_kinds.write().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = kinds.get_mut(kind_of(key)) {
+        if let Some(n) = kinds.get_mut(key_kind(key)) {
             if *n > 0 {
                 *n -= 1;
                 self.block_entries.fetch_sub(1, Ordering::Relaxed);
@@ -273,7 +271,7 @@ impl MemoryStore {
             .eviction_policy(EvictionPolicy::lru())
             .eviction_listener(move |k: Arc<String>, v: BlockEntry, cause| {
                 if cause == RemovalCause::Size && v.until > w.now.load(Ordering::Relaxed) {
-                    w.block_evicted(kind_of(&k));
+                    w.block_evicted(key_kind(&k));
                 }
                 // Every removal, whatever its cause, ends one entry counted
                 // by `set_block`.
@@ -519,7 +517,7 @@ impl Store for MemoryStore {
             || Counters::new(periods.len()),
             |old| {
                 if old.value.live_until() > now {
-                    w.evicted("counters", kind_of(key));
+                    w.evicted("counters", key_kind(key));
                 }
             },
             |s| s.hit(periods, now, counts),
@@ -574,7 +572,7 @@ impl Store for MemoryStore {
                 Conversion::default,
                 |old| {
                     if old.value.sent[1].live(86_400_000, self.shared.now.load(Ordering::Relaxed)) {
-                        self.shared.evicted("conversions", kind_of(key));
+                        self.shared.evicted("conversions", key_kind(key));
                     }
                 },
                 |c| f(c),

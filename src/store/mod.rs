@@ -608,6 +608,12 @@ pub struct StoreStats {
     pub blocks_evicted_live: u64,
 }
 
+/// The kind of a store key (`prefix:6` of `prefix:6=+141640`), as
+/// [`Store::may_block`] and the eviction counts name it.
+pub fn key_kind(key: &str) -> &str {
+    key.split_once('=').map_or(key, |(kind, _)| kind)
+}
+
 pub trait Store: Send + Sync + 'static {
     /// The active block on `key`, if any.
     fn block(&self, key: &str, now: Millis) -> Option<BlockEntry>;
