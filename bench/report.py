@@ -132,8 +132,9 @@ def redis_section(s):
     a = ws_all.get("allowed", {}).get("redis_work", {}).get("closed")
     if a and a["judged"]:
         x = a["commands"].get("xadd", 0) / a["judged"]
-        notes.append(f"(a): {a['per_send']['round_trips']:.3f} round trips per send (expected ~1: one pipeline "
-                     f"of {a['per_send']['scripts']:.1f} scripts, backoff, each limit counter and each budget window)"
+        notes.append(f"(a): {a['per_send']['round_trips']:.3f} round trips per send (expected ~1: one script "
+                     f"running the send's backoff step, each limit counter, each budget window and the fleet log's "
+                     f"tail, src/store/redis_batch.rs: {a['per_send']['scripts']:.2f} scripts per send)"
                      + (f", of which ~{a['per_send']['round_trips'] - 1:.3f} are the batched XADDs ({x:.2f} per send) "
                         "of the fleet log of forwarded sends (src/store/fleet.rs, off the request path)" if x else "")
                      + (f"; Redis spends {a['per_send']['script_usec']:.0f} µs per send executing the scripts "

@@ -22,6 +22,7 @@ use smsguard::config::{Action, Config};
 use smsguard::phone::{Channel, Classification, Destination, NumberType, Region};
 use smsguard::policy::{Attempt, BalanceView, Policy};
 use smsguard::store::redis::RedisLink;
+use smsguard::store::redis_batch;
 use smsguard::store::redis_ops::{self as ops, BackoffDecision, BackoffParams};
 use smsguard::store::{BackoffState, BlockEntry, MemoryStore, Store};
 use smsguard::twilio::routes::Product;
@@ -154,6 +155,39 @@ async fn hits_count_exactly_as_the_memory_store_does() {
         // -2: expired since KEYS listed it.
         assert!(ttl != -1, "{k} has no expiry");
     }
+}
+
+/// A counter written in the text layout of earlier versions
+/// (`p,t,c0,...,c6` per rate) counts on in the binary one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_counter_in_the_earlier_text_layout_counts_on() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let link = link(Target::Server(&server), "2s").await;
+    // 60 s in slots of 10 s: two sends in the newest slot, one a slot
+    // before; 10 s in slots of 1667 ms: one send.
+    let (w, w2) = (10_000, 1_667);
+    let old = format!(
+        "60000,{},2,1,0,0,0,0,0|10000,{},1,0,0,0,0,0,0",
+        T0 / w,
+        T0 / w2
+    );
+    server.cli(&["SET", "smsguard:c:{to=+1}", &old]);
+    let got = ops::hit(&link, "to=+1", &[60_000, 10_000], T0)
+        .await
+        .unwrap();
+    assert_eq!(got, [4, 2]);
+    let stored = server.cli(&["STRLEN", "smsguard:c:{to=+1}"]);
+    assert_eq!(
+        stored,
+        (1 + 2 * 44).to_string(),
+        "rewritten in the binary layout"
+    );
+    let got = ops::hit(&link, "to=+1", &[60_000, 10_000], T0 + 1)
+        .await
+        .unwrap();
+    assert_eq!(got, [5, 3]);
 }
 
 // ====================================================================
@@ -895,4 +929,103 @@ async fn boundaries_match_the_memory_store() {
             "{i}: {d:?} {j:?}"
         );
     }
+}
+
+// ====================================================================
+// One script per send on a single Redis (src/store/redis_batch.rs).
+// ====================================================================
+
+fn evalsha_calls(server: &RedisServer) -> u64 {
+    let stats = server.cli(&["INFO", "commandstats"]);
+    stats
+        .lines()
+        .find_map(|l| l.strip_prefix("cmdstat_evalsha:calls="))
+        .map_or(0, |rest| rest.split(',').next().unwrap().parse().unwrap())
+}
+
+/// What a call answered, comparable across two runs.
+fn answers(a: Vec<Result<redis::Value, smsguard::store::redis::LinkError>>) -> Vec<String> {
+    a.into_iter().map(|r| format!("{r:?}")).collect()
+}
+
+/// A send's calls (backoff, limit counters, a budget window) run as one
+/// EVALSHA on a single Redis and answer exactly what the same calls
+/// pipelined one script each answer, step after step on the same keys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sends_calls_run_as_one_script_and_answer_as_pipelined() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let link = link(Target::Server(&server), "2s").await;
+    let b = smsguard::config::Backoff {
+        free: 1,
+        base: Duration::from_secs(30),
+        factor: 2.0,
+        max: Duration::from_secs(3_600),
+        reset_after: Duration::from_secs(86_400),
+        hold_up_to: None,
+    };
+    let params = BackoffParams::new(&b, Action::Shadow);
+    let mut rng = Rng(23);
+    let mut now = T0;
+    for step in 0..300 {
+        now += rng.below(20_000);
+        let n = format!("+1415555{:04}", rng.below(12));
+        let calls = |p: &str| {
+            let mut c = vec![
+                ops::backoff_judge_call(&link, &format!("{p}{n}"), now, &params),
+                ops::hit_call(&link, &format!("{p}to={n}"), &[60_000, 3_600_000], now),
+                ops::hit_call(&link, &format!("{p}ip=203.0.113.7"), &[600_000], now),
+            ];
+            c.extend(ops::spend_call(
+                &link,
+                &format!("{p}hour"),
+                7_900,
+                1_000_000,
+                now,
+                now + 3_600_000,
+            ));
+            c
+        };
+        let piped = link.eval_many(&calls("piped:")).await.unwrap();
+        let before = evalsha_calls(&server);
+        let batched = redis_batch::eval_many(&link, &calls("batched:"))
+            .await
+            .unwrap();
+        // The first time, Redis answers NOSCRIPT and the link loads the
+        // batch script and sends it again.
+        let scripts = evalsha_calls(&server) - before;
+        assert!(
+            scripts == 1 || (step == 0 && scripts == 2),
+            "step {step}: {scripts} scripts"
+        );
+        assert_eq!(answers(piped), answers(batched), "step {step}");
+    }
+    // The budget filled up on the way: refusals were compared too.
+    assert!(ops::spent(&link, "batched:hour").await.unwrap() > 1_000_000 - 7_900);
+}
+
+/// A call whose key holds the wrong type fails alone: the batch answers
+/// an error for it and the other calls' answers as ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_call_in_a_batch_fails_alone() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let link = link(Target::Server(&server), "2s").await;
+    server.cli(&["HSET", "smsguard:c:{bad}", "x", "1"]);
+    let calls = [
+        ops::hit_call(&link, "good", &[60_000], T0),
+        ops::hit_call(&link, "bad", &[60_000], T0),
+        ops::hit_call(&link, "good", &[60_000], T0),
+    ];
+    let got = redis_batch::eval_many(&link, &calls).await.unwrap();
+    assert_eq!(got.len(), 3);
+    assert_eq!(ops::read_hit(got[0].clone().unwrap(), 1).unwrap(), [1]);
+    assert!(
+        matches!(&got[1], Err(smsguard::store::redis::LinkError::Server(e)) if e.contains("WRONGTYPE")),
+        "{:?}",
+        got[1]
+    );
+    assert_eq!(ops::read_hit(got[2].clone().unwrap(), 1).unwrap(), [2]);
 }

@@ -15,9 +15,10 @@
 //! key) are made one count across replicas this way:
 //!
 //! - a send the adaptive stage judges reads the log since this replica
-//!   last read it in the pipeline it already pays
-//!   ([`Fleet::tail_call`], one read-only script in
-//!   [`super::shared::SharedStore::prepare_with`]: no extra round trip;
+//!   last read it in the round trip it already pays
+//!   ([`Fleet::tail_call`], read-only, with the send's other calls in
+//!   [`super::shared::SharedStore::prepare_with`]: part of its one script
+//!   on a single Redis ([`super::redis_batch`]); no extra round trip;
 //!   this replica's own forwarded sends are left out in Redis), and
 //!   learns it before it is judged ([`Fleet::apply`]: in the log's order,
 //!   each event once, whether a send or the timer read it);
@@ -73,7 +74,7 @@ const QUEUE: usize = 65_536;
 /// is its id: it counted them when it judged them, so they need not
 /// travel back): {last id read (`""`: none), entries read, entry, ...},
 /// each entry as XRANGE gives it. Read-only.
-const TAIL_LUA: &str = r#"
+pub(super) const TAIL_LUA: &str = r#"
 local entries = redis.call('XRANGE', KEYS[1], ARGV[1], '+', 'COUNT', ARGV[3])
 local out = {'', #entries}
 for _, e in ipairs(entries) do
@@ -86,7 +87,7 @@ end
 return out
 "#;
 
-static TAIL: LazyLock<Script> = LazyLock::new(|| Script::new(TAIL_LUA));
+pub(super) static TAIL: LazyLock<Script> = LazyLock::new(|| Script::new(TAIL_LUA));
 
 /// A stream id (`1700000000000-0`): milliseconds and a sequence number.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]

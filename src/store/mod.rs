@@ -13,6 +13,7 @@ pub mod fleet;
 mod memory;
 pub mod reconcile;
 pub mod redis;
+pub mod redis_batch;
 pub mod redis_fakes;
 pub mod redis_ops;
 pub mod shared;

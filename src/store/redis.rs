@@ -369,6 +369,12 @@ impl RedisLink {
         }
     }
 
+    /// Whether the link goes to a Redis Cluster (keys of different hash
+    /// slots cannot meet in one script there).
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.inner.connector, Connector::Cluster(_))
+    }
+
     /// Whether Redis is answering (one atomic load).
     pub fn is_up(&self) -> bool {
         self.inner.up.load(Ordering::Acquire)

@@ -14,7 +14,7 @@
 //!
 //! | key                | type   | holds                                             |
 //! |--------------------|--------|---------------------------------------------------|
-//! | `P c:{K}`          | string | rate counters: per rate `period,newest slot index,c0,...,c6` (`c0` the newest slot's count), rates joined by `|` |
+//! | `P c:{K}`          | string | rate counters: byte 1, then per rate its period and newest slot index (doubles) and the 7 slots' counts (u32, newest first), little-endian; the text layout of earlier versions is still read |
 //! | `P s:{K}`          | string | spend total (millionths), exact integer           |
 //! | `P b:{K}`          | hash   | a block: `since`, `until`, `rule`, `action`, `offence` |
 //! | `P o:{K}`          | hash   | offences: `count`, `last`                         |
@@ -49,18 +49,36 @@ use crate::config::{self, Action};
 
 /// Lua helpers shared by the scripts: exact integer formatting of Lua
 /// numbers (doubles, exact below 2^53) and a PEXPIRE argument.
-const LUA_PRELUDE: &str = r#"
+pub(super) const LUA_PRELUDE: &str = r#"
 local function f(x) return string.format('%.0f', x) end
 local function ttl(x) return f(math.min(math.max(x, 1), 1e15)) end
 "#;
 
 /// Reads a counter string (`HIT_LUA`'s layout) into `rates`: per rate
 /// {period, newest slot index, count of the newest slot, ... 7 counts};
-/// empty when absent or written for another number of rates.
-const LUA_COUNTERS: &str = r#"
+/// empty when absent or written for another number of rates. The layout
+/// is binary: a version byte (1), then per rate the period and the slot
+/// index as doubles (exact below 2^53) and the seven counts as 32-bit
+/// integers, little-endian: one `struct.unpack` per rate, where the text
+/// layout of earlier versions (`p,t,c0,...,c6` per rate joined by `|`,
+/// still read) took a pattern match per number.
+pub(super) const LUA_COUNTERS: &str = r#"
+local RATE = '<ddIIIIIII'
+local RATE_BYTES = 44
 local function counters(cur, n)
   local rates = {}
   if not cur then return rates end
+  if string.byte(cur, 1) == 1 then
+    if #cur ~= 1 + RATE_BYTES * n then return rates end
+    local pos = 2
+    for i = 1, n do
+      local v = {struct.unpack(RATE, cur, pos)}
+      pos = v[10]
+      v[10] = nil
+      rates[i] = v
+    end
+    return rates
+  end
   local segs = {}
   for seg in string.gmatch(cur, '[^|]+') do segs[#segs + 1] = seg end
   if #segs ~= n then return rates end
@@ -73,13 +91,11 @@ local function counters(cur, n)
   return rates
 end
 local function encode(rates)
-  local segs = {}
+  local parts = {'\1'}
   for i, v in ipairs(rates) do
-    local parts = {}
-    for k = 1, 9 do parts[k] = f(v[k]) end
-    segs[i] = table.concat(parts, ',')
+    parts[i + 1] = struct.pack(RATE, v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9])
   end
-  return table.concat(segs, '|')
+  return table.concat(parts)
 end
 "#;
 
@@ -89,10 +105,9 @@ end
 /// stepped back counts there too), the count the sum of the seven newest
 /// slots. A changed number of rates starts afresh, as in memory; a rate
 /// whose period changed (a reload) carries what still counted under the
-/// old one into its newest slot. One string per key, `p,t,c0,...,c6` per
-/// rate joined by `|` (`c0` the newest slot, index `t`): a GET and a SET
-/// however many rates.
-const HIT_LUA: &str = r#"
+/// old one into its newest slot. One string per key (`LUA_COUNTERS`'s
+/// layout): a GET and a SET however many rates.
+pub(super) const HIT_LUA: &str = r#"
 local key = KEYS[1]
 local now = tonumber(ARGV[1])
 local n = #ARGV - 1
@@ -137,7 +152,7 @@ return out
 /// at that instant from each rate whose period and slot are still there
 /// (an attempt a later stage showed was never made, say one that backoff
 /// stopped). Returns how many rates gave one back.
-const UNHIT_LUA: &str = r#"
+pub(super) const UNHIT_LUA: &str = r#"
 local key = KEYS[1]
 local at = tonumber(ARGV[1])
 local n = #ARGV - 1
@@ -161,7 +176,7 @@ return done
 "#;
 
 /// Exact comparison of two non-negative integers in canonical decimal.
-const LUA_LE: &str = r#"
+pub(super) const LUA_LE: &str = r#"
 local function le(a, b)
   if #a ~= #b then return #a < #b end
   return a <= b
@@ -171,7 +186,7 @@ end
 /// `spend`: KEYS[1] the total; ARGV amount, cap, ttl. Adds when the new
 /// total stays within the cap, else leaves it; exact (Redis integers, the
 /// cap compared as a decimal string). Returns {1, new} or {0, unchanged}.
-const SPEND_LUA: &str = r#"
+pub(super) const SPEND_LUA: &str = r#"
 local key = KEYS[1]
 local cur = redis.call('GET', key)
 local r = redis.pcall('INCRBY', key, ARGV[1])
@@ -187,7 +202,7 @@ return {0, cur or '0'}
 
 /// `refund`: KEYS[1] the total; ARGV amount. Never below 0; an absent
 /// total stays absent; the expiry is kept.
-const REFUND_LUA: &str = r#"
+pub(super) const REFUND_LUA: &str = r#"
 local cur = redis.call('GET', KEYS[1])
 if not cur then return 0 end
 if le(cur, ARGV[1]) then
@@ -298,7 +313,7 @@ return count
 
 /// `powi(a, b)` for a whole `b >= 0`: square-and-multiply, the same IEEE
 /// doubles in the same order as Rust's `f64::powi`.
-const LUA_POWI: &str = r#"
+pub(super) const LUA_POWI: &str = r#"
 local function powi(a, b)
   local r = 1.0
   while true do
@@ -377,7 +392,7 @@ return 1
 /// same IEEE doubles in the same order as Rust's `f64::powi`), truncated.
 /// Returns {sends, last_sent, last_attempt (before), outcome (0 ready,
 /// 1 hold, 2 wait), hold or wait ms, reserved (1/0), at}.
-const BACKOFF_JUDGE_LUA: &str = r#"
+pub(super) const BACKOFF_JUDGE_LUA: &str = r#"
 local now, free, base = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local factor, max, reset = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 local hold, blocks = tonumber(ARGV[7]), ARGV[8] == '1'
@@ -415,7 +430,7 @@ return {f(bs), f(bl), f(ba), outcome, f(v), reserved, f(at)}
 "#;
 
 /// `backoff_undo`: KEYS[1]; ARGV before.sends, before.last_sent, at.
-const BACKOFF_UNDO_LUA: &str = r#"
+pub(super) const BACKOFF_UNDO_LUA: &str = r#"
 local got = redis.call('HMGET', KEYS[1], 's', 'l')
 if not got[1] then return 0 end
 local bs, bl, at = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])

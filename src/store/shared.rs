@@ -7,7 +7,8 @@
 //! judged, [`Policy::plan`] names everything the stateful stages will read
 //! and update (the number's backoff state, each limit counter, each budget
 //! window), and [`SharedStore::prepare`] runs all of it in Redis in one
-//! pipeline of per-key scripts ([`super::redis_ops`]): the backoff step is
+//! round trip: one script on a single Redis ([`super::redis_batch`]), one
+//! per key on a Cluster ([`super::redis_ops`]): the backoff step is
 //! judged and reserved, every counter counted, every budget charged against
 //! its cap, each atomically in Redis, so concurrent replicas never count a
 //! send twice nor overshoot a cap. The policy then judges on a [`SendView`]
@@ -51,6 +52,7 @@ use std::time::Duration;
 use ::redis::Value;
 
 use super::redis::{Call, LinkError, RedisLink};
+use super::redis_batch;
 use super::redis_ops::{self as ops, BackoffJudgement};
 use super::{
     BackoffState, BlockEntry, Conversion, Escalation, MemoryStore, Pending, Store, StoreStats,
@@ -222,7 +224,7 @@ impl SharedStore {
         let (mut calls, spend_calls) = plan_calls(&self.link, &plan, now);
         let asked_extra = extra.is_some();
         calls.extend(extra);
-        let mut answers = match self.link.eval_many(&calls).await {
+        let mut answers = match redis_batch::eval_many(&self.link, &calls).await {
             Ok(a) => a,
             Err(e) => {
                 tracing::debug!(error = %e, "shared state unavailable for a send");
@@ -365,7 +367,7 @@ impl SharedStore {
         if calls.is_empty() {
             return;
         }
-        let failed = match self.link.background().eval_many(calls).await {
+        let failed = match redis_batch::eval_many(&self.link.background(), calls).await {
             Ok(answers) => answers.iter().filter(|a| a.is_err()).count(),
             Err(_) => calls.len(),
         };
