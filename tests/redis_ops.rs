@@ -179,15 +179,41 @@ async fn a_counter_in_the_earlier_text_layout_counts_on() {
         .unwrap();
     assert_eq!(got, [4, 2]);
     let stored = server.cli(&["STRLEN", "smsguard:c:{to=+1}"]);
+    // Version byte, then per rate a form byte, a u32 period, a double
+    // slot index and seven u16 counts.
     assert_eq!(
         stored,
-        (1 + 2 * 44).to_string(),
+        (1 + 2 * 27).to_string(),
         "rewritten in the binary layout"
     );
     let got = ops::hit(&link, "to=+1", &[60_000, 10_000], T0 + 1)
         .await
         .unwrap();
     assert_eq!(got, [5, 3]);
+
+    // Counts past u16 and a period past u32 take the wide forms, and
+    // count on from there.
+    let old = format!("60000,{},70000,65535,0,0,0,0,0", T0 / w);
+    server.cli(&["SET", "smsguard:c:{big}", &old]);
+    let got = ops::hit(&link, "big", &[60_000], T0).await.unwrap();
+    assert_eq!(got, [135_536]);
+    let got = ops::hit(&link, "big", &[60_000], T0 + 1).await.unwrap();
+    assert_eq!(got, [135_537]);
+    assert_eq!(
+        server.cli(&["STRLEN", "smsguard:c:{big}"]),
+        (1 + 1 + 4 + 8 + 28).to_string()
+    );
+    let long: Millis = 5_000_000_000;
+    for want in 1..=3 {
+        let got = ops::hit(&link, "long", &[long, 60_000], T0 + want)
+            .await
+            .unwrap();
+        assert_eq!(got, [want, want]);
+    }
+    assert_eq!(
+        server.cli(&["STRLEN", "smsguard:c:{long}"]),
+        (1 + (1 + 8 + 8 + 14) + 27).to_string()
+    );
 }
 
 // ====================================================================
