@@ -59,12 +59,12 @@ local function ttl(x) return f(math.min(math.max(x, 1), 1e15)) end
 /// empty when absent, unreadable or written for another number of rates.
 /// The layout is binary, little-endian: a version byte (1), then per rate
 /// a form byte and the rate packed in that form: the slot index as a
-/// double (exact below 2^53), the period as a u32 when it fits (form bit
-/// 2) else a double, the seven counts as u16 when they all fit (form bit
-/// 1) else u32. One `struct.unpack` per rate, where the text layout of
-/// earlier versions (`p,t,c0,...,c6` per rate joined by `|`, still read)
-/// took a pattern match per number; and smaller than that text for the
-/// usual small counts (a two-rate counter: 55 bytes against ~59).
+/// double (exact below 2^53), the period as a u32 when it fits (the form's
+/// bit of value 2) else a double, the seven counts as u16 when they all
+/// fit (its bit of value 1) else u32. One `struct.unpack` per rate, where
+/// the text layout of earlier versions (`p,t,c0,...,c6` per rate joined by
+/// `|`, still read) took a pattern match per number; and smaller than that
+/// text for the usual small counts (a two-rate counter: 55 bytes, ~59).
 pub(super) const LUA_COUNTERS: &str = r#"
 local FORMS = {[0] = '<ddIIIIIII', '<ddHHHHHHH', '<IdIIIIIII', '<IdHHHHHHH'}
 local SIZES = {[0] = 44, 30, 40, 26}
