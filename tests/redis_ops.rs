@@ -543,20 +543,26 @@ fn key_number(key: &str) -> String {
     key.split_once(':').map_or(key, |(_, n)| n).to_string()
 }
 
+/// Backoff after one free send: 30 s, doubling up to `max` seconds,
+/// forgotten after `reset` seconds.
+fn backoff_after_one(max: u64, reset: u64) -> smsguard::config::Backoff {
+    smsguard::config::Backoff {
+        free: 1,
+        base: Duration::from_secs(30),
+        factor: 2.0,
+        max: Duration::from_secs(max),
+        reset_after: Duration::from_secs(reset),
+        hold_up_to: None,
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backoff_reservation_is_given_back_as_in_memory() {
     let Some(server) = RedisServer::start() else {
         return;
     };
     let link = link(Target::Server(&server), "2s").await;
-    let b = smsguard::config::Backoff {
-        free: 1,
-        base: Duration::from_secs(30),
-        factor: 2.0,
-        max: Duration::from_secs(120),
-        reset_after: Duration::from_secs(7_200),
-        hold_up_to: None,
-    };
+    let b = backoff_after_one(120, 7_200);
     let params = BackoffParams::new(&b, Action::Shadow);
     let key = "+14155550123";
     let first = ops::backoff_judge(&link, key, T0, &params).await.unwrap();
@@ -983,14 +989,7 @@ async fn a_sends_calls_run_as_one_script_and_answer_as_pipelined() {
         return;
     };
     let link = link(Target::Server(&server), "2s").await;
-    let b = smsguard::config::Backoff {
-        free: 1,
-        base: Duration::from_secs(30),
-        factor: 2.0,
-        max: Duration::from_secs(3_600),
-        reset_after: Duration::from_secs(86_400),
-        hold_up_to: None,
-    };
+    let b = backoff_after_one(3_600, 86_400);
     let params = BackoffParams::new(&b, Action::Shadow);
     let mut rng = Rng(23);
     let mut now = T0;

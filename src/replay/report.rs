@@ -142,6 +142,28 @@ impl Span {
     }
 }
 
+/// Sends counted by what their label says.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ByKind {
+    pub legitimate: u64,
+    pub attack: u64,
+    pub other: u64,
+}
+
+impl ByKind {
+    fn add(&mut self, kind: Kind) {
+        match kind {
+            Kind::Legitimate => self.legitimate += 1,
+            Kind::Attack => self.attack += 1,
+            Kind::Other => self.other += 1,
+        }
+    }
+
+    pub fn total(&self) -> u64 {
+        self.legitimate + self.attack + self.other
+    }
+}
+
 /// A key blocked during the replay, and the sends stopped under it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BlockedKey {
@@ -277,6 +299,9 @@ pub struct Report {
     /// Keys blocked during the replay that stopped sends, in order of first
     /// stop (see [`Report::blocked_keys_ranked`] for the printed order).
     pub blocked_keys: Vec<BlockedKey>,
+    /// Sends the adaptive stage stopped without blocking a key (old
+    /// evidence in a range never confirmed: the send alone is stopped).
+    pub stopped_without_block: ByKind,
     /// By the key as the decision events spell it.
     key_index: HashMap<String, usize>,
     /// Phrases already built, by (stage, rule).
@@ -318,6 +343,7 @@ impl Report {
             kinds: Vec::new(),
             legit_stopped: HashMap::new(),
             blocked_keys: Vec::new(),
+            stopped_without_block: ByKind::default(),
             key_index: HashMap::new(),
             phrases: HashMap::new(),
             files,
@@ -418,8 +444,10 @@ impl Report {
                 let key = (s.stage.unwrap_or("-"), s.rule.unwrap_or("-").to_string());
                 *self.legit_stopped.entry(key).or_default() += 1;
             }
-            if let Some(u) = s.under {
-                self.stopped_under(u, kind);
+            match s.under {
+                Some(u) => self.stopped_under(u, kind),
+                None if s.stage == Some("adaptive") => self.stopped_without_block.add(kind),
+                None => {}
             }
         }
     }
@@ -682,6 +710,14 @@ impl Report {
     /// sends first; at most [`LISTED`] lines.
     fn blocked_keys_section(&self) -> String {
         let mut s = String::new();
+        let alone = &self.stopped_without_block;
+        if alone.total() > 0 {
+            let _ = writeln!(
+                s,
+                "\nsends the adaptive stage stopped without blocking a key (old evidence in a range never confirmed: the send alone): {} legitimate, {} attack, {} other",
+                alone.legitimate, alone.attack, alone.other
+            );
+        }
         if self.blocked_keys.is_empty() {
             return s;
         }
@@ -1582,6 +1618,34 @@ mod tests {
             ),
             "{text}"
         );
+    }
+
+    #[test]
+    fn sends_stopped_without_a_block_are_counted_apart_from_the_keys() {
+        let mut r = Report::new("USD".into(), vec![], 1);
+        let alone = ("adaptive", "adaptive:alert:prefix:7");
+        r.record_send(send(Some("attack: prefix sprayer"), 1.0, Some(alone), None));
+        r.record_send(send(Some("attack: prefix sprayer"), 2.0, Some(alone), None));
+        r.record_send(send(Some("legitimate: sign-ups"), 3.0, Some(alone), None));
+        // A send the number rules stopped has no key either: not counted.
+        r.record_send(send(
+            Some("attack: blocked country"),
+            4.0,
+            Some(("number", "geo")),
+            None,
+        ));
+        assert_eq!(
+            r.stopped_without_block,
+            ByKind {
+                legitimate: 1,
+                attack: 2,
+                other: 0
+            }
+        );
+        assert!(r.blocked_keys.is_empty());
+        let text = r.render();
+        let line = "sends the adaptive stage stopped without blocking a key (old evidence in a range never confirmed: the send alone): 1 legitimate, 2 attack, 0 other\n";
+        assert!(text.contains(line), "{line:?} in\n{text}");
     }
 
     #[test]
