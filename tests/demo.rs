@@ -174,11 +174,11 @@ fn check_blocked_keys(report: &Report, what: &str, shown: &str) {
     let by_kind =
         |f: fn(&smsguard::replay::report::BlockedKey) -> u64| -> u64 { keys.iter().map(f).sum() };
     assert!(
-        by_kind(|k| k.legitimate) <= total(Kind::Legitimate),
+        by_kind(|k| k.sends.legitimate) <= total(Kind::Legitimate),
         "{what}"
     );
-    assert!(by_kind(|k| k.attack) <= total(Kind::Attack), "{what}");
-    assert!(by_kind(|k| k.other) <= total(Kind::Other), "{what}");
+    assert!(by_kind(|k| k.sends.attack) <= total(Kind::Attack), "{what}");
+    assert!(by_kind(|k| k.sends.other) <= total(Kind::Other), "{what}");
     let stopped_by = |stage: &str| -> u64 {
         report
             .labels
@@ -210,7 +210,8 @@ fn check_blocked_keys(report: &Report, what: &str, shown: &str) {
     assert!(
         ranked
             .windows(2)
-            .all(|w| (w[0].legitimate, w[0].attack) >= (w[1].legitimate, w[1].attack)),
+            .all(|w| (w[0].sends.legitimate, w[0].sends.attack)
+                >= (w[1].sends.legitimate, w[1].sends.attack)),
         "{what}: legitimate first, then attack"
     );
     for k in ranked.iter().take(20) {

@@ -1014,7 +1014,7 @@ async fn a_sends_calls_run_as_one_script_and_answer_as_pipelined() {
         };
         let piped = link.eval_many(&calls("piped:")).await.unwrap();
         let before = evalsha_calls(&server);
-        let batched = redis_batch::eval_many(&link, &calls("batched:"))
+        let batched = redis_batch::eval_many(&link, calls("batched:"))
             .await
             .unwrap();
         // The first time, Redis answers NOSCRIPT and the link loads the
@@ -1039,12 +1039,12 @@ async fn a_failing_call_in_a_batch_fails_alone() {
     };
     let link = link(Target::Server(&server), "2s").await;
     server.cli(&["HSET", "smsguard:c:{bad}", "x", "1"]);
-    let calls = [
+    let calls = vec![
         ops::hit_call(&link, "good", &[60_000], T0),
         ops::hit_call(&link, "bad", &[60_000], T0),
         ops::hit_call(&link, "good", &[60_000], T0),
     ];
-    let got = redis_batch::eval_many(&link, &calls).await.unwrap();
+    let got = redis_batch::eval_many(&link, calls).await.unwrap();
     assert_eq!(got.len(), 3);
     assert_eq!(ops::read_hit(got[0].clone().unwrap(), 1).unwrap(), [1]);
     assert!(

@@ -538,9 +538,9 @@ async fn keys_blocked_during_a_replay_are_reported_with_whose_sends_they_stopped
             (
                 k.key.as_str(),
                 k.rule.as_str(),
-                k.legitimate,
-                k.attack,
-                k.other,
+                k.sends.legitimate,
+                k.sends.attack,
+                k.sends.other,
             )
         })
         .collect();

@@ -147,6 +147,7 @@ impl Span {
 pub struct ByKind {
     pub legitimate: u64,
     pub attack: u64,
+    /// Neither `legitimate…` nor `attack…`, unlabelled sends included.
     pub other: u64,
 }
 
@@ -178,15 +179,12 @@ pub struct BlockedKey {
     pub spans: Vec<Span>,
     /// Stopped sends (the one whose rule tripped the block and those the
     /// block stopped) by what their label says.
-    pub legitimate: u64,
-    pub attack: u64,
-    /// Neither `legitimate…` nor `attack…`, unlabelled sends included.
-    pub other: u64,
+    pub sends: ByKind,
 }
 
 impl BlockedKey {
     pub fn stopped(&self) -> u64 {
-        self.legitimate + self.attack + self.other
+        self.sends.total()
     }
 
     /// How long it was blocked: its blocks' lengths added up.
@@ -476,9 +474,7 @@ impl Report {
                     key: mask_key(u.key, u.number_len),
                     rule: u.rule.to_string(),
                     spans: Vec::new(),
-                    legitimate: 0,
-                    attack: 0,
-                    other: 0,
+                    sends: ByKind::default(),
                 });
                 self.key_index
                     .insert(u.key.to_string(), self.blocked_keys.len() - 1);
@@ -491,11 +487,7 @@ impl Report {
                 k.spans.push(span);
             }
         }
-        match kind {
-            Kind::Legitimate => k.legitimate += 1,
-            Kind::Attack => k.attack += 1,
-            Kind::Other => k.other += 1,
-        }
+        k.sends.add(kind);
     }
 
     /// The blocked keys as printed: most legitimate sends stopped first,
@@ -503,10 +495,11 @@ impl Report {
     pub fn blocked_keys_ranked(&self) -> Vec<&BlockedKey> {
         let mut v: Vec<&BlockedKey> = self.blocked_keys.iter().collect();
         v.sort_by(|a, b| {
-            b.legitimate
-                .cmp(&a.legitimate)
-                .then(b.attack.cmp(&a.attack))
-                .then(b.other.cmp(&a.other))
+            let (x, y) = (a.sends, b.sends);
+            y.legitimate
+                .cmp(&x.legitimate)
+                .then(y.attack.cmp(&x.attack))
+                .then(y.other.cmp(&x.other))
                 .then(a.key.cmp(&b.key))
         });
         v
@@ -762,9 +755,9 @@ impl Report {
                 clip(&k.key, key_width),
                 clip(by, rule_width),
                 length,
-                k.legitimate,
-                k.attack,
-                k.other
+                k.sends.legitimate,
+                k.sends.attack,
+                k.sends.other
             );
         }
         if ranked.len() > shown.len() {
@@ -773,9 +766,9 @@ impl Report {
                 s,
                 "  ... and {} more keys ({} legitimate, {} attack, {} other sends stopped)",
                 rest.len(),
-                rest.iter().map(|k| k.legitimate).sum::<u64>(),
-                rest.iter().map(|k| k.attack).sum::<u64>(),
-                rest.iter().map(|k| k.other).sum::<u64>(),
+                rest.iter().map(|k| k.sends.legitimate).sum::<u64>(),
+                rest.iter().map(|k| k.sends.attack).sum::<u64>(),
+                rest.iter().map(|k| k.sends.other).sum::<u64>(),
             );
         }
         s
@@ -1565,7 +1558,14 @@ mod tests {
         let ranked: Vec<(&str, u64, u64, u64)> = r
             .blocked_keys_ranked()
             .iter()
-            .map(|k| (k.key.as_str(), k.legitimate, k.attack, k.other))
+            .map(|k| {
+                (
+                    k.key.as_str(),
+                    k.sends.legitimate,
+                    k.sends.attack,
+                    k.sends.other,
+                )
+            })
             .collect();
         assert_eq!(
             ranked,

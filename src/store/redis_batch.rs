@@ -83,25 +83,36 @@ static BATCH: LazyLock<Script> = LazyLock::new(|| {
 });
 
 /// `calls` as one call of [`BATCH`], when there are two or more and each
-/// is an operation it runs.
-fn combine(calls: &[Call<'_>]) -> Option<Call<'static>> {
+/// is an operation it runs; else `calls` back, as they were.
+fn combine(calls: Vec<Call<'static>>) -> Result<Call<'static>, Vec<Call<'static>>> {
     if calls.len() < 2 {
-        return None;
+        return Err(calls);
     }
     let known = operations();
+    let codes: Option<Vec<&str>> = calls
+        .iter()
+        .map(|c| {
+            let hash = c.script.get_hash();
+            known
+                .iter()
+                .find(|(_, s, _)| s.get_hash() == hash)
+                .map(|(code, _, _)| *code)
+        })
+        .collect();
+    let Some(codes) = codes else {
+        return Err(calls);
+    };
     let mut keys = Vec::with_capacity(calls.len() * 2);
     let mut args = Vec::with_capacity(calls.len() * 6);
     args.push(calls.len().to_string());
-    for c in calls {
-        let hash = c.script.get_hash();
-        let (code, _, _) = known.iter().find(|(_, s, _)| s.get_hash() == hash)?;
-        args.push((*code).to_string());
+    for (c, code) in calls.into_iter().zip(codes) {
+        args.push(code.to_string());
         args.push(c.keys.len().to_string());
         args.push(c.args.len().to_string());
-        args.extend(c.args.iter().cloned());
-        keys.extend(c.keys.iter().cloned());
+        args.extend(c.args);
+        keys.extend(c.keys);
     }
-    Some(Call {
+    Ok(Call {
         script: &BATCH,
         keys,
         args,
@@ -110,20 +121,26 @@ fn combine(calls: &[Call<'_>]) -> Option<Call<'static>> {
 
 /// Runs `calls` on `link` as [`RedisLink::eval_many`] does, with the same
 /// answers: as one script on a single Redis when they are all operations
-/// [`BATCH`] runs, else pipelined as they are.
+/// [`BATCH`] runs, else pipelined as they are. The calls are taken, so
+/// their keys and arguments move into the batch rather than being copied.
 pub async fn eval_many(
     link: &RedisLink,
-    calls: &[Call<'_>],
+    calls: Vec<Call<'static>>,
 ) -> Result<Vec<Result<Value, LinkError>>, LinkError> {
-    let Some(batch) = (!link.is_cluster()).then(|| combine(calls)).flatten() else {
-        return link.eval_many(calls).await;
+    if link.is_cluster() {
+        return link.eval_many(&calls).await;
+    }
+    let n = calls.len();
+    let batch = match combine(calls) {
+        Ok(batch) => batch,
+        Err(calls) => return link.eval_many(&calls).await,
     };
     let answer = link
         .eval_many(std::slice::from_ref(&batch))
         .await?
         .pop()
         .unwrap_or_else(|| Err(LinkError::Server("no answer to a batch".into())));
-    Ok(split(answer, calls.len()))
+    Ok(split(answer, n))
 }
 
 /// One answer per call from the batch's answer.

@@ -224,7 +224,7 @@ impl SharedStore {
         let (mut calls, spend_calls) = plan_calls(&self.link, &plan, now);
         let asked_extra = extra.is_some();
         calls.extend(extra);
-        let mut answers = match redis_batch::eval_many(&self.link, &calls).await {
+        let mut answers = match redis_batch::eval_many(&self.link, calls).await {
             Ok(a) => a,
             Err(e) => {
                 tracing::debug!(error = %e, "shared state unavailable for a send");
@@ -359,17 +359,18 @@ impl SharedStore {
             return;
         }
         let me = self.clone();
-        spawn(async move { me.send_back(&calls).await });
+        spawn(async move { me.send_back(calls).await });
     }
 
     /// Writes `calls` to Redis now, counting those that fail.
-    async fn send_back(&self, calls: &[Call<'static>]) {
+    async fn send_back(&self, calls: Vec<Call<'static>>) {
         if calls.is_empty() {
             return;
         }
+        let n = calls.len();
         let failed = match redis_batch::eval_many(&self.link.background(), calls).await {
             Ok(answers) => answers.iter().filter(|a| a.is_err()).count(),
-            Err(_) => calls.len(),
+            Err(_) => n,
         };
         self.stats
             .write_errors
@@ -829,7 +830,7 @@ impl SendView {
     /// (tests; the guard lets a dropped view write it in the background).
     pub async fn settle(mut self) {
         let calls = self.give_back();
-        self.shared.send_back(&calls).await;
+        self.shared.send_back(calls).await;
     }
 
     /// The calls that give back in Redis what the judgement did not keep.
