@@ -478,11 +478,13 @@ async fn a_countrys_excess_puts_it_under_alert_and_blocks_the_range_that_carries
 }
 
 /// Only the region's conversion is judged, with a floor of 5 unconfirmed
-/// sends an hour; ranges have no floors of their own.
+/// sends an hour; ranges have no floors of their own, and a product's
+/// sends to the region are not judged as a whole (`dispersed_ratio`), so
+/// what is seen is how an alert judges each range.
 fn region_only() -> String {
     POLICY.replace(
         "[adaptive.unconfirmed]\n",
-        "[adaptive.unconfirmed]\nregion = [\"5/1h\"]\nprefix = []\n",
+        "[adaptive.unconfirmed]\nregion = [\"5/1h\"]\nprefix = []\ndispersed_ratio = 0\n",
     )
 }
 

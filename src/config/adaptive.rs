@@ -108,6 +108,13 @@ pub struct Unconfirmed {
     /// its confirmations in that window)`: a collapse of its conversion.
     #[serde(deserialize_with = "de_ratio")]
     pub alert_ratio: f64,
+    /// A product's sends to one region are dispersed pumping when, this
+    /// hour, its unconfirmed sends outnumber its confirmed ones this many
+    /// times (and pass the region's hourly floor): the product's new,
+    /// unvouched numbers asked for by end users in that region are then
+    /// stopped while it lasts. 0 turns it off.
+    #[serde(deserialize_with = "de_ratio")]
+    pub dispersed_ratio: f64,
     /// Sends past their grace before a key's conversion is judged at all.
     pub min_sample: u32,
     /// Floors for a number's block; each digit shorter doubles them.
@@ -127,6 +134,7 @@ impl Default for Unconfirmed {
         Unconfirmed {
             ratio: 1.0,
             alert_ratio: 0.5,
+            dispersed_ratio: 4.0,
             min_sample: 5,
             prefix: r(&["4/1h", "10/1d"]),
             region: r(&["100/1h", "500/1d"]),

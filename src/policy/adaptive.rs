@@ -719,7 +719,72 @@ impl Adaptive {
             now,
             trace,
         );
+        let mut step = step;
+        if let Step::Pass(why) = &mut step {
+            match self.dispersed(a, &seen, proven_sender, flows, store, now) {
+                Ok(stop) => return (stop, seen),
+                Err(Some(note)) if trace => {
+                    why.push_str("; ");
+                    why.push_str(&note);
+                }
+                Err(_) => {}
+            }
+        }
         (step, seen)
+    }
+
+    /// A product's sends to the region are pumped without prefix
+    /// locality: this hour its unconfirmed sends there outnumber its
+    /// confirmed ones `dispersed_ratio` times, past the region's hourly
+    /// floor. No range carries such an excess (each sees one send), so
+    /// the product's new, unvouched numbers asked for by an end user in
+    /// the region are stopped while it lasts: nothing is blocked, and it
+    /// lifts as the hour's unanswered sends age out. A send the app makes
+    /// itself (no end user's address or user) is never judged here.
+    ///
+    /// The send's stop, or (`Err`) why it passes, when it was judged.
+    fn dispersed(
+        &self,
+        a: &Attempt,
+        seen: &Seen,
+        proven_sender: Option<usize>,
+        flows: bool,
+        store: &dyn Store,
+        now: Millis,
+    ) -> Result<Step, Option<String>> {
+        let ratio = self.cfg.unconfirmed.dispersed_ratio;
+        if ratio <= 0.0 || !flows || !seen.fresh || proven_sender.is_some() {
+            return Err(None);
+        }
+        if !a.end_user_ip && a.user.is_none() {
+            return Err(None);
+        }
+        let Some(region) = a.class.region.as_ref() else {
+            return Err(None);
+        };
+        let key = product_region_key(a.product, region.as_str());
+        let c = read(store, &key);
+        let unconfirmed = self.aged_unconfirmed(&c, 0, now);
+        let confirmed = c.confirmed[0].count(HOUR, now);
+        let floor = self.unconfirmed_region.0[0]
+            .unwrap_or(u64::from(self.cfg.unconfirmed.min_sample))
+            .max(1);
+        if unconfirmed < floor || unconfirmed as f64 <= ratio * confirmed as f64 {
+            return Err(Some(format!(
+                "{key}: {unconfirmed} unconfirmed and {confirmed} confirmed sends in 1h (stopped past {ratio} to 1 and floor {floor})"
+            )));
+        }
+        // A send stopped here can never confirm: it counts as one more
+        // unanswered, so the stop lasts while new numbers keep coming
+        // faster than `dispersed_ratio` times the confirmations, and lifts
+        // once they come at a real user's pace.
+        if self.action != Action::Monitor {
+            store.conversion(&key, true, &mut |c| count_sent(c, self.grace, now));
+        }
+        let detail = format!(
+            "{key}: {unconfirmed} unconfirmed and {confirmed} confirmed sends in 1h (> {ratio} to 1, floor {floor}); new numbers are stopped while it lasts"
+        );
+        Ok(self.stop("adaptive:dispersed:region".to_string(), detail, None))
     }
 
     /// A broadcast passes: neither counted nor judged here.
@@ -1240,6 +1305,17 @@ impl Adaptive {
         let w = self.surge_window;
         let mut pair_key = String::with_capacity(80);
         let region = a.class.region.as_ref().map_or("none", |r| r.as_str());
+        if self.cfg.unconfirmed.dispersed_ratio > 0.0 {
+            let fresh = seen.fresh;
+            store.conversion(&product_region_key(a.product, region), true, &mut |c| {
+                count_sent(c, grace, now);
+                if fresh {
+                    for (win, p) in c.fresh.iter_mut().zip(PERIODS) {
+                        win.add(p, now, 1);
+                    }
+                }
+            });
+        }
         for (i, (scope, key)) in seen.keys.iter().enumerate() {
             let sender = matches!(scope, Scope::ClientIp | Scope::User | Scope::Account);
             let new_number = sender && seen.new_number & (1 << i) != 0;
@@ -1327,6 +1403,14 @@ impl Adaptive {
             if converts && matches!(scope, Scope::Prefix { .. }) {
                 self.lift_surge_block(key, store, now);
             }
+        }
+        if self.cfg.unconfirmed.dispersed_ratio > 0.0 {
+            let region = class.region.as_ref().map_or("none", |r| r.as_str());
+            store.conversion(&product_region_key(product, region), true, &mut |c| {
+                for (win, period) in c.confirmed.iter_mut().zip(PERIODS) {
+                    win.add(period, now, 1);
+                }
+            });
         }
         true
     }
@@ -1439,6 +1523,11 @@ fn blocked_for(dur: Millis, offence: u32) -> String {
 fn at(t: Millis) -> String {
     humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_millis(t))
         .to_string()
+}
+
+/// A product's sends to one region: what [`Adaptive::dispersed`] judges.
+fn product_region_key(product: Product, region: &str) -> String {
+    format!("product_region={}:{region}", product.as_str())
 }
 
 fn flow_key(account: &str, product: Product) -> String {

@@ -813,3 +813,85 @@ fn a_stopped_send_can_never_be_confirmed() {
     // A second confirmation of the same send counts once.
     assert!(!p.confirm(&s.to, &s.class, T0 + 2 * SEC));
 }
+
+#[test]
+fn pumping_spread_over_a_region_stops_its_new_numbers_while_it_lasts() {
+    // Prefix, surge and sender signals out of reach: only the region's
+    // figures can see a pump that sends once per range.
+    let p = policy(
+        "[adaptive]\n[adaptive.surge]\nfloor = 100000\nregion = 0\n[adaptive.distinct]\nclient_ip = []\nuser = []\nregions = 0\n[adaptive.unconfirmed]\nclient_ip = []\nuser = []\nregion = [\"20/1h\"]\ndispersed_ratio = 6\n",
+    );
+    // A day of real users: one confirmed send in each of 40 area codes.
+    for k in 0..40u64 {
+        let s = send(&format!("+1{}5550000", 201 + k), "US").ip(&format!("203.0.113.{k}"));
+        assert!(p.decide(&s.attempt(), T0 + k * SEC).forwarded());
+        assert!(p.confirm(&s.to, &s.class, T0 + k * SEC + 30 * SEC));
+    }
+    // Confirmations flow for Verify too.
+    let v = send("+13055550000", "US").ip("203.0.113.200");
+    let a = Attempt {
+        product: Product::Verify,
+        ..v.attempt()
+    };
+    assert!(p.decide(&a, T0).forwarded());
+    assert!(p.confirm(&v.to, &v.class, T0 + 30 * SEC));
+    // Two hours later, one send a minute, each to a new number in one of
+    // those area codes, from a new address, never confirmed.
+    let start = T0 + 2 * HOUR;
+    let attack = |i: u64| {
+        send(&format!("+1{}555{:04}", 201 + i % 40, 1000 + i), "US").ip(&format!(
+            "198.51.{}.{}",
+            i / 200,
+            i % 200
+        ))
+    };
+    let mut first_stop = None;
+    for i in 0..60 {
+        let d = p.decide(&attack(i).attempt(), start + i * MIN);
+        match (&first_stop, d.forwarded()) {
+            (None, false) => {
+                assert_eq!(rule(&d), "adaptive:dispersed:region", "{:?}", d.verdict);
+                let detail = d.verdict.as_ref().unwrap().detail.clone().unwrap();
+                assert!(
+                    detail.starts_with("product_region=messaging:US: ")
+                        && detail.contains("0 confirmed"),
+                    "{detail}"
+                );
+                first_stop = Some(i);
+            }
+            (Some(_), true) => panic!("send {i} forwarded once the region was judged pumped"),
+            _ => {}
+        }
+    }
+    // Twenty sends past their five-minute grace, none confirmed.
+    let first = first_stop.expect("the pump is stopped");
+    assert!((24..=27).contains(&first), "first stop at send {first}");
+
+    let now = start + 60 * MIN;
+    // A number that proved receipt passes; so does a send the app makes
+    // itself, and the same region's other products.
+    let returning = send("+12025550000", "US").ip("192.0.2.10");
+    assert!(
+        p.decide(&returning.attempt(), now).forwarded(),
+        "a vouched number"
+    );
+    let mut app = attack(500);
+    app.end_user_ip = false;
+    assert!(
+        p.decide(&app.attempt(), now).forwarded(),
+        "the app's own send"
+    );
+    let verify = attack(501);
+    let a = Attempt {
+        product: Product::Verify,
+        ..verify.attempt()
+    };
+    assert!(p.decide(&a, now).forwarded(), "another product");
+
+    // The stop lasts while new numbers keep coming, and lifts once the
+    // hour's unanswered sends (the stopped ones among them) age out.
+    let d = p.decide(&attack(600).attempt(), now + 30 * MIN);
+    assert_eq!(rule(&d), "adaptive:dispersed:region");
+    let d = p.decide(&attack(601).attempt(), now + 30 * MIN + 61 * MIN);
+    assert!(d.forwarded(), "{:?}", d.verdict);
+}
