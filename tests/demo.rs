@@ -290,8 +290,9 @@ async fn held_out_days_with_other_ranges_rates_and_mixes_hold_too() {
 /// confirm some of their own codes. Issue 19 asks for 99.5% of the attack
 /// stopped and at most 0.2% of legitimate sends stopped by adaptive rules;
 /// what the example policy does (README "What a dispersed attack costs"):
-/// legitimate delivered 99.9%, adaptive rules 0.03–0.10% of legitimate
-/// sends, attack stopped 94–98% (seeds 1–3). These floors hold that line.
+/// legitimate delivered 99.8-99.97%, adaptive rules 0.03–0.21% of
+/// legitimate sends, attack stopped 95.9–98.1% (seeds 1–3). These floors
+/// hold that line.
 async fn dispersed(seed: u64) {
     let what = format!("dispersed plan, seed {seed}");
     let report = replay(Plan {
@@ -311,14 +312,14 @@ async fn dispersed(seed: u64) {
         "{what}: legitimate delivered {legit}\n{shown}"
     );
     let attack = report.attack_stopped_ratio().unwrap();
-    assert!(attack >= 0.94, "{what}: attack stopped {attack}\n{shown}");
+    assert!(attack >= 0.955, "{what}: attack stopped {attack}\n{shown}");
     let rules = report.legit_stopped_by_rule();
     let adaptive: f64 = rules
         .iter()
         .filter(|r| r.rule.starts_with("adaptive:"))
         .map(|r| r.share)
         .sum();
-    assert!(adaptive <= 0.005, "{what}: {rules:?}\n{shown}");
+    assert!(adaptive <= 0.003, "{what}: {rules:?}\n{shown}");
     // A country is never blocked: its excess raises an alert. What stops
     // a product's new numbers in a pumped region (`adaptive:dispersed:region`)
     // blocks no key, and spares numbers that proved receipt (below).

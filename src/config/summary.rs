@@ -142,7 +142,7 @@ impl Config {
                 };
                 let _ = writeln!(
                     s,
-                    "  adaptive    prefixes=cc+{:?} block=number less its last {} digits grace={} unconfirmed ratio={} floors prefix={} region={} client_ip={} user={}; surge window={} floor={}x{}/digit region={}; distinct client_ip={} user={} regions={}; broad=region and prefixes {}+ digits shorter than the block: alert={} (ratio {}) range block={}; vouch={} min_confirm_delay={} bulk={}{}",
+                    "  adaptive    prefixes=cc+{:?} block=number less its last {} digits grace={} unconfirmed ratio={} floors prefix={} region={} client_ip={} user={}; surge window={} floor={}x{}/digit region={}; distinct client_ip={} user={} regions={}; broad=region and prefixes {}+ digits shorter than the block: alert={} (ratio {}) range block={} dispersed ratio={}; vouch={} min_confirm_delay={} bulk={}{}",
                     a.prefixes,
                     a.block_digits,
                     Short(a.grace),
@@ -162,6 +162,7 @@ impl Config {
                     Short(a.alert),
                     a.unconfirmed.alert_ratio,
                     Short(a.alert_block),
+                    a.unconfirmed.dispersed_ratio,
                     Short(a.vouch),
                     Short(a.min_confirm_delay),
                     if a.bulk == 0 {

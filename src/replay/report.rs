@@ -707,7 +707,7 @@ impl Report {
         if alone.total() > 0 {
             let _ = writeln!(
                 s,
-                "\nsends the adaptive stage stopped without blocking a key (old evidence in a range never confirmed: the send alone): {} legitimate, {} attack, {} other",
+                "\nsends the adaptive stage stopped without blocking a key (old evidence in a range never confirmed, or a product's new numbers in a region it pumps: the send alone): {} legitimate, {} attack, {} other",
                 alone.legitimate, alone.attack, alone.other
             );
         }
@@ -1644,7 +1644,7 @@ mod tests {
         );
         assert!(r.blocked_keys.is_empty());
         let text = r.render();
-        let line = "sends the adaptive stage stopped without blocking a key (old evidence in a range never confirmed: the send alone): 1 legitimate, 2 attack, 0 other\n";
+        let line = "sends the adaptive stage stopped without blocking a key (old evidence in a range never confirmed, or a product's new numbers in a region it pumps: the send alone): 1 legitimate, 2 attack, 0 other\n";
         assert!(text.contains(line), "{line:?} in\n{text}");
     }
 
