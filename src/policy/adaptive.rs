@@ -42,6 +42,12 @@ const DAY: Millis = 86_400_000;
 const PERIODS: [Millis; 2] = [HOUR, DAY];
 /// A number not sent to within this long is new.
 const FRESH_AFTER: Millis = DAY;
+/// A product's region is pumped without locality while at most this share
+/// of its new numbers this hour went to a block that had another: a pump
+/// over a whole country sends one per block (0-3 % replayed), a sprayer
+/// several (16-59 %), real users in a dense city up to half, but their
+/// region converts.
+const DISPERSED_LOCAL_SHARE: f64 = 0.1;
 /// Message contents remembered per generation to recognise broadcasts
 /// (about 100 bytes each, two generations).
 const BROADCAST_CONTENTS: usize = 16_384;
@@ -774,6 +780,17 @@ impl Adaptive {
                 "{key}: {unconfirmed} unconfirmed and {confirmed} confirmed sends in 1h (stopped past {ratio} to 1 and floor {floor})"
             )));
         }
+        // An excess with locality (a sprayer that sends several numbers
+        // to each block) is the ranges' to judge: they block it at no cost
+        // to the region's other people.
+        let fresh = c.fresh[0].count(HOUR, now);
+        let local = read(store, &local_key(&key)).sent[0].count(HOUR, now);
+        let sample = u64::from(self.cfg.unconfirmed.min_sample.max(1));
+        if local >= sample && local as f64 > DISPERSED_LOCAL_SHARE * fresh as f64 {
+            return Err(Some(format!(
+                "{key}: {local} of {fresh} new numbers this hour went to a block that had another: the ranges judge it"
+            )));
+        }
         // A send stopped here can never confirm: it counts as one more
         // unanswered, so the stop lasts while new numbers keep coming
         // faster than `dispersed_ratio` times the confirmations, and lifts
@@ -782,7 +799,7 @@ impl Adaptive {
             store.conversion(&key, true, &mut |c| count_sent(c, self.grace, now));
         }
         let detail = format!(
-            "{key}: {unconfirmed} unconfirmed and {confirmed} confirmed sends in 1h (> {ratio} to 1, floor {floor}); new numbers are stopped while it lasts"
+            "{key}: {unconfirmed} unconfirmed and {confirmed} confirmed sends in 1h (> {ratio} to 1, floor {floor}), {local} of {fresh} new numbers forwarded to a block that had another; new numbers are stopped while it lasts"
         );
         Ok(self.stop("adaptive:dispersed:region".to_string(), detail, None))
     }
@@ -1305,17 +1322,8 @@ impl Adaptive {
         let w = self.surge_window;
         let mut pair_key = String::with_capacity(80);
         let region = a.class.region.as_ref().map_or("none", |r| r.as_str());
-        if self.cfg.unconfirmed.dispersed_ratio > 0.0 {
-            let fresh = seen.fresh;
-            store.conversion(&product_region_key(a.product, region), true, &mut |c| {
-                count_sent(c, grace, now);
-                if fresh {
-                    for (win, p) in c.fresh.iter_mut().zip(PERIODS) {
-                        win.add(p, now, 1);
-                    }
-                }
-            });
-        }
+        // The number's block had another new number forwarded this hour.
+        let mut local = false;
         for (i, (scope, key)) in seen.keys.iter().enumerate() {
             let sender = matches!(scope, Scope::ClientIp | Scope::User | Scope::Account);
             let new_number = sender && seen.new_number & (1 << i) != 0;
@@ -1329,7 +1337,12 @@ impl Adaptive {
                 store.pair_seen(&pair_key, now, true);
             }
             let fresh = if sender { new_number } else { seen.fresh };
+            let narrowest = matches!(scope, Scope::Prefix { .. });
             store.conversion(key, true, &mut |c| {
+                if narrowest {
+                    // Prefixes come broadest first: the last is the block.
+                    local = c.fresh[0].count(HOUR, now) > 0;
+                }
                 count_sent(c, grace, now);
                 if fresh {
                     for (win, p) in c.fresh.iter_mut().zip(PERIODS) {
@@ -1343,6 +1356,21 @@ impl Adaptive {
                     c.regions.add(DAY, now, 1);
                 }
             });
+        }
+        if self.cfg.unconfirmed.dispersed_ratio > 0.0 {
+            let fresh = seen.fresh;
+            let key = product_region_key(a.product, region);
+            store.conversion(&key, true, &mut |c| {
+                count_sent(c, grace, now);
+                if fresh {
+                    for (win, p) in c.fresh.iter_mut().zip(PERIODS) {
+                        win.add(p, now, 1);
+                    }
+                }
+            });
+            if fresh && local {
+                store.conversion(&local_key(&key), true, &mut |c| count_sent(c, grace, now));
+            }
         }
     }
 
@@ -1528,6 +1556,12 @@ fn at(t: Millis) -> String {
 /// A product's sends to one region: what [`Adaptive::dispersed`] judges.
 fn product_region_key(product: Product, region: &str) -> String {
     format!("product_region={}:{region}", product.as_str())
+}
+
+/// The new numbers of a product's region forwarded this hour to a block
+/// that had another one: what says its excess has locality.
+fn local_key(product_region: &str) -> String {
+    format!("{product_region}|local")
 }
 
 fn flow_key(account: &str, product: Product) -> String {

@@ -895,3 +895,25 @@ fn pumping_spread_over_a_region_stops_its_new_numbers_while_it_lasts() {
     let d = p.decide(&attack(601).attempt(), now + 30 * MIN + 61 * MIN);
     assert!(d.forwarded(), "{:?}", d.verdict);
 }
+
+#[test]
+fn a_sprayer_that_sends_several_numbers_per_block_is_left_to_the_ranges() {
+    let p = policy(
+        "[adaptive]\n[adaptive.surge]\nfloor = 100000\nregion = 0\n[adaptive.distinct]\nclient_ip = []\nuser = []\nregions = 0\n[adaptive.unconfirmed]\nclient_ip = []\nuser = []\nregion = [\"20/1h\"]\ndispersed_ratio = 6\n",
+    );
+    confirmations_flow(&p, T0);
+    // Three new numbers in each block, one a minute, never confirmed:
+    // the region's figures pass the ratio, but the excess has locality.
+    let start = T0 + 2 * HOUR;
+    for i in 0..60u64 {
+        let s = send(&format!("+1{}555{:04}", 201 + i / 3, 1000 + i % 3), "US")
+            .ip(&format!("198.51.100.{i}"));
+        let d = p.decide(&s.attempt(), start + i * MIN);
+        assert_ne!(
+            rule(&d),
+            "adaptive:dispersed:region",
+            "send {i}: {:?}",
+            d.verdict
+        );
+    }
+}
