@@ -780,6 +780,88 @@ client_ip = ["5/1h"]
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A new number one replica stops because its product's region is pumped
+/// without locality counts as unanswered on every replica, so the stop
+/// lasts as long whichever replica the pump reaches.
+#[tokio::test]
+async fn a_dispersed_stop_on_one_replica_counts_on_every_replica() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let fake = FakeTwilio::start().await.unwrap();
+    let dir = temp_dir("dispersed");
+    // Only the product's region is judged, on one unanswered send per
+    // confirmed one past a floor of three, with a grace of a second.
+    let policy = format!(
+        "{}{}",
+        on(&redis),
+        r#"
+[geo]
+allow = ["US"]
+[adaptive]
+grace = "1s"
+min_confirm_delay = "0s"
+[adaptive.surge]
+floor = 100000
+region = 0
+[adaptive.distinct]
+client_ip = []
+user = []
+regions = 0
+[adaptive.unconfirmed]
+alert_ratio = 1000
+client_ip = []
+user = []
+region = ["3/1h"]
+dispersed_ratio = 1
+"#
+    );
+    let a = Replica::start(&dir, "a", &fake, &policy).await;
+    let b = Replica::start(&dir, "b", &fake, &policy).await;
+    // Confirmations flow: one person entered a code.
+    a.send_from("+12025550000", Some("192.0.2.1")).await;
+    tokio::time::sleep(STALE).await;
+    let (s, body) = a
+        .admin(Method::POST, "/api/confirm", r#"{"to": "+12025550000"}"#)
+        .await;
+    assert!(body.contains("\"confirmed\":true"), "{s} {body}");
+    // Three new numbers, one per area code, through both replicas, from
+    // three addresses, never confirmed.
+    let before = sends(&fake);
+    for (i, area) in ["212", "312", "415"].iter().enumerate() {
+        let r = if i % 2 == 0 { &a } else { &b };
+        let ip = format!("198.51.100.{i}");
+        r.send_from(&format!("+1{area}5550100"), Some(&ip)).await;
+        tokio::time::sleep(STALE).await;
+    }
+    assert_eq!(sends(&fake), before + 3);
+    // Past their grace (a second, counted in whole windows).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Three unanswered against one confirmed: a stops the fourth.
+    a.send_from("+15035550100", Some("198.51.100.9")).await;
+    assert_eq!(sends(&fake), before + 3, "the fourth is stopped");
+    tokio::time::sleep(STALE + Duration::from_secs(3)).await;
+    // Both replicas count the stopped one: four unanswered.
+    for r in [&a, &b] {
+        let (s, body) = r
+            .admin(
+                Method::GET,
+                "/api/explain?to=%2B16175550100&ip=198.51.100.10",
+                "",
+            )
+            .await;
+        assert!(s.is_success(), "{}: {s} {body}", r.name);
+        assert!(
+            body.contains("adaptive:dispersed:region")
+                && body.contains("product_region=messaging:US: 4 unconfirmed and 1 confirmed"),
+            "{}: {body}",
+            r.name
+        );
+    }
+    drop((a, b));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// The adaptive floors of the burst test: a user may reach three numbers
 /// an hour, a number block may see three new numbers in ten minutes; a
 /// tripped signal blocks its key for an hour (doubled per repeat offence).

@@ -423,6 +423,12 @@ impl App {
                 let class = self.classifier.classify(&dest.e164);
                 policy.confirm(&dest, &class, at);
             }
+            Event::Dispersed { .. } if mine => {}
+            Event::Dispersed {
+                at,
+                product,
+                region,
+            } => policy.learn_dispersed(product, &region, at),
             Event::Safe { .. } if mine => {}
             Event::Safe { prefix, value, add } => {
                 if let Err(e) = self.edit_safe(prefix, &value, add) {

@@ -23,7 +23,7 @@ use crate::base::clock::Millis;
 use crate::config::{Action, Config};
 use crate::net::upstream::{self, Body};
 use crate::phone::{Classification, Destination};
-use crate::policy::{Attempt, BalanceView, Decision, Policy, Reason, Verdict};
+use crate::policy::{Attempt, BalanceView, Decision, Policy, Reason, Verdict, DISPERSED_RULE};
 use crate::store::fleet::Event;
 use crate::store::shared::SendView;
 use crate::telemetry::DecisionEvent;
@@ -515,6 +515,9 @@ async fn judge(
     let written = (learns && decision.forwarded())
         .then(|| publish_forwarded(app, send, ctx, &dest, now))
         .flatten();
+    if !decision.forwarded() {
+        publish_dispersed(app, &decision, send.product, &class, now);
+    }
     Judged {
         dest,
         decision,
@@ -543,6 +546,29 @@ fn publish_forwarded(
         client_ip: ctx.end_user_ip.then_some(ctx.client_ip),
         user: ctx.user.clone(),
     }))
+}
+
+/// Every replica's adaptive stage counts a new number stopped as dispersed
+/// pumping: the stop is held by the fleet's figures, not by this replica's
+/// share of them.
+fn publish_dispersed(
+    app: &App,
+    decision: &Decision,
+    product: Product,
+    class: &Classification,
+    now: Millis,
+) {
+    let (Some(fleet), Some(v), Some(region)) = (&app.fleet, &decision.verdict, &class.region)
+    else {
+        return;
+    };
+    if v.rule == DISPERSED_RULE {
+        fleet.publish(Event::Dispersed {
+            at: now,
+            product,
+            region: region.as_str().to_string(),
+        });
+    }
 }
 
 /// The shared store's view for this send, read in one round trip; `None`

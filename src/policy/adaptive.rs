@@ -40,6 +40,9 @@ const HOUR: Millis = 3_600_000;
 const DAY: Millis = 86_400_000;
 /// The windows every adaptive figure is kept for.
 const PERIODS: [Millis; 2] = [HOUR, DAY];
+/// The rule of a new number stopped because its product's sends to the
+/// region are pumped without locality.
+pub const DISPERSED_RULE: &str = "adaptive:dispersed:region";
 /// A number not sent to within this long is new.
 const FRESH_AFTER: Millis = DAY;
 /// A product's region is pumped without locality while at most this share
@@ -796,12 +799,28 @@ impl Adaptive {
         // faster than `dispersed_ratio` times the confirmations, and lifts
         // once they come at a real user's pace.
         if self.action != Action::Monitor {
-            store.conversion(&key, true, &mut |c| count_sent(c, self.grace, now));
+            self.count_dispersed(a.product, region.as_str(), store, now);
         }
         let detail = format!(
             "{key}: {unconfirmed} unconfirmed and {confirmed} confirmed sends in 1h (> {ratio} to 1, floor {floor}), {local} of {fresh} new numbers forwarded to a block that had another; new numbers are stopped while it lasts"
         );
-        Ok(self.stop("adaptive:dispersed:region".to_string(), detail, None))
+        Ok(self.stop(DISPERSED_RULE.to_string(), detail, None))
+    }
+
+    /// A new number stopped as dispersed pumping of `product` in `region`
+    /// (here or by another replica): it can never confirm, so it counts as
+    /// one more unanswered send there.
+    pub(crate) fn count_dispersed(
+        &self,
+        product: Product,
+        region: &str,
+        store: &dyn Store,
+        now: Millis,
+    ) {
+        if self.cfg.unconfirmed.dispersed_ratio > 0.0 {
+            let key = product_region_key(product, region);
+            store.conversion(&key, true, &mut |c| count_sent(c, self.grace, now));
+        }
     }
 
     /// A broadcast passes: neither counted nor judged here.

@@ -36,6 +36,7 @@ use crate::phone::{Classification, Destination};
 use crate::store::Store;
 use crate::twilio::routes::Product;
 
+pub use adaptive::DISPERSED_RULE;
 pub use balance::BalanceView;
 
 pub use blocks::BlockRequest;
@@ -697,6 +698,14 @@ impl Policy {
     pub fn learn_forwarded(&self, a: &Attempt, now: Millis) {
         if let Some(ad) = &self.adaptive {
             ad.learn(a, &*self.store, now);
+        }
+    }
+
+    /// Counts in the adaptive stage a new number another replica stopped
+    /// as dispersed pumping of `product` in `region`.
+    pub fn learn_dispersed(&self, product: Product, region: &str, now: Millis) {
+        if let Some(ad) = &self.adaptive {
+            ad.count_dispersed(product, region, &*self.store, now);
         }
     }
 

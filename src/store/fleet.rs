@@ -141,6 +141,15 @@ pub enum Event {
         to: String,
         applied: bool,
     },
+    /// A new number the replica stopped because its product's sends to
+    /// the region are pumped without locality (`adaptive:dispersed:region`):
+    /// every replica counts it unanswered there, so the stop lasts as long
+    /// on each, whichever replica the pump reaches.
+    Dispersed {
+        at: Millis,
+        product: Product,
+        region: String,
+    },
     /// A safe-list edit: `number` or `prefix`, added or removed.
     Safe {
         prefix: bool,
@@ -496,6 +505,20 @@ fn xadd(link: &RedisLink, id: &str, e: &Event, now: Millis) -> Cmd {
                 .arg("ok")
                 .arg(if *applied { "1" } else { "0" });
         }
+        Event::Dispersed {
+            at,
+            product,
+            region,
+        } => {
+            cmd.arg("t")
+                .arg("d")
+                .arg("at")
+                .arg(*at)
+                .arg("p")
+                .arg(product_str(*product))
+                .arg("rg")
+                .arg(region);
+        }
         Event::Safe { prefix, value, add } => {
             cmd.arg("t")
                 .arg("s")
@@ -528,6 +551,11 @@ fn decode(f: &std::collections::HashMap<String, String>) -> Option<Event> {
             at: at()?,
             to: f.get("to")?.clone(),
             applied: f.get("ok").is_some_and(|v| v == "1"),
+        }),
+        "d" => Some(Event::Dispersed {
+            at: at()?,
+            product: product_of(f.get("p")?)?,
+            region: f.get("rg")?.clone(),
         }),
         "s" => Some(Event::Safe {
             prefix: f.get("k")? == "p",
