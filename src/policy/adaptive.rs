@@ -717,7 +717,7 @@ impl Adaptive {
             return (step, seen);
         }
 
-        let step = self.judge_under_alert(
+        let mut step = self.judge_under_alert(
             &seen,
             &dests,
             &broad,
@@ -728,7 +728,6 @@ impl Adaptive {
             now,
             trace,
         );
-        let mut step = step;
         if let Step::Pass(why) = &mut step {
             match self.dispersed(a, &seen, proven_sender, flows, store, now) {
                 Ok(stop) => return (stop, seen),
@@ -1364,9 +1363,7 @@ impl Adaptive {
                 }
                 count_sent(c, grace, now);
                 if fresh {
-                    for (win, p) in c.fresh.iter_mut().zip(PERIODS) {
-                        win.add(p, now, 1);
-                    }
+                    count_fresh(c, now);
                     if !sender {
                         c.surge.add(w, now, 1);
                     }
@@ -1382,9 +1379,7 @@ impl Adaptive {
             store.conversion(&key, true, &mut |c| {
                 count_sent(c, grace, now);
                 if fresh {
-                    for (win, p) in c.fresh.iter_mut().zip(PERIODS) {
-                        win.add(p, now, 1);
-                    }
+                    count_fresh(c, now);
                 }
             });
             if fresh && local {
@@ -1434,9 +1429,7 @@ impl Adaptive {
         for (scope, key) in keys.iter() {
             let mut converts = false;
             store.conversion(key, true, &mut |c| {
-                for (win, period) in c.confirmed.iter_mut().zip(PERIODS) {
-                    win.add(period, now, 1);
-                }
+                count_confirmed(c, now);
                 c.surge_confirmed.add(w, now, 1);
                 let today = c.confirmed[1].count(DAY, now).min(u64::from(u32::MAX)) as u32;
                 if today >= c.peak || now.saturating_sub(c.peak_at) > baseline {
@@ -1454,9 +1447,7 @@ impl Adaptive {
         if self.cfg.unconfirmed.dispersed_ratio > 0.0 {
             let region = class.region.as_ref().map_or("none", |r| r.as_str());
             store.conversion(&product_region_key(product, region), true, &mut |c| {
-                for (win, period) in c.confirmed.iter_mut().zip(PERIODS) {
-                    win.add(period, now, 1);
-                }
+                count_confirmed(c, now)
             });
         }
         true
@@ -1515,6 +1506,20 @@ fn count_sent(c: &mut Conversion, grace: Millis, now: Millis) {
         win.add(p, now, 1);
     }
     c.recent.add(grace.max(1), now);
+}
+
+/// A forwarded send was to a new number.
+fn count_fresh(c: &mut Conversion, now: Millis) {
+    for (win, p) in c.fresh.iter_mut().zip(PERIODS) {
+        win.add(p, now, 1);
+    }
+}
+
+/// A forwarded send was plausibly confirmed.
+fn count_confirmed(c: &mut Conversion, now: Millis) {
+    for (win, p) in c.confirmed.iter_mut().zip(PERIODS) {
+        win.add(p, now, 1);
+    }
 }
 
 /// A copy of a key's state, or an empty one.
