@@ -1,8 +1,12 @@
 //! Redis memory and work per tracked number with the shared store
 //! (`[store] redis`): judges distinct numbers the way the guard does with
 //! a shared store (plan, one pipeline, judge, write-backs), against its
-//! own `redis-server`, then reports Redis's memory and keys per number and
-//! the commands and round trips per judged send.
+//! own `redis-server`, then reports Redis's memory and keys per number,
+//! the commands and round trips per judged send, and Redis's CPU per
+//! judged send: the server process's (from /proc, with its network work)
+//! and its scripts' own (`INFO commandstats`; per command on stderr). The
+//! load runs in this process beside Redis, so on a machine with few cores
+//! the figures include some contention: compare runs, not machines.
 //!
 //!     cargo bench --bench redis_memory                 # 100k numbers
 //!     cargo bench --bench redis_memory -- 300000       # another count
@@ -59,6 +63,49 @@ impl Drop for Server {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// Redis's CPU so far (user + system, from /proc), in microseconds; 0
+/// where /proc is not there.
+fn redis_cpu_us(pid: u32) -> u64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0;
+    };
+    // Fields after the command's closing parenthesis: utime and stime are
+    // the 12th and 13th, in clock ticks (100 per second on Linux).
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let tick = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    (tick(11) + tick(12)) * 10_000
+}
+
+/// Per command name (`INFO commandstats`): calls and microseconds so far.
+/// A script's time includes the commands it calls, which are listed too.
+fn command_usec(port: u16) -> Vec<(String, u64, u64)> {
+    let mut per = Vec::new();
+    for line in redis_cli(port, &["INFO", "commandstats"]).lines() {
+        let Some((name, rest)) = line
+            .strip_prefix("cmdstat_")
+            .and_then(|l| l.split_once(':'))
+        else {
+            continue;
+        };
+        let field = |f: &str| {
+            rest.split(',')
+                .find_map(|kv| kv.strip_prefix(f))
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        per.push((name.to_string(), field("calls="), field("usec=")));
+    }
+    per
 }
 
 /// Calls of one command so far (`INFO commandstats`).
@@ -146,6 +193,8 @@ fn main() {
         let base_commands = info_field(port, "stats", "total_commands_processed");
         let base_scripts = command_calls(port, "evalsha");
         let base_rt = link.stats().round_trips.load(Ordering::Relaxed);
+        let base_cpu = redis_cpu_us(server.0.id());
+        let base_usec = command_usec(port);
         let started = Instant::now();
         let mut tasks = Vec::new();
         for t in 0..IN_FLIGHT {
@@ -166,16 +215,14 @@ fn main() {
                     let dest = normalize(&raw, config.numbers.default_region).expect("valid");
                     let a = common::attempt(&dest, classifier.classify(&dest.e164), n);
                     let now = T0 + n;
-                    // As the guard: the fleet's log since the last read
-                    // rides in the send's pipeline and is learned first
-                    // (one replica here: its own sends are left out).
+                    // As the guard: the fleet's log is read (one read
+                    // shared by the sends in flight) while the plan runs,
+                    // and learned first (one replica here: its own sends
+                    // are left out).
                     let plan = policy.plan(&a, now, &**shared.local());
-                    let tail = plan.as_ref().map(|_| fleet.tail_call());
-                    let mut view = shared.prepare_with(plan, now, tail).await;
-                    if let Some(Ok(v)) = view.take_extra() {
-                        let tail = fleet.read_tail(v).expect("the log's tail");
-                        fleet.apply(tail, |_, _| {});
-                    }
+                    let (view, read) =
+                        tokio::join!(shared.prepare(plan, now), fleet.fresh(|_, _| {}));
+                    read.expect("the log's tail");
                     let j = policy.judge_with(&a, now, &view);
                     let learns = j.learns();
                     let d = j.finish(BalanceView::NotAsked);
@@ -220,17 +267,41 @@ fn main() {
             info_field(port, "stats", "total_commands_processed").saturating_sub(base_commands);
         let scripts = command_calls(port, "evalsha").saturating_sub(base_scripts);
         let rt = link.stats().round_trips.load(Ordering::Relaxed) - base_rt;
+        let cpu = redis_cpu_us(server.0.id()).saturating_sub(base_cpu);
+        // Where Redis's time went, per command (scripts include the
+        // commands they call), to stderr: calls and microseconds per send.
+        let mut script_usec = 0;
+        for (name, calls, usec) in command_usec(port) {
+            let (c0, u0) = base_usec
+                .iter()
+                .find(|(b, _, _)| *b == name)
+                .map_or((0, 0), |(_, c, u)| (*c, *u));
+            let (calls, usec) = (calls.saturating_sub(c0), usec.saturating_sub(u0));
+            if calls == 0 {
+                continue;
+            }
+            if name == "evalsha" {
+                script_usec = usec;
+            }
+            eprintln!(
+                "{name:>16}: {:>6.2} calls, {:>6.2} us per send",
+                calls as f64 / numbers as f64,
+                usec as f64 / numbers as f64
+            );
+        }
         let keys: u64 = redis_cli(port, &["DBSIZE"]).trim().parse().unwrap_or(0);
         let fallback = shared.stats.fallback.load(Ordering::Relaxed);
         let n = numbers as f64;
         (
             format!(
-                "{{\"numbers\":{numbers},\"forwarded\":{forwarded},\"redis_used_memory_bytes\":{memory},\"bytes_per_number\":{:.0},\"keys\":{keys},\"keys_per_number\":{:.2},\"scripts_per_send\":{:.2},\"redis_commands_per_send\":{:.2},\"round_trips_per_send\":{:.2},\"fallback\":{fallback},\"log_events\":{logged},\"log_bytes_per_event\":{:.0},\"sends_per_second\":{:.0}}}",
+                "{{\"numbers\":{numbers},\"forwarded\":{forwarded},\"redis_used_memory_bytes\":{memory},\"bytes_per_number\":{:.0},\"keys\":{keys},\"keys_per_number\":{:.2},\"scripts_per_send\":{:.2},\"redis_commands_per_send\":{:.2},\"round_trips_per_send\":{:.2},\"redis_cpu_us_per_send\":{:.1},\"script_us_per_send\":{:.1},\"fallback\":{fallback},\"log_events\":{logged},\"log_bytes_per_event\":{:.0},\"sends_per_second\":{:.0}}}",
                 memory as f64 / n,
                 keys as f64 / n,
                 scripts as f64 / n,
                 commands as f64 / n,
                 rt as f64 / n,
+                cpu as f64 / n,
+                script_usec as f64 / n,
                 log_bytes as f64 / logged.max(1) as f64,
                 n / seconds
             ),

@@ -43,7 +43,6 @@ use crate::pipeline::shadow::{FakeStore, LatencyModel};
 use crate::policy::BalanceView;
 use crate::policy::{Attempt, Policy};
 use crate::store::fleet::{Event, Fleet};
-use crate::store::redis::LinkError;
 use crate::store::Store;
 use crate::telemetry::activity::Activity;
 use crate::telemetry::alerts::Alerts;
@@ -469,32 +468,20 @@ impl App {
         applied
     }
 
-    /// The read of the fleet's log that a send judged by the adaptive
-    /// stage adds to its pipeline ([`SharedStore::prepare_with`]): every
-    /// send other replicas forwarded, and every confirmation they saw,
-    /// since this replica last read the log.
-    ///
-    /// [`SharedStore::prepare_with`]: crate::store::shared::SharedStore::prepare_with
-    fn fleet_tail(&self, policy: &Policy) -> Option<crate::store::redis::Call<'static>> {
-        match &self.fleet {
-            Some(f) if policy.config().adaptive.is_some() => Some(f.tail_call()),
-            _ => None,
-        }
-    }
-
-    /// Learns what the send's pipeline read of the fleet's log, before the
-    /// send is judged: its judgement counts every send another replica
-    /// forwarded before this pipeline ran. A failed read changes nothing
-    /// (the timer reads it later).
-    fn learn_first(&self, answer: Option<Result<::redis::Value, LinkError>>) {
-        let (Some(fleet), Some(answer)) = (&self.fleet, answer) else {
+    /// Before a send the adaptive stage judges: learns what other
+    /// replicas forwarded and confirmed that Redis held when the send
+    /// arrived ([`Fleet::fresh`]: one read shared by the sends in flight),
+    /// so its judgement counts every send another replica forwarded
+    /// before it. A failed read changes nothing (the timer reads it later).
+    pub(crate) async fn learn_first(&self, policy: &Policy) {
+        let Some(fleet) = &self.fleet else {
             return;
         };
-        match answer.and_then(|v| fleet.read_tail(v)) {
-            Ok(tail) => {
-                fleet.apply(tail, |mine, e| self.apply(mine, e));
-            }
-            Err(e) => tracing::debug!(error = %e, "fleet events not read before judging"),
+        if policy.config().adaptive.is_none() {
+            return;
+        }
+        if let Err(e) = fleet.fresh(|mine, e| self.apply(mine, e)).await {
+            tracing::debug!(error = %e, "fleet events not read before judging");
         }
     }
 

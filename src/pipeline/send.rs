@@ -581,13 +581,15 @@ async fn prepare_shared(
 ) -> Option<SendView> {
     let shared = app.shared.as_ref()?;
     let plan = policy.plan(attempt, now, &**shared.local());
-    // What other replicas forwarded is read in the same pipeline
-    // and learned before judging: the adaptive stage's counts are
-    // the fleet's, not this replica's share of them.
-    let tail = plan.as_ref().and_then(|_| app.fleet_tail(policy));
-    let mut view = shared.prepare_with(plan, now, tail).await;
-    app.learn_first(view.take_extra());
-    Some(view)
+    // What other replicas forwarded is read while the plan runs and
+    // learned before judging: the adaptive stage's counts are the
+    // fleet's, not this replica's share of them.
+    if plan.is_some() {
+        let (view, ()) = tokio::join!(shared.prepare(plan, now), app.learn_first(policy));
+        Some(view)
+    } else {
+        Some(shared.prepare(plan, now).await)
+    }
 }
 
 /// The account's balance, asked of Twilio (or its cache) with the send's

@@ -14,23 +14,25 @@
 //! window, distinct numbers per address or user, unconfirmed sends per
 //! key) are made one count across replicas this way:
 //!
-//! - a send the adaptive stage judges reads the log since this replica
-//!   last read it in the round trip it already pays
-//!   ([`Fleet::tail_call`], read-only, with the send's other calls in
-//!   [`super::shared::SharedStore::prepare_with`]: part of its one script
-//!   on a single Redis ([`super::redis_batch`]); no extra round trip;
-//!   this replica's own forwarded sends are left out in Redis), and
-//!   learns it before it is judged ([`Fleet::apply`]: in the log's order,
-//!   each event once, whether a send or the timer read it);
+//! - before a send the adaptive stage judges, the replica reads the log
+//!   since it last read it, while the send's own calls run
+//!   ([`Fleet::fresh`]: one read-only script; this replica's own
+//!   forwarded sends are left out in Redis), and learns it before the
+//!   send is judged ([`Fleet::apply`]: in the log's order, each event
+//!   once, whether a send or the timer read it). One read at a time
+//!   serves every send that arrived before it left: under load a replica
+//!   reads each event once per round trip, not once per send in flight;
+//!   a send waits at most for the read in flight to end and its own to
+//!   come back;
 //! - a forwarded send's event is written at once, while Twilio is asked,
 //!   and the guard answers only once Redis holds it ([`Fleet::publish_acked`];
 //!   a send still waits for Redis at most `store.timeout` in all).
 //!
 //! So a send is judged knowing every send forwarded through any replica
-//! whose event Redis held when its pipeline ran: at least every send whose
+//! whose event Redis held when the send arrived: at least every send whose
 //! answer left before it arrived. That is exact for any sequence of
 //! sends, however they are spread. It is not for sends judged at the same
-//! moment on different replicas: when each one's pipeline runs before the
+//! moment on different replicas: when each one's read runs before the
 //! other's event is written (about a Redis round trip), neither sees the
 //! other, so a floor lets through up to the sends in flight on the other
 //! replicas at that moment more than one replica would (nine sends fired
@@ -53,7 +55,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
 
 use ::redis::{Cmd, Script, Value};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Notify};
 
 use super::redis::{Call, LinkError, RedisLink};
 use crate::base::clock::Millis;
@@ -74,7 +76,7 @@ const QUEUE: usize = 65_536;
 /// is its id: it counted them when it judged them, so they need not
 /// travel back): {last id read (`""`: none), entries read, entry, ...},
 /// each entry as XRANGE gives it. Read-only.
-pub(super) const TAIL_LUA: &str = r#"
+const TAIL_LUA: &str = r#"
 local entries = redis.call('XRANGE', KEYS[1], ARGV[1], '+', 'COUNT', ARGV[3])
 local out = {'', #entries}
 for _, e in ipairs(entries) do
@@ -87,7 +89,7 @@ end
 return out
 "#;
 
-pub(super) static TAIL: LazyLock<Script> = LazyLock::new(|| Script::new(TAIL_LUA));
+static TAIL: LazyLock<Script> = LazyLock::new(|| Script::new(TAIL_LUA));
 
 /// A stream id (`1700000000000-0`): milliseconds and a sequence number.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
@@ -169,7 +171,10 @@ pub struct FleetStats {
 
 /// This replica's end of the log.
 pub struct Fleet {
+    /// Off the request path (the writer, the timer's reads, summaries).
     link: RedisLink,
+    /// On the request path: the reads sends wait for ([`Fleet::fresh`]).
+    front: RedisLink,
     /// Tells this replica's events from the others' (random per process).
     pub id: String,
     tx: mpsc::Sender<Queued>,
@@ -178,6 +183,21 @@ pub struct Fleet {
     /// order, each once, under this lock, whether a send's pipeline or
     /// the timer read them.
     applied: Mutex<StreamId>,
+    /// The reads sends wait for, one at a time ([`Fleet::fresh`]).
+    reads: Mutex<Reads>,
+    /// Wakes the sends waiting when a read ends.
+    read_done: Notify,
+}
+
+/// Tickets of the sends waiting for a read of the log: how many asked, the
+/// newest ticket a read answered, and the newest a failed read left
+/// unanswered. A read serves every ticket taken before it left.
+#[derive(Debug, Default)]
+struct Reads {
+    asked: u64,
+    served: u64,
+    failed: u64,
+    reading: bool,
 }
 
 fn log_key(link: &RedisLink) -> String {
@@ -204,15 +224,19 @@ impl Fleet {
         let (tx, mut rx) = mpsc::channel::<Queued>(QUEUE);
         let id = format!("{:016x}", rand::random::<u64>());
         let stats = Arc::new(FleetStats::default());
-        // Off the request path: the log may take longer than a send may wait.
-        let link = link.background();
+        let front = link.clone();
         let fleet = Arc::new(Fleet {
-            link: link.clone(),
+            front,
+            link: link.background(),
             id: id.clone(),
             tx,
             stats: stats.clone(),
             applied: Mutex::default(),
+            reads: Mutex::default(),
+            read_done: Notify::new(),
         });
+        // Off the request path: the log may take longer than a send may wait.
+        let link = fleet.link.clone();
         tokio::spawn(async move {
             let mut batch = Vec::with_capacity(WRITE_BATCH);
             while let Some(e) = rx.recv().await {
@@ -271,10 +295,8 @@ impl Fleet {
     }
 
     /// The call that reads the log after the newest event applied here,
-    /// at most a batch, for a send's pipeline
-    /// ([`super::shared::SharedStore::prepare_with`]); read its answer
-    /// with [`Fleet::read_tail`].
-    pub fn tail_call(&self) -> Call<'static> {
+    /// at most a batch; read its answer with [`Fleet::read_tail`].
+    fn tail_call(&self) -> Call<'static> {
         let applied = *lock(&self.applied);
         let from = if applied == StreamId::default() {
             "-".to_string()
@@ -296,8 +318,79 @@ impl Fleet {
         self.read_tail(v)
     }
 
+    /// For a send about to be judged: applies (with `apply`, as
+    /// [`Fleet::apply`]) every event of the log that Redis held when this
+    /// was called, at most a batch past what was applied here, and returns
+    /// once they are applied. One read at a time serves every send that
+    /// asked before it left: a send that asks while a read is in flight
+    /// waits for the next one, which leaves when that one ends. Each event
+    /// crosses once per round trip, not once per send in flight (a send
+    /// that read the log in its own script read every event written while
+    /// the sends before it were in flight, and so did each of them).
+    /// An error when the read failed: the send is judged on what was
+    /// applied (the timer reads the log later).
+    pub async fn fresh(&self, mut apply: impl FnMut(bool, Event)) -> Result<u64, LinkError> {
+        let ticket = {
+            let mut r = lock(&self.reads);
+            r.asked += 1;
+            r.asked
+        };
+        loop {
+            let done = self.read_done.notified();
+            tokio::pin!(done);
+            done.as_mut().enable();
+            let target = {
+                let mut r = lock(&self.reads);
+                if r.served >= ticket {
+                    return Ok(0);
+                }
+                if r.failed >= ticket {
+                    return Err(LinkError::Unavailable(
+                        "the fleet's log was not read".into(),
+                    ));
+                }
+                if r.reading {
+                    None
+                } else {
+                    r.reading = true;
+                    Some(r.asked)
+                }
+            };
+            let Some(target) = target else {
+                done.await;
+                continue;
+            };
+            // This send reads for every ticket taken so far. Dropped before
+            // the read ends (the client left), it hands the read on.
+            let mut lead = Lead {
+                fleet: self,
+                outcome: None,
+            };
+            let c = self.tail_call();
+            let read = if self.front.is_up() {
+                match self.front.eval(c.script, &c.keys, &c.args).await {
+                    Ok(v) => self.read_tail(v),
+                    Err(e) => Err(e),
+                }
+            } else {
+                Err(LinkError::Unavailable("redis is down".into()))
+            };
+            return match read {
+                Ok(tail) => {
+                    let others = self.apply(tail, &mut apply);
+                    lead.outcome = Some((target, true));
+                    Ok(others)
+                }
+                Err(e) => {
+                    lead.outcome = Some((target, false));
+                    Err(e)
+                }
+            };
+        }
+    }
+
     /// The answer to a [`Fleet::tail_call`].
-    pub fn read_tail(&self, v: Value) -> Result<Tail, LinkError> {
+    fn read_tail(&self, v: Value) -> Result<Tail, LinkError> {
         let unexpected = || LinkError::Server("unexpected answer to the fleet log's tail".into());
         let Value::Array(parts) = v else {
             return Err(unexpected());
@@ -400,6 +493,29 @@ impl Fleet {
             }
         }
         Ok(out)
+    }
+}
+
+/// The send reading the log for the others ([`Fleet::fresh`]): when it
+/// ends, however it ends, the read is over and the waiting sends wake,
+/// answered (`outcome`: the newest ticket read for, and whether the read
+/// succeeded) or, when it was dropped, to read again themselves.
+struct Lead<'a> {
+    fleet: &'a Fleet,
+    outcome: Option<(u64, bool)>,
+}
+
+impl Drop for Lead<'_> {
+    fn drop(&mut self) {
+        let mut r = lock(&self.fleet.reads);
+        r.reading = false;
+        match self.outcome {
+            Some((target, true)) => r.served = r.served.max(target),
+            Some((target, false)) => r.failed = r.failed.max(target),
+            None => {}
+        }
+        drop(r);
+        self.fleet.read_done.notify_waiters();
     }
 }
 

@@ -1,8 +1,7 @@
 //! One script for a send's calls on a single Redis.
 //!
 //! A send's plan is several per-key operations ([`super::redis_ops`]: the
-//! backoff step, each limit counter, each budget window; and the fleet's
-//! log since this replica last read it). Pipelined, they cost one round
+//! backoff step, each limit counter, each budget window). Pipelined, they cost one round
 //! trip but one EVALSHA each, and Redis pays a script invocation per call
 //! (the lookup, the argument vectors, the Lua call) on top of the work.
 //! On a single Redis every key is on the one server, so the calls are run
@@ -25,13 +24,12 @@ use std::sync::LazyLock;
 
 use ::redis::{Script, Value};
 
-use super::fleet;
 use super::redis::{Call, LinkError, RedisLink};
 use super::redis_ops as ops;
 
 /// The operations a batch can run: code, script, body. The bodies use
 /// only the shared helpers defined once at the top of [`BATCH`].
-fn operations() -> [(&'static str, &'static Script, &'static str); 7] {
+fn operations() -> [(&'static str, &'static Script, &'static str); 6] {
     [
         ("h", &ops::HIT, ops::HIT_LUA),
         ("u", &ops::UNHIT, ops::UNHIT_LUA),
@@ -39,7 +37,6 @@ fn operations() -> [(&'static str, &'static Script, &'static str); 7] {
         ("r", &ops::REFUND, ops::REFUND_LUA),
         ("b", &ops::BACKOFF_JUDGE, ops::BACKOFF_JUDGE_LUA),
         ("d", &ops::BACKOFF_UNDO, ops::BACKOFF_UNDO_LUA),
-        ("t", &fleet::TAIL, fleet::TAIL_LUA),
     ]
 }
 
@@ -66,7 +63,10 @@ end
 return out
 "#;
 
-static BATCH: LazyLock<Script> = LazyLock::new(|| {
+static BATCH: LazyLock<Script> = LazyLock::new(|| Script::new(&batch_text()));
+
+/// [`BATCH`]'s source.
+fn batch_text() -> String {
     let mut text = [
         ops::LUA_PRELUDE,
         ops::LUA_POWI,
@@ -79,8 +79,8 @@ static BATCH: LazyLock<Script> = LazyLock::new(|| {
         let _ = write!(text, "op['{code}'] = function(KEYS, ARGV)\n{body}\nend\n");
     }
     text.push_str(DISPATCH);
-    Script::new(&text)
-});
+    text
+}
 
 /// `calls` as one call of [`BATCH`], when there are two or more and each
 /// is an operation it runs; else `calls` back, as they were.

@@ -15,10 +15,10 @@
 //! that answers from those results, and what the judgement gives back (the
 //! backoff step and the budget of a send a later stage stopped, counts of an
 //! attempt that backoff stopped before the limits saw it) is written back
-//! after the answer, off the request path. The same pipeline carries one
-//! more read when the guard asks ([`SharedStore::prepare_with`]): the
-//! fleet's log of the adaptive stage since this replica last read it
-//! ([`super::fleet`]), learned before the send is judged.
+//! after the answer, off the request path. While it runs, the guard reads
+//! the fleet's log of the adaptive stage since this replica last read it
+//! ([`super::fleet::Fleet::fresh`]: one read shared by the sends in
+//! flight), learned before the send is judged.
 //!
 //! Blocks are read from the near cache: every replica mirrors the shared
 //! block index into its local store every `store.near_cache`, so a send to
@@ -181,32 +181,14 @@ impl SharedStore {
         lock(&self.unsynced).len() + lock(&self.unremoved).len() + lock(&self.tripping).len()
     }
 
-    /// Runs the plan of one send in Redis (one pipeline) and returns the
-    /// view the policy judges it on.
+    /// Runs the plan of one send in Redis (one pipeline: one script on a
+    /// single Redis) and returns the view the policy judges it on.
     pub async fn prepare(self: &Arc<Self>, plan: Option<Plan>, now: Millis) -> SendView {
-        self.prepare_with(plan, now, None).await
-    }
-
-    /// [`SharedStore::prepare`] with `extra`, a read on another key (the
-    /// fleet's log since this replica last read it:
-    /// [`super::fleet::Fleet::tail_call`]), in the same pipeline; its
-    /// answer is [`SendView::take_extra`]. It is not asked when nothing is
-    /// judged (`plan` is `None`) or Redis is unavailable, and it never
-    /// changes how the send is judged: when the plan has nothing stateful,
-    /// it is the send's only call, and its failure leaves the send judged
-    /// as without it.
-    pub async fn prepare_with(
-        self: &Arc<Self>,
-        plan: Option<Plan>,
-        now: Millis,
-        extra: Option<Call<'static>>,
-    ) -> SendView {
         let mut view = SendView {
             shared: self.clone(),
             mode: Mode::Shared,
             now,
             st: Mutex::default(),
-            extra: None,
         };
         let Some(plan) = plan else {
             self.stats.shared.fetch_add(1, Ordering::Relaxed);
@@ -214,17 +196,14 @@ impl SharedStore {
         };
         if plan.backoff.is_none() && plan.limits.is_empty() && plan.spends.is_empty() {
             self.stats.shared.fetch_add(1, Ordering::Relaxed);
-            view.extra = self.extra_alone(extra).await;
             return view;
         }
         if !self.link.is_up() {
             view.mode = self.fallback();
             return view;
         }
-        let (mut calls, spend_calls) = plan_calls(&self.link, &plan, now);
-        let asked_extra = extra.is_some();
-        calls.extend(extra);
-        let mut answers = match redis_batch::eval_many(&self.link, calls).await {
+        let (calls, spend_calls) = plan_calls(&self.link, &plan, now);
+        let answers = match redis_batch::eval_many(&self.link, calls).await {
             Ok(a) => a,
             Err(e) => {
                 tracing::debug!(error = %e, "shared state unavailable for a send");
@@ -233,27 +212,9 @@ impl SharedStore {
             }
         };
         self.stats.shared.fetch_add(1, Ordering::Relaxed);
-        if asked_extra {
-            view.extra = answers.pop();
-        }
         let st = view.st.get_mut().unwrap_or_else(|p| p.into_inner());
         self.take_answers(st, plan, spend_calls, answers);
         view
-    }
-
-    /// The extra call of [`SharedStore::prepare_with`] as the send's only
-    /// call (its plan has nothing stateful): its answer, or `None` when
-    /// there is none to ask or Redis is unavailable.
-    async fn extra_alone(&self, extra: Option<Call<'static>>) -> Option<Result<Value, LinkError>> {
-        let (Some(c), true) = (extra, self.link.is_up()) else {
-            return None;
-        };
-        Some(match self.link.eval_many(&[c]).await {
-            Ok(mut a) => a
-                .pop()
-                .unwrap_or(Err(LinkError::Server("no answer".into()))),
-            Err(e) => Err(e),
-        })
     }
 
     /// Reads the pipeline's answers into the view's state, in the order of
@@ -798,8 +759,6 @@ pub struct SendView {
     mode: Mode,
     now: Millis,
     st: Mutex<ViewState>,
-    /// The answer to the extra call of [`SharedStore::prepare_with`].
-    extra: Option<Result<Value, LinkError>>,
 }
 
 impl SendView {
@@ -812,12 +771,6 @@ impl SendView {
     /// Whether the send was judged on local state for want of Redis.
     pub fn fell_back(&self) -> bool {
         self.mode != Mode::Shared
-    }
-
-    /// The answer to the extra call given to [`SharedStore::prepare_with`]
-    /// (`None` when it was not asked).
-    pub fn take_extra(&mut self) -> Option<Result<Value, LinkError>> {
-        self.extra.take()
     }
 
     fn local(&self) -> &MemoryStore {
