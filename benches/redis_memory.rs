@@ -10,6 +10,13 @@
 //!
 //!     cargo bench --bench redis_memory                 # 100k numbers
 //!     cargo bench --bench redis_memory -- 300000       # another count
+//!     cargo bench --bench redis_memory -- --cluster 3  # a 3-master Cluster
+//!
+//! On a Cluster the figures are summed over the masters, and each
+//! master's CPU per send is listed: a fleet is capped by its busiest
+//! master, so `sends_per_busiest_core_second` (sends judged per second of
+//! the busiest node's CPU) is what one Redis core per node can judge,
+//! comparable between a single Redis and a Cluster of any size.
 //!
 //! Policy: `bench/smsguard.toml` (as `bench/memory`). Send `n` goes to the
 //! n-th number of benches/common at simulated time T0 + n ms, 64 sends in
@@ -55,13 +62,127 @@ fn info_field(port: u16, section: &str, field: &str) -> u64 {
         .unwrap_or_else(|| panic!("INFO {section} has no {field}"))
 }
 
-/// The Redis server, stopped by PID however the bench ends.
-struct Server(std::process::Child);
+/// A Redis server of the bench, stopped by PID however the bench ends.
+struct Server {
+    child: std::process::Child,
+    port: u16,
+}
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts a `redis-server` on a free port of 127.0.0.1, in `dir` (its own
+/// subdirectory), never persisting, with `extra` arguments; waits for PING.
+fn start_server(dir: &Path, extra: &[&str]) -> Server {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let dir = dir.join(port.to_string());
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let server = Server {
+        child: Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--dir"])
+            .arg(&dir)
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server starts"),
+        port,
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !redis_cli(port, &["PING"]).contains("PONG") {
+        assert!(Instant::now() < deadline, "redis-server did not answer");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    server
+}
+
+/// `masters` masters of a Redis Cluster covering every slot, ready.
+fn start_cluster(dir: &Path, masters: usize) -> Vec<Server> {
+    let nodes: Vec<Server> = (0..masters)
+        .map(|_| {
+            let bus = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("a free port")
+                .port()
+                .to_string();
+            start_server(
+                dir,
+                &[
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    "--cluster-port",
+                    &bus,
+                ],
+            )
+        })
+        .collect();
+    let out = Command::new("redis-cli")
+        .args(["--cluster", "create"])
+        .args(nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)))
+        .args(["--cluster-replicas", "0", "--cluster-yes"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("redis-cli runs");
+    assert!(out.status.success(), "redis-cli --cluster create failed");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for n in &nodes {
+        while !redis_cli(n.port, &["CLUSTER", "INFO"]).contains("cluster_state:ok") {
+            assert!(Instant::now() < deadline, "the cluster is not ok");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    nodes
+}
+
+/// What one node did over the measured run.
+#[derive(Default, Clone)]
+struct Work {
+    memory: u64,
+    commands: u64,
+    scripts: u64,
+    cpu_us: u64,
+    usec: Vec<(String, u64, u64)>,
+}
+
+fn work(n: &Server) -> Work {
+    Work {
+        memory: info_field(n.port, "memory", "used_memory"),
+        commands: info_field(n.port, "stats", "total_commands_processed"),
+        scripts: command_calls(n.port, "evalsha"),
+        cpu_us: redis_cpu_us(n.child.id()),
+        usec: command_usec(n.port),
+    }
+}
+
+/// `after - before`, per field and per command.
+fn since(before: &Work, after: &Work) -> Work {
+    Work {
+        memory: after.memory.saturating_sub(before.memory),
+        commands: after.commands.saturating_sub(before.commands),
+        scripts: after.scripts.saturating_sub(before.scripts),
+        cpu_us: after.cpu_us.saturating_sub(before.cpu_us),
+        usec: after
+            .usec
+            .iter()
+            .map(|(name, calls, usec)| {
+                let (c0, u0) = before
+                    .usec
+                    .iter()
+                    .find(|(b, _, _)| b == name)
+                    .map_or((0, 0), |(_, c, u)| (*c, *u));
+                (name.clone(), calls.saturating_sub(c0), usec.saturating_sub(u0))
+            })
+            .collect(),
     }
 }
 
@@ -124,6 +245,16 @@ fn main() {
         .iter()
         .find_map(|a| a.parse().ok())
         .unwrap_or(if bench { 100_000 } else { 2_000 });
+    let masters: usize = args
+        .iter()
+        .position(|a| a == "--cluster")
+        .map(|i| {
+            args.get(i + 1)
+                .and_then(|m| m.parse().ok())
+                .filter(|m| *m >= 3)
+                .expect("--cluster takes a number of masters, 3 or more")
+        })
+        .unwrap_or(0);
     if Command::new("redis-server")
         .arg("--version")
         .stdout(Stdio::null())
@@ -136,34 +267,29 @@ fn main() {
         eprintln!("skipped: redis-server is not installed");
         return;
     }
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
     let dir = std::env::temp_dir().join(format!("smsguard-redis-memory-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
-    let server = Server(
-        Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no", "--dir"])
-            .arg(&dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server starts"),
-    );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !redis_cli(port, &["PING"]).contains("PONG") {
-        assert!(Instant::now() < deadline, "redis-server did not answer");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let nodes = if masters > 0 {
+        start_cluster(&dir, masters)
+    } else {
+        vec![start_server(&dir, &[])]
+    };
 
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/smsguard.toml");
     let text = std::fs::read_to_string(&path).expect("bench/smsguard.toml");
-    // Its [store] section, sharing through this Redis.
+    // Its [store] section, sharing through this Redis or Cluster.
+    let at = if masters > 0 {
+        let seeds: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("\"redis://127.0.0.1:{}\"", n.port))
+            .collect();
+        format!("redis_cluster = [{}]", seeds.join(", "))
+    } else {
+        format!("redis = \"redis://127.0.0.1:{}/0\"", nodes[0].port)
+    };
     let text = text.replacen(
         "[store]\n",
-        &format!("[store]\nredis = \"redis://127.0.0.1:{port}/0\"\ntimeout = \"2s\"\n"),
+        &format!("[store]\n{at}\ntimeout = \"2s\"\n"),
         1,
     );
     assert!(
@@ -189,12 +315,8 @@ fn main() {
         // The adaptive stage's log, as the guard writes it.
         let fleet = Fleet::start(link.clone(), Arc::new(smsguard::base::clock::SystemClock));
         let classifier = Arc::new(Classifier::new(config.numbers.cache));
-        let base_memory = info_field(port, "memory", "used_memory");
-        let base_commands = info_field(port, "stats", "total_commands_processed");
-        let base_scripts = command_calls(port, "evalsha");
+        let before: Vec<Work> = nodes.iter().map(work).collect();
         let base_rt = link.stats().round_trips.load(Ordering::Relaxed);
-        let base_cpu = redis_cpu_us(server.0.id());
-        let base_usec = command_usec(port);
         let started = Instant::now();
         let mut tasks = Vec::new();
         for t in 0..IN_FLIGHT {
@@ -256,30 +378,43 @@ fn main() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let log_key = format!("{}{{fleet}}:log", config.store.prefix);
-        let log_bytes: u64 = redis_cli(port, &["MEMORY", "USAGE", &log_key, "SAMPLES", "0"])
-            .trim()
-            .parse()
-            .unwrap_or(0);
+        let log_bytes: u64 = nodes
+            .iter()
+            .map(|n| {
+                redis_cli(n.port, &["MEMORY", "USAGE", &log_key, "SAMPLES", "0"])
+                    .trim()
+                    .parse::<u64>()
+                    .unwrap_or(0)
+            })
+            .sum();
         let logged = fleet.stats.published.load(Ordering::Relaxed);
-        let memory = info_field(port, "memory", "used_memory").saturating_sub(base_memory);
-        // Redis counts the commands scripts run too.
-        let commands =
-            info_field(port, "stats", "total_commands_processed").saturating_sub(base_commands);
-        let scripts = command_calls(port, "evalsha").saturating_sub(base_scripts);
         let rt = link.stats().round_trips.load(Ordering::Relaxed) - base_rt;
-        let cpu = redis_cpu_us(server.0.id()).saturating_sub(base_cpu);
+        let done: Vec<Work> = nodes
+            .iter()
+            .zip(&before)
+            .map(|(n, b)| since(b, &work(n)))
+            .collect();
+        // Redis counts the commands scripts run too.
+        let memory: u64 = done.iter().map(|w| w.memory).sum();
+        let commands: u64 = done.iter().map(|w| w.commands).sum();
+        let scripts: u64 = done.iter().map(|w| w.scripts).sum();
+        let cpu: u64 = done.iter().map(|w| w.cpu_us).sum();
+        let busiest = done.iter().map(|w| w.cpu_us).max().unwrap_or(0);
         // Where Redis's time went, per command (scripts include the
-        // commands they call), to stderr: calls and microseconds per send.
+        // commands they call), to stderr: calls and microseconds per send,
+        // over every node.
         let mut script_usec = 0;
-        for (name, calls, usec) in command_usec(port) {
-            let (c0, u0) = base_usec
-                .iter()
-                .find(|(b, _, _)| *b == name)
-                .map_or((0, 0), |(_, c, u)| (*c, *u));
-            let (calls, usec) = (calls.saturating_sub(c0), usec.saturating_sub(u0));
-            if calls == 0 {
-                continue;
+        let mut per: Vec<(String, u64, u64)> = Vec::new();
+        for (name, calls, usec) in done.iter().flat_map(|w| w.usec.iter().cloned()) {
+            match per.iter_mut().find(|(n, _, _)| *n == name) {
+                Some(p) => {
+                    p.1 += calls;
+                    p.2 += usec;
+                }
+                None => per.push((name, calls, usec)),
             }
+        }
+        for (name, calls, usec) in per.into_iter().filter(|p| p.1 > 0) {
             if name == "evalsha" {
                 script_usec = usec;
             }
@@ -289,18 +424,33 @@ fn main() {
                 usec as f64 / numbers as f64
             );
         }
-        let keys: u64 = redis_cli(port, &["DBSIZE"]).trim().parse().unwrap_or(0);
-        let fallback = shared.stats.fallback.load(Ordering::Relaxed);
         let n = numbers as f64;
+        let per_node: Vec<String> = done
+            .iter()
+            .map(|w| format!("{:.1}", w.cpu_us as f64 / n))
+            .collect();
+        let keys: u64 = nodes
+            .iter()
+            .map(|node| {
+                redis_cli(node.port, &["DBSIZE"])
+                    .trim()
+                    .parse::<u64>()
+                    .unwrap_or(0)
+            })
+            .sum();
+        let fallback = shared.stats.fallback.load(Ordering::Relaxed);
         (
             format!(
-                "{{\"numbers\":{numbers},\"forwarded\":{forwarded},\"redis_used_memory_bytes\":{memory},\"bytes_per_number\":{:.0},\"keys\":{keys},\"keys_per_number\":{:.2},\"scripts_per_send\":{:.2},\"redis_commands_per_send\":{:.2},\"round_trips_per_send\":{:.2},\"redis_cpu_us_per_send\":{:.1},\"script_us_per_send\":{:.1},\"fallback\":{fallback},\"log_events\":{logged},\"log_bytes_per_event\":{:.0},\"sends_per_second\":{:.0}}}",
+                "{{\"numbers\":{numbers},\"masters\":{},\"forwarded\":{forwarded},\"redis_used_memory_bytes\":{memory},\"bytes_per_number\":{:.0},\"keys\":{keys},\"keys_per_number\":{:.2},\"scripts_per_send\":{:.2},\"redis_commands_per_send\":{:.2},\"round_trips_per_send\":{:.2},\"redis_cpu_us_per_send\":{:.1},\"redis_cpu_us_per_send_per_node\":[{}],\"sends_per_busiest_core_second\":{:.0},\"script_us_per_send\":{:.1},\"fallback\":{fallback},\"log_events\":{logged},\"log_bytes_per_event\":{:.0},\"sends_per_second\":{:.0}}}",
+                nodes.len(),
                 memory as f64 / n,
                 keys as f64 / n,
                 scripts as f64 / n,
                 commands as f64 / n,
                 rt as f64 / n,
                 cpu as f64 / n,
+                per_node.join(","),
+                n / (busiest.max(1) as f64 / 1e6),
                 script_usec as f64 / n,
                 log_bytes as f64 / logged.max(1) as f64,
                 n / seconds
@@ -308,7 +458,7 @@ fn main() {
             fallback,
         )
     });
-    drop(server);
+    drop(nodes);
     let _ = std::fs::remove_dir_all(&dir);
     println!("{}", report.0);
     if report.1 > 0 {

@@ -48,9 +48,9 @@ local out = {}
 local k, a = 1, 2
 for i = 1, tonumber(ARGV[1]) do
   local code, nk, na = ARGV[a], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
-  local keys, args = {}, {}
-  for j = 1, nk do keys[j] = KEYS[k + j - 1] end
-  for j = 1, na do args[j] = ARGV[a + 2 + j] end
+  local keys
+  if nk == 1 then keys = {KEYS[k]} else keys = {unpack(KEYS, k, k + nk - 1)} end
+  local args = {unpack(ARGV, a + 3, a + 2 + na)}
   k, a = k + nk, a + 3 + na
   local ok, r = pcall(op[code], keys, args)
   if ok then
