@@ -180,7 +180,11 @@ fn since(before: &Work, after: &Work) -> Work {
                     .iter()
                     .find(|(b, _, _)| b == name)
                     .map_or((0, 0), |(_, c, u)| (*c, *u));
-                (name.clone(), calls.saturating_sub(c0), usec.saturating_sub(u0))
+                (
+                    name.clone(),
+                    calls.saturating_sub(c0),
+                    usec.saturating_sub(u0),
+                )
             })
             .collect(),
     }

@@ -1030,6 +1030,93 @@ async fn a_sends_calls_run_as_one_script_and_answer_as_pipelined() {
     assert!(ops::spent(&link, "batched:hour").await.unwrap() > 1_000_000 - 7_900);
 }
 
+/// A number's backoff step and its own limit counter kept in one hash
+/// (`backoff_hit`, `hash_unhit`) answer exactly what the backoff hash and a
+/// counter key of its own answer, step after step: judged, counted, some
+/// attempts taken back and some reservations given back; the hash lives
+/// as long as the longer of the two would, and no counter key is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_numbers_backoff_and_own_counter_in_one_hash_answer_as_in_two_keys() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let link = link(Target::Server(&server), "2s").await;
+    // Backoff forgets a number after two minutes; its counter keeps an
+    // hour: the hash must live as long as the counter.
+    let b = backoff_after_one(3_600, 120);
+    let params = BackoffParams::new(&b, Action::Shadow);
+    let periods = [60_000, 3_600_000];
+    let mut rng = Rng(29);
+    let mut last = String::new();
+    let mut now = T0;
+    let mut given_back = 0;
+    for step in 0..400 {
+        now += rng.below(30_000);
+        let n = format!("+1415555{:04}", rng.below(10));
+        last.clone_from(&n);
+        let two = link
+            .eval_many(&[
+                ops::backoff_judge_call(&link, &format!("two:{n}"), now, &params),
+                ops::hit_call(&link, &format!("two:number={n}"), &periods, now),
+            ])
+            .await
+            .unwrap();
+        let one = link
+            .eval_many(&[ops::backoff_hit_call(
+                &link,
+                &format!("one:{n}"),
+                now,
+                &params,
+                "number=",
+                &periods,
+            )])
+            .await
+            .unwrap();
+        let mut two = two.into_iter();
+        let judged = ops::read_backoff_judge(two.next().unwrap().unwrap()).unwrap();
+        let counts = ops::read_hit(two.next().unwrap().unwrap(), 2).unwrap();
+        let (judged1, counts1) =
+            ops::read_backoff_hit(one.into_iter().next().unwrap().unwrap(), 2).unwrap();
+        assert_eq!(format!("{judged:?}"), format!("{judged1:?}"), "step {step}");
+        assert_eq!(counts, counts1, "step {step}");
+        // Now and then the attempt is taken back, or its reservation given
+        // back, on both sides.
+        if rng.below(3) == 0 {
+            let back = link
+                .eval_many(&[
+                    ops::unhit_call(&link, &format!("two:number={n}"), &periods, now),
+                    ops::hash_unhit_call(&link, &format!("one:{n}"), "number=", &periods, now),
+                ])
+                .await
+                .unwrap();
+            let back: Vec<String> = back.into_iter().map(|r| format!("{r:?}")).collect();
+            assert_eq!(back[0], back[1], "step {step}");
+            given_back += 1;
+        }
+        if let (Some(r), 0) = (judged.reservation, rng.below(4)) {
+            let undo = link
+                .eval_many(&[
+                    ops::backoff_undo_call(&link, &format!("two:{n}"), &r),
+                    ops::backoff_undo_call(&link, &format!("one:{n}"), &r),
+                ])
+                .await
+                .unwrap();
+            let undo: Vec<String> = undo.into_iter().map(|r| format!("{r:?}")).collect();
+            assert_eq!(undo[0], undo[1], "step {step}");
+        }
+    }
+    assert!(given_back > 50);
+    // One key per number: no counter key of its own.
+    assert_eq!(server.cli(&["KEYS", "smsguard:c:{one:*"]).trim(), "");
+    // The hash expires with the longer need, here its counter's.
+    let one = pttl(&server, &format!("smsguard:k:{{one:{last}}}"));
+    let counter = pttl(&server, &format!("smsguard:c:{{two:number={last}}}"));
+    let backoff = pttl(&server, &format!("smsguard:k:{{two:{last}}}"));
+    assert!(backoff > 0 && backoff <= 120_000, "{backoff}");
+    assert!((one - counter).abs() < 5_000, "{one} vs {counter}");
+    assert!(one > backoff, "{one} vs {backoff}");
+}
+
 /// A call whose key holds the wrong type fails alone: the batch answers
 /// an error for it and the other calls' answers as ever.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

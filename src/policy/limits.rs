@@ -9,11 +9,14 @@ use std::sync::Arc;
 use super::blocks::Escalation;
 use super::{Attempt, Policy, Reason, Stage, Step, Verdict};
 use crate::base::clock::{ms, Millis};
-use crate::config::{Action, Config, KeySpec, Rate};
+use crate::config::{Action, Config, KeyPart, KeySpec, Rate};
 use crate::store::Store;
 
 /// Most rates one limit may have (`config` refuses more).
 pub(crate) const MAX_RATES: usize = 8;
+
+/// A limit's counter key and its periods, for a send's plan.
+pub(crate) type CounterKey = (String, Vec<Millis>);
 
 struct Limit {
     name: String,
@@ -70,17 +73,23 @@ impl Limits {
             .collect()
     }
 
-    /// The counter key and periods of every limit that applies to `a`.
-    pub(crate) fn keys(&self, a: &Attempt) -> Vec<(String, Vec<Millis>)> {
+    /// The counter key and periods of every limit that applies to `a`, and
+    /// the first limit counted on the number alone (`key = "to"`): its
+    /// place among them and what its keys start with (`name=`).
+    pub(crate) fn keys(&self, a: &Attempt) -> (Vec<CounterKey>, Option<(usize, String)>) {
         let mut out = Vec::with_capacity(self.limits.len());
+        let mut by_number = None;
         for l in &self.limits {
             let mut key = l.counter.clone();
             if a.write_key(&l.key, &mut key) {
+                if by_number.is_none() && l.key.parts == [KeyPart::To] {
+                    by_number = Some((out.len(), l.counter.clone()));
+                }
                 let n = l.periods.len().min(MAX_RATES);
                 out.push((key, l.periods[..n].to_vec()));
             }
         }
-        out
+        (out, by_number)
     }
 
     pub(crate) fn check(

@@ -670,12 +670,14 @@ impl Policy {
                 }
             }
         }
+        let (limits, by_number) = self.limits.keys(a);
         Some(Plan {
             backoff: self
                 .backoff
                 .as_ref()
                 .map(|b| (a.to.e164.clone(), b.params())),
-            limits: self.limits.keys(a),
+            limits,
+            by_number,
             spends: self
                 .budget
                 .as_ref()

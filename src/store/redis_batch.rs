@@ -29,7 +29,7 @@ use super::redis_ops as ops;
 
 /// The operations a batch can run: code, script, body. The bodies use
 /// only the shared helpers defined once at the top of [`BATCH`].
-fn operations() -> [(&'static str, &'static Script, &'static str); 6] {
+fn operations() -> [(&'static str, &'static Script, &'static str); 8] {
     [
         ("h", &ops::HIT, ops::HIT_LUA),
         ("u", &ops::UNHIT, ops::UNHIT_LUA),
@@ -37,6 +37,8 @@ fn operations() -> [(&'static str, &'static Script, &'static str); 6] {
         ("r", &ops::REFUND, ops::REFUND_LUA),
         ("b", &ops::BACKOFF_JUDGE, ops::BACKOFF_JUDGE_LUA),
         ("d", &ops::BACKOFF_UNDO, ops::BACKOFF_UNDO_LUA),
+        ("bh", &ops::BACKOFF_HIT, ops::BACKOFF_HIT_LUA),
+        ("hu", &ops::HASH_UNHIT, ops::HASH_UNHIT_LUA),
     ]
 }
 
@@ -71,6 +73,7 @@ fn batch_text() -> String {
         ops::LUA_PRELUDE,
         ops::LUA_POWI,
         ops::LUA_COUNTERS,
+        ops::LUA_BACKOFF,
         ops::LUA_LE,
     ]
     .concat();

@@ -18,7 +18,7 @@
 //! | `P s:{K}`          | string | spend total (millionths), exact integer           |
 //! | `P b:{K}`          | hash   | a block: `since`, `until`, `rule`, `action`, `offence` |
 //! | `P o:{K}`          | hash   | offences: `count`, `last`                         |
-//! | `P k:{K}`          | hash   | backoff: `s` sends, `l` last sent, `a` last attempt |
+//! | `P k:{K}`          | hash   | a number's backoff: `s` sends, `l` last sent, `a` last attempt; and the counter of its own limit (`key = "to"`), a field named as the limit's counter keys start (`number=`), in `P c:{K}`'s layout: one key per number |
 //! | `P{blocks}:until`  | zset   | index of blocks: member `K`, score `until`        |
 //! | `P{blocks}:entries`| hash   | index of blocks: `K` → `since|until|offence|action|rule` |
 //! | `P{blocks}:kinds`  | hash   | blocks in the index per kind (`prefix:8`)         |
@@ -107,6 +107,63 @@ local function encode(rates)
   end
   return table.concat(parts)
 end
+local function hit_rates(cur, now, periods)
+  local n = #periods
+  local rates = counters(cur, n)
+  local out, live = {}, 0
+  for i = 1, n do
+    local period = periods[i]
+    local w = math.max(math.ceil(period / 6), 1)
+    local idx = math.floor(now / w)
+    local r = rates[i]
+    local c = {0, 0, 0, 0, 0, 0, 0}
+    local t = idx
+    if r then
+      local p, rt = r[1], r[2]
+      if p ~= period then
+        -- A new period: what still counted under the old one counts on.
+        local age = math.max(math.floor(now / math.max(math.ceil(p / 6), 1)) - rt, 0)
+        local carried = 0
+        for k = 0, 6 - age do carried = carried + r[3 + k] end
+        c[1] = math.min(carried, 4294967295)
+      elseif idx > rt then
+        local shift = idx - rt
+        for k = shift, 6 do c[k + 1] = r[3 + k - shift] end
+      else
+        for k = 0, 6 do c[k + 1] = r[3 + k] end
+        t = rt
+      end
+    end
+    if c[1] < 4294967295 then c[1] = c[1] + 1 end
+    local sum = 0
+    for k = 1, 7 do sum = sum + c[k] end
+    out[i] = sum
+    live = math.max(live, (t + 7) * w)
+    rates[i] = {period, t, c[1], c[2], c[3], c[4], c[5], c[6], c[7]}
+  end
+  return rates, out, live
+end
+local function unhit_rates(rates, at, periods)
+  local done = 0
+  for i = 1, #periods do
+    local period = periods[i]
+    local r = rates[i]
+    if r[1] == period then
+      local w = math.max(math.ceil(period / 6), 1)
+      local k = r[2] - math.min(math.floor(at / w), r[2])
+      if k <= 6 and r[3 + k] > 0 then
+        r[3 + k] = r[3 + k] - 1
+        done = done + 1
+      end
+    end
+  end
+  return done
+end
+local function numbers_from(args, first)
+  local v = {}
+  for i = first, #args do v[i - first + 1] = tonumber(args[i]) end
+  return v
+end
 "#;
 
 /// `hit`: KEYS[1] the counter string; ARGV[1] now, ARGV[2..] the periods.
@@ -118,42 +175,9 @@ end
 /// old one into its newest slot. One string per key (`LUA_COUNTERS`'s
 /// layout): a GET and a SET however many rates.
 pub(super) const HIT_LUA: &str = r#"
-local key = KEYS[1]
 local now = tonumber(ARGV[1])
-local n = #ARGV - 1
-local rates = counters(redis.call('GET', key), n)
-local out, live = {}, 0
-for i = 1, n do
-  local period = tonumber(ARGV[i + 1])
-  local w = math.max(math.ceil(period / 6), 1)
-  local idx = math.floor(now / w)
-  local r = rates[i]
-  local c = {0, 0, 0, 0, 0, 0, 0}
-  local t = idx
-  if r then
-    local p, rt = r[1], r[2]
-    if p ~= period then
-      -- A new period: what still counted under the old one counts on.
-      local age = math.max(math.floor(now / math.max(math.ceil(p / 6), 1)) - rt, 0)
-      local carried = 0
-      for k = 0, 6 - age do carried = carried + r[3 + k] end
-      c[1] = math.min(carried, 4294967295)
-    elseif idx > rt then
-      local shift = idx - rt
-      for k = shift, 6 do c[k + 1] = r[3 + k - shift] end
-    else
-      for k = 0, 6 do c[k + 1] = r[3 + k] end
-      t = rt
-    end
-  end
-  if c[1] < 4294967295 then c[1] = c[1] + 1 end
-  local sum = 0
-  for k = 1, 7 do sum = sum + c[k] end
-  out[i] = sum
-  live = math.max(live, (t + 7) * w)
-  rates[i] = {period, t, c[1], c[2], c[3], c[4], c[5], c[6], c[7]}
-end
-redis.call('SET', key, encode(rates), 'PX', ttl(live - now))
+local rates, out, live = hit_rates(redis.call('GET', KEYS[1]), now, numbers_from(ARGV, 2))
+redis.call('SET', KEYS[1], encode(rates), 'PX', ttl(live - now))
 return out
 "#;
 
@@ -163,25 +187,23 @@ return out
 /// (an attempt a later stage showed was never made, say one that backoff
 /// stopped). Returns how many rates gave one back.
 pub(super) const UNHIT_LUA: &str = r#"
-local key = KEYS[1]
-local at = tonumber(ARGV[1])
-local n = #ARGV - 1
-local rates = counters(redis.call('GET', key), n)
-if #rates ~= n then return 0 end
-local done = 0
-for i = 1, n do
-  local period = tonumber(ARGV[i + 1])
-  local r = rates[i]
-  if r[1] == period then
-    local w = math.max(math.ceil(period / 6), 1)
-    local k = r[2] - math.min(math.floor(at / w), r[2])
-    if k <= 6 and r[3 + k] > 0 then
-      r[3 + k] = r[3 + k] - 1
-      done = done + 1
-    end
-  end
-end
-if done > 0 then redis.call('SET', key, encode(rates), 'KEEPTTL') end
+local periods = numbers_from(ARGV, 2)
+local rates = counters(redis.call('GET', KEYS[1]), #periods)
+if #rates ~= #periods then return 0 end
+local done = unhit_rates(rates, tonumber(ARGV[1]), periods)
+if done > 0 then redis.call('SET', KEYS[1], encode(rates), 'KEEPTTL') end
+return done
+"#;
+
+/// `hash_unhit`: [`UNHIT_LUA`] on a counter kept as field ARGV[1] of the
+/// hash KEYS[1] (a number's own counter, in its backoff hash); ARGV[2]
+/// when the attempt was counted, ARGV[3..] the periods.
+pub(super) const HASH_UNHIT_LUA: &str = r#"
+local periods = numbers_from(ARGV, 3)
+local rates = counters(redis.call('HGET', KEYS[1], ARGV[1]), #periods)
+if #rates ~= #periods then return 0 end
+local done = unhit_rates(rates, tonumber(ARGV[2]), periods)
+if done > 0 then redis.call('HSET', KEYS[1], ARGV[1], encode(rates)) end
 return done
 "#;
 
@@ -395,6 +417,46 @@ redis.call('HSET', KEYS[2], ARGV[2], ARGV[4])
 return 1
 "#;
 
+/// The backoff step shared by [`BACKOFF_JUDGE_LUA`] and
+/// [`BACKOFF_HIT_LUA`]: from the arguments of `backoff_judge` (`A`) and
+/// the state read (`got`: sends, last sent, last attempt), the state to
+/// write and the reply.
+pub(super) const LUA_BACKOFF: &str = r#"
+local function backoff_step(A, got)
+  local now, free, base = tonumber(A[1]), tonumber(A[2]), tonumber(A[3])
+  local factor, max, reset = tonumber(A[4]), tonumber(A[5]), tonumber(A[6])
+  local hold, blocks = tonumber(A[7]), A[8] == '1'
+  local function wait(sends)
+    local k = math.min(math.max(sends - free, 0), 1000)
+    local w = base * powi(factor, k)
+    if w == w and w ~= math.huge and w < max then return math.floor(w) end
+    return max
+  end
+  local s, l, a = tonumber(got[1]) or 0, tonumber(got[2]) or 0, tonumber(got[3]) or 0
+  if s > 0 and math.max(now - a, 0) >= reset then s, l, a = 0, 0, 0 end
+  local bs, bl, ba = s, l, a
+  a = now
+  local outcome, v = 0, 0
+  if bs >= free then
+    local ready_at = bl + wait(bs)
+    if now < ready_at then
+      v = ready_at - now
+      if hold >= 0 and v <= hold then outcome = 1 else outcome = 2 end
+    end
+  end
+  local at = now
+  if outcome == 1 then at = now + v end
+  local reserved = 1
+  if outcome == 2 and blocks then
+    reserved = 0
+  else
+    s = math.min(bs + 1, 4294967295)
+    l = at
+  end
+  return {'s', f(s), 'l', f(l), 'a', f(a)}, {f(bs), f(bl), f(ba), outcome, f(v), reserved, f(at)}
+end
+"#;
+
 /// `backoff_judge`: KEYS[1] the backoff hash; ARGV now, free, base,
 /// factor, max, reset_after, hold_up_to (-1: none), blocks (1/0). What
 /// `Backoff::check` in src/policy/backoff.rs does inside `store.backoff`.
@@ -403,40 +465,27 @@ return 1
 /// Returns {sends, last_sent, last_attempt (before), outcome (0 ready,
 /// 1 hold, 2 wait), hold or wait ms, reserved (1/0), at}.
 pub(super) const BACKOFF_JUDGE_LUA: &str = r#"
-local now, free, base = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local factor, max, reset = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
-local hold, blocks = tonumber(ARGV[7]), ARGV[8] == '1'
-local function wait(sends)
-  local k = math.min(math.max(sends - free, 0), 1000)
-  local w = base * powi(factor, k)
-  if w == w and w ~= math.huge and w < max then return math.floor(w) end
-  return max
-end
-local got = redis.call('HMGET', KEYS[1], 's', 'l', 'a')
-local s, l, a = tonumber(got[1]) or 0, tonumber(got[2]) or 0, tonumber(got[3]) or 0
-if s > 0 and math.max(now - a, 0) >= reset then s, l, a = 0, 0, 0 end
-local bs, bl, ba = s, l, a
-a = now
-local outcome, v = 0, 0
-if bs >= free then
-  local ready_at = bl + wait(bs)
-  if now < ready_at then
-    v = ready_at - now
-    if hold >= 0 and v <= hold then outcome = 1 else outcome = 2 end
-  end
-end
-local at = now
-if outcome == 1 then at = now + v end
-local reserved = 1
-if outcome == 2 and blocks then
-  reserved = 0
-else
-  s = math.min(bs + 1, 4294967295)
-  l = at
-end
-redis.call('HSET', KEYS[1], 's', f(s), 'l', f(l), 'a', f(a))
-redis.call('PEXPIRE', KEYS[1], ttl(reset))
-return {f(bs), f(bl), f(ba), outcome, f(v), reserved, f(at)}
+local set, reply = backoff_step(ARGV, redis.call('HMGET', KEYS[1], 's', 'l', 'a'))
+redis.call('HSET', KEYS[1], unpack(set))
+redis.call('PEXPIRE', KEYS[1], ttl(tonumber(ARGV[6])))
+return reply
+"#;
+
+/// `backoff_hit`: `backoff_judge` and `hit` in one, on a number whose own
+/// limit counter is kept in its backoff hash (one key for both): KEYS[1]
+/// the hash; ARGV[1..8] as `backoff_judge`; ARGV[9] the counter's field;
+/// ARGV[10..] its periods. The hash lives as long as the longer of the
+/// two needs it. Replies `backoff_judge`'s seven values, then the counts.
+pub(super) const BACKOFF_HIT_LUA: &str = r#"
+local got = redis.call('HMGET', KEYS[1], 's', 'l', 'a', ARGV[9])
+local set, reply = backoff_step(ARGV, got)
+local now = tonumber(ARGV[1])
+local rates, out, live = hit_rates(got[4], now, numbers_from(ARGV, 10))
+set[7], set[8] = ARGV[9], encode(rates)
+redis.call('HSET', KEYS[1], unpack(set))
+redis.call('PEXPIRE', KEYS[1], ttl(math.max(tonumber(ARGV[6]), live - now)))
+for i = 1, #out do reply[7 + i] = out[i] end
+return reply
 "#;
 
 /// `backoff_undo`: KEYS[1]; ARGV before.sends, before.last_sent, at.
@@ -460,6 +509,17 @@ fn script(parts: &[&str]) -> Script {
 pub static HIT: LazyLock<Script> = LazyLock::new(|| script(&[LUA_PRELUDE, LUA_COUNTERS, HIT_LUA]));
 pub static UNHIT: LazyLock<Script> =
     LazyLock::new(|| script(&[LUA_PRELUDE, LUA_COUNTERS, UNHIT_LUA]));
+pub static HASH_UNHIT: LazyLock<Script> =
+    LazyLock::new(|| script(&[LUA_PRELUDE, LUA_COUNTERS, HASH_UNHIT_LUA]));
+pub static BACKOFF_HIT: LazyLock<Script> = LazyLock::new(|| {
+    script(&[
+        LUA_PRELUDE,
+        LUA_POWI,
+        LUA_COUNTERS,
+        LUA_BACKOFF,
+        BACKOFF_HIT_LUA,
+    ])
+});
 pub static SPEND: LazyLock<Script> = LazyLock::new(|| script(&[LUA_LE, SPEND_LUA]));
 pub static REFUND: LazyLock<Script> = LazyLock::new(|| script(&[LUA_LE, REFUND_LUA]));
 pub static GET: LazyLock<Script> = LazyLock::new(|| Script::new(GET_LUA));
@@ -474,7 +534,7 @@ pub static INDEX_LIST: LazyLock<Script> = LazyLock::new(|| script(&[LUA_INDEX, I
 pub static MAY_BLOCK: LazyLock<Script> = LazyLock::new(|| Script::new(MAY_BLOCK_LUA));
 pub static OFFEND: LazyLock<Script> = LazyLock::new(|| script(&[LUA_PRELUDE, OFFEND_LUA]));
 pub static BACKOFF_JUDGE: LazyLock<Script> =
-    LazyLock::new(|| script(&[LUA_PRELUDE, LUA_POWI, BACKOFF_JUDGE_LUA]));
+    LazyLock::new(|| script(&[LUA_PRELUDE, LUA_POWI, LUA_BACKOFF, BACKOFF_JUDGE_LUA]));
 pub static TRIP: LazyLock<Script> = LazyLock::new(|| script(&[LUA_PRELUDE, LUA_POWI, TRIP_LUA]));
 pub static INDEX_TRIP: LazyLock<Script> = LazyLock::new(|| script(&[LUA_INDEX, INDEX_TRIP_LUA]));
 pub static BACKOFF_UNDO: LazyLock<Script> =
@@ -1033,6 +1093,66 @@ pub fn read_backoff_judge(v: Value) -> Result<BackoffJudgement, LinkError> {
         decision,
         reservation: (reserved == 1).then_some(BackoffReservation { before, at }),
     })
+}
+
+/// The call of `backoff_judge` and `hit` in one ([`BACKOFF_HIT_LUA`]):
+/// the backoff step of number `key` and the hit on its own limit counter,
+/// kept as `field` of the number's backoff hash rather than a key of its
+/// own. Read the answer with [`read_backoff_hit`]; take a hit back with
+/// [`hash_unhit_call`].
+pub fn backoff_hit_call(
+    link: &RedisLink,
+    key: &str,
+    now: Millis,
+    params: &BackoffParams,
+    field: &str,
+    periods: &[Millis],
+) -> Call<'static> {
+    let mut args = Vec::with_capacity(9 + periods.len());
+    args.extend(params.args(now));
+    args.push(field.to_string());
+    args.extend(periods.iter().map(|p| p.to_string()));
+    Call {
+        script: &BACKOFF_HIT,
+        keys: vec![self::key(link, table::BACKOFF, key)],
+        args,
+    }
+}
+
+/// Reads the answer of a [`backoff_hit_call`] with `n` periods: the
+/// backoff judgement and the counts.
+pub fn read_backoff_hit(v: Value, n: usize) -> Result<(BackoffJudgement, Vec<u64>), LinkError> {
+    let mut a = array(v, "backoff_hit")?;
+    if a.len() != 7 + n {
+        return Err(LinkError::Server(format!(
+            "backoff_hit answered {} values for {n} periods",
+            a.len()
+        )));
+    }
+    let counts = a.split_off(7);
+    let judged = read_backoff_judge(Value::Array(a))?;
+    let counts = read_hit(Value::Array(counts), n)?;
+    Ok((judged, counts))
+}
+
+/// Takes back one attempt that [`backoff_hit_call`] counted at `at` in
+/// the counter kept as `field` of number `key`'s backoff hash.
+pub fn hash_unhit_call(
+    link: &RedisLink,
+    key: &str,
+    field: &str,
+    periods: &[Millis],
+    at: Millis,
+) -> Call<'static> {
+    let mut args = Vec::with_capacity(2 + periods.len());
+    args.push(field.to_string());
+    args.push(at.to_string());
+    args.extend(periods.iter().map(|p| p.to_string()));
+    Call {
+        script: &HASH_UNHIT,
+        keys: vec![self::key(link, table::BACKOFF, key)],
+        args,
+    }
 }
 
 /// Gives back a reserved slot (`Backoff::undo`): only when no other send

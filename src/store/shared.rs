@@ -67,6 +67,11 @@ pub struct Plan {
     pub backoff: Option<(String, super::redis_ops::BackoffParams)>,
     /// Each limit counter and its periods.
     pub limits: Vec<(String, Vec<Millis>)>,
+    /// The limit of `limits` counted on the number alone (its place, and
+    /// what its counter keys start with). With a backoff stage, Redis keeps
+    /// its counter in the number's backoff hash, as the field named by
+    /// that start: one key and one operation for both.
+    pub by_number: Option<(usize, String)>,
     /// Each budget window the send would spend in.
     pub spends: Vec<PlannedSpend>,
 }
@@ -228,11 +233,29 @@ impl SharedStore {
         answers: Vec<Result<Value, LinkError>>,
     ) {
         let mut answers = answers.into_iter();
-        if let Some((key, _)) = plan.backoff {
-            match answers.next().map(|a| a.and_then(ops::read_backoff_judge)) {
+        let merged = merged(&plan).map(|(i, field)| (i, field.to_string()));
+        // The number's own counter, answered with its backoff step.
+        let mut number_counts = None;
+        if let Some((key, _)) = &plan.backoff {
+            let judged = match &merged {
+                Some((i, _)) => {
+                    let n = plan.limits[*i].1.len();
+                    answers
+                        .next()
+                        .map(|a| a.and_then(|v| ops::read_backoff_hit(v, n)))
+                        .map(|r| {
+                            r.map(|(judged, counts)| {
+                                number_counts = Some(counts);
+                                judged
+                            })
+                        })
+                }
+                None => answers.next().map(|a| a.and_then(ops::read_backoff_judge)),
+            };
+            match judged {
                 Some(Ok(judged)) => {
                     st.backoff = Some(PreBackoff {
-                        key,
+                        key: key.clone(),
                         cur: judged.before,
                         judged,
                         touched: false,
@@ -241,7 +264,21 @@ impl SharedStore {
                 other => self.unreadable("backoff", other.and_then(Result::err)),
             }
         }
-        for (key, periods) in plan.limits {
+        let number = plan.backoff.map(|(key, _)| key);
+        for (i, (key, periods)) in plan.limits.into_iter().enumerate() {
+            if let Some((_, field)) = merged.as_ref().filter(|(m, _)| *m == i) {
+                // Unreadable with the backoff step: reported there.
+                if let (Some(counts), Some(number)) = (number_counts.take(), &number) {
+                    st.hits.push(PreHit {
+                        key,
+                        periods,
+                        counts,
+                        used: false,
+                        in_number: Some((number.clone(), field.clone())),
+                    });
+                }
+                continue;
+            }
             match answers
                 .next()
                 .map(|a| a.and_then(|v| ops::read_hit(v, periods.len())))
@@ -251,6 +288,7 @@ impl SharedStore {
                     periods,
                     counts,
                     used: false,
+                    in_number: None,
                 }),
                 other => self.unreadable("hit", other.and_then(Result::err)),
             }
@@ -689,11 +727,19 @@ impl Store for SharedStore {
 /// refused without asking).
 fn plan_calls(link: &RedisLink, plan: &Plan, now: Millis) -> (Vec<Call<'static>>, Vec<bool>) {
     let mut calls: Vec<Call<'static>> = Vec::new();
+    let merged = merged(plan);
     if let Some((key, params)) = &plan.backoff {
-        calls.push(ops::backoff_judge_call(link, key, now, params));
+        calls.push(match merged {
+            Some((i, field)) => {
+                ops::backoff_hit_call(link, key, now, params, field, &plan.limits[i].1)
+            }
+            None => ops::backoff_judge_call(link, key, now, params),
+        });
     }
-    for (key, periods) in &plan.limits {
-        calls.push(ops::hit_call(link, key, periods, now));
+    for (i, (key, periods)) in plan.limits.iter().enumerate() {
+        if merged.is_none_or(|(m, _)| m != i) {
+            calls.push(ops::hit_call(link, key, periods, now));
+        }
     }
     let mut spend_calls = Vec::with_capacity(plan.spends.len());
     for s in &plan.spends {
@@ -702,6 +748,16 @@ fn plan_calls(link: &RedisLink, plan: &Plan, now: Millis) -> (Vec<Call<'static>>
         calls.extend(c);
     }
     (calls, spend_calls)
+}
+
+/// The limit whose counter rides in the number's backoff hash (its place
+/// in `plan.limits` and its field): the plan's limit counted on the number
+/// alone, when there is a backoff stage.
+fn merged(plan: &Plan) -> Option<(usize, &str)> {
+    match (&plan.backoff, &plan.by_number) {
+        (Some(_), Some((i, field))) if *i < plan.limits.len() => Some((*i, field.as_str())),
+        _ => None,
+    }
 }
 
 /// How a send's view answers.
@@ -730,6 +786,9 @@ struct PreHit {
     periods: Vec<Millis>,
     counts: Vec<u64>,
     used: bool,
+    /// Kept in Redis as a field of a number's backoff hash: the number and
+    /// the field.
+    in_number: Option<(String, String)>,
 }
 
 struct PreSpend {
@@ -797,7 +856,12 @@ impl SendView {
         // Counted for an attempt the limits never judged (an earlier stage
         // stopped it): not an attempt they count.
         for h in st.hits.iter().filter(|h| !h.used) {
-            calls.push(ops::unhit_call(link, &h.key, &h.periods, self.now));
+            calls.push(match &h.in_number {
+                Some((number, field)) => {
+                    ops::hash_unhit_call(link, number, field, &h.periods, self.now)
+                }
+                None => ops::unhit_call(link, &h.key, &h.periods, self.now),
+            });
         }
         if let Some(b) = &st.backoff {
             if let Some(r) = b.judged.reservation {
