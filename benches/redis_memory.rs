@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 use smsguard::config::Config;
 use smsguard::phone::{normalize, Classifier};
 use smsguard::policy::{BalanceView, Policy};
-use smsguard::store::fleet::{Event, Fleet};
+use smsguard::store::fleet::{Event, Fleet, Turn};
 use smsguard::store::redis::RedisLink;
 use smsguard::store::shared::SharedStore;
 use smsguard::store::MemoryStore;
@@ -341,14 +341,27 @@ fn main() {
                     let dest = normalize(&raw, config.numbers.default_region).expect("valid");
                     let a = common::attempt(&dest, classifier.classify(&dest.e164), n);
                     let now = T0 + n;
-                    // As the guard: the fleet's log is read (one read
-                    // shared by the sends in flight) while the plan runs,
-                    // and learned first (one replica here: its own sends
-                    // are left out).
+                    // As the guard: the fleet's log is read (in this
+                    // send's script, or one it waits for: one read shared
+                    // by the sends in flight) and learned first (one
+                    // replica here: its own sends are left out).
                     let plan = policy.plan(&a, now, &**shared.local());
-                    let (view, read) =
-                        tokio::join!(shared.prepare(plan, now), fleet.fresh(|_, _| {}));
-                    read.expect("the log's tail");
+                    let view = match fleet.turn() {
+                        Turn::Carry(lead, call) => {
+                            let mut view = shared.prepare_with(plan, now, Some(call)).await;
+                            lead.finish(view.take_extra(), |_, _| {})
+                                .expect("the log's tail");
+                            view
+                        }
+                        Turn::Wait(ticket) => {
+                            let (view, read) = tokio::join!(
+                                shared.prepare(plan, now),
+                                fleet.wait(ticket, |_, _| {})
+                            );
+                            read.expect("the log's tail");
+                            view
+                        }
+                    };
                     let j = policy.judge_with(&a, now, &view);
                     let learns = j.learns();
                     let d = j.finish(BalanceView::NotAsked);

@@ -42,7 +42,7 @@ use crate::pipeline::balance::Balances;
 use crate::pipeline::shadow::{FakeStore, LatencyModel};
 use crate::policy::BalanceView;
 use crate::policy::{Attempt, Policy};
-use crate::store::fleet::{Event, Fleet};
+use crate::store::fleet::{Event, Fleet, Lead, Turn};
 use crate::store::Store;
 use crate::telemetry::activity::Activity;
 use crate::telemetry::alerts::Alerts;
@@ -468,19 +468,36 @@ impl App {
         applied
     }
 
-    /// Before a send the adaptive stage judges: learns what other
-    /// replicas forwarded and confirmed that Redis held when the send
-    /// arrived ([`Fleet::fresh`]: one read shared by the sends in flight),
-    /// so its judgement counts every send another replica forwarded
-    /// before it. A failed read changes nothing (the timer reads it later).
-    pub(crate) async fn learn_first(&self, policy: &Policy) {
+    /// Before a send the adaptive stage judges, its turn at the fleet's
+    /// log ([`Fleet::turn`]): `None` without a fleet or an adaptive stage.
+    pub(crate) fn fleet_turn(&self, policy: &Policy) -> Option<Turn<'_>> {
+        match &self.fleet {
+            Some(f) if policy.config().adaptive.is_some() => Some(f.turn()),
+            _ => None,
+        }
+    }
+
+    /// Learns what the send's own script read of the fleet's log
+    /// (`answer`, for the sends waiting too), before it is judged: its
+    /// judgement counts every send another replica forwarded before it
+    /// arrived. A failed read changes nothing (the timer reads it later).
+    pub(crate) fn learn_carried(
+        &self,
+        lead: Lead<'_>,
+        answer: Option<Result<::redis::Value, crate::store::redis::LinkError>>,
+    ) {
+        if let Err(e) = lead.finish(answer, |mine, e| self.apply(mine, e)) {
+            tracing::debug!(error = %e, "fleet events not read before judging");
+        }
+    }
+
+    /// [`App::learn_carried`] for a send that waits for a read that left
+    /// after it arrived ([`Fleet::wait`]).
+    pub(crate) async fn learn_waited(&self, ticket: u64) {
         let Some(fleet) = &self.fleet else {
             return;
         };
-        if policy.config().adaptive.is_none() {
-            return;
-        }
-        if let Err(e) = fleet.fresh(|mine, e| self.apply(mine, e)).await {
+        if let Err(e) = fleet.wait(ticket, |mine, e| self.apply(mine, e)).await {
             tracing::debug!(error = %e, "fleet events not read before judging");
         }
     }

@@ -24,7 +24,7 @@ use crate::config::{Action, Config};
 use crate::net::upstream::{self, Body};
 use crate::phone::{Classification, Destination};
 use crate::policy::{Attempt, BalanceView, Decision, Policy, Reason, Verdict, DISPERSED_RULE};
-use crate::store::fleet::Event;
+use crate::store::fleet::{Event, Turn};
 use crate::store::shared::SendView;
 use crate::telemetry::DecisionEvent;
 use crate::twilio::form::{self, FormError};
@@ -581,14 +581,22 @@ async fn prepare_shared(
 ) -> Option<SendView> {
     let shared = app.shared.as_ref()?;
     let plan = policy.plan(attempt, now, &**shared.local());
-    // What other replicas forwarded is read while the plan runs and
-    // learned before judging: the adaptive stage's counts are the
-    // fleet's, not this replica's share of them.
-    if plan.is_some() {
-        let (view, ()) = tokio::join!(shared.prepare(plan, now), app.learn_first(policy));
-        Some(view)
-    } else {
-        Some(shared.prepare(plan, now).await)
+    // What other replicas forwarded is read (in this send's script, or in
+    // the script of a send that left after it arrived) and learned before
+    // judging: the adaptive stage's counts are the fleet's, not this
+    // replica's share of them.
+    let turn = plan.as_ref().and_then(|_| app.fleet_turn(policy));
+    match turn {
+        Some(Turn::Carry(lead, call)) => {
+            let mut view = shared.prepare_with(plan, now, Some(call)).await;
+            app.learn_carried(lead, view.take_extra());
+            Some(view)
+        }
+        Some(Turn::Wait(ticket)) => {
+            let (view, ()) = tokio::join!(shared.prepare(plan, now), app.learn_waited(ticket));
+            Some(view)
+        }
+        None => Some(shared.prepare(plan, now).await),
     }
 }
 

@@ -15,15 +15,17 @@
 //! key) are made one count across replicas this way:
 //!
 //! - before a send the adaptive stage judges, the replica reads the log
-//!   since it last read it, while the send's own calls run
-//!   ([`Fleet::fresh`]: one read-only script; this replica's own
-//!   forwarded sends are left out in Redis), and learns it before the
-//!   send is judged ([`Fleet::apply`]: in the log's order, each event
-//!   once, whether a send or the timer read it). One read at a time
-//!   serves every send that arrived before it left: under load a replica
-//!   reads each event once per round trip, not once per send in flight;
-//!   a send waits at most for the read in flight to end and its own to
-//!   come back;
+//!   since it last read it ([`Fleet::turn`]: read-only; this replica's own
+//!   forwarded sends are left out in Redis) and learns it before the send
+//!   is judged ([`Fleet::apply`]: in the log's order, each event once,
+//!   whether a send or the timer read it). One read at a time, carried in
+//!   the script of a send that leaves while none is in flight (on a single
+//!   Redis part of its one script: [`super::redis_batch`]), serves every
+//!   send that arrived before it left; a send that arrives while one is in
+//!   flight waits for the next ([`Fleet::wait`]), and reads alone if no
+//!   send leaves to carry it within a millisecond. So a replica reads each
+//!   event once per round trip, not once per send in flight, and a send
+//!   costs one script;
 //! - a forwarded send's event is written at once, while Twilio is asked,
 //!   and the guard answers only once Redis holds it ([`Fleet::publish_acked`];
 //!   a send still waits for Redis at most `store.timeout` in all).
@@ -66,6 +68,9 @@ use crate::twilio::routes::Product;
 const KEEP: Millis = 25 * 3_600_000;
 /// Most events read per call (each call is bounded by `store.timeout`).
 const READ_BATCH: usize = 1_000;
+/// How long a send waiting for a read of the log leaves it to a send about
+/// to leave, to carry in its own script, before reading alone.
+const CARRY_GRACE: std::time::Duration = std::time::Duration::from_millis(1);
 /// Most events written per pipeline.
 const WRITE_BATCH: usize = 256;
 /// Events waiting to be written; past this they are dropped (counted).
@@ -76,7 +81,7 @@ const QUEUE: usize = 65_536;
 /// is its id: it counted them when it judged them, so they need not
 /// travel back): {last id read (`""`: none), entries read, entry, ...},
 /// each entry as XRANGE gives it. Read-only.
-const TAIL_LUA: &str = r#"
+pub(super) const TAIL_LUA: &str = r#"
 local entries = redis.call('XRANGE', KEYS[1], ARGV[1], '+', 'COUNT', ARGV[3])
 local out = {'', #entries}
 for _, e in ipairs(entries) do
@@ -89,7 +94,7 @@ end
 return out
 "#;
 
-static TAIL: LazyLock<Script> = LazyLock::new(|| Script::new(TAIL_LUA));
+pub(super) static TAIL: LazyLock<Script> = LazyLock::new(|| Script::new(TAIL_LUA));
 
 /// A stream id (`1700000000000-0`): milliseconds and a sequence number.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
@@ -318,23 +323,59 @@ impl Fleet {
         self.read_tail(v)
     }
 
-    /// For a send about to be judged: applies (with `apply`, as
-    /// [`Fleet::apply`]) every event of the log that Redis held when this
-    /// was called, at most a batch past what was applied here, and returns
-    /// once they are applied. One read at a time serves every send that
-    /// asked before it left: a send that asks while a read is in flight
-    /// waits for the next one, which leaves when that one ends. Each event
-    /// crosses once per round trip, not once per send in flight (a send
-    /// that read the log in its own script read every event written while
-    /// the sends before it were in flight, and so did each of them).
-    /// An error when the read failed: the send is judged on what was
-    /// applied (the timer reads the log later).
+    /// A send's turn at the log before it is judged: to carry the read
+    /// (no read is in flight: the send puts [`Turn::Carry`]'s call in its
+    /// own script and hands the answer to [`Lead::finish`]), or to wait for
+    /// one that leaves after it ([`Fleet::wait`]). Either way the send is
+    /// judged knowing every event Redis held when it took its turn, and
+    /// each event crosses once per round trip however many sends are in
+    /// flight, inside a send's script where one is leaving.
+    pub fn turn(&self) -> Turn<'_> {
+        let mut r = lock(&self.reads);
+        r.asked += 1;
+        if r.reading || !self.front.is_up() {
+            return Turn::Wait(r.asked);
+        }
+        r.reading = true;
+        let target = r.asked;
+        drop(r);
+        Turn::Carry(
+            Lead {
+                fleet: self,
+                target,
+                outcome: None,
+            },
+            self.tail_call(),
+        )
+    }
+
+    /// [`Fleet::turn`] for a send that has no script of its own to carry
+    /// the read in: applies (with `apply`, as [`Fleet::apply`]) every event
+    /// Redis held when this was called, at most a batch past what was
+    /// applied here, and returns once they are applied.
     pub async fn fresh(&self, mut apply: impl FnMut(bool, Event)) -> Result<u64, LinkError> {
-        let ticket = {
-            let mut r = lock(&self.reads);
-            r.asked += 1;
-            r.asked
-        };
+        match self.turn() {
+            Turn::Carry(lead, c) => {
+                let answer = self.front.eval(c.script, &c.keys, &c.args).await;
+                lead.finish(Some(answer), &mut apply)
+            }
+            Turn::Wait(ticket) => self.wait(ticket, apply).await,
+        }
+    }
+
+    /// Waits for a read that left after `ticket` was taken, and returns
+    /// once its events are applied. While a read is in flight, the next
+    /// one is left to a send about to leave (it carries it in its own
+    /// script) for up to [`CARRY_GRACE`]; past that, with none in flight,
+    /// this send reads alone for every send waiting. An error when the
+    /// read that served it failed: it is judged on what was applied (the
+    /// timer reads the log later).
+    pub async fn wait(
+        &self,
+        ticket: u64,
+        mut apply: impl FnMut(bool, Event),
+    ) -> Result<u64, LinkError> {
+        let mut graced = false;
         loop {
             let done = self.read_done.notified();
             tokio::pin!(done);
@@ -351,41 +392,38 @@ impl Fleet {
                 }
                 if r.reading {
                     None
+                } else if !graced {
+                    Some(None)
                 } else {
                     r.reading = true;
-                    Some(r.asked)
+                    Some(Some(r.asked))
                 }
             };
-            let Some(target) = target else {
-                done.await;
-                continue;
-            };
-            // This send reads for every ticket taken so far. Dropped before
-            // the read ends (the client left), it hands the read on.
-            let mut lead = Lead {
-                fleet: self,
-                outcome: None,
-            };
-            let c = self.tail_call();
-            let read = if self.front.is_up() {
-                match self.front.eval(c.script, &c.keys, &c.args).await {
-                    Ok(v) => self.read_tail(v),
-                    Err(e) => Err(e),
+            match target {
+                None => {
+                    done.await;
                 }
-            } else {
-                Err(LinkError::Unavailable("redis is down".into()))
-            };
-            return match read {
-                Ok(tail) => {
-                    let others = self.apply(tail, &mut apply);
-                    lead.outcome = Some((target, true));
-                    Ok(others)
+                Some(None) => {
+                    graced = true;
+                    let _ = tokio::time::timeout(CARRY_GRACE, done).await;
                 }
-                Err(e) => {
-                    lead.outcome = Some((target, false));
-                    Err(e)
+                Some(Some(target)) => {
+                    // Dropped before the read ends (the client left), it
+                    // hands the read on.
+                    let lead = Lead {
+                        fleet: self,
+                        target,
+                        outcome: None,
+                    };
+                    let c = self.tail_call();
+                    let answer = if self.front.is_up() {
+                        self.front.eval(c.script, &c.keys, &c.args).await
+                    } else {
+                        Err(LinkError::Unavailable("redis is down".into()))
+                    };
+                    return lead.finish(Some(answer), &mut apply);
                 }
-            };
+            }
         }
     }
 
@@ -496,13 +534,51 @@ impl Fleet {
     }
 }
 
-/// The send reading the log for the others ([`Fleet::fresh`]): when it
-/// ends, however it ends, the read is over and the waiting sends wake,
-/// answered (`outcome`: the newest ticket read for, and whether the read
-/// succeeded) or, when it was dropped, to read again themselves.
-struct Lead<'a> {
+/// A send's turn at the log ([`Fleet::turn`]).
+pub enum Turn<'a> {
+    /// Put the call in the send's script; give its answer to the lead.
+    Carry(Lead<'a>, Call<'static>),
+    /// Wait with this ticket ([`Fleet::wait`]).
+    Wait(u64),
+}
+
+/// The send reading the log for the others: when it ends, however it
+/// ends, the read is over and the waiting sends wake, answered (`outcome`:
+/// whether the read succeeded, for every ticket up to `target`) or, when
+/// it was dropped unanswered, to read again themselves.
+pub struct Lead<'a> {
     fleet: &'a Fleet,
-    outcome: Option<(u64, bool)>,
+    target: u64,
+    outcome: Option<bool>,
+}
+
+impl Lead<'_> {
+    /// Applies the read's answer (`None`: it was not asked, Redis being
+    /// unavailable) with `apply`, and wakes the waiting sends: how many
+    /// events of other replicas were applied.
+    pub fn finish(
+        mut self,
+        answer: Option<Result<Value, LinkError>>,
+        apply: impl FnMut(bool, Event),
+    ) -> Result<u64, LinkError> {
+        let read = match answer {
+            Some(a) => a.and_then(|v| self.fleet.read_tail(v)),
+            None => Err(LinkError::Unavailable(
+                "the fleet's log was not read".into(),
+            )),
+        };
+        match read {
+            Ok(tail) => {
+                let others = self.fleet.apply(tail, apply);
+                self.outcome = Some(true);
+                Ok(others)
+            }
+            Err(e) => {
+                self.outcome = Some(false);
+                Err(e)
+            }
+        }
+    }
 }
 
 impl Drop for Lead<'_> {
@@ -510,8 +586,8 @@ impl Drop for Lead<'_> {
         let mut r = lock(&self.fleet.reads);
         r.reading = false;
         match self.outcome {
-            Some((target, true)) => r.served = r.served.max(target),
-            Some((target, false)) => r.failed = r.failed.max(target),
+            Some(true) => r.served = r.served.max(self.target),
+            Some(false) => r.failed = r.failed.max(self.target),
             None => {}
         }
         drop(r);

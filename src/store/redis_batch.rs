@@ -1,7 +1,9 @@
 //! One script for a send's calls on a single Redis.
 //!
 //! A send's plan is several per-key operations ([`super::redis_ops`]: the
-//! backoff step, each limit counter, each budget window). Pipelined, they cost one round
+//! backoff step, each limit counter, each budget window; and the fleet's
+//! log since this replica last read it, when the send carries that read).
+//! Pipelined, they cost one round
 //! trip but one EVALSHA each, and Redis pays a script invocation per call
 //! (the lookup, the argument vectors, the Lua call) on top of the work.
 //! On a single Redis every key is on the one server, so the calls are run
@@ -24,12 +26,13 @@ use std::sync::LazyLock;
 
 use ::redis::{Script, Value};
 
+use super::fleet;
 use super::redis::{Call, LinkError, RedisLink};
 use super::redis_ops as ops;
 
 /// The operations a batch can run: code, script, body. The bodies use
 /// only the shared helpers defined once at the top of [`BATCH`].
-fn operations() -> [(&'static str, &'static Script, &'static str); 8] {
+fn operations() -> [(&'static str, &'static Script, &'static str); 9] {
     [
         ("h", &ops::HIT, ops::HIT_LUA),
         ("u", &ops::UNHIT, ops::UNHIT_LUA),
@@ -39,6 +42,7 @@ fn operations() -> [(&'static str, &'static Script, &'static str); 8] {
         ("d", &ops::BACKOFF_UNDO, ops::BACKOFF_UNDO_LUA),
         ("bh", &ops::BACKOFF_HIT, ops::BACKOFF_HIT_LUA),
         ("hu", &ops::HASH_UNHIT, ops::HASH_UNHIT_LUA),
+        ("t", &fleet::TAIL, fleet::TAIL_LUA),
     ]
 }
 

@@ -15,10 +15,10 @@
 //! that answers from those results, and what the judgement gives back (the
 //! backoff step and the budget of a send a later stage stopped, counts of an
 //! attempt that backoff stopped before the limits saw it) is written back
-//! after the answer, off the request path. While it runs, the guard reads
-//! the fleet's log of the adaptive stage since this replica last read it
-//! ([`super::fleet::Fleet::fresh`]: one read shared by the sends in
-//! flight), learned before the send is judged.
+//! after the answer, off the request path. The same script carries a read
+//! of the fleet's log of the adaptive stage when the send's turn says so
+//! ([`super::fleet::Fleet::turn`]: one read at a time, shared by the sends
+//! in flight), learned before the send is judged.
 //!
 //! Blocks are read from the near cache: every replica mirrors the shared
 //! block index into its local store every `store.near_cache`, so a send to
@@ -189,11 +189,28 @@ impl SharedStore {
     /// Runs the plan of one send in Redis (one pipeline: one script on a
     /// single Redis) and returns the view the policy judges it on.
     pub async fn prepare(self: &Arc<Self>, plan: Option<Plan>, now: Millis) -> SendView {
+        self.prepare_with(plan, now, None).await
+    }
+
+    /// [`SharedStore::prepare`] with `extra`, a read on another key (the
+    /// fleet's log, when the send carries that read:
+    /// [`super::fleet::Fleet::turn`]), in the same pipeline; its answer is
+    /// [`SendView::take_extra`] (`None` when it was not asked: nothing is
+    /// judged, or Redis is unavailable). It never changes how the send is
+    /// judged: when the plan has nothing stateful, it is the send's only
+    /// call, and its failure leaves the send judged as without it.
+    pub async fn prepare_with(
+        self: &Arc<Self>,
+        plan: Option<Plan>,
+        now: Millis,
+        extra: Option<Call<'static>>,
+    ) -> SendView {
         let mut view = SendView {
             shared: self.clone(),
             mode: Mode::Shared,
             now,
             st: Mutex::default(),
+            extra: None,
         };
         let Some(plan) = plan else {
             self.stats.shared.fetch_add(1, Ordering::Relaxed);
@@ -201,14 +218,17 @@ impl SharedStore {
         };
         if plan.backoff.is_none() && plan.limits.is_empty() && plan.spends.is_empty() {
             self.stats.shared.fetch_add(1, Ordering::Relaxed);
+            view.extra = self.extra_alone(extra).await;
             return view;
         }
         if !self.link.is_up() {
             view.mode = self.fallback();
             return view;
         }
-        let (calls, spend_calls) = plan_calls(&self.link, &plan, now);
-        let answers = match redis_batch::eval_many(&self.link, calls).await {
+        let (mut calls, spend_calls) = plan_calls(&self.link, &plan, now);
+        let asked_extra = extra.is_some();
+        calls.extend(extra);
+        let mut answers = match redis_batch::eval_many(&self.link, calls).await {
             Ok(a) => a,
             Err(e) => {
                 tracing::debug!(error = %e, "shared state unavailable for a send");
@@ -217,9 +237,27 @@ impl SharedStore {
             }
         };
         self.stats.shared.fetch_add(1, Ordering::Relaxed);
+        if asked_extra {
+            view.extra = answers.pop();
+        }
         let st = view.st.get_mut().unwrap_or_else(|p| p.into_inner());
         self.take_answers(st, plan, spend_calls, answers);
         view
+    }
+
+    /// The extra call of [`SharedStore::prepare_with`] as the send's only
+    /// call (its plan has nothing stateful): its answer, or `None` when
+    /// there is none to ask or Redis is unavailable.
+    async fn extra_alone(&self, extra: Option<Call<'static>>) -> Option<Result<Value, LinkError>> {
+        let (Some(c), true) = (extra, self.link.is_up()) else {
+            return None;
+        };
+        Some(match self.link.eval_many(&[c]).await {
+            Ok(mut a) => a
+                .pop()
+                .unwrap_or(Err(LinkError::Server("no answer".into()))),
+            Err(e) => Err(e),
+        })
     }
 
     /// Reads the pipeline's answers into the view's state, in the order of
@@ -818,6 +856,8 @@ pub struct SendView {
     mode: Mode,
     now: Millis,
     st: Mutex<ViewState>,
+    /// The answer to the extra call of [`SharedStore::prepare_with`].
+    extra: Option<Result<Value, LinkError>>,
 }
 
 impl SendView {
@@ -825,6 +865,12 @@ impl SendView {
     /// be stopped without judging.
     pub fn refused(&self) -> bool {
         self.mode == Mode::Refuse
+    }
+
+    /// The answer to the extra call given to [`SharedStore::prepare_with`]
+    /// (`None` when it was not asked).
+    pub fn take_extra(&mut self) -> Option<Result<Value, LinkError>> {
+        self.extra.take()
     }
 
     /// Whether the send was judged on local state for want of Redis.
