@@ -134,10 +134,10 @@ impl Default for Unconfirmed {
         Unconfirmed {
             ratio: 1.0,
             alert_ratio: 0.5,
-            dispersed_ratio: 4.0,
+            dispersed_ratio: 6.0,
             min_sample: 5,
             prefix: r(&["4/1h", "10/1d"]),
-            region: r(&["100/1h", "500/1d"]),
+            region: r(&["20/1h", "100/1d"]),
             client_ip: r(&["6/1h", "15/1d"]),
             user: r(&["3/1h", "6/1d"]),
         }

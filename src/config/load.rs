@@ -274,6 +274,29 @@ pub(super) mod tests {
         assert!(c.backoff.is_some());
     }
 
+    /// The unconfirmed floors and ratios an empty `[adaptive]` gets are
+    /// the example policy's (and the README's table): an operator who
+    /// leaves a key out gets what was measured and documented.
+    #[test]
+    fn the_adaptive_defaults_are_the_example_policys() {
+        let text =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.toml"))
+                .unwrap();
+        let example = parse(&text).unwrap().adaptive.unwrap().unconfirmed;
+        let empty = parse("[adaptive]\n").unwrap().adaptive.unwrap().unconfirmed;
+        assert_eq!(empty.dispersed_ratio, example.dispersed_ratio);
+        assert_eq!(empty.alert_ratio, example.alert_ratio);
+        assert_eq!(empty.ratio, example.ratio);
+        for (a, b) in [
+            (&empty.region, &example.region),
+            (&empty.prefix, &example.prefix),
+            (&empty.client_ip, &example.client_ip),
+            (&empty.user, &example.user),
+        ] {
+            assert_eq!(format!("{a:?}"), format!("{b:?}"));
+        }
+    }
+
     #[test]
     fn a_bad_rate_names_line_and_column_of_the_value() {
         let e =

@@ -1,9 +1,9 @@
 //! One request's way through the guard, from its dispatch ([`handle`]):
-//! a send goes to [`send`], which reads, classifies, judges, acts and
+//! a send goes to `send`, which reads, classifies, judges, acts and
 //! records in phases; a verification check and message feedback are
-//! confirmations ([`verification_check`], [`feedback`]); a GET (or DELETE)
-//! of a resource the guard faked is answered here ([`fake_answer`]); the
-//! rest is streamed to Twilio untouched ([`forward_stream`]). Beside it:
+//! confirmations (`verification_check`, `feedback`); a GET (or DELETE)
+//! of a resource the guard faked is answered here (`fake_answer`); the
+//! rest is streamed to Twilio untouched (`forward_stream`). Beside it:
 //! the CONNECT and plain-HTTP dispatch that hands a request here
 //! ([`egress`]), the shadow fakes and their pacing ([`shadow`]), the
 //! account balance poller ([`balance`]) and the conversion evidence
@@ -511,7 +511,7 @@ impl App {
     }
 }
 
-/// The guard's request handler: a send goes to [`send::handle_send`];
+/// The guard's request handler: a send goes to `send::handle_send`;
 /// anything else is a confirmation, a fake the guard answers for, or
 /// streamed to Twilio untouched.
 pub async fn handle(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {

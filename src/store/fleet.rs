@@ -366,7 +366,7 @@ impl Fleet {
     /// Waits for a read that left after `ticket` was taken, and returns
     /// once its events are applied. While a read is in flight, the next
     /// one is left to a send about to leave (it carries it in its own
-    /// script) for up to [`CARRY_GRACE`]; past that, with none in flight,
+    /// script) for up to `CARRY_GRACE` (a millisecond); past that, with none in flight,
     /// this send reads alone for every send waiting. An error when the
     /// read that served it failed: it is judged on what was applied (the
     /// timer reads the log later).

@@ -7,7 +7,7 @@
 //! trip but one EVALSHA each, and Redis pays a script invocation per call
 //! (the lookup, the argument vectors, the Lua call) on top of the work.
 //! On a single Redis every key is on the one server, so the calls are run
-//! as one EVALSHA of [`BATCH`]: the same operations, their bodies wrapped
+//! as one EVALSHA of `BATCH`: the same operations, their bodies wrapped
 //! as functions of `(KEYS, ARGV)`, called in order by a dispatcher that
 //! answers with one reply per call (an error reply for one whose body
 //! failed, the others unaffected). The batch is atomic, where the
@@ -17,7 +17,7 @@
 //! On a Redis Cluster the keys of one send live in different hash slots
 //! and cannot meet in one script: the calls go as they are.
 //!
-//! Layout of a batch: KEYS are every call's keys in order; ARGV[1] is the
+//! Layout of a batch: KEYS are every call's keys in order; `ARGV[1]` is the
 //! number of calls, then per call its operation's code, its number of
 //! keys, its number of arguments, and its arguments.
 
@@ -128,7 +128,7 @@ fn combine(calls: Vec<Call<'static>>) -> Result<Call<'static>, Vec<Call<'static>
 
 /// Runs `calls` on `link` as [`RedisLink::eval_many`] does, with the same
 /// answers: as one script on a single Redis when they are all operations
-/// [`BATCH`] runs, else pipelined as they are. The calls are taken, so
+/// `BATCH` runs, else pipelined as they are. The calls are taken, so
 /// their keys and arguments move into the batch rather than being copied.
 pub async fn eval_many(
     link: &RedisLink,

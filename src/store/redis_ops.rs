@@ -1095,7 +1095,7 @@ pub fn read_backoff_judge(v: Value) -> Result<BackoffJudgement, LinkError> {
     })
 }
 
-/// The call of `backoff_judge` and `hit` in one ([`BACKOFF_HIT_LUA`]):
+/// The call of `backoff_judge` and `hit` in one (`BACKOFF_HIT_LUA`):
 /// the backoff step of number `key` and the hit on its own limit counter,
 /// kept as `field` of the number's backoff hash rather than a key of its
 /// own. Read the answer with [`read_backoff_hit`]; take a hit back with

@@ -4,7 +4,7 @@
 //!
 //! The policy is synchronous and asks its store stage by stage; a round
 //! trip per question would cost several per send. Instead, before a send is
-//! judged, [`Policy::plan`] names everything the stateful stages will read
+//! judged, [`Policy::plan`](crate::policy::Policy::plan) names everything the stateful stages will read
 //! and update (the number's backoff state, each limit counter, each budget
 //! window), and [`SharedStore::prepare`] runs all of it in Redis in one
 //! round trip: one script on a single Redis ([`super::redis_batch`]), one

@@ -32,7 +32,7 @@ pub struct CaFiles {
 /// certificate) and `ca.key` (PKCS#8 PEM, created with mode 0600).
 ///
 /// Refuses, writing nothing, if either file already exists. The CA is
-/// ECDSA P-256, CN "smsguard local CA <random hex>", CA with pathlen 0, key
+/// ECDSA P-256, CN `smsguard local CA <random hex>`, CA with pathlen 0, key
 /// usages keyCertSign + cRLSign, valid from a day ago for 10 years.
 pub fn init_ca(dir: &Path) -> Result<CaFiles, String> {
     let cert_path = dir.join("ca.pem");

@@ -16,7 +16,7 @@
 //!
 //! What it must never do:
 //!
-//! * mint a certificate for a host the [`HostPolicy`] does not allow. The CA
+//! * mint a certificate for a host the `HostPolicy` does not allow. The CA
 //!   is trusted by the application's whole process, so a leaf for any other
 //!   name would let smsguard (or whoever controls it) impersonate that name.
 //!   Only Twilio's own host names and names the operator listed explicitly are
