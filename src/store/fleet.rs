@@ -353,61 +353,84 @@ impl Fleet {
     /// the read in: applies (with `apply`, as [`Fleet::apply`]) every event
     /// Redis held when this was called, at most a batch past what was
     /// applied here, and returns once they are applied.
-    pub async fn fresh(&self, mut apply: impl FnMut(bool, Event)) -> Result<u64, LinkError> {
+    pub async fn fresh(&self, apply: impl FnMut(bool, Event)) -> Result<u64, LinkError> {
         match self.turn() {
-            Turn::Carry(lead, c) => {
-                let answer = self.front.eval(c.script, &c.keys, &c.args).await;
-                lead.finish(Some(answer), &mut apply)
-            }
+            Turn::Carry(lead, _) => self.read_alone(lead, apply).await,
             Turn::Wait(ticket) => self.wait(ticket, apply).await,
         }
+    }
+
+    /// Reads the log for `lead` on its own (not in a send's script) and
+    /// finishes it.
+    async fn read_alone(
+        &self,
+        lead: Lead<'_>,
+        apply: impl FnMut(bool, Event),
+    ) -> Result<u64, LinkError> {
+        let c = self.tail_call();
+        let answer = if self.front.is_up() {
+            self.front.eval(c.script, &c.keys, &c.args).await
+        } else {
+            Err(LinkError::Unavailable("redis is down".into()))
+        };
+        lead.finish(Some(answer), apply)
     }
 
     /// Waits for a read that left after `ticket` was taken, and returns
     /// once its events are applied. While a read is in flight, the next
     /// one is left to a send about to leave (it carries it in its own
-    /// script) for up to `CARRY_GRACE` (a millisecond); past that, with none in flight,
-    /// this send reads alone for every send waiting. An error when the
-    /// read that served it failed: it is judged on what was applied (the
-    /// timer reads the log later).
+    /// script) for up to `CARRY_GRACE` (a millisecond); past that, with
+    /// none in flight, this send reads alone for every send waiting. An
+    /// error when the read that served it failed, or when Redis is down
+    /// and none is in flight: it is judged on what was applied (the timer
+    /// reads the log later).
     pub async fn wait(
         &self,
         ticket: u64,
-        mut apply: impl FnMut(bool, Event),
+        apply: impl FnMut(bool, Event),
     ) -> Result<u64, LinkError> {
+        /// What a waiting send does next.
+        enum Next {
+            /// A read is in flight: wait for it to end.
+            Wait,
+            /// None is: leave the next to a send about to leave, a while.
+            Grace,
+            /// Read alone, for every ticket taken so far.
+            Read(u64),
+        }
         let mut graced = false;
         loop {
             let done = self.read_done.notified();
             tokio::pin!(done);
             done.as_mut().enable();
-            let target = {
+            let next = {
                 let mut r = lock(&self.reads);
                 if r.served >= ticket {
                     return Ok(0);
                 }
-                if r.failed >= ticket {
+                // With Redis down and no read in flight, no read will
+                // serve it: judged at once on what was applied.
+                if r.failed >= ticket || (!r.reading && !self.front.is_up()) {
                     return Err(LinkError::Unavailable(
                         "the fleet's log was not read".into(),
                     ));
                 }
                 if r.reading {
-                    None
+                    Next::Wait
                 } else if !graced {
-                    Some(None)
+                    Next::Grace
                 } else {
                     r.reading = true;
-                    Some(Some(r.asked))
+                    Next::Read(r.asked)
                 }
             };
-            match target {
-                None => {
-                    done.await;
-                }
-                Some(None) => {
+            match next {
+                Next::Wait => done.await,
+                Next::Grace => {
                     graced = true;
                     let _ = tokio::time::timeout(CARRY_GRACE, done).await;
                 }
-                Some(Some(target)) => {
+                Next::Read(target) => {
                     // Dropped before the read ends (the client left), it
                     // hands the read on.
                     let lead = Lead {
@@ -415,13 +438,7 @@ impl Fleet {
                         target,
                         outcome: None,
                     };
-                    let c = self.tail_call();
-                    let answer = if self.front.is_up() {
-                        self.front.eval(c.script, &c.keys, &c.args).await
-                    } else {
-                        Err(LinkError::Unavailable("redis is down".into()))
-                    };
-                    return lead.finish(Some(answer), &mut apply);
+                    return self.read_alone(lead, apply).await;
                 }
             }
         }
