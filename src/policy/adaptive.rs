@@ -941,7 +941,9 @@ impl Adaptive {
         };
         // The range that answers for the send, what it shows, and whether
         // it is blocked or the send alone stopped.
-        let (key_index, figures, block) = match self.range(&children, flows, now) {
+        let tripped =
+            |i: usize| store.peek_offend(keys.get(i), now, self.alert_block.forgive_after) > 1;
+        let (key_index, figures, block) = match self.range(&children, tripped, flows, now) {
             Some(Range::Proven(i)) => {
                 let step = pass!(
                     trace,
@@ -1018,14 +1020,25 @@ impl Adaptive {
     /// A range is blocked only on evidence that outweighs what real users
     /// show under it:
     /// - one that never confirmed, on two unanswered sends, one of them
-    ///   this hour; when all are older, the send is stopped but the range
-    ///   is not blocked (`Old`), and not even that while the nearest busy
-    ///   range above converts this hour (a city's campaign in a range a
-    ///   sprayer passed through earlier);
+    ///   this hour, or on one this hour while nobody around it confirms
+    ///   now; when all are older, the send is stopped but the range is not
+    ///   blocked (`Old`), and not even that while the nearest busy range
+    ///   above converts this hour (a city's campaign in a range a sprayer
+    ///   passed through earlier);
     /// - one that converts, only when this hour's unanswered sends
     ///   outnumber every confirmation it saw (the day's and its baseline):
-    ///   its confirmed history is weighed before it is blocked.
-    fn range(&self, children: &[Child], flows: bool, now: Millis) -> Option<Range> {
+    ///   its confirmed history is weighed before it is blocked;
+    /// - one `tripped` earlier (an offence on record, so blocked within
+    ///   `forgive_after`) whose unanswered sends today still outnumber its
+    ///   confirmations: its block lifted, the excess did not, so its next
+    ///   new number renews the block (escalated) at once.
+    fn range(
+        &self,
+        children: &[Child],
+        tripped: impl Fn(usize) -> bool,
+        flows: bool,
+        now: Millis,
+    ) -> Option<Range> {
         let broadest = children.first()?.0;
         if !flows {
             return Some(Range::Unknown(broadest));
@@ -1037,12 +1050,21 @@ impl Adaptive {
                 continue;
             }
             if confirmed == 0 {
-                // One unanswered code is anyone's bad luck; two carry the
-                // excess, unless they are old news where real users are
-                // confirming now. Sends still in their grace are not
-                // known yet: the range above decides.
-                if self.aged_unconfirmed(c, 1, now) >= 2 {
-                    if self.aged_unconfirmed(c, 0, now) > 0 {
+                // One unanswered code is anyone's bad luck where people
+                // around confirm now; two carry the excess, unless they
+                // are old news where real users are confirming now. Sends
+                // still in their grace are not known yet: the range above
+                // decides.
+                let day = self.aged_unconfirmed(c, 1, now);
+                let hour = self.aged_unconfirmed(c, 0, now);
+                if day >= 1 && tripped(index) {
+                    return Some(Range::Carrying(index));
+                }
+                if day == 1 && hour == 1 && !self.converts_now(&children[..at], now) {
+                    return Some(Range::Carrying(index));
+                }
+                if day >= 2 {
+                    if hour > 0 {
                         return Some(Range::Carrying(index));
                     }
                     if !self.converts_now(&children[..at], now) {
@@ -1052,6 +1074,9 @@ impl Adaptive {
                 continue;
             }
             let unconfirmed = self.aged_unconfirmed(c, 0, now);
+            if tripped(index) && self.aged_unconfirmed(c, 1, now) > confirmed {
+                return Some(Range::Carrying(index));
+            }
             return Some(if unconfirmed < 2 || unconfirmed <= confirmed {
                 Range::Proven(index)
             } else {
