@@ -101,6 +101,15 @@ impl Store for DryRun {
         *n
     }
 
+    /// What `offend` would return: one past this dry run's own offences,
+    /// or the live store's answer.
+    fn peek_offend(&self, key: &str, now: Millis, forgive_after: Millis) -> u32 {
+        match self.scratch().offences.get(key) {
+            Some(n) => n.saturating_add(1),
+            None => self.live.peek_offend(key, now, forgive_after),
+        }
+    }
+
     fn hit(&self, key: &str, periods: &[Millis], now: Millis, counts: &mut [u64]) {
         self.live.peek_hit(key, periods, now, counts);
     }
@@ -238,7 +247,11 @@ mod tests {
         assert_eq!(dry.spend("day:*", 1_000, 10_000), Err(9_500));
         assert_eq!(dry.spent("day:*"), 9_500);
         assert!(dry.block("prefix:8=+99899394", T0 + 1).is_some());
+        // A key blocked before reads as offended, live and in the dry run.
+        assert_eq!(dry.peek_offend("prefix:8=+99899394", T0 + 1, 100 * HOUR), 2);
+        assert_eq!(dry.peek_offend("prefix:8=+99899300", T0 + 1, 100 * HOUR), 1);
         assert_eq!(dry.offend("prefix:8=+99899394", T0 + 1, 100 * HOUR), 2);
+        assert_eq!(dry.peek_offend("prefix:8=+99899394", T0 + 1, 100 * HOUR), 3);
         dry.set_block(
             "to=+14155550100",
             esc.entry(T0, 1, Arc::from("limit:n"), Action::Shadow),
