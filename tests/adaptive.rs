@@ -640,3 +640,30 @@ async fn under_alert_one_unanswered_send_this_hour_blocks_a_range_and_a_range_bl
     pump_until_alert_in(&env, "+1303557").await;
     assert!(forwarded(&env, "+17205770002", "192.0.2.5").await);
 }
+
+#[tokio::test]
+async fn under_alert_a_converting_range_blocked_today_is_blocked_again_while_its_day_stays_unanswered(
+) {
+    let env = start(&region_only()).await;
+    // One person in +1720588… confirmed a code.
+    sent_and_confirmed(&env, "+17205880100", Duration::from_secs(20)).await;
+    env.clock.advance(Duration::from_secs(2 * 3600));
+    pump_until_alert(&env).await;
+    // Under the alert, two new numbers there go out (one confirmation
+    // outweighs fewer than two unanswered sends this hour) and go
+    // unanswered; the third is stopped and the range blocked.
+    assert!(forwarded(&env, "+17205880001", "192.0.2.1").await);
+    assert!(forwarded(&env, "+17205880002", "192.0.2.2").await);
+    env.clock.advance(Duration::from_secs(7 * 60));
+    assert!(!forwarded(&env, "+17205880003", "192.0.2.3").await);
+    let blocks = admin(&env, Method::GET, "/api/blocks", "").await.text();
+    assert!(blocks.contains("prefix:7=+1720588"), "{blocks}");
+    // Two hours on, the block has lifted and this hour holds no
+    // unanswered send there, but the day's two still outnumber its one
+    // confirmation: under a new alert its next new number is stopped.
+    env.clock.advance(Duration::from_secs(2 * 3600));
+    pump_until_alert_in(&env, "+1303556").await;
+    assert!(!forwarded(&env, "+17205880004", "192.0.2.4").await);
+    let rule = last_rule(&env).await;
+    assert!(rule.starts_with("adaptive:alert:prefix:"), "{rule}");
+}
