@@ -1049,17 +1049,19 @@ impl Adaptive {
             if c.sent[1].count(DAY, now) == 0 && confirmed == 0 {
                 continue;
             }
+            // Blocked earlier and still unanswered more than confirmed
+            // today: the excess outlived its block.
+            let day = self.aged_unconfirmed(c, 1, now);
+            if day > confirmed && tripped(index) {
+                return Some(Range::Carrying(index));
+            }
             if confirmed == 0 {
                 // One unanswered code is anyone's bad luck where people
                 // around confirm now; two carry the excess, unless they
                 // are old news where real users are confirming now. Sends
                 // still in their grace are not known yet: the range above
                 // decides.
-                let day = self.aged_unconfirmed(c, 1, now);
                 let hour = self.aged_unconfirmed(c, 0, now);
-                if day >= 1 && tripped(index) {
-                    return Some(Range::Carrying(index));
-                }
                 if day == 1 && hour == 1 && !self.converts_now(&children[..at], now) {
                     return Some(Range::Carrying(index));
                 }
@@ -1074,9 +1076,6 @@ impl Adaptive {
                 continue;
             }
             let unconfirmed = self.aged_unconfirmed(c, 0, now);
-            if tripped(index) && self.aged_unconfirmed(c, 1, now) > confirmed {
-                return Some(Range::Carrying(index));
-            }
             return Some(if unconfirmed < 2 || unconfirmed <= confirmed {
                 Range::Proven(index)
             } else {
