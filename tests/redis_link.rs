@@ -200,7 +200,10 @@ async fn a_paused_server_times_out_the_call_and_the_link_recovers_after() {
     let took = t.elapsed();
     assert_eq!(e, LinkError::Timeout(Duration::from_millis(50)));
     assert!(took >= Duration::from_millis(45), "{took:?}");
-    assert!(took < Duration::from_millis(250), "{took:?}");
+    // Well before the pause ends (800 ms): the call gave up at its
+    // timeout rather than waiting for Redis. The margin absorbs a loaded
+    // machine's scheduling.
+    assert!(took < Duration::from_millis(700), "{took:?}");
     assert!(!link.is_up());
     assert!(
         matches!(link.health(), Health::Degraded { ref last_error, .. } if last_error.contains("50ms")),
@@ -210,11 +213,11 @@ async fn a_paused_server_times_out_the_call_and_the_link_recovers_after() {
     assert_eq!(kinds(&seen), ["degraded"]);
     assert_eq!(link.stats().timeouts.load(Ordering::Relaxed), 1);
 
-    // Degraded: calls fail at once, without waiting on Redis.
-    let t = Instant::now();
+    // Degraded: calls fail at once, without waiting on Redis. Redis is
+    // still paused, so a call sent to it would have ended in a timeout;
+    // `Down` and the fast-failure count show it was never sent.
     let e = link.eval(&script, &["k"], &[1]).await.unwrap_err();
     assert!(matches!(e, LinkError::Down(_)), "{e:?}");
-    assert!(t.elapsed() < Duration::from_millis(20), "{:?}", t.elapsed());
     assert_eq!(link.stats().fast_failures.load(Ordering::Relaxed), 1);
 
     // The pause ends; the probe brings the link back by itself.
