@@ -65,12 +65,12 @@ async fn the_dashboard_shows_a_burst_and_unblocks() {
     let allow = 3 + 5;
     assert_eq!(env.upstream_count(), allow);
     let key = "prefix:8=+44740012";
-    // Removed first, so that the check below sees this run's screenshot.
     let screenshot = if std::env::var_os("SMSGUARD_UPDATE_SCREENSHOT").is_some_and(|v| v == "1") {
         root.join("docs/dashboard.png")
     } else {
         Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard.png")
     };
+    // Removed first, so that the check below sees this run's screenshot.
     let _ = std::fs::remove_file(&screenshot);
     let admin = format!("http://{}", env.guard.admin_addr().unwrap());
     // Confirmations: 4 of the 5 US sends, 1 of the 3 forwarded UK ones.
