@@ -642,7 +642,10 @@ where
 {
     service_fn(move |req| {
         let busy = Busy::new(&act);
-        let fut = h(req, info.clone());
+        // Boxed: the handler's future holds every stage of a send (some
+        // kilobytes), and hyper moves the service's future into its
+        // dispatcher on every request; a box makes that move a pointer's.
+        let fut = Box::pin(h(req, info.clone()));
         async move {
             let resp = fut.await;
             drop(busy);
