@@ -1,6 +1,6 @@
 //! Micro-benchmarks of the per-send work (issue 6): the policy decision for
-//! a number already seen and for a number never seen, classification, and
-//! form parsing plus normalization.
+//! a number already seen and for a number never seen, classification, form
+//! parsing plus normalization, and the fake answer of a shadowed send.
 //!
 //!     cargo bench --bench decide
 //!
@@ -188,5 +188,29 @@ fn form(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, decide, classify, form);
+fn fake(c: &mut Criterion) {
+    use smsguard::twilio::responses::{fake_message, twilio_headers, MessageRequest};
+    let mut g = c.benchmark_group("fake");
+    let req = MessageRequest {
+        account_sid: "AC00000000000000000000000000000000",
+        to: "+998993941234",
+        from: Some("+15017122661"),
+        messaging_service_sid: None,
+        body: Some("Your verification code is 123456"),
+        num_media: 0,
+    };
+    let now = std::time::UNIX_EPOCH + std::time::Duration::from_millis(T0);
+    // What a shadowed send's answer costs to write: the Message and
+    // Twilio's headers.
+    g.bench_function("message_and_headers", |b| {
+        b.iter(|| {
+            let (sid, body) = fake_message(black_box(&req), now);
+            let headers = twilio_headers("api.twilio.com", std::time::Duration::from_millis(93));
+            black_box((sid, body, headers))
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, decide, classify, form, fake);
 criterion_main!(benches);

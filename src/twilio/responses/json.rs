@@ -11,24 +11,51 @@ pub(super) struct JsonObject {
 
 impl JsonObject {
     pub(super) fn new() -> Self {
-        JsonObject {
-            buf: String::from("{"),
-            empty: true,
-        }
+        Self::with_capacity(0)
     }
 
+    /// An object whose text is expected to take about `bytes`: written
+    /// without growing its buffer on the way.
+    pub(super) fn with_capacity(bytes: usize) -> Self {
+        let mut buf = String::with_capacity(bytes.max(1));
+        buf.push('{');
+        JsonObject { buf, empty: true }
+    }
+
+    /// Keys are this crate's own literals, printable ASCII with nothing to
+    /// escape: written as they are.
     fn key(&mut self, key: &str) {
+        debug_assert!(key.bytes().all(|b| !ESCAPE[usize::from(b)]), "{key}");
         if !self.empty {
             self.buf.push_str(", ");
         }
         self.empty = false;
-        push_json_string(&mut self.buf, key);
-        self.buf.push_str(": ");
+        self.buf.push('"');
+        self.buf.push_str(key);
+        self.buf.push_str("\": ");
     }
 
     pub(super) fn str(&mut self, key: &str, value: &str) {
         self.key(key);
         push_json_string(&mut self.buf, value);
+    }
+
+    /// A string value written from its parts (`parts`, then `last`), as
+    /// [`str`](Self::str) would write their concatenation.
+    pub(super) fn str_parts(&mut self, key: &str, parts: &[&str], last: &str) {
+        self.key(key);
+        self.buf.push('"');
+        for part in parts.iter().chain([&last]) {
+            push_json_chars(&mut self.buf, part);
+        }
+        self.buf.push('"');
+    }
+
+    /// A string value that is a decimal number (`"num_segments": "1"`).
+    pub(super) fn str_u64(&mut self, key: &str, n: u64) {
+        use std::fmt::Write;
+        self.key(key);
+        let _ = write!(self.buf, "\"{n}\"");
     }
 
     pub(super) fn opt_str(&mut self, key: &str, value: Option<&str>) {
@@ -64,13 +91,31 @@ impl JsonObject {
 fn push_json_string(out: &mut String, s: &str) {
     out.reserve(s.len() + 2);
     out.push('"');
+    push_json_chars(out, s);
+    out.push('"');
+}
+
+/// The bytes a JSON string escapes: all but printable ASCII, and `"` and
+/// the backslash.
+static ESCAPE: [bool; 256] = {
+    let mut t = [true; 256];
+    let mut b = b' ';
+    while b <= b'~' {
+        t[b as usize] = b == b'"' || b == b'\\';
+        b += 1;
+    }
+    t
+};
+
+/// The inside of [`push_json_string`]: `s` escaped, without the quotes.
+fn push_json_chars(out: &mut String, s: &str) {
     let mut rest = s;
     while !rest.is_empty() {
         // Printable ASCII other than '"' and the backslash is copied as it is,
         // a run at a time.
         let plain = rest
             .bytes()
-            .position(|b| !(b' '..=b'~').contains(&b) || b == b'"' || b == b'\\')
+            .position(|b| ESCAPE[usize::from(b)])
             .unwrap_or(rest.len());
         out.push_str(&rest[..plain]);
         rest = &rest[plain..];
@@ -95,7 +140,6 @@ fn push_json_string(out: &mut String, s: &str) {
             }
         }
     }
-    out.push('"');
 }
 
 #[cfg(test)]

@@ -126,21 +126,27 @@ pub fn message_json_at(
     } else {
         None
     };
-    let uri = format!(
-        "/{API_VERSION}/Accounts/{}/Messages/{sid}.json",
-        req.account_sid
-    );
-    let media = format!(
-        "/{API_VERSION}/Accounts/{}/Messages/{sid}/Media.json",
-        req.account_sid
-    );
-    let mut subresources = JsonObject::new();
-    subresources.str("media", &media);
+    let base = [
+        "/",
+        API_VERSION,
+        "/Accounts/",
+        req.account_sid,
+        "/Messages/",
+        sid,
+    ];
+    let mut subresources = JsonObject::with_capacity(128);
+    subresources.str_parts("media", &base, "/Media.json");
 
-    let mut obj = JsonObject::new();
+    // Twilio's Message is about 900 bytes; the body and the numbers add
+    // to that.
+    let mut obj = JsonObject::with_capacity(1024 + req.body.map_or(0, str::len));
     obj.str("sid", sid);
     obj.str("date_created", &date);
-    obj.str("date_updated", &rfc2822(since));
+    if since == created {
+        obj.str("date_updated", &date);
+    } else {
+        obj.str("date_updated", &rfc2822(since));
+    }
     match &date_sent {
         Some(d) => obj.str("date_sent", d),
         None => obj.null("date_sent"),
@@ -152,8 +158,8 @@ pub fn message_json_at(
     // A media-only message has an empty body on Twilio, not null.
     obj.str("body", req.body.unwrap_or(""));
     obj.str("status", status);
-    obj.str("num_segments", &num_segments.to_string());
-    obj.str("num_media", &req.num_media.to_string());
+    obj.str_u64("num_segments", u64::from(num_segments));
+    obj.str_u64("num_media", req.num_media as u64);
     obj.str("direction", "outbound-api");
     obj.str("api_version", API_VERSION);
     obj.null("price");
@@ -168,7 +174,7 @@ pub fn message_json_at(
             obj.null("error_message");
         }
     }
-    obj.str("uri", &uri);
+    obj.str_parts("uri", &base, ".json");
     obj.raw("subresource_uris", &subresources.finish());
     obj.into_bytes()
 }
