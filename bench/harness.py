@@ -211,6 +211,15 @@ def port_open(port):
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
+def start_mock(servers, out):
+    """The mock Twilio (nginx `return`, bench/nginx/mock.conf) on CPU 0,
+    its config and error log in `out`: the layout of bench/profile and
+    bench/ab."""
+    (out / "mock.conf").write_text((BENCH / "nginx/mock.conf").read_text().replace("@RUN@", str(out)))
+    return servers.start("mock nginx", ["nginx", "-e", str(out / "mock-error.log"), "-p", str(out),
+                                        "-c", str(out / "mock.conf")], CLIENT_CPU, MOCK_PORT)
+
+
 def wait_port(port, proc, what, timeout=15):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
