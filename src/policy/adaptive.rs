@@ -195,6 +195,7 @@ struct Origins {
 struct Trip {
     signal: &'static str,
     key: String,
+    scope: Scope,
     kind: String,
     figures: String,
 }
@@ -558,6 +559,7 @@ impl Adaptive {
             if count > u64::from(self.cfg.distinct.regions) && !vouched {
                 r.trips.push(Trip {
                     signal: "regions",
+                    scope,
                     kind: scope.kind(),
                     key: key.to_string(),
                     figures: format!(
@@ -713,7 +715,7 @@ impl Adaptive {
             store.pair_seen(&alert_key(&t.key), now, true);
         }
         if !narrow.is_empty() {
-            let step = self.block_narrow(&narrow, &dests, keys, store, now);
+            let step = self.block_narrow(&narrow, &dests, keys, flows, store, now);
             return (step, seen);
         }
 
@@ -843,11 +845,19 @@ impl Adaptive {
 
     /// Narrow keys tripped: each is blocked (escalating), its broad
     /// ancestor counts the trip, and the send is stopped under the first.
+    ///
+    /// A client address tripped where no confirmations flow is blocked
+    /// for `alert_block`, not `block`: its distinct numbers are all the
+    /// evidence then, and a carrier NAT's busy hour shows as many. The
+    /// block escalates on each repeat, and a sender still over its floor
+    /// when it lifts trips again on its next send, so a bot gains nothing
+    /// from the shorter start.
     fn block_narrow(
         &self,
         narrow: &[Trip],
         dests: &[Dest],
         keys: &Keys,
+        flows: bool,
         store: &dyn Store,
         now: Millis,
     ) -> Step {
@@ -856,7 +866,12 @@ impl Adaptive {
         let mut detail = format!("{}: {}", first.key, first.figures);
         for (i, t) in narrow.iter().enumerate() {
             let rule = Arc::from(format!("adaptive:{}:{}", t.signal, t.kind));
-            let (dur, offence) = store.trip(&t.key, now, &self.block, rule, self.action);
+            let escalation = if !flows && t.scope == Scope::ClientIp {
+                &self.alert_block
+            } else {
+                &self.block
+            };
+            let (dur, offence) = store.trip(&t.key, now, escalation, rule, self.action);
             self.sibling_tripped(dests, keys, &t.key, store, now);
             if i == 0 {
                 let _ = write!(detail, "; {}", blocked_for(dur, offence));
@@ -887,7 +902,8 @@ impl Adaptive {
     /// it go, one that carries unconfirmed sends (or, with no history
     /// under the key, its broadest child) is blocked for new numbers for
     /// `alert_block`. A number sent to today, or asked for by a sender that
-    /// proves receipt, is not judged here.
+    /// proves receipt, is not judged here; without confirmations flowing
+    /// for the account and product, nothing is (see [`Adaptive::range`]).
     #[allow(clippy::too_many_arguments)]
     fn judge_under_alert(
         &self,
@@ -949,6 +965,14 @@ impl Adaptive {
                     trace,
                     "{why}; {} is a proven range: {}",
                     keys.get(i),
+                    notes.join("; ")
+                );
+                return step;
+            }
+            None if !flows => {
+                let step = pass!(
+                    trace,
+                    "{why}; no confirmations seen for this account and product: an alert blocks nothing without them; {}",
                     notes.join("; ")
                 );
                 return step;
@@ -1015,7 +1039,10 @@ impl Adaptive {
 
     /// What the send's ranges under an alerted key show, narrowest first:
     /// the first with evidence decides. Without confirmations flowing
-    /// nothing can be proven: the broadest range takes the alert.
+    /// nothing can be proven, and nothing is blocked (`None`): a surge of
+    /// new numbers over a broad key is all an alert has seen then, and a
+    /// city's campaign is such a surge. The narrow rules (a block's surge,
+    /// a sender's distinct numbers), limits and budgets still judge.
     ///
     /// A range is blocked only on evidence that outweighs what real users
     /// show under it:
@@ -1041,7 +1068,7 @@ impl Adaptive {
     ) -> Option<Range> {
         let broadest = children.first()?.0;
         if !flows {
-            return Some(Range::Unknown(broadest));
+            return None;
         }
         for (at, &(index, ref c)) in children.iter().enumerate().rev() {
             // Every confirmation it saw: the day's, or its baseline's.
@@ -1159,6 +1186,7 @@ impl Adaptive {
             if unconfirmed > allowed {
                 return Some(Trip {
                     signal: "unconfirmed",
+                    scope,
                     kind: scope.kind(),
                     key: key.to_string(),
                     figures: format!(
@@ -1195,7 +1223,8 @@ impl Adaptive {
         let allowed = floor.max((self.cfg.surge.factor * average) as u64);
         (unconfirmed > allowed).then(|| Trip {
             signal: "surge",
-            kind: scope.kind(),
+            scope,
+                    kind: scope.kind(),
             key: key.to_string(),
             figures: format!(
                 "{unconfirmed} new numbers unconfirmed in {} > max(floor {floor}, {} x average {average:.1})",
@@ -1230,6 +1259,7 @@ impl Adaptive {
             if numbers > allowed {
                 return Some(Trip {
                     signal: "distinct",
+                    scope,
                     kind: scope.kind(),
                     key: key.to_string(),
                     figures: format!(

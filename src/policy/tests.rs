@@ -917,3 +917,90 @@ fn a_sprayer_that_sends_several_numbers_per_block_is_left_to_the_ranges() {
         );
     }
 }
+
+/// The sends of a city's campaign: one new number per exchange of area
+/// code 305 (`+1305 2xx` to `+1305 4xx`), each from its own address,
+/// `gap` apart from `start`.
+fn campaign(p: &Policy, start: Millis, gap: Millis, people: u64) -> Vec<Decision> {
+    (0..people)
+        .map(|i| {
+            let s = send(&format!("+1305{}5550", 200 + i), "US").ip(&format!(
+                "198.51.{}.{}",
+                100 + i / 200,
+                i % 200
+            ));
+            p.decide(&s.attempt(), start + i * gap)
+        })
+        .collect()
+}
+
+#[test]
+fn without_confirmations_a_broad_surge_raises_an_alert_and_blocks_nothing() {
+    // The example's figures: a block's floor of 3 new numbers in 10 min,
+    // 4 times that per digit shorter, so the area code's first digit
+    // (`prefix:5`, two digits shorter: broad) surges past 48.
+    let p = policy("[adaptive]\n");
+    let people = 150;
+    let d = campaign(&p, T0, 2 * SEC, people);
+    let stopped: Vec<_> = d.iter().filter(|d| !d.forwarded()).map(rule).collect();
+    assert!(stopped.is_empty(), "stopped: {stopped:?}");
+    // The alert is raised, and says why it blocks nothing.
+    let s = send("+13053995550", "US").ip("198.51.103.1");
+    let d = p.explain(&s.attempt(), T0 + people * 2 * SEC);
+    assert!(d.forwarded());
+    let text = d.explained();
+    assert!(
+        text.contains("prefix:5=+13053 under alert")
+            && text.contains("an alert blocks nothing without them"),
+        "{text}"
+    );
+
+    // Where confirmations flow, the same surge never confirming is
+    // judged: the alert blocks the ranges under it.
+    let p = policy("[adaptive]\n");
+    confirmations_flow(&p, T0 - HOUR);
+    let d = campaign(&p, T0, 2 * SEC, people);
+    assert!(
+        d.iter()
+            .any(|d| rule(d).starts_with("adaptive:alert:prefix:")),
+        "the alert judged nothing where confirmations flow"
+    );
+}
+
+#[test]
+fn without_confirmations_a_busy_address_is_blocked_briefly_and_again_while_it_goes_on() {
+    let cfg = "[adaptive]\n[adaptive.surge]\nfloor = 100000\nregion = 0\n[adaptive.distinct]\nclient_ip = [\"8/1h\"]\nregions = 0\n";
+    let at = |i: u64| numbered(&format!("+1{}55", 201 + i), i).ip("203.0.113.7");
+    let p = policy(cfg);
+    for i in 0..8 {
+        assert!(p.decide(&at(i).attempt(), T0 + i * MIN).forwarded());
+    }
+    // The ninth distinct number in the hour: blocked for `alert_block`
+    // (15 min), not `block` (12 h). Its distinct numbers are all the
+    // evidence, and a carrier NAT's busy hour shows as many.
+    let d = p.decide(&at(8).attempt(), T0 + 8 * MIN);
+    assert_eq!(rule(&d), "adaptive:distinct:client_ip");
+    let detail = d.verdict.as_ref().unwrap().detail.clone().unwrap();
+    assert!(detail.ends_with("blocked for 15m (offence 1)"), "{detail}");
+    // Blocked until 23 min.
+    let d = p.decide(&at(9).attempt(), T0 + 20 * MIN);
+    assert_eq!(d.verdict.as_ref().map(|v| v.stage), Some(Stage::Blocks));
+    // Once it lifts, the address is still over its hour's floor: its
+    // next new number trips it again, escalated.
+    let d = p.decide(&at(10).attempt(), T0 + 24 * MIN);
+    assert_eq!(rule(&d), "adaptive:distinct:client_ip");
+    let detail = d.verdict.as_ref().unwrap().detail.clone().unwrap();
+    assert!(detail.ends_with("blocked for 30m (offence 2)"), "{detail}");
+
+    // Where confirmations flow (this address's sends never confirm), the
+    // trip is judged on conversion too: `block`.
+    let p = policy(cfg);
+    confirmations_flow(&p, T0 - HOUR);
+    for i in 0..8 {
+        assert!(p.decide(&at(i).attempt(), T0 + i * MIN).forwarded());
+    }
+    let d = p.decide(&at(8).attempt(), T0 + 8 * MIN);
+    assert_eq!(rule(&d), "adaptive:distinct:client_ip");
+    let detail = d.verdict.as_ref().unwrap().detail.clone().unwrap();
+    assert!(detail.ends_with("blocked for 12h (offence 1)"), "{detail}");
+}
