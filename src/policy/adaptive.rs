@@ -133,6 +133,11 @@ pub(crate) struct Seen {
     vouched_until: Millis,
     /// A broadcast: nothing here counted or judged it.
     pub(crate) broadcast: bool,
+    /// Confirmations flow for the send's account and product: it counts
+    /// toward its keys' conversion. One that nobody can confirm (Messaging
+    /// of an app that reports no Feedback, beside its Verify) would count
+    /// as unanswered under the same ranges and senders as sends that can.
+    flows: bool,
 }
 
 /// Floors per window (hour, day); `None` when the window is not judged.
@@ -195,7 +200,10 @@ struct Origins {
 struct Trip {
     signal: &'static str,
     key: String,
-    scope: Scope,
+    /// Blocked for `alert_block`, not `block`: a client address whose
+    /// distinct numbers are all the evidence (no conversion can weigh
+    /// them), as a carrier NAT's busy hour shows as many.
+    brief: bool,
     kind: String,
     figures: String,
 }
@@ -559,7 +567,7 @@ impl Adaptive {
             if count > u64::from(self.cfg.distinct.regions) && !vouched {
                 r.trips.push(Trip {
                     signal: "regions",
-                    scope,
+                    brief: scope == Scope::ClientIp && !flows,
                     kind: scope.kind(),
                     key: key.to_string(),
                     figures: format!(
@@ -659,8 +667,8 @@ impl Adaptive {
         if let Some(n) = self.broadcast(a, now) {
             return self.pass_broadcast(n, trace);
         }
-        let flows = self.flows(store, a.account, a.product, now);
         let (mut seen, senders) = self.keys_of(a, store, now);
+        let flows = seen.flows;
         let mut j = Judging {
             a,
             store,
@@ -715,7 +723,7 @@ impl Adaptive {
             store.pair_seen(&alert_key(&t.key), now, true);
         }
         if !narrow.is_empty() {
-            let step = self.block_narrow(&narrow, &dests, keys, flows, store, now);
+            let step = self.block_narrow(&narrow, &dests, keys, store, now);
             return (step, seen);
         }
 
@@ -839,6 +847,7 @@ impl Adaptive {
             vouched: false,
             vouched_until: 0,
             broadcast: true,
+            flows: false,
         };
         (step, seen)
     }
@@ -846,18 +855,16 @@ impl Adaptive {
     /// Narrow keys tripped: each is blocked (escalating), its broad
     /// ancestor counts the trip, and the send is stopped under the first.
     ///
-    /// A client address tripped where no confirmations flow is blocked
-    /// for `alert_block`, not `block`: its distinct numbers are all the
-    /// evidence then, and a carrier NAT's busy hour shows as many. The
-    /// block escalates on each repeat, and a sender still over its floor
-    /// when it lifts trips again on its next send, so a bot gains nothing
-    /// from the shorter start.
+    /// A `brief` trip (a client address whose distinct numbers no
+    /// conversion can weigh) is blocked for `alert_block`, not `block`: a
+    /// carrier NAT's busy hour shows as many. The block escalates on each
+    /// repeat, and a sender still over its floor when it lifts trips again
+    /// on its next send, so a bot gains little from the shorter start.
     fn block_narrow(
         &self,
         narrow: &[Trip],
         dests: &[Dest],
         keys: &Keys,
-        flows: bool,
         store: &dyn Store,
         now: Millis,
     ) -> Step {
@@ -866,7 +873,7 @@ impl Adaptive {
         let mut detail = format!("{}: {}", first.key, first.figures);
         for (i, t) in narrow.iter().enumerate() {
             let rule = Arc::from(format!("adaptive:{}:{}", t.signal, t.kind));
-            let escalation = if !flows && t.scope == Scope::ClientIp {
+            let escalation = if t.brief {
                 &self.alert_block
             } else {
                 &self.block
@@ -1186,7 +1193,7 @@ impl Adaptive {
             if unconfirmed > allowed {
                 return Some(Trip {
                     signal: "unconfirmed",
-                    scope,
+                    brief: false,
                     kind: scope.kind(),
                     key: key.to_string(),
                     figures: format!(
@@ -1223,8 +1230,8 @@ impl Adaptive {
         let allowed = floor.max((self.cfg.surge.factor * average) as u64);
         (unconfirmed > allowed).then(|| Trip {
             signal: "surge",
-            scope,
-                    kind: scope.kind(),
+            brief: false,
+            kind: scope.kind(),
             key: key.to_string(),
             figures: format!(
                 "{unconfirmed} new numbers unconfirmed in {} > max(floor {floor}, {} x average {average:.1})",
@@ -1248,9 +1255,16 @@ impl Adaptive {
         flows: bool,
         now: Millis,
     ) -> Option<Trip> {
+        // Conversion weighs the sender's numbers in a window only where
+        // every one of them came from a send that can be confirmed: its
+        // sends counted toward conversion (only those whose account and
+        // product see confirmations do) are at least its new numbers.
+        let judged = |i: usize| {
+            flows && c.sent[i].count(PERIODS[i], now) >= c.fresh[i].count(PERIODS[i], now)
+        };
         for (i, period) in PERIODS.iter().enumerate() {
             let Some(floor) = floors.0[i] else { continue };
-            if *period == DAY && !flows {
+            if *period == DAY && !judged(i) {
                 continue;
             }
             let numbers = c.fresh[i].count(*period, now) + 1;
@@ -1259,7 +1273,7 @@ impl Adaptive {
             if numbers > allowed {
                 return Some(Trip {
                     signal: "distinct",
-                    scope,
+                    brief: scope == Scope::ClientIp && !judged(i),
                     kind: scope.kind(),
                     key: key.to_string(),
                     figures: format!(
@@ -1335,6 +1349,7 @@ impl Adaptive {
             vouched: self.vouch > 0 && until > now,
             vouched_until: until,
             broadcast: false,
+            flows: self.flows(store, a.account, a.product, now),
         };
         self.destination_keys(a.to, &a.class, &mut seen.keys);
         let senders = seen.keys.items.len();
@@ -1415,7 +1430,9 @@ impl Adaptive {
                     // Prefixes come broadest first: the last is the block.
                     local = c.fresh[0].count(HOUR, now) > 0;
                 }
-                count_sent(c, grace, now);
+                if seen.flows {
+                    count_sent(c, grace, now);
+                }
                 if fresh {
                     count_fresh(c, now);
                     if !sender {
@@ -1431,12 +1448,14 @@ impl Adaptive {
             let fresh = seen.fresh;
             let key = product_region_key(a.product, region);
             store.conversion(&key, true, &mut |c| {
-                count_sent(c, grace, now);
+                if seen.flows {
+                    count_sent(c, grace, now);
+                }
                 if fresh {
                     count_fresh(c, now);
                 }
             });
-            if fresh && local {
+            if fresh && local && seen.flows {
                 store.conversion(&local_key(&key), true, &mut |c| count_sent(c, grace, now));
             }
         }

@@ -1004,3 +1004,90 @@ fn without_confirmations_a_busy_address_is_blocked_briefly_and_again_while_it_go
     let detail = d.verdict.as_ref().unwrap().detail.clone().unwrap();
     assert!(detail.ends_with("blocked for 12h (offence 1)"), "{detail}");
 }
+
+/// Makes confirmations flow for the test account's Verify only.
+fn verify_confirmations_flow(p: &Policy, at: Millis) {
+    let s = send("+19175550001", "US").ip("192.0.2.200");
+    let a = Attempt {
+        product: Product::Verify,
+        ..s.attempt()
+    };
+    assert!(p.decide(&a, at).forwarded());
+    assert!(p.confirm(&s.to, &s.class, at + 10 * SEC));
+}
+
+#[test]
+fn sends_nobody_can_confirm_do_not_count_as_unanswered_beside_sends_that_can() {
+    // An app whose Verify codes are checked through the guard (they
+    // confirm) and whose messages nobody reports (no Feedback): its
+    // messages must not make the ranges and senders they share with
+    // Verify look unanswered.
+    let p = policy(UNCONFIRMED_ONLY);
+    verify_confirmations_flow(&p, T0);
+    for i in 0..40 {
+        let s = numbered("+1646555", i).ip(&format!("203.0.113.{i}"));
+        let d = p.decide(&s.attempt(), T0 + MIN + i * MIN);
+        assert!(d.forwarded(), "message {i}: {:?}", d.verdict);
+    }
+    let s = numbered("+1646555", 100).ip("203.0.113.100");
+    let a = Attempt {
+        product: Product::Verify,
+        ..s.attempt()
+    };
+    let d = p.explain(&a, T0 + 50 * MIN);
+    assert!(d.forwarded(), "{}", d.explained());
+    assert!(
+        d.explained()
+            .contains("prefix:7=+1646555: sent/confirmed 0/0 in 1h"),
+        "{}",
+        d.explained()
+    );
+
+    // The same Verify sends, never confirmed, are judged.
+    let p = policy(UNCONFIRMED_ONLY);
+    verify_confirmations_flow(&p, T0);
+    let stopped = (0..40).any(|i| {
+        let s = numbered("+1646555", i).ip(&format!("203.0.113.{i}"));
+        let a = Attempt {
+            product: Product::Verify,
+            ..s.attempt()
+        };
+        !p.decide(&a, T0 + MIN + i * MIN).forwarded()
+    });
+    assert!(stopped, "unanswered Verify sends were not judged");
+}
+
+#[test]
+fn an_address_whose_numbers_no_conversion_can_weigh_is_blocked_briefly() {
+    let cfg = "[adaptive]\n[adaptive.surge]\nfloor = 100000\nregion = 0\n[adaptive.distinct]\nclient_ip = [\"8/1h\"]\nregions = 0\n";
+    let at = |i: u64| numbered(&format!("+1{}55", 201 + i), i).ip("203.0.113.7");
+    fn verify(s: &Send) -> Attempt<'_> {
+        Attempt {
+            product: Product::Verify,
+            ..s.attempt()
+        }
+    }
+    // Verify confirms, messages are never reported: eight messages, then
+    // a Verify send, from one address.
+    let p = policy(cfg);
+    verify_confirmations_flow(&p, T0 - HOUR);
+    for i in 0..8 {
+        assert!(p.decide(&at(i).attempt(), T0 + i * MIN).forwarded());
+    }
+    let s = at(8);
+    let d = p.decide(&verify(&s), T0 + 8 * MIN);
+    assert_eq!(rule(&d), "adaptive:distinct:client_ip");
+    let detail = d.verdict.as_ref().unwrap().detail.clone().unwrap();
+    assert!(detail.ends_with("blocked for 15m (offence 1)"), "{detail}");
+
+    // Nine Verify sends, all of which could confirm: `block`.
+    let p = policy(cfg);
+    verify_confirmations_flow(&p, T0 - HOUR);
+    for i in 0..8 {
+        assert!(p.decide(&verify(&at(i)), T0 + i * MIN).forwarded());
+    }
+    let d = p.decide(&verify(&at(8)), T0 + 8 * MIN);
+    assert_eq!(rule(&d), "adaptive:distinct:client_ip");
+    let detail = d.verdict.as_ref().unwrap().detail.clone().unwrap();
+    assert!(detail.ends_with("blocked for 12h (offence 1)"), "{detail}");
+}
