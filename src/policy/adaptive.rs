@@ -1402,6 +1402,7 @@ impl Adaptive {
                 p.origin = Some(self.origin(a.user, a.account));
             }
             p.product = product_code(a.product);
+            p.counted = seen.flows;
         });
         if again {
             return;
@@ -1502,6 +1503,9 @@ impl Adaptive {
         for (scope, key) in keys.iter() {
             let mut converts = false;
             store.conversion(key, true, &mut |c| {
+                if !p.counted {
+                    count_late(c, now);
+                }
                 count_confirmed(c, now);
                 c.surge_confirmed.add(w, now, 1);
                 let today = c.confirmed[1].count(DAY, now).min(u64::from(u32::MAX)) as u32;
@@ -1520,6 +1524,9 @@ impl Adaptive {
         if self.cfg.unconfirmed.dispersed_ratio > 0.0 {
             let region = class.region.as_ref().map_or("none", |r| r.as_str());
             store.conversion(&product_region_key(product, region), true, &mut |c| {
+                if !p.counted {
+                    count_late(c, now);
+                }
                 count_confirmed(c, now)
             });
         }
@@ -1582,6 +1589,15 @@ fn count_sent(c: &mut Conversion, grace: Millis, now: Millis) {
 }
 
 /// A forwarded send was to a new number.
+/// A send not counted when it was forwarded (its product's confirmations
+/// did not flow yet), counted with its confirmation: past its grace, so
+/// it and its confirmation leave nothing unanswered.
+fn count_late(c: &mut Conversion, now: Millis) {
+    for (win, p) in c.sent.iter_mut().zip(PERIODS) {
+        win.add(p, now, 1);
+    }
+}
+
 fn count_fresh(c: &mut Conversion, now: Millis) {
     for (win, p) in c.fresh.iter_mut().zip(PERIODS) {
         win.add(p, now, 1);

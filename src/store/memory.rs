@@ -63,6 +63,7 @@ struct Number {
     origin: Option<Arc<Origin>>,
     client_ip: Option<IpAddr>,
     product: u8,
+    counted: bool,
     /// Which parts exist: `BACKOFF`, `PENDING`.
     parts: u8,
 }
@@ -111,6 +112,7 @@ impl Number {
             vouched_until: millis(self.vouched_until),
             client_ip: self.client_ip,
             product: self.product,
+            counted: self.counted,
             origin: self.origin.take(),
         }
     }
@@ -125,6 +127,7 @@ impl Number {
         self.vouched_until = seconds(p.vouched_until.saturating_add(999));
         self.client_ip = p.client_ip;
         self.product = p.product;
+        self.counted = p.counted;
         self.origin = p.origin;
     }
 }

@@ -576,6 +576,10 @@ pub struct Pending {
     /// Who asked for it, to credit them when it is confirmed.
     pub client_ip: Option<std::net::IpAddr>,
     pub product: u8,
+    /// The send counted toward its keys' conversion: its product's
+    /// confirmations flowed when it was sent. One that did not is counted
+    /// with its confirmation, if one comes (the first of its product).
+    pub counted: bool,
     /// The user and account (none: neither known), one pointer rather than
     /// a text of each per number.
     pub origin: Option<Arc<Origin>>,
