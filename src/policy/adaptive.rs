@@ -229,6 +229,9 @@ struct Judging<'a> {
     cc: u8,
     /// The last destination key's digits and baselines, lent to the next.
     parent: Option<(u8, [u64; 2])>,
+    /// The broadest prefix's digits and new numbers in the surge window,
+    /// shared out over the prefixes under it.
+    top_surge: Option<(u8, u64)>,
     pair_key: String,
 }
 
@@ -615,6 +618,18 @@ impl Adaptive {
         let base = [own[0].max(borrowed[0]), own[1].max(borrowed[1])];
         j.parent = Some((n, base));
         let broad = self.broad(scope);
+        // What chance puts in this prefix when the broadest prefix's new
+        // numbers this window fall evenly over the ranges under it.
+        let share = match (scope, j.top_surge) {
+            (Scope::Prefix { .. }, None) => {
+                j.top_surge = Some((n, state.surge.count(self.surge_window, now)));
+                0.0
+            }
+            (Scope::Prefix { .. }, Some((top, count))) => {
+                count as f64 / 10f64.powi(i32::from(n.saturating_sub(top)))
+            }
+            _ => 0.0,
+        };
         let (floors, surge_floor) = match scope {
             Scope::Prefix { width, .. } => (
                 self.unconfirmed_prefix.doubled(width),
@@ -639,7 +654,7 @@ impl Adaptive {
         }
         if fresh && surge_floor > 0 {
             r.trips
-                .extend(self.surge(scope, key, state, surge_floor, flows, now));
+                .extend(self.surge(scope, key, state, (surge_floor, share), flows, now));
         }
         if trace {
             let mut note = self.figures(key, state, floors, base, now);
@@ -678,6 +693,7 @@ impl Adaptive {
             region: a.class.region.as_ref().map_or("none", |r| r.as_str()),
             cc: cc_digits(a.class.calling_code) as u8,
             parent: None,
+            top_surge: None,
             pair_key: String::with_capacity(80),
         };
         let mut r = Reading {
@@ -1212,7 +1228,7 @@ impl Adaptive {
         scope: Scope,
         key: &str,
         c: &Conversion,
-        floor: u64,
+        (floor, share): (u64, f64),
         flows: bool,
         now: Millis,
     ) -> Option<Trip> {
@@ -1227,14 +1243,26 @@ impl Adaptive {
         // The key's average per window over the last day, this window left out.
         let day = c.fresh[1].count(DAY, now).saturating_sub(recent - 1);
         let average = day as f64 * w as f64 / DAY as f64;
-        let allowed = floor.max((self.cfg.surge.factor * average) as u64);
+        // A broad surge (a city's campaign) puts a few new numbers in many
+        // of its ranges by chance: a range is judged past what chance puts
+        // in it, its even share of the broadest prefix's new numbers
+        // (a Poisson mean) and four standard deviations more: people's
+        // numbers fill only some of the ranges, so the share is low.
+        let chance = if share > 0.0 {
+            share + 4.0 * share.sqrt() + 1.0
+        } else {
+            0.0
+        };
+        let allowed = floor
+            .max((self.cfg.surge.factor * average) as u64)
+            .max(chance as u64);
         (unconfirmed > allowed).then(|| Trip {
             signal: "surge",
             brief: false,
             kind: scope.kind(),
             key: key.to_string(),
             figures: format!(
-                "{unconfirmed} new numbers unconfirmed in {} > max(floor {floor}, {} x average {average:.1})",
+                "{unconfirmed} new numbers unconfirmed in {} > max(floor {floor}, {} x average {average:.1}, chance {chance:.1})",
                 humantime::format_duration(std::time::Duration::from_millis(w)),
                 self.cfg.surge.factor
             ),

@@ -1091,3 +1091,50 @@ fn an_address_whose_numbers_no_conversion_can_weigh_is_blocked_briefly() {
     let detail = d.verdict.as_ref().unwrap().detail.clone().unwrap();
     assert!(detail.ends_with("blocked for 12h (offence 1)"), "{detail}");
 }
+
+#[test]
+fn a_range_is_judged_past_its_share_of_a_broad_surge() {
+    // Surges only: no confirmations flow, distinct-number floors off.
+    let p = policy(
+        "[adaptive]\n[adaptive.surge]\nregion = 0\n[adaptive.distinct]\nclient_ip = []\nuser = []\nregions = 0\n",
+    );
+    // A big city's campaign: 3,200 new numbers in eight minutes, four in
+    // each of the area code's 800 exchanges, each from its own address.
+    // In a quiet area code a block is stopped at its fourth new number in
+    // ten minutes (the floor of 3); here that is the campaign's share.
+    for i in 0..3_200u64 {
+        let s = send(&format!("+1305{}{:04}", 200 + i % 800, i / 800), "US").ip(&format!(
+            "198.18.{}.{}",
+            i / 250,
+            1 + i % 250
+        ));
+        let d = p.decide(&s.attempt(), T0 + i * 150);
+        assert!(d.forwarded(), "person {i}: {:?}", d.verdict);
+    }
+    // A pump into one of its exchanges still trips, past that share:
+    // 3.2 a range, and four standard deviations, and one.
+    let now = T0 + 3_200 * 150;
+    let mut stopped = None;
+    for k in 0..30u64 {
+        let s =
+            send(&format!("+1305201{:04}", 5_000 + k), "US").ip(&format!("203.0.113.{}", 10 + k));
+        let d = p.decide(&s.attempt(), now + (k + 1) * SEC);
+        if !d.forwarded() {
+            assert_eq!(rule(&d), "adaptive:surge:prefix:7");
+            let detail = d.verdict.as_ref().unwrap().detail.clone().unwrap();
+            let chance: f64 = detail
+                .split("chance ")
+                .nth(1)
+                .and_then(|t| t.split(')').next())
+                .and_then(|t| t.parse().ok())
+                .expect("the chance is in the figures");
+            // 2.8 to 3.2 a range over the window, four standard deviations
+            // and one more.
+            assert!((10.0..11.5).contains(&chance), "{detail}");
+            stopped = Some(k);
+            break;
+        }
+    }
+    // The campaign's four, then six or seven more.
+    assert!(matches!(stopped, Some(6..=7)), "{stopped:?}");
+}
