@@ -736,7 +736,12 @@ impl Adaptive {
                 .any(|d| d.broad && keys.get(d.index) == t.key.as_str())
         });
         for t in &broad {
-            store.pair_seen(&alert_key(&t.key), now, true);
+            let marker = if t.signal == "surge" {
+                surge_alert_key(&t.key)
+            } else {
+                alert_key(&t.key)
+            };
+            store.pair_seen(&marker, now, true);
         }
         if !narrow.is_empty() {
             let step = self.block_narrow(&narrow, &dests, keys, store, now);
@@ -904,20 +909,46 @@ impl Adaptive {
     }
 
     /// The first of the send's broad keys under alert, for a new number
-    /// only: a number sent to today is not looked up.
+    /// only: a number sent to today is not looked up; and whether a surge
+    /// raised it.
+    ///
+    /// An alert a surge raised holds only while the key's new numbers do
+    /// not convert: once half of the window's have confirmed, the surge
+    /// was people (a city's campaign, whose codes arrive a minute after
+    /// its sign-ups), and the alert no longer judges its ranges. An alert
+    /// raised by unanswered sends holds its full length.
     fn alerted<'d>(
         &self,
         seen: &Seen,
         dests: &'d [Dest],
         store: &dyn Store,
         now: Millis,
-    ) -> Option<&'d Dest> {
+    ) -> Option<(&'d Dest, bool)> {
         let mut pair_key = String::with_capacity(80);
-        dests.iter().filter(|d| d.broad && seen.fresh).find(|d| {
-            pair(&mut pair_key, "alert", seen.keys.get(d.index));
-            let raised = store.pair_seen(&pair_key, now, false);
-            raised.is_some_and(|t| now.saturating_sub(t) < self.alert)
-        })
+        let recent =
+            |raised: Option<Millis>| raised.is_some_and(|t| now.saturating_sub(t) < self.alert);
+        for d in dests.iter().filter(|d| d.broad && seen.fresh) {
+            let key = seen.keys.get(d.index);
+            pair(&mut pair_key, "alert", key);
+            if recent(store.pair_seen(&pair_key, now, false)) {
+                return Some((d, false));
+            }
+            pair(&mut pair_key, "alert-surge", key);
+            if recent(store.pair_seen(&pair_key, now, false))
+                && !self.surge_converts(&read(store, key), now)
+            {
+                return Some((d, true));
+            }
+        }
+        None
+    }
+
+    /// Half the new numbers of the surge window proved receipt (two at
+    /// least).
+    fn surge_converts(&self, c: &Conversion, now: Millis) -> bool {
+        let w = self.surge_window;
+        let confirmed = c.surge_confirmed.count(w, now);
+        confirmed >= 2 && 2 * confirmed >= c.surge.count(w, now)
     }
 
     /// Under an alert on one of its broad keys, a new number is judged by
@@ -941,7 +972,7 @@ impl Adaptive {
         trace: bool,
     ) -> Step {
         let keys = &seen.keys;
-        let Some(alerted) = self.alerted(seen, dests, store, now) else {
+        let Some((alerted, by_surge)) = self.alerted(seen, dests, store, now) else {
             let step = pass!(
                 trace,
                 "{}{}",
@@ -1009,7 +1040,12 @@ impl Adaptive {
         let kind = kind_of(seen, key_index);
         // Stopping sends under it is the excess persisting: the alert
         // lasts while they come, and lifts `alert` after the last.
-        store.pair_seen(&alert_key(keys.get(alerted.index)), now, true);
+        let marker = if by_surge {
+            surge_alert_key(keys.get(alerted.index))
+        } else {
+            alert_key(keys.get(alerted.index))
+        };
+        store.pair_seen(&marker, now, true);
         let rule = format!("adaptive:alert:{kind}");
         if !block {
             let detail =
@@ -1679,6 +1715,11 @@ fn first_in_a_day(
 /// The marker of an alert on a broad key (as [`pair`] spells it).
 fn alert_key(key: &str) -> String {
     format!("alert>{key}")
+}
+
+/// The marker of an alert a surge raised on a broad key.
+fn surge_alert_key(key: &str) -> String {
+    format!("alert-surge>{key}")
 }
 
 fn blocked_for(dur: Millis, offence: u32) -> String {

@@ -1138,3 +1138,30 @@ fn a_range_is_judged_past_its_share_of_a_broad_surge() {
     // The campaign's four, then six or seven more.
     assert!(matches!(stopped, Some(6..=7)), "{stopped:?}");
 }
+
+#[test]
+fn an_alert_a_surge_raised_lifts_once_half_its_new_numbers_confirm() {
+    let p = policy("[adaptive]\n[adaptive.distinct]\nclient_ip = []\nuser = []\nregions = 0\n");
+    confirmations_flow(&p, T0 - HOUR);
+    // A campaign's first minute: 48 new numbers in +1305 2xx, one per
+    // exchange; the next is past the broad floor of 48, before any code
+    // is typed.
+    let people: Vec<Send> = (0..48u64)
+        .map(|i| send(&format!("+1305{}5550", 200 + i), "US").ip(&format!("198.18.0.{}", 1 + i)))
+        .collect();
+    for (i, s) in people.iter().enumerate() {
+        assert!(p.decide(&s.attempt(), T0 + i as u64 * SEC).forwarded());
+    }
+    let text = |e164: &str, at: Millis| {
+        let s = send(e164, "US").ip("203.0.113.1");
+        p.explain(&s.attempt(), at).explained()
+    };
+    let before = text("+13052805551", T0 + 50 * SEC);
+    assert!(before.contains("prefix:5=+13052 under alert"), "{before}");
+    // A minute later, 30 of them have typed their code.
+    for (i, s) in people.iter().take(30).enumerate() {
+        assert!(p.confirm(&s.to, &s.class, T0 + 60 * SEC + i as u64 * SEC));
+    }
+    let after = text("+13052705551", T0 + 91 * SEC);
+    assert!(!after.contains("under alert"), "{after}");
+}
