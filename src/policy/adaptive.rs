@@ -1577,9 +1577,7 @@ impl Adaptive {
                     c.peak = today;
                     c.peak_at = now;
                 }
-                // Half the new numbers of the window proved receipt.
-                let confirmed = c.surge_confirmed.count(w, now);
-                converts = confirmed >= 2 && 2 * confirmed >= c.surge.count(w, now);
+                converts = self.surge_converts(c, now);
             });
             if converts && matches!(scope, Scope::Prefix { .. }) {
                 self.lift_surge_block(key, store, now);
@@ -1646,9 +1644,7 @@ impl Adaptive {
 }
 
 fn count_sent(c: &mut Conversion, grace: Millis, now: Millis) {
-    for (win, p) in c.sent.iter_mut().zip(PERIODS) {
-        win.add(p, now, 1);
-    }
+    count_late(c, now);
     c.recent.add(grace.max(1), now);
 }
 

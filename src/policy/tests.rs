@@ -541,7 +541,7 @@ fn a_prefix_whose_sends_are_never_confirmed_is_blocked_after_the_minimum_sample(
         "{}",
         rule(&d)
     );
-    let detail = d.verdict.as_ref().unwrap().detail.clone().unwrap();
+    let detail = detail_of(&d);
     assert!(
         detail.contains("=+164655") && detail.contains("unconfirmed in 1h"),
         "{detail}"
@@ -851,7 +851,7 @@ fn pumping_spread_over_a_region_stops_its_new_numbers_while_it_lasts() {
         match (&first_stop, d.forwarded()) {
             (None, false) => {
                 assert_eq!(rule(&d), "adaptive:dispersed:region", "{:?}", d.verdict);
-                let detail = d.verdict.as_ref().unwrap().detail.clone().unwrap();
+                let detail = detail_of(&d);
                 assert!(
                     detail.starts_with("product_region=messaging:US: ")
                         && detail.contains("0 confirmed"),
@@ -967,41 +967,57 @@ fn without_confirmations_a_broad_surge_raises_an_alert_and_blocks_nothing() {
     );
 }
 
+/// Only the distinct-number signal, per client address: 8 an hour.
+const DISTINCT_ADDRESS_ONLY: &str = "[adaptive]\n[adaptive.surge]\nfloor = 100000\nregion = 0\n[adaptive.distinct]\nclient_ip = [\"8/1h\"]\nregions = 0\n";
+
+/// The `i`th new number (each in its own area code) asked for from one
+/// address.
+fn busy_address(i: u64) -> Send {
+    numbered(&format!("+1{}55", 201 + i), i).ip("203.0.113.7")
+}
+
+/// The stopping verdict's detail.
+fn detail_of(d: &Decision) -> String {
+    d.verdict.as_ref().unwrap().detail.clone().unwrap()
+}
+
 #[test]
 fn without_confirmations_a_busy_address_is_blocked_briefly_and_again_while_it_goes_on() {
-    let cfg = "[adaptive]\n[adaptive.surge]\nfloor = 100000\nregion = 0\n[adaptive.distinct]\nclient_ip = [\"8/1h\"]\nregions = 0\n";
-    let at = |i: u64| numbered(&format!("+1{}55", 201 + i), i).ip("203.0.113.7");
-    let p = policy(cfg);
+    let p = policy(DISTINCT_ADDRESS_ONLY);
     for i in 0..8 {
-        assert!(p.decide(&at(i).attempt(), T0 + i * MIN).forwarded());
+        assert!(p
+            .decide(&busy_address(i).attempt(), T0 + i * MIN)
+            .forwarded());
     }
     // The ninth distinct number in the hour: blocked for `alert_block`
     // (15 min), not `block` (12 h). Its distinct numbers are all the
     // evidence, and a carrier NAT's busy hour shows as many.
-    let d = p.decide(&at(8).attempt(), T0 + 8 * MIN);
+    let d = p.decide(&busy_address(8).attempt(), T0 + 8 * MIN);
     assert_eq!(rule(&d), "adaptive:distinct:client_ip");
-    let detail = d.verdict.as_ref().unwrap().detail.clone().unwrap();
+    let detail = detail_of(&d);
     assert!(detail.ends_with("blocked for 15m (offence 1)"), "{detail}");
     // Blocked until 23 min.
-    let d = p.decide(&at(9).attempt(), T0 + 20 * MIN);
+    let d = p.decide(&busy_address(9).attempt(), T0 + 20 * MIN);
     assert_eq!(d.verdict.as_ref().map(|v| v.stage), Some(Stage::Blocks));
     // Once it lifts, the address is still over its hour's floor: its
     // next new number trips it again, escalated.
-    let d = p.decide(&at(10).attempt(), T0 + 24 * MIN);
+    let d = p.decide(&busy_address(10).attempt(), T0 + 24 * MIN);
     assert_eq!(rule(&d), "adaptive:distinct:client_ip");
-    let detail = d.verdict.as_ref().unwrap().detail.clone().unwrap();
+    let detail = detail_of(&d);
     assert!(detail.ends_with("blocked for 30m (offence 2)"), "{detail}");
 
     // Where confirmations flow (this address's sends never confirm), the
     // trip is judged on conversion too: `block`.
-    let p = policy(cfg);
+    let p = policy(DISTINCT_ADDRESS_ONLY);
     confirmations_flow(&p, T0 - HOUR);
     for i in 0..8 {
-        assert!(p.decide(&at(i).attempt(), T0 + i * MIN).forwarded());
+        assert!(p
+            .decide(&busy_address(i).attempt(), T0 + i * MIN)
+            .forwarded());
     }
-    let d = p.decide(&at(8).attempt(), T0 + 8 * MIN);
+    let d = p.decide(&busy_address(8).attempt(), T0 + 8 * MIN);
     assert_eq!(rule(&d), "adaptive:distinct:client_ip");
-    let detail = d.verdict.as_ref().unwrap().detail.clone().unwrap();
+    let detail = detail_of(&d);
     assert!(detail.ends_with("blocked for 12h (offence 1)"), "{detail}");
 }
 
@@ -1059,8 +1075,6 @@ fn sends_nobody_can_confirm_do_not_count_as_unanswered_beside_sends_that_can() {
 
 #[test]
 fn an_address_whose_numbers_no_conversion_can_weigh_is_blocked_briefly() {
-    let cfg = "[adaptive]\n[adaptive.surge]\nfloor = 100000\nregion = 0\n[adaptive.distinct]\nclient_ip = [\"8/1h\"]\nregions = 0\n";
-    let at = |i: u64| numbered(&format!("+1{}55", 201 + i), i).ip("203.0.113.7");
     fn verify(s: &Send) -> Attempt<'_> {
         Attempt {
             product: Product::Verify,
@@ -1069,26 +1083,30 @@ fn an_address_whose_numbers_no_conversion_can_weigh_is_blocked_briefly() {
     }
     // Verify confirms, messages are never reported: eight messages, then
     // a Verify send, from one address.
-    let p = policy(cfg);
+    let p = policy(DISTINCT_ADDRESS_ONLY);
     verify_confirmations_flow(&p, T0 - HOUR);
     for i in 0..8 {
-        assert!(p.decide(&at(i).attempt(), T0 + i * MIN).forwarded());
+        assert!(p
+            .decide(&busy_address(i).attempt(), T0 + i * MIN)
+            .forwarded());
     }
-    let s = at(8);
+    let s = busy_address(8);
     let d = p.decide(&verify(&s), T0 + 8 * MIN);
     assert_eq!(rule(&d), "adaptive:distinct:client_ip");
-    let detail = d.verdict.as_ref().unwrap().detail.clone().unwrap();
+    let detail = detail_of(&d);
     assert!(detail.ends_with("blocked for 15m (offence 1)"), "{detail}");
 
     // Nine Verify sends, all of which could confirm: `block`.
-    let p = policy(cfg);
+    let p = policy(DISTINCT_ADDRESS_ONLY);
     verify_confirmations_flow(&p, T0 - HOUR);
     for i in 0..8 {
-        assert!(p.decide(&verify(&at(i)), T0 + i * MIN).forwarded());
+        assert!(p
+            .decide(&verify(&busy_address(i)), T0 + i * MIN)
+            .forwarded());
     }
-    let d = p.decide(&verify(&at(8)), T0 + 8 * MIN);
+    let d = p.decide(&verify(&busy_address(8)), T0 + 8 * MIN);
     assert_eq!(rule(&d), "adaptive:distinct:client_ip");
-    let detail = d.verdict.as_ref().unwrap().detail.clone().unwrap();
+    let detail = detail_of(&d);
     assert!(detail.ends_with("blocked for 12h (offence 1)"), "{detail}");
 }
 
@@ -1121,7 +1139,7 @@ fn a_range_is_judged_past_its_share_of_a_broad_surge() {
         let d = p.decide(&s.attempt(), now + (k + 1) * SEC);
         if !d.forwarded() {
             assert_eq!(rule(&d), "adaptive:surge:prefix:7");
-            let detail = d.verdict.as_ref().unwrap().detail.clone().unwrap();
+            let detail = detail_of(&d);
             let chance: f64 = detail
                 .split("chance ")
                 .nth(1)
