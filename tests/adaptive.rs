@@ -389,6 +389,21 @@ async fn sent_and_confirmed(env: &Env, to: &str, after: Duration) {
     assert_eq!(r.json()["confirmed"], true);
 }
 
+/// A day of the app's own traffic before the test: 60 people in the UK
+/// who enter their codes, each from their own address, two hours ago. An
+/// alert judges a broad key's conversion only once it knows what the
+/// app's real users answer; these answer all of theirs.
+async fn an_app_whose_people_answer(env: &Env) {
+    for i in 0..60u32 {
+        let to = format!("+44740012{i:04}");
+        assert!(forwarded(env, &to, &format!("100.64.0.{i}")).await, "{to}");
+        env.clock.advance(Duration::from_secs(20));
+        let r = confirm(env, &format!(r#"{{"to": "{to}"}}"#)).await;
+        assert_eq!(r.json()["confirmed"], true);
+    }
+    env.clock.advance(Duration::from_secs(2 * 3600));
+}
+
 /// `smsguard_vouched_sends_total` as scraped.
 async fn vouched_sends(env: &Env) -> u64 {
     let text = admin(env, Method::GET, "/metrics", "").await.text();
@@ -436,6 +451,7 @@ async fn a_returning_user_who_proved_receipt_passes_an_adaptive_block_and_a_bot_
 async fn a_countrys_excess_puts_it_under_alert_and_blocks_the_range_that_carries_it_never_the_country(
 ) {
     let env = start(&region_only()).await;
+    an_app_whose_people_answer(&env).await;
     // People in +1212555… confirm their codes: that range converts.
     for i in 0..5 {
         sent_and_confirmed(&env, &format!("+1212555{i:04}"), Duration::from_secs(20)).await;
@@ -511,6 +527,7 @@ async fn pump_until_alert_in(env: &Env, range: &str) {
 async fn under_alert_a_range_with_confirmed_history_is_blocked_only_when_its_unanswered_sends_outnumber_it(
 ) {
     let env = start(&region_only()).await;
+    an_app_whose_people_answer(&env).await;
     // Five people in +1212555… confirmed their codes, two hours ago.
     for i in 0..5 {
         sent_and_confirmed(&env, &format!("+1212555{i:04}"), Duration::from_secs(20)).await;
@@ -543,6 +560,7 @@ async fn under_alert_a_range_with_confirmed_history_is_blocked_only_when_its_una
 #[tokio::test]
 async fn under_alert_old_unanswered_sends_do_not_block_a_range_where_people_confirm_now() {
     let env = start(&region_only()).await;
+    an_app_whose_people_answer(&env).await;
     // San Francisco converts; two codes to +1415555… and two to +1415444…
     // went unanswered.
     for i in 0..5 {
@@ -593,6 +611,7 @@ async fn under_alert_old_unanswered_sends_do_not_block_a_range_where_people_conf
 async fn under_alert_one_unanswered_send_this_hour_blocks_a_range_and_a_range_blocked_today_again()
 {
     let env = start(&region_only()).await;
+    an_app_whose_people_answer(&env).await;
     // Five people in +17205… confirmed their codes, two hours ago: the
     // area converts, so a new range there is not blocked on sight.
     for i in 0..5 {
@@ -645,6 +664,7 @@ async fn under_alert_one_unanswered_send_this_hour_blocks_a_range_and_a_range_bl
 async fn under_alert_a_converting_range_blocked_today_is_blocked_again_while_its_day_stays_unanswered(
 ) {
     let env = start(&region_only()).await;
+    an_app_whose_people_answer(&env).await;
     // One person in +1720588… confirmed a code.
     sent_and_confirmed(&env, "+17205880100", Duration::from_secs(20)).await;
     env.clock.advance(Duration::from_secs(2 * 3600));

@@ -117,6 +117,14 @@ pub struct Unconfirmed {
     pub dispersed_ratio: f64,
     /// Sends past their grace before a key's conversion is judged at all.
     pub min_sample: u32,
+    /// The share of real users' codes left unanswered that the ratios
+    /// above are set for. Where the app's own sends for a product leave
+    /// more unanswered (over the day before this hour), every ratio is
+    /// scaled by the odds, up to four times, and more unanswered sends in
+    /// a row are needed against a range: an app whose users answer two
+    /// codes in three is not judged as one whose users answer nine in ten.
+    #[serde(deserialize_with = "de_share")]
+    pub usual: f64,
     /// Floors for a number's block; each digit shorter doubles them.
     #[serde(deserialize_with = "de_windows")]
     pub prefix: Vec<Rate>,
@@ -136,6 +144,7 @@ impl Default for Unconfirmed {
             alert_ratio: 0.5,
             dispersed_ratio: 6.0,
             min_sample: 5,
+            usual: 0.2,
             prefix: r(&["4/1h", "10/1d"]),
             region: r(&["20/1h", "100/1d"]),
             client_ip: r(&["6/1h", "15/1d"]),
@@ -253,6 +262,16 @@ fn de_ratio<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
     if !v.is_finite() || v < 0.0 {
         return Err(de::Error::custom(format!(
             "ratio {v} must be a number >= 0"
+        )));
+    }
+    Ok(v)
+}
+
+fn de_share<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    let v = f64::deserialize(d)?;
+    if !v.is_finite() || v <= 0.0 || v >= 1.0 {
+        return Err(de::Error::custom(format!(
+            "share {v} must be a number between 0 and 1 (exclusive)"
         )));
     }
     Ok(v)

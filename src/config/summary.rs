@@ -142,11 +142,12 @@ impl Config {
                 };
                 let _ = writeln!(
                     s,
-                    "  adaptive    prefixes=cc+{:?} block=number less its last {} digits grace={} unconfirmed ratio={} floors prefix={} region={} client_ip={} user={}; surge window={} floor={}x{}/digit region={}; distinct client_ip={} user={} regions={}; broad=region and prefixes {}+ digits shorter than the block: alert={} (ratio {}) range block={} dispersed ratio={}; vouch={} min_confirm_delay={} bulk={}{}",
+                    "  adaptive    prefixes=cc+{:?} block=number less its last {} digits grace={} unconfirmed ratio={} (set for {} unanswered) floors prefix={} region={} client_ip={} user={}; surge window={} floor={}x{}/digit region={}; distinct client_ip={} user={} regions={}; broad=region and prefixes {}+ digits shorter than the block: alert={} (ratio {}) range block={} dispersed ratio={}; vouch={} min_confirm_delay={} bulk={}{}",
                     a.prefixes,
                     a.block_digits,
                     Short(a.grace),
                     a.unconfirmed.ratio,
+                    a.unconfirmed.usual,
                     rates(&a.unconfirmed.prefix),
                     rates(&a.unconfirmed.region),
                     rates(&a.unconfirmed.client_ip),

@@ -51,6 +51,40 @@ const FRESH_AFTER: Millis = DAY;
 /// several (16-59 %), real users in a dense city up to half, but their
 /// region converts.
 const DISPERSED_LOCAL_SHARE: f64 = 0.1;
+/// Sends past their grace, over the day before this hour, before an
+/// app's own unanswered share is trusted over `unconfirmed.usual`.
+const NORM_SAMPLE: u64 = 50;
+/// The most an app's own unanswered share scales the ratios: an app whose
+/// real users answer fewer than about half their codes is judged as one
+/// that answers half.
+const NORM_MAX_SCALE: f64 = 4.0;
+
+/// How this app's real users answer their codes, against what the
+/// conversion ratios are set for (`unconfirmed.usual`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Norm {
+    /// Multiplies every ratio of unanswered to confirmed sends.
+    scale: f64,
+    /// Unanswered sends with no confirmation that are evidence against a
+    /// range (as unlikely from its real users as two where `usual` holds).
+    runs: u64,
+    /// Enough of the app's sends were seen to know it: until then a broad
+    /// key's conversion is not judged (nothing says what is low for it).
+    known: bool,
+}
+
+impl Norm {
+    const USUAL: Norm = Norm {
+        scale: 1.0,
+        runs: 2,
+        known: true,
+    };
+    const UNKNOWN: Norm = Norm {
+        known: false,
+        ..Norm::USUAL
+    };
+}
+
 /// Message contents remembered per generation to recognise broadcasts
 /// (about 100 bytes each, two generations).
 const BROADCAST_CONTENTS: usize = 16_384;
@@ -223,6 +257,8 @@ struct Judging<'a> {
     now: Millis,
     /// Confirmations flow for the account and product: conversion is judged.
     flows: bool,
+    /// How the app's real users answer, against `unconfirmed.usual`.
+    norm: Norm,
     trace: bool,
     region: &'a str,
     /// Digits of the calling code.
@@ -433,6 +469,69 @@ impl Adaptive {
             .is_some_and(|t| now.saturating_sub(t) <= self.learn)
     }
 
+    /// How the app's sends of `product` were answered over the day before
+    /// this hour, against `unconfirmed.usual`: [`Norm::USUAL`] until
+    /// `NORM_SAMPLE` are past their grace, or where they leave no more
+    /// unanswered than that. This hour is left out, so a pump going on now
+    /// does not loosen its own judging; sends the guard stopped are never
+    /// counted, and a confirmation too fast to believe credits nothing.
+    fn norm(&self, store: &dyn Store, account: &str, product: Product, now: Millis) -> Norm {
+        let c = read(store, &app_key(account, product));
+        // Yesterday's (a whole day, untouched by what goes on today) and
+        // today's before this hour: the lower share of the two with a
+        // sample, as a pump only ever adds unanswered sends. A guard just
+        // started has neither: the day so far, this hour included.
+        let (sent, confirmed) = (&c.sent, &c.confirmed);
+        let yesterday = (sent[1].previous(DAY, now), confirmed[1].previous(DAY, now));
+        let before = (
+            sent[1]
+                .count(DAY, now)
+                .saturating_sub(sent[0].count(HOUR, now)),
+            confirmed[1]
+                .count(DAY, now)
+                .saturating_sub(confirmed[0].count(HOUR, now)),
+        );
+        let so_far = (
+            self.aged_unconfirmed(&c, 1, now) + confirmed[1].count(DAY, now),
+            confirmed[1].count(DAY, now),
+        );
+        let share = |(sent, confirmed): (u64, u64)| {
+            (sent >= NORM_SAMPLE).then(|| sent.saturating_sub(confirmed) as f64 / sent as f64)
+        };
+        let Some(q) = [share(yesterday), share(before)]
+            .into_iter()
+            .flatten()
+            .reduce(f64::min)
+            .or_else(|| share(so_far))
+        else {
+            return Norm::UNKNOWN;
+        };
+        let usual = self.cfg.unconfirmed.usual;
+        if q <= usual {
+            return Norm::USUAL;
+        }
+        let odds = |q: f64| q / (1.0 - q);
+        let scale = if q >= 1.0 {
+            NORM_MAX_SCALE
+        } else {
+            (odds(q) / odds(usual)).min(NORM_MAX_SCALE)
+        };
+        // The share the scale stands for, and how many unanswered sends in
+        // a row are then as unlikely as two at `usual`.
+        let capped = odds(usual) * scale;
+        let q = capped / (1.0 + capped);
+        let runs = (2.0 * usual.ln() / q.ln()).ceil();
+        Norm {
+            scale,
+            runs: if runs.is_finite() {
+                (runs as u64).max(2)
+            } else {
+                2
+            },
+            known: true,
+        }
+    }
+
     /// Whether `e164` proved receipt recently (a plausible confirmation
     /// within `vouch`): until when.
     pub(crate) fn vouched(&self, store: &dyn Store, e164: &str, now: Millis) -> Option<Millis> {
@@ -474,9 +573,10 @@ impl Adaptive {
         }
         let mut keys = Keys::new();
         self.sender_keys(a.end_user_ip.then_some(a.client_ip), a.user, "", &mut keys);
+        let norm = self.norm(store, a.account, a.product, now);
         let proven = keys
             .iter()
-            .find(|(scope, key)| self.proves_receipt(*scope, &read(store, key), now))
+            .find(|(scope, key)| self.proves_receipt(*scope, &read(store, key), norm, now))
             .map(|(_, key)| format!("{key} proves receipt: an alert does not judge it"));
         proven
     }
@@ -510,12 +610,12 @@ impl Adaptive {
     /// (people behind a carrier's NAT or an office, who enter their
     /// codes). Only plausible confirmations are counted here, so a pumper
     /// entering its own codes at once proves nothing.
-    fn proves_receipt(&self, scope: Scope, c: &Conversion, now: Millis) -> bool {
+    fn proves_receipt(&self, scope: Scope, c: &Conversion, norm: Norm, now: Millis) -> bool {
         if !matches!(scope, Scope::ClientIp | Scope::User) {
             return false;
         }
         let confirmed = c.confirmed[1].count(DAY, now);
-        confirmed >= 2 && self.aged_unconfirmed(c, 1, now) <= confirmed
+        confirmed >= 2 && self.aged_unconfirmed(c, 1, now) as f64 <= norm.scale * confirmed as f64
     }
 
     /// Whether a destination key is broad: a region, or a prefix at least
@@ -547,7 +647,7 @@ impl Adaptive {
         // A sender: client address, user or account.
         let (unconfirmed, distinct) = self.sender_floors(scope);
         if flows {
-            let against = (own, self.cfg.unconfirmed.ratio);
+            let against = (own, self.cfg.unconfirmed.ratio * j.norm.scale);
             r.trips
                 .extend(self.unconfirmed(scope, key, state, unconfirmed, against, now));
         }
@@ -558,7 +658,7 @@ impl Adaptive {
             r.trips
                 .extend(self.distinct(scope, key, state, distinct, flows, now));
         }
-        if flows && r.proven_sender.is_none() && self.proves_receipt(scope, state, now) {
+        if flows && r.proven_sender.is_none() && self.proves_receipt(scope, state, j.norm, now) {
             r.proven_sender = Some(i);
         }
         if new_region {
@@ -639,7 +739,7 @@ impl Adaptive {
             ),
             _ => (self.unconfirmed_region, u64::from(self.cfg.surge.region)),
         };
-        if flows {
+        if flows && (j.norm.known || !broad) {
             // A broad key is judged on this window's own conversion
             // (its alert costs nobody by itself); a narrow one
             // against its baseline too.
@@ -649,6 +749,7 @@ impl Adaptive {
             } else {
                 (base, self.cfg.unconfirmed.ratio)
             };
+            let ratio = ratio * j.norm.scale;
             r.trips
                 .extend(self.unconfirmed(scope, key, state, floors, (base, ratio), now));
         }
@@ -684,11 +785,17 @@ impl Adaptive {
         }
         let (mut seen, senders) = self.keys_of(a, store, now);
         let flows = seen.flows;
+        let norm = if flows {
+            self.norm(store, a.account, a.product, now)
+        } else {
+            Norm::USUAL
+        };
         let mut j = Judging {
             a,
             store,
             now,
             flows,
+            norm,
             trace,
             region: a.class.region.as_ref().map_or("none", |r| r.as_str()),
             cc: cc_digits(a.class.calling_code) as u8,
@@ -712,10 +819,26 @@ impl Adaptive {
         }
         let Reading {
             trips,
-            notes,
+            mut notes,
             dests,
             proven_sender,
         } = r;
+        if trace && flows && norm != Norm::USUAL {
+            notes.push(if norm.known {
+                format!(
+                    "the app's {} sends leave more than {} unanswered: ratios x{:.2}, {} unanswered sends against a range",
+                    a.product.as_str(),
+                    self.cfg.unconfirmed.usual,
+                    norm.scale,
+                    norm.runs
+                )
+            } else {
+                format!(
+                    "fewer than {NORM_SAMPLE} of the app's {} sends seen past their grace: no broad key's conversion judged yet",
+                    a.product.as_str()
+                )
+            });
+        }
 
         if seen.vouched {
             // Counted as any forwarded send, judged by nothing here.
@@ -754,13 +877,13 @@ impl Adaptive {
             &broad,
             proven_sender,
             &notes,
-            flows,
+            (flows, norm),
             store,
             now,
             trace,
         );
         if let Step::Pass(why) = &mut step {
-            match self.dispersed(a, &seen, proven_sender, flows, store, now) {
+            match self.dispersed(a, &seen, proven_sender, (flows, norm), store, now) {
                 Ok(stop) => return (stop, seen),
                 Err(Some(note)) if trace => {
                     why.push_str("; ");
@@ -787,11 +910,11 @@ impl Adaptive {
         a: &Attempt,
         seen: &Seen,
         proven_sender: Option<usize>,
-        flows: bool,
+        (flows, norm): (bool, Norm),
         store: &dyn Store,
         now: Millis,
     ) -> Result<Step, Option<String>> {
-        let ratio = self.cfg.unconfirmed.dispersed_ratio;
+        let ratio = self.cfg.unconfirmed.dispersed_ratio * norm.scale;
         if ratio <= 0.0 || !flows || !seen.fresh || proven_sender.is_some() {
             return Err(None);
         }
@@ -921,6 +1044,7 @@ impl Adaptive {
         &self,
         seen: &Seen,
         dests: &'d [Dest],
+        norm: Norm,
         store: &dyn Store,
         now: Millis,
     ) -> Option<(&'d Dest, bool)> {
@@ -935,7 +1059,7 @@ impl Adaptive {
             }
             pair(&mut pair_key, "alert-surge", key);
             if recent(store.pair_seen(&pair_key, now, false))
-                && !self.surge_converts(&read(store, key), now)
+                && !self.surge_converts(&read(store, key), norm, now)
             {
                 return Some((d, true));
             }
@@ -944,11 +1068,12 @@ impl Adaptive {
     }
 
     /// Half the new numbers of the surge window proved receipt (two at
-    /// least).
-    fn surge_converts(&self, c: &Conversion, now: Millis) -> bool {
+    /// least), or as many as the app's real users answer: no more left
+    /// unanswered than `norm.scale` per confirmed.
+    fn surge_converts(&self, c: &Conversion, norm: Norm, now: Millis) -> bool {
         let w = self.surge_window;
         let confirmed = c.surge_confirmed.count(w, now);
-        confirmed >= 2 && 2 * confirmed >= c.surge.count(w, now)
+        confirmed >= 2 && (1.0 + norm.scale) * confirmed as f64 >= c.surge.count(w, now) as f64
     }
 
     /// Under an alert on one of its broad keys, a new number is judged by
@@ -966,13 +1091,13 @@ impl Adaptive {
         broad: &[Trip],
         proven_sender: Option<usize>,
         notes: &[String],
-        flows: bool,
+        (flows, norm): (bool, Norm),
         store: &dyn Store,
         now: Millis,
         trace: bool,
     ) -> Step {
         let keys = &seen.keys;
-        let Some((alerted, by_surge)) = self.alerted(seen, dests, store, now) else {
+        let Some((alerted, by_surge)) = self.alerted(seen, dests, norm, store, now) else {
             let step = pass!(
                 trace,
                 "{}{}",
@@ -1013,7 +1138,7 @@ impl Adaptive {
         // it is blocked or the send alone stopped.
         let tripped =
             |i: usize| store.peek_offend(keys.get(i), now, self.alert_block.forgive_after) > 1;
-        let (key_index, figures, block) = match self.range(&children, tripped, flows, now) {
+        let (key_index, figures, block) = match self.range(&children, tripped, (flows, norm), now) {
             Some(Range::Proven(i)) => {
                 let step = pass!(
                     trace,
@@ -1122,13 +1247,14 @@ impl Adaptive {
         &self,
         children: &[Child],
         tripped: impl Fn(usize) -> bool,
-        flows: bool,
+        (flows, norm): (bool, Norm),
         now: Millis,
     ) -> Option<Range> {
         let broadest = children.first()?.0;
         if !flows {
             return None;
         }
+        let runs = norm.runs;
         for (at, &(index, ref c)) in children.iter().enumerate().rev() {
             // Every confirmation it saw: the day's, or its baseline's.
             let confirmed = self.baselines(c, now)[1];
@@ -1138,7 +1264,7 @@ impl Adaptive {
             // Blocked earlier and still unanswered more than confirmed
             // today: the excess outlived its block.
             let day = self.aged_unconfirmed(c, 1, now);
-            if day > confirmed && tripped(index) {
+            if day as f64 > norm.scale * confirmed as f64 && tripped(index) {
                 return Some(Range::Carrying(index));
             }
             if confirmed == 0 {
@@ -1146,27 +1272,31 @@ impl Adaptive {
                 // around confirm now; two carry the excess, unless they
                 // are old news where real users are confirming now. Sends
                 // still in their grace are not known yet: the range above
-                // decides.
+                // decides. (Two, or `runs`: as many as are as unlikely
+                // from the app's real users.)
                 let hour = self.aged_unconfirmed(c, 0, now);
-                if day == 1 && hour == 1 && !self.converts_now(&children[..at], now) {
+                let above = &children[..at];
+                if day + 1 == runs && hour == day && !self.converts_now(above, norm, now) {
                     return Some(Range::Carrying(index));
                 }
-                if day >= 2 {
+                if day >= runs {
                     if hour > 0 {
                         return Some(Range::Carrying(index));
                     }
-                    if !self.converts_now(&children[..at], now) {
+                    if !self.converts_now(above, norm, now) {
                         return Some(Range::Old(index));
                     }
                 }
                 continue;
             }
             let unconfirmed = self.aged_unconfirmed(c, 0, now);
-            return Some(if unconfirmed < 2 || unconfirmed <= confirmed {
-                Range::Proven(index)
-            } else {
-                Range::Carrying(index)
-            });
+            return Some(
+                if unconfirmed < runs || unconfirmed as f64 <= norm.scale * confirmed as f64 {
+                    Range::Proven(index)
+                } else {
+                    Range::Carrying(index)
+                },
+            );
         }
         Some(Range::Unknown(broadest))
     }
@@ -1174,13 +1304,14 @@ impl Adaptive {
     /// Whether the nearest of `above` with `min_sample` sends past their
     /// grace this hour converts: its unanswered sends within `alert_ratio`
     /// of its confirmations.
-    fn converts_now(&self, above: &[Child], now: Millis) -> bool {
+    fn converts_now(&self, above: &[Child], norm: Norm, now: Millis) -> bool {
         let min = u64::from(self.cfg.unconfirmed.min_sample);
         for (_, c) in above.iter().rev() {
             let confirmed = c.confirmed[0].count(HOUR, now);
             let unconfirmed = self.aged_unconfirmed(c, 0, now);
             if unconfirmed + confirmed >= min {
-                return unconfirmed as f64 <= self.cfg.unconfirmed.alert_ratio * confirmed as f64;
+                let ratio = self.cfg.unconfirmed.alert_ratio * norm.scale;
+                return unconfirmed as f64 <= ratio * confirmed as f64;
             }
         }
         false
@@ -1471,6 +1602,10 @@ impl Adaptive {
         if again {
             return;
         }
+        if seen.flows {
+            let key = app_key(a.account, a.product);
+            store.conversion(&key, true, &mut |c| count_sent(c, grace, now));
+        }
         let w = self.surge_window;
         let mut pair_key = String::with_capacity(80);
         let region = a.class.region.as_ref().map_or("none", |r| r.as_str());
@@ -1554,7 +1689,8 @@ impl Adaptive {
         let mut keys = Keys::new();
         self.destination_keys(to, class, &mut keys);
         self.sender_keys(p.client_ip, p.user(), p.account(), &mut keys);
-        if !self.plausible(&p, &keys, store, now) {
+        let norm = self.norm(store, p.account(), product, now);
+        if !self.plausible(&p, &keys, norm, store, now) {
             // Answered, so not awaited any more; but it credits nothing:
             // the send stays counted as unconfirmed.
             return true;
@@ -1577,12 +1713,18 @@ impl Adaptive {
                     c.peak = today;
                     c.peak_at = now;
                 }
-                converts = self.surge_converts(c, now);
+                converts = self.surge_converts(c, norm, now);
             });
             if converts && matches!(scope, Scope::Prefix { .. }) {
                 self.lift_surge_block(key, store, now);
             }
         }
+        store.conversion(&app_key(p.account(), product), true, &mut |c| {
+            if !p.counted {
+                count_late(c, now);
+            }
+            count_confirmed(c, now)
+        });
         if self.cfg.unconfirmed.dispersed_ratio > 0.0 {
             let region = class.region.as_ref().map_or("none", |r| r.as_str());
             store.conversion(&product_region_key(product, region), true, &mut |c| {
@@ -1617,7 +1759,14 @@ impl Adaptive {
     /// than a person reads a text, from an address or as a user behind
     /// many unconfirmed sends, or in a range whose other sends never
     /// confirm. Such a confirmation credits nothing and vouches for nothing.
-    fn plausible(&self, p: &Pending, keys: &Keys, store: &dyn Store, now: Millis) -> bool {
+    fn plausible(
+        &self,
+        p: &Pending,
+        keys: &Keys,
+        norm: Norm,
+        store: &dyn Store,
+        now: Millis,
+    ) -> bool {
         if now.saturating_sub(p.sent_at) < self.min_confirm_delay {
             return false;
         }
@@ -1634,7 +1783,7 @@ impl Adaptive {
             let unconfirmed = self.aged_unconfirmed(&c, 1, now);
             let confirmed = c.confirmed[1].count(DAY, now);
             if unconfirmed >= u64::from(self.cfg.unconfirmed.min_sample.max(2))
-                && unconfirmed > 2 * confirmed
+                && unconfirmed as f64 > 2.0 * norm.scale * confirmed as f64
             {
                 return false;
             }
@@ -1740,6 +1889,11 @@ fn product_region_key(product: Product, region: &str) -> String {
 /// that had another one: what says its excess has locality.
 fn local_key(product_region: &str) -> String {
     format!("{product_region}|local")
+}
+
+/// An app's sends of one product: what its [`Norm`] is read from.
+fn app_key(account: &str, product: Product) -> String {
+    format!("app={}:{account}", product.as_str())
 }
 
 fn flow_key(account: &str, product: Product) -> String {

@@ -1183,3 +1183,113 @@ fn an_alert_a_surge_raised_lifts_once_half_its_new_numbers_confirm() {
     let after = text("+13052705551", T0 + 91 * SEC);
     assert!(!after.contains("under alert"), "{after}");
 }
+
+/// Only a country's conversion and the ranges an alert on it judges.
+const REGION_ALERT_ONLY: &str = "[adaptive]\n[adaptive.surge]\nfloor = 100000\nregion = 0\n[adaptive.distinct]\nclient_ip = []\nuser = []\nregions = 0\n[adaptive.unconfirmed]\nregion = [\"10/1h\"]\nprefix = []\ndispersed_ratio = 0\nclient_ip = []\nuser = []\n";
+
+/// A day's sign-ups: one person a minute from `start`, each a new number
+/// in its own area code and exchange, from their own address; the people
+/// `answers` picks enter their code 30 s after it is sent. The number of
+/// sends stopped.
+fn sign_ups(p: &Policy, start: Millis, day: u64, answers: impl Fn(u64) -> bool) -> usize {
+    let mut stopped = 0;
+    for i in 0..200 {
+        if !sign_up(p, start + i * MIN, day, i, &answers) {
+            stopped += 1;
+        }
+    }
+    stopped
+}
+
+/// The `i`th sign-up of [`sign_ups`], at `at`: whether it was forwarded.
+fn sign_up(p: &Policy, at: Millis, day: u64, i: u64, answers: impl Fn(u64) -> bool) -> bool {
+    let s = send(&format!("+1{}{}55{i:04}", 200 + i, 2 + day), "US").ip(&format!(
+        "198.51.{}.{}",
+        100 + day,
+        i
+    ));
+    let forwarded = p.decide(&s.attempt(), at).forwarded();
+    if forwarded && answers(i) {
+        assert!(p.confirm(&s.to, &s.class, at + 30 * SEC));
+    }
+    forwarded
+}
+
+#[test]
+fn an_app_whose_people_answer_fewer_codes_is_judged_by_its_own_share() {
+    // An app whose real users answer one code in two, yesterday and today:
+    // today nobody is stopped, and `explain` says how it is judged.
+    let p = policy(REGION_ALERT_ONLY);
+    let one_in_two = |i: u64| !i.is_multiple_of(2);
+    assert_eq!(sign_ups(&p, T0, 0, one_in_two), 0, "yesterday");
+    assert_eq!(sign_ups(&p, T0 + 24 * HOUR, 1, one_in_two), 0, "today");
+    let s = send("+12125550199", "US").ip("192.0.2.1");
+    let text = p.explain(&s.attempt(), T0 + 28 * HOUR).explained();
+    assert!(
+        text.contains(
+            "leave more than 0.2 unanswered: ratios x4.00, 5 unanswered sends against a range"
+        ),
+        "{text}"
+    );
+
+    // An app whose users answer nine in ten: the same day is a collapse of
+    // its conversion, and an alert stops the new numbers of the ranges
+    // that carry it.
+    let p = policy(REGION_ALERT_ONLY);
+    assert_eq!(sign_ups(&p, T0, 0, |i| !i.is_multiple_of(10)), 0, "yesterday");
+    assert!(sign_ups(&p, T0 + 24 * HOUR, 1, one_in_two) > 0, "today");
+
+    // A pump is still stopped where people answer one in two: new numbers
+    // in one range, one a minute, never confirmed.
+    let p = policy(REGION_ALERT_ONLY);
+    sign_ups(&p, T0, 0, one_in_two);
+    let stop = (0..60).find(|&i| {
+        let s = numbered("+1303555", i).ip(&format!("203.0.113.{i}"));
+        !p.decide(&s.attempt(), T0 + 24 * HOUR + i * MIN).forwarded()
+    });
+    assert!(stop.is_some_and(|i| i < 30), "the pump went on: {stop:?}");
+}
+
+#[test]
+fn a_pump_today_does_not_loosen_its_own_judging() {
+    // Yesterday the app's people answered nine codes in ten. Today, beside
+    // them, a slow pump forwards an unanswered send every 8 minutes for
+    // eight hours (one per area code, under its country's hourly floor):
+    // two hours later, three in ten of today's sends are unanswered. The
+    // app's share is still read from yesterday, so a pump in one range
+    // that starts then is stopped as soon as on a quiet day. (Read from
+    // today alone, it is stopped five numbers later.)
+    let stop_after = |slow_pump: bool| {
+        let p = policy(REGION_ALERT_ONLY);
+        let nine_in_ten = |i: u64| !i.is_multiple_of(10);
+        sign_ups(&p, T0, 0, nine_in_ten);
+        let today = T0 + 24 * HOUR;
+        for m in 0..720u64 {
+            let at = today + m * MIN;
+            if m % 3 == 0 {
+                let forwarded = sign_up(&p, at, 1, m / 3, nine_in_ten);
+                assert!(forwarded || m >= 600, "a sign-up stopped before the pump");
+            }
+            if slow_pump && m < 480 && m % 8 == 0 {
+                let s = send(&format!("+1{}7{}5{m:04}", 200 + m / 8, m % 10), "US")
+                    .ip(&format!("203.0.113.{}", m / 8));
+                assert!(p.decide(&s.attempt(), at).forwarded());
+            }
+            if m >= 600 {
+                // The pump in one range, a new number a minute.
+                let i = m - 600;
+                let s = numbered("+1303555", i).ip(&format!("192.0.2.{i}"));
+                if !p.decide(&s.attempt(), at + SEC).forwarded() {
+                    return Some(i);
+                }
+            }
+        }
+        None
+    };
+    let quiet = stop_after(false).expect("stopped on a quiet day");
+    let pumped = stop_after(true).expect("stopped after a day of pumping");
+    assert!(
+        pumped <= quiet,
+        "the pump loosened the judging: {pumped} vs {quiet}"
+    );
+}

@@ -146,6 +146,14 @@ impl Window {
         w.estimate(period.max(1), now)
     }
 
+    /// The whole count of the fixed window before the one holding `now`
+    /// (yesterday's, for a day).
+    pub fn previous(&self, period: Millis, now: Millis) -> u64 {
+        let mut w = *self;
+        w.roll(period, now);
+        u64::from(w.previous)
+    }
+
     /// Moves the fixed windows on to the one holding `now`.
     fn roll(&mut self, period: Millis, now: Millis) {
         let period = period.max(1);
