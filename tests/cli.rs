@@ -518,12 +518,25 @@ prefix = ["4/1h", "10/1d"]
 region = ["100/1h", "500/1d"]
 "#;
 
-/// A confirmed US sign-in (so conversion is judged for the account), a GB
+/// A day of confirmed US sign-ins, a confirmed US sign-in, a GB
 /// sign-in in `+4474599` confirmed 30 s later, then 30 never-confirmed
 /// sends from 30 addresses over 20 minutes to `+447459…`: 3 to each of its
 /// ten 7-digit ranges, one per block, under every surge floor.
 fn range_attack() -> String {
     let mut s = String::new();
+    // The day before: 60 US sign-ins, each confirmed 20 s later, so the
+    // app's own share of unanswered codes is known.
+    for i in 0..60u32 {
+        let (sent, confirmed) = (i * 40, i * 40 + 20);
+        s.push_str(&format!(
+            r#"{{"date_created":"2025-02-28T09:{:02}:{:02}Z","to":"+1212555{i:04}","client_ip":"100.64.0.{i}","confirmed_at":"2025-02-28T09:{:02}:{:02}Z","label":"legitimate"}}"#,
+            sent / 60,
+            sent % 60,
+            confirmed / 60,
+            confirmed % 60
+        ));
+        s.push('\n');
+    }
     s.push_str(r#"{"date_created":"2025-03-01T10:00:00Z","to":"+14155550123","client_ip":"198.51.100.7","confirmed_at":"2025-03-01T10:00:20Z","label":"legitimate"}"#);
     s.push('\n');
     s.push_str(r#"{"date_created":"2025-03-01T10:01:00Z","to":"+447459912345","client_ip":"198.51.100.9","confirmed_at":"2025-03-01T10:01:30Z","label":"legitimate"}"#);
@@ -571,7 +584,7 @@ fn explain_after_traffic_shows_an_alert_narrowed_to_the_sends_range() {
     // carries the excess, is the one blocked.
     let out = explain("+447459055555", &after);
     assert!(
-        out.starts_with(&format!("after    {traffic}: 32 sends and 2 confirmations replayed (0 skipped, 0 bad), the last event at 2025-03-01T10:24:20.000Z")),
+        out.starts_with(&format!("after    {traffic}: 92 sends and 62 confirmations replayed (0 skipped, 0 bad), the last event at 2025-03-01T10:24:20.000Z")),
         "{out}"
     );
     assert_eq!(

@@ -1759,6 +1759,10 @@ impl Adaptive {
     /// than a person reads a text, from an address or as a user behind
     /// many unconfirmed sends, or in a range whose other sends never
     /// confirm. Such a confirmation credits nothing and vouches for nothing.
+    /// "Many" grows with what the app's people leave unanswered
+    /// (`norm.scale`): where half of them never answer, a carrier NAT's
+    /// first ten sends can all go unanswered, and its people's codes after
+    /// that are theirs.
     fn plausible(
         &self,
         p: &Pending,
@@ -1782,7 +1786,7 @@ impl Adaptive {
             let c = read(store, key);
             let unconfirmed = self.aged_unconfirmed(&c, 1, now);
             let confirmed = c.confirmed[1].count(DAY, now);
-            if unconfirmed >= u64::from(self.cfg.unconfirmed.min_sample.max(2))
+            if unconfirmed as f64 >= f64::from(self.cfg.unconfirmed.min_sample.max(2)) * norm.scale
                 && unconfirmed as f64 > 2.0 * norm.scale * confirmed as f64
             {
                 return false;

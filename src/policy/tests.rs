@@ -1236,7 +1236,11 @@ fn an_app_whose_people_answer_fewer_codes_is_judged_by_its_own_share() {
     // its conversion, and an alert stops the new numbers of the ranges
     // that carry it.
     let p = policy(REGION_ALERT_ONLY);
-    assert_eq!(sign_ups(&p, T0, 0, |i| !i.is_multiple_of(10)), 0, "yesterday");
+    assert_eq!(
+        sign_ups(&p, T0, 0, |i| !i.is_multiple_of(10)),
+        0,
+        "yesterday"
+    );
     assert!(sign_ups(&p, T0 + 24 * HOUR, 1, one_in_two) > 0, "today");
 
     // A pump is still stopped where people answer one in two: new numbers
@@ -1292,4 +1296,33 @@ fn a_pump_today_does_not_loosen_its_own_judging() {
         pumped <= quiet,
         "the pump loosened the judging: {pumped} vs {quiet}"
     );
+}
+
+#[test]
+fn where_half_the_people_never_answer_a_busy_address_that_answers_after_ten_unanswered_is_believed()
+{
+    // Behind a carrier NAT address, ten people in a row never enter their
+    // code; the eleventh does, 30 s after it was sent.
+    let vouched = |yesterday: fn(u64) -> bool| {
+        let p = policy(REGION_ALERT_ONLY);
+        sign_ups(&p, T0, 0, yesterday);
+        let today = T0 + 24 * HOUR;
+        for i in 0..10 {
+            let s = numbered("+1917555", i).ip("100.64.9.9");
+            assert!(p.decide(&s.attempt(), today + i * MIN).forwarded());
+        }
+        let s = numbered("+1917555", 100).ip("100.64.9.9");
+        let at = today + 20 * MIN;
+        assert!(p.decide(&s.attempt(), at).forwarded());
+        assert!(p.confirm(&s.to, &s.class, at + 30 * SEC));
+        p.explain(&s.attempt(), at + 10 * MIN)
+            .explained()
+            .contains("vouched for until")
+    };
+    // Where half the app's people never answer, ten unanswered sends from
+    // a busy address are its people's: the confirmation is believed.
+    assert!(vouched(|i| !i.is_multiple_of(2)));
+    // Where nine in ten answer, the same address is a pumper entering a
+    // code of its own: it credits nothing and vouches for nothing.
+    assert!(!vouched(|i| !i.is_multiple_of(10)));
 }
