@@ -51,8 +51,9 @@ const FRESH_AFTER: Millis = DAY;
 /// several (16-59 %), real users in a dense city up to half, but their
 /// region converts.
 const DISPERSED_LOCAL_SHARE: f64 = 0.1;
-/// Sends past their grace, over the day before this hour, before an
-/// app's own unanswered share is trusted over `unconfirmed.usual`.
+/// Sends past their grace (yesterday's, today's before this hour, or for
+/// a guard just started the day's) before an app's own unanswered share is
+/// known.
 const NORM_SAMPLE: u64 = 50;
 /// The most an app's own unanswered share scales the ratios: an app whose
 /// real users answer fewer than about half their codes is judged as one
@@ -469,12 +470,13 @@ impl Adaptive {
             .is_some_and(|t| now.saturating_sub(t) <= self.learn)
     }
 
-    /// How the app's sends of `product` were answered over the day before
-    /// this hour, against `unconfirmed.usual`: [`Norm::USUAL`] until
-    /// `NORM_SAMPLE` are past their grace, or where they leave no more
-    /// unanswered than that. This hour is left out, so a pump going on now
-    /// does not loosen its own judging; sends the guard stopped are never
-    /// counted, and a confirmation too fast to believe credits nothing.
+    /// How the app's sends of `product` were answered, against
+    /// `unconfirmed.usual`: [`Norm::UNKNOWN`] until `NORM_SAMPLE` are past
+    /// their grace, [`Norm::USUAL`] where they leave no more unanswered
+    /// than that. Once a guard has run an hour, this hour is left out, so a
+    /// pump going on now does not loosen its own judging; sends the guard
+    /// stopped are never counted, and a confirmation too doubtful to
+    /// believe credits nothing.
     fn norm(&self, store: &dyn Store, account: &str, product: Product, now: Millis) -> Norm {
         let c = read(store, &app_key(account, product));
         // Yesterday's (a whole day, untouched by what goes on today) and
