@@ -1702,13 +1702,17 @@ impl Adaptive {
                 p.vouched_until = now.saturating_add(self.vouch);
             });
         }
+        // A send not counted when it was forwarded is counted now.
+        let credit = |c: &mut Conversion| {
+            if !p.counted {
+                count_late(c, now);
+            }
+            count_confirmed(c, now);
+        };
         for (scope, key) in keys.iter() {
             let mut converts = false;
             store.conversion(key, true, &mut |c| {
-                if !p.counted {
-                    count_late(c, now);
-                }
-                count_confirmed(c, now);
+                credit(c);
                 c.surge_confirmed.add(w, now, 1);
                 let today = c.confirmed[1].count(DAY, now).min(u64::from(u32::MAX)) as u32;
                 if today >= c.peak || now.saturating_sub(c.peak_at) > baseline {
@@ -1721,19 +1725,11 @@ impl Adaptive {
                 self.lift_surge_block(key, store, now);
             }
         }
-        store.conversion(&app_key(p.account(), product), true, &mut |c| {
-            if !p.counted {
-                count_late(c, now);
-            }
-            count_confirmed(c, now)
-        });
+        store.conversion(&app_key(p.account(), product), true, &mut |c| credit(c));
         if self.cfg.unconfirmed.dispersed_ratio > 0.0 {
             let region = class.region.as_ref().map_or("none", |r| r.as_str());
             store.conversion(&product_region_key(product, region), true, &mut |c| {
-                if !p.counted {
-                    count_late(c, now);
-                }
-                count_confirmed(c, now)
+                credit(c)
             });
         }
         true
