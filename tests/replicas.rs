@@ -858,6 +858,25 @@ dispersed_ratio = 1
             r.name
         );
     }
+    // ...and in the stopped number's own ranges, so a sprayer that comes
+    // back to its block trips it on whichever replica it reaches. Asked
+    // for Verify, which the region's stop of messaging does not judge, to
+    // read the block's figures.
+    for r in [&a, &b] {
+        let (s, body) = r
+            .admin(
+                Method::GET,
+                "/api/explain?to=%2B15035550101&product=verify&ip=198.51.100.11",
+                "",
+            )
+            .await;
+        assert!(s.is_success(), "{}: {s} {body}", r.name);
+        assert!(
+            body.contains("prefix:7=+1503555: sent/confirmed 1/0 in 1h"),
+            "{}: {body}",
+            r.name
+        );
+    }
     drop((a, b));
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -427,7 +427,16 @@ impl App {
                 at,
                 product,
                 region,
-            } => policy.learn_dispersed(product, &region, at),
+                to,
+            } => {
+                let to = to.map(|e164| crate::phone::Destination {
+                    channel: crate::phone::Channel::Sms,
+                    e164,
+                });
+                let class = to.as_ref().map(|d| self.classifier.classify(&d.e164));
+                let ranges = to.as_ref().zip(class.as_ref());
+                policy.learn_dispersed(product, &region, ranges, at);
+            }
             Event::Safe { .. } if mine => {}
             Event::Safe { prefix, value, add } => {
                 if let Err(e) = self.edit_safe(prefix, &value, add) {

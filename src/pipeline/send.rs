@@ -516,7 +516,7 @@ async fn judge(
         .then(|| publish_forwarded(app, send, ctx, &dest, now))
         .flatten();
     if !decision.forwarded() {
-        publish_dispersed(app, &decision, send.product, &class, now);
+        publish_dispersed(app, &decision, send.product, (&dest, &class), now);
     }
     Judged {
         dest,
@@ -555,7 +555,7 @@ fn publish_dispersed(
     app: &App,
     decision: &Decision,
     product: Product,
-    class: &Classification,
+    (to, class): (&Destination, &Classification),
     now: Millis,
 ) {
     let (Some(fleet), Some(v), Some(region)) = (&app.fleet, &decision.verdict, &class.region)
@@ -567,6 +567,7 @@ fn publish_dispersed(
             at: now,
             product,
             region: region.as_str().to_string(),
+            to: Some(to.e164.clone()),
         });
     }
 }

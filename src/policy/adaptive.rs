@@ -479,33 +479,13 @@ impl Adaptive {
     /// believe credits nothing.
     fn norm(&self, store: &dyn Store, account: &str, product: Product, now: Millis) -> Norm {
         let c = read(store, &app_key(account, product));
-        // Yesterday's (a whole day, untouched by what goes on today) and
-        // today's before this hour: the lower share of the two with a
-        // sample, as a pump only ever adds unanswered sends. A guard just
-        // started has neither: the day so far, this hour included.
-        let (sent, confirmed) = (&c.sent, &c.confirmed);
-        let yesterday = (sent[1].previous(DAY, now), confirmed[1].previous(DAY, now));
-        let before = (
-            sent[1]
-                .count(DAY, now)
-                .saturating_sub(sent[0].count(HOUR, now)),
-            confirmed[1]
-                .count(DAY, now)
-                .saturating_sub(confirmed[0].count(HOUR, now)),
-        );
+        // A guard just started has no day before this hour: the day so
+        // far, this hour included.
         let so_far = (
-            self.aged_unconfirmed(&c, 1, now) + confirmed[1].count(DAY, now),
-            confirmed[1].count(DAY, now),
+            self.aged_unconfirmed(&c, 1, now) + c.confirmed[1].count(DAY, now),
+            c.confirmed[1].count(DAY, now),
         );
-        let share = |(sent, confirmed): (u64, u64)| {
-            (sent >= NORM_SAMPLE).then(|| sent.saturating_sub(confirmed) as f64 / sent as f64)
-        };
-        let Some(q) = [share(yesterday), share(before)]
-            .into_iter()
-            .flatten()
-            .reduce(f64::min)
-            .or_else(|| share(so_far))
-        else {
+        let Some(q) = usual_share(&c, now).or_else(|| share(so_far)) else {
             return Norm::UNKNOWN;
         };
         let usual = self.cfg.unconfirmed.usual;
@@ -933,9 +913,31 @@ impl Adaptive {
         let floor = self.unconfirmed_region.0[0]
             .unwrap_or(u64::from(self.cfg.unconfirmed.min_sample))
             .max(1);
-        if unconfirmed < floor || unconfirmed as f64 <= ratio * confirmed as f64 {
+        // Now: new numbers asked for by end users in the last surge window
+        // against the confirmations that came in it. A pump shows there
+        // within minutes, where the hour's unanswered sends take most of an
+        // hour to pass `ratio` times a busy hour's confirmations. It must
+        // surge too, past `surge.factor` times the region's usual new
+        // numbers (once known), so that most of the numbers a stop meets
+        // are the pump's, few its people's.
+        let w = self.surge_window;
+        let (new_now, confirmed_now) = (c.surge.count(w, now), c.surge_confirmed.count(w, now));
+        let usual_now = usual_fresh_per_hour(&c, now).map(|u| u * w as f64 / HOUR as f64);
+        let factor = self.cfg.surge.factor;
+        let hour = unconfirmed as f64 > ratio * confirmed as f64;
+        let recent = usual_now.is_some_and(|usual| {
+            new_now >= floor
+                && new_now as f64 > ratio * confirmed_now as f64
+                && new_now as f64 > factor * usual
+        });
+        let window = Short(self.cfg.surge.window);
+        let figures = format!(
+            "{unconfirmed} unconfirmed and {confirmed} confirmed sends in 1h, {new_now} new numbers and {confirmed_now} confirmations in {window} ({} usual)",
+            usual_now.map_or_else(|| "not yet known as".to_string(), |u| format!("{u:.1}"))
+        );
+        if unconfirmed < floor || !(hour || recent) {
             return Err(Some(format!(
-                "{key}: {unconfirmed} unconfirmed and {confirmed} confirmed sends in 1h (stopped past {ratio} to 1 and floor {floor})"
+                "{key}: {figures}; stopped past floor {floor} and {ratio} to 1 in either, in {window} also past {factor} x usual"
             )));
         }
         // An excess with locality (a sprayer that sends several numbers
@@ -954,27 +956,57 @@ impl Adaptive {
         // faster than `dispersed_ratio` times the confirmations, and lifts
         // once they come at a real user's pace.
         if self.action != Action::Monitor {
-            self.count_dispersed(a.product, region.as_str(), store, now);
+            self.count_dispersed(
+                a.product,
+                region.as_str(),
+                Some((a.to, &a.class)),
+                store,
+                now,
+            );
         }
         let detail = format!(
-            "{key}: {unconfirmed} unconfirmed and {confirmed} confirmed sends in 1h (> {ratio} to 1, floor {floor}), {local} of {fresh} new numbers forwarded to a block that had another; new numbers are stopped while it lasts"
+            "{key}: {figures} (> {ratio} to 1, floor {floor}), {local} of {fresh} new numbers forwarded to a block that had another; new numbers are stopped while it lasts"
         );
         Ok(self.stop(DISPERSED_RULE.to_string(), detail, None))
     }
 
     /// A new number stopped as dispersed pumping of `product` in `region`
     /// (here or by another replica): it can never confirm, so it counts as
-    /// one more unanswered send there.
+    /// one more unanswered send there, and in its ranges (`to`, when
+    /// known). There, a sprayer that comes back to its ranges is blocked
+    /// by them: its sends stop reaching the region's judgement, and the
+    /// region's other new numbers flow again, where a pump with no
+    /// locality leaves no range any evidence and the region's stop holds.
     pub(crate) fn count_dispersed(
         &self,
         product: Product,
         region: &str,
+        to: Option<(&Destination, &Classification)>,
         store: &dyn Store,
         now: Millis,
     ) {
-        if self.cfg.unconfirmed.dispersed_ratio > 0.0 {
-            let key = product_region_key(product, region);
-            store.conversion(&key, true, &mut |c| count_sent(c, self.grace, now));
+        if self.cfg.unconfirmed.dispersed_ratio <= 0.0 {
+            return;
+        }
+        let (grace, w) = (self.grace, self.surge_window);
+        let key = product_region_key(product, region);
+        store.conversion(&key, true, &mut |c| {
+            count_sent(c, grace, now);
+            c.surge.add(w, now, 1);
+        });
+        let Some((to, class)) = to else {
+            return;
+        };
+        let mut keys = Keys::new();
+        self.destination_keys(to, class, &mut keys);
+        for (scope, key) in keys.iter() {
+            if matches!(scope, Scope::Prefix { .. }) {
+                store.conversion(key, true, &mut |c| {
+                    count_sent(c, grace, now);
+                    count_fresh(c, now);
+                    c.surge.add(w, now, 1);
+                });
+            }
         }
     }
 
@@ -1649,12 +1681,18 @@ impl Adaptive {
         if self.cfg.unconfirmed.dispersed_ratio > 0.0 {
             let fresh = seen.fresh;
             let key = product_region_key(a.product, region);
+            // Only new numbers an end user asked for are what the region's
+            // recent view weighs: the app's own sends are never judged here.
+            let asked = a.end_user_ip || a.user.is_some();
             store.conversion(&key, true, &mut |c| {
                 if seen.flows {
                     count_sent(c, grace, now);
                 }
                 if fresh {
                     count_fresh(c, now);
+                    if asked {
+                        c.surge.add(w, now, 1);
+                    }
                 }
             });
             if fresh && local && seen.flows {
@@ -1729,7 +1767,8 @@ impl Adaptive {
         if self.cfg.unconfirmed.dispersed_ratio > 0.0 {
             let region = class.region.as_ref().map_or("none", |r| r.as_str());
             store.conversion(&product_region_key(product, region), true, &mut |c| {
-                credit(c)
+                credit(c);
+                c.surge_confirmed.add(w, now, 1);
             });
         }
         true
@@ -1792,6 +1831,51 @@ impl Adaptive {
         }
         true
     }
+}
+
+/// The share of a key's sends left unanswered, before anything going on
+/// now: yesterday's (a whole day) and today's before this hour, the lower
+/// of the two with `NORM_SAMPLE` sends, as a pump only ever adds
+/// unanswered sends. `None` without such a sample.
+fn usual_share(c: &Conversion, now: Millis) -> Option<f64> {
+    let (sent, confirmed) = (&c.sent, &c.confirmed);
+    let yesterday = (sent[1].previous(DAY, now), confirmed[1].previous(DAY, now));
+    let before = (
+        sent[1]
+            .count(DAY, now)
+            .saturating_sub(sent[0].count(HOUR, now)),
+        confirmed[1]
+            .count(DAY, now)
+            .saturating_sub(confirmed[0].count(HOUR, now)),
+    );
+    [share(yesterday), share(before)]
+        .into_iter()
+        .flatten()
+        .reduce(f64::min)
+}
+
+/// New numbers a key usually gets in an hour: yesterday's, or today's
+/// before this hour, the lower (a pump only adds new numbers) of those
+/// with `NORM_SAMPLE` new numbers, each over its hours. `None` without
+/// such a sample: nothing says yet what is usual for the key.
+fn usual_fresh_per_hour(c: &Conversion, now: Millis) -> Option<f64> {
+    let yesterday = (c.fresh[1].previous(DAY, now), 24.0);
+    let before = (
+        c.fresh[1]
+            .count(DAY, now)
+            .saturating_sub(c.fresh[0].count(HOUR, now)),
+        23.0,
+    );
+    [yesterday, before]
+        .into_iter()
+        .filter(|(n, _)| *n >= NORM_SAMPLE)
+        .map(|(n, hours)| n as f64 / hours)
+        .reduce(f64::min)
+}
+
+/// The unanswered share of `(sent, confirmed)`, from `NORM_SAMPLE` sends.
+fn share((sent, confirmed): (u64, u64)) -> Option<f64> {
+    (sent >= NORM_SAMPLE).then(|| sent.saturating_sub(confirmed) as f64 / sent as f64)
 }
 
 fn count_sent(c: &mut Conversion, grace: Millis, now: Millis) {

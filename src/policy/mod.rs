@@ -705,9 +705,15 @@ impl Policy {
 
     /// Counts in the adaptive stage a new number another replica stopped
     /// as dispersed pumping of `product` in `region`.
-    pub fn learn_dispersed(&self, product: Product, region: &str, now: Millis) {
+    pub fn learn_dispersed(
+        &self,
+        product: Product,
+        region: &str,
+        to: Option<(&Destination, &Classification)>,
+        now: Millis,
+    ) {
         if let Some(ad) = &self.adaptive {
-            ad.count_dispersed(product, region, &*self.store, now);
+            ad.count_dispersed(product, region, to, &*self.store, now);
         }
     }
 

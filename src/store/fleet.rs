@@ -156,6 +156,8 @@ pub enum Event {
         at: Millis,
         product: Product,
         region: String,
+        /// The number, for its ranges (absent from an older replica's).
+        to: Option<String>,
     },
     /// A safe-list edit: `number` or `prefix`, added or removed.
     Safe {
@@ -718,6 +720,7 @@ fn xadd(link: &RedisLink, id: &str, e: &Event, now: Millis) -> Cmd {
             at,
             product,
             region,
+            to,
         } => {
             cmd.arg("t")
                 .arg("d")
@@ -727,6 +730,9 @@ fn xadd(link: &RedisLink, id: &str, e: &Event, now: Millis) -> Cmd {
                 .arg(product_str(*product))
                 .arg("rg")
                 .arg(region);
+            if let Some(to) = to {
+                cmd.arg("to").arg(to);
+            }
         }
         Event::Safe { prefix, value, add } => {
             cmd.arg("t")
@@ -765,6 +771,7 @@ fn decode(f: &std::collections::HashMap<String, String>) -> Option<Event> {
             at: at()?,
             product: product_of(f.get("p")?)?,
             region: f.get("rg")?.clone(),
+            to: f.get("to").cloned(),
         }),
         "s" => Some(Event::Safe {
             prefix: f.get("k")? == "p",
