@@ -922,7 +922,15 @@ impl Adaptive {
         // are the pump's, few its people's.
         let w = self.surge_window;
         let (new_now, confirmed_now) = (c.surge.count(w, now), c.surge_confirmed.count(w, now));
-        let usual_now = usual_fresh_per_hour(&c, now).map(|u| u * w as f64 / HOUR as f64);
+        // The usual: the day's average per window, or the hour before the
+        // window where that is lower (the people's pace at this time of
+        // day: the day's average runs high at night).
+        let usual_now = usual_fresh_per_hour(&c, now).map(|u| {
+            let day = u * w as f64 / HOUR as f64;
+            let before = c.fresh[0].count(HOUR, now).saturating_sub(new_now) as f64 * w as f64
+                / HOUR.saturating_sub(w).max(1) as f64;
+            day.min(before)
+        });
         let factor = self.cfg.surge.factor;
         let hour = unconfirmed as f64 > ratio * confirmed as f64;
         let recent = usual_now.is_some_and(|usual| {

@@ -1344,12 +1344,17 @@ fn midnight(d: u64) -> Millis {
 /// pump sends went before the first stop, that stop's rule, and its time.
 fn pump_over_a_region(p: &Policy) -> (u64, String, Millis) {
     assert_eq!(sign_ups(p, midnight(0) + 8 * HOUR, 0, |i| i % 5 != 0), 0);
-    let today = midnight(1) + 7 * HOUR;
+    pump_from(p, midnight(1) + 7 * HOUR, 5)
+}
+
+/// One person every `every` minutes from `today`, all answering, and from
+/// an hour later the pump of [`pump_over_a_region`].
+fn pump_from(p: &Policy, today: Millis, every: u64) -> (u64, String, Millis) {
     let mut pumped = 0;
     for m in 0..180u64 {
         let at = today + m * MIN;
-        if m % 5 == 0 {
-            sign_up(p, at, 1, m / 5, |_| true);
+        if m % every == 0 {
+            sign_up(p, at, 1, m / every, |_| true);
         }
         if m < 60 {
             continue;
@@ -1414,4 +1419,31 @@ fn a_sprayer_under_a_region_stop_is_handed_to_its_ranges() {
         rules[11].contains(":prefix:"),
         "the block's own rule stops the sprayer: {rules:?}"
     );
+}
+
+#[test]
+fn a_pump_at_night_is_weighed_against_the_nights_pace_not_the_days() {
+    let p = policy(DISPERSED_ONLY);
+    // Yesterday was busy: a new number a minute all day, four in five
+    // answered (60 an hour, ten per ten minutes: a pump of 30 in ten
+    // minutes is no surge of ten times that).
+    for i in 0..1440u64 {
+        let at = midnight(0) + i * MIN;
+        let s = send(
+            &format!("+1{}{}{:04}", 200 + i % 200, 300 + i / 200, i),
+            "US",
+        )
+        .ip(&format!("198.51.{}.{}", i / 250, i % 250));
+        assert!(p.decide(&s.attempt(), at).forwarded());
+        if i % 5 != 0 {
+            assert!(p.confirm(&s.to, &s.class, at + 30 * SEC));
+        }
+    }
+    // Tonight one person every fifteen minutes from 01:00, and the pump
+    // from 02:00: against the hour before, four new numbers, it surges.
+    let (forwarded, rule, _) = pump_from(&p, midnight(1) + HOUR, 15);
+    assert_eq!(rule, "adaptive:dispersed:region", "after {forwarded}");
+    // Weighed against the day's average, the region was not judged pumped
+    // before an alert blocked a whole area code, 44 sends in.
+    assert!(forwarded <= 40, "{forwarded} pump sends forwarded first");
 }
