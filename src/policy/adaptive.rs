@@ -1740,7 +1740,23 @@ impl Adaptive {
         let norm = self.norm(store, p.account(), product, now);
         if !self.plausible(&p, &keys, norm, store, now) {
             // Answered, so not awaited any more; but it credits nothing:
-            // the send stays counted as unconfirmed.
+            // the send counts as unconfirmed from now, not when its grace
+            // ends.
+            if p.counted {
+                let grace = self.grace.max(1);
+                let region = class.region.as_ref().map_or("none", |r| r.as_str());
+                let region = (self.cfg.unconfirmed.dispersed_ratio > 0.0)
+                    .then(|| product_region_key(product, region));
+                let app = app_key(p.account(), product);
+                let keys = keys
+                    .iter()
+                    .map(|(_, k)| k)
+                    .chain(Some(app.as_str()))
+                    .chain(region.as_deref());
+                for key in keys {
+                    store.conversion(key, false, &mut |c| c.recent.remove(grace, p.sent_at));
+                }
+            }
             return true;
         }
         if self.vouch > 0 {
@@ -1891,7 +1907,6 @@ fn count_sent(c: &mut Conversion, grace: Millis, now: Millis) {
     c.recent.add(grace.max(1), now);
 }
 
-/// A forwarded send was to a new number.
 /// A send not counted when it was forwarded (its product's confirmations
 /// did not flow yet), counted with its confirmation: past its grace, so
 /// it and its confirmation leave nothing unanswered.

@@ -1422,6 +1422,38 @@ fn a_sprayer_under_a_region_stop_is_handed_to_its_ranges() {
 }
 
 #[test]
+fn a_code_answered_too_soon_to_believe_counts_unanswered_at_once() {
+    let p = policy(UNCONFIRMED_ONLY);
+    // Confirmations flow for the app: one person answers.
+    let s = send("+12125550100", "US").ip("192.0.2.1");
+    assert!(p.decide(&s.attempt(), T0).forwarded());
+    assert!(p.confirm(&s.to, &s.class, T0 + 30 * SEC));
+    // A pumper that owns its numbers enters each code a second after its
+    // send, a send every half minute into one block.
+    let mut forwarded = 0;
+    for i in 0..40u64 {
+        let at = T0 + MIN + i * 30 * SEC;
+        let s = send(&format!("+1206555{i:04}"), "US").ip(&format!("198.51.100.{i}"));
+        let d = p.decide(&s.attempt(), at);
+        if !d.forwarded() {
+            assert!(
+                rule(&d).starts_with("adaptive:unconfirmed:prefix"),
+                "{}",
+                rule(&d)
+            );
+            break;
+        }
+        forwarded += 1;
+        // Answered (not awaited any more), but not believed.
+        assert!(p.confirm(&s.to, &s.class, at + SEC));
+    }
+    // Each counts unanswered when its answer is not believed: the block
+    // trips past its floor of four. Counted only once its five-minute
+    // grace ended, 17 went first.
+    assert!(forwarded <= 6, "{forwarded} sends forwarded first");
+}
+
+#[test]
 fn a_pump_at_night_is_weighed_against_the_nights_pace_not_the_days() {
     let p = policy(DISPERSED_ONLY);
     // Yesterday was busy: a new number a minute all day, four in five

@@ -521,6 +521,18 @@ impl Recent {
         }
     }
 
+    /// Takes back one send made at `at` (one answered within the span):
+    /// nothing when its bucket has passed.
+    pub fn remove(&mut self, span: Millis, at: Millis) {
+        let idx = (at / Self::width(span)) as u32;
+        if idx > self.newest {
+            return;
+        }
+        if let Some(b) = self.buckets.get_mut((self.newest - idx) as usize) {
+            *b = b.saturating_sub(1);
+        }
+    }
+
     /// Sends within the last `span` (rounded out to whole buckets: never
     /// fewer than happened).
     pub fn count(&self, span: Millis, now: Millis) -> u64 {
@@ -997,5 +1009,28 @@ mod tests {
                 assert_eq!(r.count(span, t + offset + age), 1, "{offset} {age}");
             }
         }
+    }
+
+    #[test]
+    fn an_answered_send_is_taken_back_from_its_bucket_only() {
+        let span = 5 * 60_000;
+        let t = 1_700_000_000_000;
+        let mut r = Recent::default();
+        for i in 0..3 {
+            r.add(span, t + i * 60_000);
+        }
+        // The second, answered a minute later: two still await.
+        r.remove(span, t + 60_000);
+        assert_eq!(r.count(span, t + 2 * 60_000), 2);
+        // Its bucket is empty now: a second take-back there changes nothing.
+        r.remove(span, t + 60_000);
+        r.remove(span, t + 60_000);
+        assert_eq!(r.count(span, t + 2 * 60_000), 2);
+        // A send from before every bucket, or after the newest, is no one's.
+        r.remove(span, t - 10 * span);
+        r.remove(span, t + 10 * span);
+        assert_eq!(r.count(span, t + 2 * 60_000), 2);
+        // The first ages out as before; the third still counts.
+        assert_eq!(r.count(span, t + span + 2 * span.div_ceil(6)), 1);
     }
 }
