@@ -1738,16 +1738,21 @@ impl Adaptive {
         self.destination_keys(to, class, &mut keys);
         self.sender_keys(p.client_ip, p.user(), p.account(), &mut keys);
         let norm = self.norm(store, p.account(), product, now);
+        // Beside the send's own keys, it counted for its app and (when the
+        // dispersed rule is on) its product's region.
+        let app = app_key(p.account(), product);
+        let region = (self.cfg.unconfirmed.dispersed_ratio > 0.0).then(|| {
+            product_region_key(
+                product,
+                class.region.as_ref().map_or("none", |r| r.as_str()),
+            )
+        });
         if !self.plausible(&p, &keys, norm, store, now) {
             // Answered, so not awaited any more; but it credits nothing:
             // the send counts as unconfirmed from now, not when its grace
             // ends.
             if p.counted {
                 let grace = self.grace.max(1);
-                let region = class.region.as_ref().map_or("none", |r| r.as_str());
-                let region = (self.cfg.unconfirmed.dispersed_ratio > 0.0)
-                    .then(|| product_region_key(product, region));
-                let app = app_key(p.account(), product);
                 let keys = keys
                     .iter()
                     .map(|(_, k)| k)
@@ -1787,10 +1792,9 @@ impl Adaptive {
                 self.lift_surge_block(key, store, now);
             }
         }
-        store.conversion(&app_key(p.account(), product), true, &mut |c| credit(c));
-        if self.cfg.unconfirmed.dispersed_ratio > 0.0 {
-            let region = class.region.as_ref().map_or("none", |r| r.as_str());
-            store.conversion(&product_region_key(product, region), true, &mut |c| {
+        store.conversion(&app, true, &mut |c| credit(c));
+        if let Some(region) = &region {
+            store.conversion(region, true, &mut |c| {
                 credit(c);
                 c.surge_confirmed.add(w, now, 1);
             });
