@@ -56,9 +56,11 @@ const DISPERSED_LOCAL_SHARE: f64 = 0.1;
 /// known.
 const NORM_SAMPLE: u64 = 50;
 /// The most an app's own unanswered share scales the ratios: an app whose
-/// real users answer fewer than about half their codes is judged as one
-/// that answers half.
-const NORM_MAX_SCALE: f64 = 4.0;
+/// real users answer fewer than a third of their codes is judged as one
+/// that answers a third. (Capped at half, an app whose people answer 45 %
+/// saw its broad keys under alert all night and a city's area code
+/// blocked on its people's own unanswered codes.)
+const NORM_MAX_SCALE: f64 = 8.0;
 
 /// How this app's real users answer their codes, against what the
 /// conversion ratios are set for (`unconfirmed.usual`).
@@ -1747,21 +1749,23 @@ impl Adaptive {
                 class.region.as_ref().map_or("none", |r| r.as_str()),
             )
         });
-        if !self.plausible(&p, &keys, norm, store, now) {
-            // Answered, so not awaited any more; but it credits nothing:
-            // the send counts as unconfirmed from now, not when its grace
-            // ends.
-            if p.counted {
-                let grace = self.grace.max(1);
-                let keys = keys
-                    .iter()
-                    .map(|(_, k)| k)
-                    .chain(Some(app.as_str()))
-                    .chain(region.as_deref());
-                for key in keys {
-                    store.conversion(key, false, &mut |c| c.recent.remove(grace, p.sent_at));
-                }
+        let believed = self.plausible(&p, &keys, norm, store, now);
+        // Answered, so not awaited any more: a send counted when it was
+        // forwarded leaves the sends still in their grace, whether its
+        // answer is believed (it counts confirmed) or not (it counts
+        // unconfirmed from now, not when its grace ends).
+        if p.counted {
+            let grace = self.grace.max(1);
+            let keys = keys
+                .iter()
+                .map(|(_, k)| k)
+                .chain(Some(app.as_str()))
+                .chain(region.as_deref());
+            for key in keys {
+                store.conversion(key, false, &mut |c| c.recent.remove(grace, p.sent_at));
             }
+        }
+        if !believed {
             return true;
         }
         if self.vouch > 0 {

@@ -1479,3 +1479,36 @@ fn a_pump_at_night_is_weighed_against_the_nights_pace_not_the_days() {
     // before an alert blocked a whole area code, 44 sends in.
     assert!(forwarded <= 40, "{forwarded} pump sends forwarded first");
 }
+
+#[test]
+fn a_send_answered_inside_its_grace_is_subtracted_once() {
+    let p = policy(UNCONFIRMED_ONLY);
+    confirmations_flow(&p, T0);
+    // A block gets a new number a minute; one in three answers its code
+    // half a minute later. The rest are pumped.
+    let mut forwarded = 0;
+    for i in 0..60u64 {
+        let at = T0 + MIN + i * MIN;
+        let s = numbered("+1646555", i);
+        let d = p.decide(&s.attempt(), at);
+        if !d.forwarded() {
+            assert!(
+                rule(&d).starts_with("adaptive:unconfirmed:prefix"),
+                "{}",
+                rule(&d)
+            );
+            break;
+        }
+        forwarded += 1;
+        if i % 3 == 0 {
+            assert!(p.confirm(&s.to, &s.class, at + 30 * SEC));
+        }
+    }
+    // Two unanswered sends for each answered one outnumber the block's
+    // confirmations past its floor of four within 14 sends. Counted twice
+    // (among the sends still in their grace, and as confirmed), the codes
+    // answered in the last five minutes hid as many unanswered sends, and
+    // 21 went first.
+    assert!(forwarded <= 16, "{forwarded} sends forwarded first");
+    assert!(forwarded >= 8, "{forwarded} sends forwarded first");
+}
