@@ -947,7 +947,8 @@ impl Adaptive {
         );
         if unconfirmed < floor || !(hour || recent) {
             return Err(Some(format!(
-                "{key}: {figures}; stopped past floor {floor} and {ratio} to 1 in either, in {window} also past {factor} x usual"
+                "{key}: {figures}; stopped past floor {floor} and {} to 1 in either, in {window} also past {factor} x usual",
+                Ratio(ratio)
             )));
         }
         // An excess with locality (a sprayer that sends several numbers
@@ -975,7 +976,8 @@ impl Adaptive {
             );
         }
         let detail = format!(
-            "{key}: {figures} (> {ratio} to 1, floor {floor}), {local} of {fresh} new numbers forwarded to a block that had another; new numbers are stopped while it lasts"
+            "{key}: {figures} (> {} to 1, floor {floor}), {local} of {fresh} new numbers forwarded to a block that had another; new numbers are stopped while it lasts",
+            Ratio(ratio)
         );
         Ok(self.stop(DISPERSED_RULE.to_string(), detail, None))
     }
@@ -1424,8 +1426,9 @@ impl Adaptive {
                     kind: scope.kind(),
                     key: key.to_string(),
                     figures: format!(
-                        "{unconfirmed} of {aged} sends unconfirmed in {} > max(floor {floor}, {ratio} x baseline {})",
+                        "{unconfirmed} of {aged} sends unconfirmed in {} > max(floor {floor}, {} x baseline {})",
                         window_name(i),
+                        Ratio(ratio),
                         base[i]
                     ),
                 });
@@ -1975,6 +1978,17 @@ fn first_in_a_day(
 }
 
 /// The marker of an alert on a broad key (as [`pair`] spells it).
+/// A ratio as an operator writes it: at most two decimals, none that are
+/// trailing zeros (`6`, `2.45`, not `2.4523809523809526`).
+struct Ratio(f64);
+
+impl std::fmt::Display for Ratio {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = format!("{:.2}", self.0);
+        f.write_str(s.trim_end_matches('0').trim_end_matches('.'))
+    }
+}
+
 fn alert_key(key: &str) -> String {
     format!("alert>{key}")
 }
@@ -2056,4 +2070,20 @@ fn kind_of(seen: &Seen, index: usize) -> String {
         .iter()
         .nth(index)
         .map_or_else(String::new, |(s, _)| s.kind())
+}
+
+#[cfg(test)]
+mod ratio_tests {
+    use super::Ratio;
+
+    #[test]
+    fn a_ratio_reads_as_an_operator_writes_it() {
+        let shown = |r: f64| Ratio(r).to_string();
+        assert_eq!(shown(6.0), "6");
+        assert_eq!(shown(0.5), "0.5");
+        assert_eq!(shown(0.5 * 4.904_761_904_761_905), "2.45");
+        assert_eq!(shown(38.526_315_789_473_685), "38.53");
+        assert_eq!(shown(100.0), "100");
+        assert_eq!(shown(0.0), "0");
+    }
 }
