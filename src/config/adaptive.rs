@@ -120,7 +120,7 @@ pub struct Unconfirmed {
     /// The share of real users' codes left unanswered that the ratios
     /// above are set for. Where the app's own sends for a product leave
     /// more unanswered (over the day before this hour), every ratio is
-    /// scaled by the odds, up to four times, and more unanswered sends in
+    /// scaled by the odds, up to eight times, and more unanswered sends in
     /// a row are needed against a range: an app whose users answer two
     /// codes in three is not judged as one whose users answer nine in ten.
     #[serde(deserialize_with = "de_share")]
