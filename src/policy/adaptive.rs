@@ -57,9 +57,9 @@ const DISPERSED_LOCAL_SHARE: f64 = 0.1;
 const NORM_SAMPLE: u64 = 50;
 /// The most an app's own unanswered share scales the ratios: an app whose
 /// real users answer fewer than a third of their codes is judged as one
-/// that answers a third. (Capped at half, an app whose people answer 45 %
-/// saw its broad keys under alert all night and a city's area code
-/// blocked on its people's own unanswered codes.)
+/// that answers a third. (Capped at half, an app whose people answer a
+/// little fewer than half saw a country under alert all night and a
+/// city's area code blocked on its people's own unanswered codes.)
 const NORM_MAX_SCALE: f64 = 8.0;
 
 /// How this app's real users answer their codes, against what the
@@ -1977,7 +1977,6 @@ fn first_in_a_day(
         .is_none_or(|t| now.saturating_sub(t) >= DAY)
 }
 
-/// The marker of an alert on a broad key (as [`pair`] spells it).
 /// A ratio as an operator writes it: at most two decimals, none that are
 /// trailing zeros (`6`, `2.45`, not `2.4523809523809526`).
 struct Ratio(f64);
@@ -1989,6 +1988,7 @@ impl std::fmt::Display for Ratio {
     }
 }
 
+/// The marker of an alert on a broad key (as [`pair`] spells it).
 fn alert_key(key: &str) -> String {
     format!("alert>{key}")
 }
