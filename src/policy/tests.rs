@@ -1429,24 +1429,17 @@ fn a_code_answered_too_soon_to_believe_counts_unanswered_at_once() {
     assert!(p.decide(&s.attempt(), T0).forwarded());
     assert!(p.confirm(&s.to, &s.class, T0 + 30 * SEC));
     // A pumper that owns its numbers enters each code a second after its
-    // send, a send every half minute into one block.
-    let mut forwarded = 0;
-    for i in 0..40u64 {
-        let at = T0 + MIN + i * 30 * SEC;
-        let s = send(&format!("+1206555{i:04}"), "US").ip(&format!("198.51.100.{i}"));
-        let d = p.decide(&s.attempt(), at);
-        if !d.forwarded() {
-            assert!(
-                rule(&d).starts_with("adaptive:unconfirmed:prefix"),
-                "{}",
-                rule(&d)
-            );
-            break;
-        }
-        forwarded += 1;
-        // Answered (not awaited any more), but not believed.
-        assert!(p.confirm(&s.to, &s.class, at + SEC));
-    }
+    // send, a send every half minute into one block; answered (not awaited
+    // any more), but not believed.
+    let forwarded = forwarded_until_its_block_trips(
+        &p,
+        40,
+        |i| {
+            let s = send(&format!("+1206555{i:04}"), "US").ip(&format!("198.51.100.{i}"));
+            (s, T0 + MIN + i * 30 * SEC)
+        },
+        |_| Some(SEC),
+    );
     // Each counts unanswered when its answer is not believed: the block
     // trips past its floor of four. Counted only once its five-minute
     // grace ended, 17 went first.
@@ -1486,10 +1479,33 @@ fn a_send_answered_inside_its_grace_is_subtracted_once() {
     confirmations_flow(&p, T0);
     // A block gets a new number a minute; one in three answers its code
     // half a minute later. The rest are pumped.
+    let forwarded = forwarded_until_its_block_trips(
+        &p,
+        60,
+        |i| (numbered("+1646555", i), T0 + MIN + i * MIN),
+        |i| (i % 3 == 0).then_some(30 * SEC),
+    );
+    // Two unanswered sends for each answered one outnumber the block's
+    // confirmations past its floor of four within 14 sends. Counted twice
+    // (among the sends still in their grace, and as confirmed), the codes
+    // answered in the last five minutes hid as many unanswered sends, and
+    // 21 went first.
+    assert!(forwarded <= 16, "{forwarded} sends forwarded first");
+    assert!(forwarded >= 8, "{forwarded} sends forwarded first");
+}
+
+/// Sends up to `count` new numbers into one block (the `i`th as `at(i)`
+/// says) until the block's unconfirmed rule stops one, answering each
+/// forwarded send after `answer(i)`, if any: how many went first.
+fn forwarded_until_its_block_trips(
+    p: &Policy,
+    count: u64,
+    at: impl Fn(u64) -> (Send, Millis),
+    answer: impl Fn(u64) -> Option<Millis>,
+) -> u64 {
     let mut forwarded = 0;
-    for i in 0..60u64 {
-        let at = T0 + MIN + i * MIN;
-        let s = numbered("+1646555", i);
+    for i in 0..count {
+        let (s, at) = at(i);
         let d = p.decide(&s.attempt(), at);
         if !d.forwarded() {
             assert!(
@@ -1500,15 +1516,9 @@ fn a_send_answered_inside_its_grace_is_subtracted_once() {
             break;
         }
         forwarded += 1;
-        if i % 3 == 0 {
-            assert!(p.confirm(&s.to, &s.class, at + 30 * SEC));
+        if let Some(after) = answer(i) {
+            assert!(p.confirm(&s.to, &s.class, at + after));
         }
     }
-    // Two unanswered sends for each answered one outnumber the block's
-    // confirmations past its floor of four within 14 sends. Counted twice
-    // (among the sends still in their grace, and as confirmed), the codes
-    // answered in the last five minutes hid as many unanswered sends, and
-    // 21 went first.
-    assert!(forwarded <= 16, "{forwarded} sends forwarded first");
-    assert!(forwarded >= 8, "{forwarded} sends forwarded first");
+    forwarded
 }
