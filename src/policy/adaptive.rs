@@ -534,6 +534,7 @@ impl Adaptive {
     pub(crate) fn exempts(
         &self,
         rule: &str,
+        key: &str,
         a: &Attempt,
         store: &dyn Store,
         now: Millis,
@@ -555,6 +556,9 @@ impl Adaptive {
         if !is_fresh(store, &a.to.e164, now) {
             return Some("an alert's block applies to new numbers only".to_string());
         }
+        if let Some(why) = self.retry_probe(&a.to.e164, key, store, now) {
+            return Some(why);
+        }
         let mut keys = Keys::new();
         self.sender_keys(a.end_user_ip.then_some(a.client_ip), a.user, "", &mut keys);
         let norm = self.norm(store, a.account, a.product, now);
@@ -563,6 +567,61 @@ impl Adaptive {
             .find(|(scope, key)| self.proves_receipt(*scope, &read(store, key), norm, now))
             .map(|(_, key)| format!("{key} proves receipt: an alert does not judge it"));
         proven
+    }
+
+    /// A number this stage's conversion judgement stopped (an alert's
+    /// range, its block, or a region pumped without locality) is
+    /// remembered for the grace: a person whose code did not come asks
+    /// again within it (see [`Adaptive::retry_probe`]).
+    pub(crate) fn stopped(&self, rule: &str, e164: &str, store: &dyn Store, now: Millis) {
+        if rule.starts_with("adaptive:alert:") || rule == DISPERSED_RULE {
+            let mut key = String::with_capacity(40);
+            pair(&mut key, "again", e164);
+            store.pair_seen(&key, now, true);
+        }
+    }
+
+    /// A number stopped within the grace is asked for again: a person who
+    /// did not get the code (a pump's number has nobody waiting for it).
+    /// It goes out as a probe, one per `scope` (the range or region that
+    /// stopped it) per `alert`: a real user gets the code a minute late,
+    /// and a pump that asks twice for every number gains one send per
+    /// range per half hour, which counts against the range if unanswered.
+    /// Why it goes, when it does.
+    fn retry_probe(
+        &self,
+        e164: &str,
+        scope: &str,
+        store: &dyn Store,
+        now: Millis,
+    ) -> Option<String> {
+        let mut key = String::with_capacity(64);
+        pair(&mut key, "again", e164);
+        let stopped = store.pair_seen(&key, now, false)?;
+        if now.saturating_sub(stopped) >= self.grace {
+            return None;
+        }
+        let within =
+            |t: Option<Millis>, span: Millis| t.is_some_and(|t| now.saturating_sub(t) < span);
+        // The number that opened the door goes through it again within
+        // its grace (its block, then its range, judge it in one send).
+        let mut probing = String::with_capacity(40);
+        pair(&mut probing, "probing", e164);
+        if !within(store.pair_seen(&probing, now, false), self.grace) {
+            pair(&mut key, "probe", scope);
+            if within(store.pair_seen(&key, now, false), self.alert) {
+                return None;
+            }
+            store.pair_seen(&key, now, true);
+            store.pair_seen(&probing, now, true);
+        }
+        Some(format!(
+            "asked again {} after it was stopped: forwarded as {scope}'s probe (one per {})",
+            Short(std::time::Duration::from_secs(
+                now.saturating_sub(stopped) / 1000
+            )),
+            Short(std::time::Duration::from_millis(self.alert))
+        ))
     }
 
     /// To how many numbers this send's message went within `bulk_window`,
@@ -856,6 +915,7 @@ impl Adaptive {
         }
 
         let mut step = self.judge_under_alert(
+            &a.to.e164,
             &seen,
             &dests,
             &broad,
@@ -962,6 +1022,9 @@ impl Adaptive {
                 "{key}: {local} of {fresh} new numbers this hour went to a block that had another: the ranges judge it"
             )));
         }
+        if let Some(probe) = self.retry_probe(&a.to.e164, &key, store, now) {
+            return Err(Some(format!("{key}: {figures}; {probe}")));
+        }
         // A send stopped here can never confirm: it counts as one more
         // unanswered, so the stop lasts while new numbers keep coming
         // faster than `dispersed_ratio` times the confirmations, and lifts
@@ -1009,6 +1072,11 @@ impl Adaptive {
         let Some((to, class)) = to else {
             return;
         };
+        // Asked for again and forwarded as a probe, it is not counted
+        // twice (see [`Adaptive::forwarded`]).
+        let mut counted = String::with_capacity(40);
+        pair(&mut counted, "counted", &to.e164);
+        store.pair_seen(&counted, now, true);
         let mut keys = Keys::new();
         self.destination_keys(to, class, &mut keys);
         for (scope, key) in keys.iter() {
@@ -1132,6 +1200,7 @@ impl Adaptive {
     #[allow(clippy::too_many_arguments)]
     fn judge_under_alert(
         &self,
+        e164: &str,
         seen: &Seen,
         dests: &[Dest],
         broad: &[Trip],
@@ -1208,6 +1277,9 @@ impl Adaptive {
             Some(Range::Old(i)) => (i, format!("{}, none this hour", figures_of(i)), false),
         };
         let key = keys.get(key_index).to_string();
+        if let Some(probe) = self.retry_probe(e164, &key, store, now) {
+            return pass!(trace, "{why}; {key}: {figures}; {probe}");
+        }
         let kind = kind_of(seen, key_index);
         // Stopping sends under it is the excess persisting: the alert
         // lasts while they come, and lifts `alert` after the last.
@@ -1656,6 +1728,13 @@ impl Adaptive {
         let w = self.surge_window;
         let mut pair_key = String::with_capacity(80);
         let region = a.class.region.as_ref().map_or("none", |r| r.as_str());
+        // Stopped as dispersed pumping within the grace and asked for
+        // again (a probe): its ranges and region counted it then, as a new
+        // number sent; it is the same attempt to reach one person.
+        pair(&mut pair_key, "counted", &a.to.e164);
+        let counted = store
+            .pair_seen(&pair_key, now, false)
+            .is_some_and(|t| now.saturating_sub(t) < grace);
         // The number's block had another new number forwarded this hour.
         let mut local = false;
         for (i, (scope, key)) in seen.keys.iter().enumerate() {
@@ -1672,10 +1751,14 @@ impl Adaptive {
             }
             let fresh = if sender { new_number } else { seen.fresh };
             let narrowest = matches!(scope, Scope::Prefix { .. });
+            let again = counted && narrowest;
             store.conversion(key, true, &mut |c| {
                 if narrowest {
                     // Prefixes come broadest first: the last is the block.
-                    local = c.fresh[0].count(HOUR, now) > 0;
+                    local = c.fresh[0].count(HOUR, now) > u64::from(again);
+                }
+                if again {
+                    return;
                 }
                 if seen.flows {
                     count_sent(c, grace, now);
@@ -1691,7 +1774,7 @@ impl Adaptive {
                 }
             });
         }
-        if self.cfg.unconfirmed.dispersed_ratio > 0.0 {
+        if self.cfg.unconfirmed.dispersed_ratio > 0.0 && !counted {
             let fresh = seen.fresh;
             let key = product_region_key(a.product, region);
             // Only new numbers an end user asked for are what the region's

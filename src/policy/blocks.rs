@@ -103,7 +103,7 @@ impl Blocks {
         for (spec, kind) in self.specs.iter().chain(&self.prefixes) {
             if let Some(step) = Self::probe(a, store, now, spec, kind, &mut key) {
                 let exempt = match (&step, adaptive) {
-                    (Step::Block(v), Some(ad)) => ad.exempts(&v.rule, a, store, now),
+                    (Step::Block(v), Some(ad)) => ad.exempts(&v.rule, &key, a, store, now),
                     _ => None,
                 };
                 match exempt {

@@ -380,9 +380,14 @@ impl Judgement<'_> {
             };
             d.apply(Stage::Balance, step, trace);
         }
-        if d.verdict.is_some() {
+        if let Some(v) = &d.verdict {
             d.hold = None;
             self.give_back();
+            if let (Some(ad), false) = (&p.adaptive, trace) {
+                if !d.forwarded() {
+                    ad.stopped(&v.rule, &a.to.e164, self.store, self.now);
+                }
+            }
         } else {
             // Kept: the send goes out.
             self.backoff = None;

@@ -1522,3 +1522,99 @@ fn forwarded_until_its_block_trips(
     }
     forwarded
 }
+
+#[test]
+fn a_person_who_asks_again_after_a_stop_gets_one_probe_per_half_hour_and_the_stop_holds() {
+    let p = policy(DISPERSED_ONLY);
+    let (pumped, rule_of_stop, start) = pump_over_a_region(&p);
+    assert_eq!(rule_of_stop, "adaptive:dispersed:region");
+    let mut next = pumped + 1;
+    let mut pumped_until = start;
+    // The pump goes on, three numbers a minute, up to `until`: all stopped.
+    let mut pump_until = |until: Millis| {
+        while pumped_until + 20 * SEC <= until {
+            pumped_until += 20 * SEC;
+            let d = pump(&p, next, pumped_until);
+            assert!(!d.forwarded(), "pump send {next} forwarded under the stop");
+            next += 1;
+        }
+    };
+    let minute = |m: u64| start + m * MIN;
+    // People whose area codes converted yesterday, asking for a code
+    // under the stop.
+    let person = send("+13515550123", "US").ip("192.0.2.77");
+    let other = send("+13525550124", "US").ip("192.0.2.78");
+    let third = send("+13535550125", "US").ip("192.0.2.79");
+    let late = send("+13545550126", "US").ip("192.0.2.80");
+    let stopped = |s: &Send, at: Millis| {
+        let d = p.decide(&s.attempt(), at);
+        assert_eq!(rule(&d), "adaptive:dispersed:region", "{:?}", d.verdict);
+    };
+    // With no code after a minute and a half, the person asks again: the
+    // second send goes out, and is answered.
+    pump_until(minute(1));
+    stopped(&person, minute(1));
+    pump_until(minute(1) + 90 * SEC);
+    let d = p.decide(&person.attempt(), minute(1) + 90 * SEC);
+    assert!(d.forwarded(), "{:?}", d.verdict);
+    assert!(p.confirm(&person.to, &person.class, minute(2)));
+    // The pump's next numbers are still stopped (the probe was counted
+    // once, not as one more new number in a block that had another), and
+    // a second person asking again within the half hour waits: the
+    // region's probe is taken.
+    pump_until(minute(11));
+    let d = p.decide(&other.attempt(), minute(11));
+    assert_eq!(rule(&d), "adaptive:dispersed:region");
+    assert!(
+        detail_of(&d).contains(", 0 of "),
+        "no new number went to a block that had another: {}",
+        detail_of(&d)
+    );
+    pump_until(minute(12));
+    stopped(&other, minute(12));
+    // Half an hour after the first probe a third person's retry goes; one
+    // asking again past the grace (five minutes) is a new request.
+    pump_until(minute(36));
+    stopped(&third, minute(36));
+    stopped(&late, minute(36));
+    pump_until(minute(37));
+    assert!(p.decide(&third.attempt(), minute(37)).forwarded());
+    pump_until(minute(42));
+    stopped(&late, minute(42));
+}
+
+#[test]
+fn a_person_who_asks_again_in_a_range_an_alert_blocked_gets_its_one_probe() {
+    let p = policy(&format!("{UNCONFIRMED_ONLY}dispersed_ratio = 0\n"));
+    confirmations_flow(&p, T0);
+    // A pump over ten area codes, a new exchange each time, never
+    // answered: the region goes under alert.
+    let start = T0 + 2 * HOUR;
+    for i in 0..60u64 {
+        let s = send(&format!("+1{}{}{:04}", 201 + i % 10, 300 + i, i), "US")
+            .ip(&format!("198.51.100.{i}"));
+        p.decide(&s.attempt(), start - HOUR + i * MIN);
+    }
+    // Area code 206 carries the pump's unanswered sends: under the
+    // region's alert it is blocked for new numbers.
+    let person = send("+12065550999", "US").ip("192.0.2.77");
+    let d = p.decide(&person.attempt(), start + MIN);
+    assert!(rule(&d).starts_with("adaptive:alert:"), "{:?}", d.verdict);
+    assert_eq!(detail_of(&d), "prefix:4=+1206", "{:?}", d.verdict);
+    // Asked again a minute later: the block passes it over, and so does
+    // the range's judgement (one probe per range, the same send).
+    let explained = p
+        .explain_live(&person.attempt(), start + 2 * MIN)
+        .explained();
+    assert!(
+        explained
+            .contains("asked again 1m after it was stopped: forwarded as prefix:4=+1206's probe"),
+        "{explained}"
+    );
+    let d = p.decide(&person.attempt(), start + 2 * MIN);
+    assert!(d.forwarded(), "{:?}", d.verdict);
+    // Another number in the range asking again within the half hour waits.
+    let other = send("+12065550998", "US").ip("192.0.2.78");
+    assert!(!p.decide(&other.attempt(), start + 3 * MIN).forwarded());
+    assert!(!p.decide(&other.attempt(), start + 4 * MIN).forwarded());
+}
