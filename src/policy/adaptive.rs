@@ -545,6 +545,11 @@ impl Adaptive {
         if let Some(until) = self.vouched(store, &a.to.e164, now) {
             return Some(format!("the number is vouched for until {}", at(until)));
         }
+        if rule.starts_with("adaptive:surge:") && self.awaited(store, &a.to.e164, now) {
+            return Some(
+                "asked again while its code, sent before the block, is awaited".to_string(),
+            );
+        }
         if !rule.starts_with("adaptive:alert:") {
             return None;
         }
@@ -567,6 +572,17 @@ impl Adaptive {
             .find(|(scope, key)| self.proves_receipt(*scope, &read(store, key), norm, now))
             .map(|(_, key)| format!("{key} proves receipt: an alert does not judge it"));
         proven
+    }
+
+    /// A send to the number went out within the grace and awaits its
+    /// confirmation.
+    fn awaited(&self, store: &dyn Store, e164: &str, now: Millis) -> bool {
+        let mut awaited = false;
+        store.pending(e164, false, &mut |p| {
+            awaited =
+                p.sent_at > 0 && p.confirmed_at == 0 && now.saturating_sub(p.sent_at) < self.grace;
+        });
+        awaited
     }
 
     /// A number this stage's conversion judgement stopped (an alert's

@@ -1618,3 +1618,39 @@ fn a_person_who_asks_again_in_a_range_an_alert_blocked_gets_its_one_probe() {
     assert!(!p.decide(&other.attempt(), start + 3 * MIN).forwarded());
     assert!(!p.decide(&other.attempt(), start + 4 * MIN).forwarded());
 }
+
+#[test]
+fn a_surge_block_passes_a_code_asked_for_again_while_its_first_send_is_awaited() {
+    let p = policy("[adaptive]\n[adaptive.distinct]\nclient_ip = []\nuser = []\nregions = 0\n");
+    // A campaign in a quiet exchange: its fourth new number in ten
+    // minutes blocks the exchange before anyone could answer.
+    let person = |i: u64| numbered("+1416924", i).ip(&format!("203.0.113.{i}"));
+    for i in 0..3 {
+        assert!(p.decide(&person(i).attempt(), T0 + i * SEC).forwarded());
+    }
+    let d = p.decide(&person(3).attempt(), T0 + 3 * SEC);
+    assert_eq!(rule(&d), "adaptive:surge:prefix:7");
+    // The first two ask again two minutes later: their codes, sent before
+    // the block, are awaited, so the resends go. The one the block
+    // stopped gets no probe from a surge block, and one asking again past
+    // the grace is a new request.
+    let at = T0 + 2 * MIN;
+    for i in 0..2 {
+        let d = p.decide(&person(i).attempt(), at);
+        assert!(d.forwarded(), "resend {i}: {:?}", d.verdict);
+    }
+    assert_eq!(
+        rule(&p.decide(&person(3).attempt(), at)),
+        "adaptive:surge:prefix:7"
+    );
+    assert_eq!(
+        rule(&p.decide(&person(2).attempt(), T0 + 6 * MIN)),
+        "adaptive:surge:prefix:7"
+    );
+    // Both answer: half the surge's new numbers proved receipt, the block
+    // lifts, and the campaign's next person gets a code.
+    for i in 0..2 {
+        assert!(p.confirm(&person(i).to, &person(i).class, T0 + 7 * MIN));
+    }
+    assert!(p.decide(&person(4).attempt(), T0 + 8 * MIN).forwarded());
+}
