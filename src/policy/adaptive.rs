@@ -1371,8 +1371,11 @@ impl Adaptive {
     ///   above converts this hour (a city's campaign in a range a sprayer
     ///   passed through earlier);
     /// - one that converts, only when this hour's unanswered sends
-    ///   outnumber every confirmation it saw (the day's and its baseline):
-    ///   its confirmed history is weighed before it is blocked;
+    ///   outnumber every confirmation it saw (the day's and its baseline),
+    ///   and beside this hour's confirmations are as unlikely from the
+    ///   app's people as `runs` unanswered in a row ([`Adaptive::improbable`]:
+    ///   three unanswered and two answered is a campaign's bad luck): its
+    ///   confirmed history is weighed before it is blocked;
     /// - one `tripped` earlier (an offence on record, so blocked within
     ///   `forgive_after`) whose unanswered sends today still outnumber its
     ///   confirmations: its block lifted, the excess did not, so its next
@@ -1425,7 +1428,10 @@ impl Adaptive {
             }
             let unconfirmed = self.aged_unconfirmed(c, 0, now);
             return Some(
-                if unconfirmed < runs || unconfirmed as f64 <= norm.scale * confirmed as f64 {
+                if unconfirmed < runs
+                    || unconfirmed as f64 <= norm.scale * confirmed as f64
+                    || !self.improbable(unconfirmed, c.confirmed[0].count(HOUR, now), norm)
+                {
                     Range::Proven(index)
                 } else {
                     Range::Carrying(index)
@@ -1433,6 +1439,23 @@ impl Adaptive {
             );
         }
         Some(Range::Unknown(broadest))
+    }
+
+    /// Whether `unconfirmed` unanswered sends beside `confirmed` answered
+    /// ones are as unlikely from the app's real users as `norm.runs`
+    /// unanswered in a row: the chance of at least that many unanswered
+    /// among them, each left unanswered at the app's own share, is at most
+    /// `usual` squared. (Three unanswered beside two answered is a
+    /// campaign's bad luck one time in seventeen where people leave one
+    /// in five unanswered; six beside two, one in eight hundred.)
+    fn improbable(&self, unconfirmed: u64, confirmed: u64, norm: Norm) -> bool {
+        let usual = self.cfg.unconfirmed.usual;
+        if !(usual > 0.0 && usual < 1.0) {
+            return true;
+        }
+        let odds = usual / (1.0 - usual) * norm.scale;
+        let q = odds / (1.0 + odds);
+        binomial_tail(unconfirmed + confirmed, unconfirmed, q) <= usual * usual
     }
 
     /// Whether the nearest of `above` with `min_sample` sends past their
@@ -2008,6 +2031,31 @@ fn usual_fresh_per_hour(c: &Conversion, now: Millis) -> Option<f64> {
 }
 
 /// The unanswered share of `(sent, confirmed)`, from `NORM_SAMPLE` sends.
+/// The chance of at least `k` of `n` independent trials succeeding, each
+/// with chance `q` (in logarithms: no factorial overflows).
+fn binomial_tail(n: u64, k: u64, q: f64) -> f64 {
+    if k == 0 {
+        return 1.0;
+    }
+    if k > n || q <= 0.0 {
+        return 0.0;
+    }
+    if q >= 1.0 {
+        return 1.0;
+    }
+    let (lq, lp) = (q.ln(), (1.0 - q).ln());
+    // ln C(n, k), then each next term from the last.
+    let mut ln_c: f64 = (0..k)
+        .map(|i| ((n - i) as f64).ln() - ((i + 1) as f64).ln())
+        .sum();
+    let mut tail = 0.0;
+    for j in k..=n {
+        tail += (ln_c + j as f64 * lq + (n - j) as f64 * lp).exp();
+        ln_c += ((n - j) as f64).ln() - ((j + 1) as f64).ln();
+    }
+    tail.min(1.0)
+}
+
 fn share((sent, confirmed): (u64, u64)) -> Option<f64> {
     (sent >= NORM_SAMPLE).then(|| sent.saturating_sub(confirmed) as f64 / sent as f64)
 }
@@ -2172,8 +2220,8 @@ fn kind_of(seen: &Seen, index: usize) -> String {
 }
 
 #[cfg(test)]
-mod ratio_tests {
-    use super::Ratio;
+mod figure_tests {
+    use super::{binomial_tail, Ratio};
 
     #[test]
     fn a_ratio_reads_as_an_operator_writes_it() {
@@ -2184,5 +2232,19 @@ mod ratio_tests {
         assert_eq!(shown(38.526_315_789_473_685), "38.53");
         assert_eq!(shown(100.0), "100");
         assert_eq!(shown(0.0), "0");
+    }
+
+    #[test]
+    fn a_binomial_tail_is_the_chance_of_at_least_so_many() {
+        let close = |a: f64, b: f64| (a - b).abs() < 1e-9;
+        assert!(close(binomial_tail(5, 3, 0.2), 0.05792));
+        assert!(close(binomial_tail(8, 6, 0.2), 0.00123136));
+        assert!(close(binomial_tail(2, 2, 0.2), 0.04));
+        assert!(close(binomial_tail(7, 0, 0.3), 1.0));
+        assert!(close(binomial_tail(3, 4, 0.3), 0.0));
+        // Large samples neither overflow nor lose the sum.
+        assert!(close(binomial_tail(10_000, 0, 0.2), 1.0));
+        let half = binomial_tail(10_001, 5_001, 0.5);
+        assert!((half - 0.5).abs() < 1e-6, "{half}");
     }
 }

@@ -1654,3 +1654,54 @@ fn a_surge_block_passes_a_code_asked_for_again_while_its_first_send_is_awaited()
     }
     assert!(p.decide(&person(4).attempt(), T0 + 8 * MIN).forwarded());
 }
+
+#[test]
+fn under_an_alert_a_range_whose_people_confirm_now_is_blocked_only_on_an_unlikely_excess() {
+    let p = policy(&format!("{UNCONFIRMED_ONLY}dispersed_ratio = 0\n"));
+    // Yesterday 200 people signed up, four in five answering; those of
+    // area code 416 all answered.
+    assert_eq!(sign_ups(&p, midnight(0) + 8 * HOUR, 0, |i| i % 5 != 0), 0);
+    for i in 0..10u64 {
+        let s = send(&format!("+1416{}0000", 200 + i), "US").ip(&format!("192.0.2.{i}"));
+        let at = midnight(0) + 12 * HOUR + i * MIN;
+        assert!(p.decide(&s.attempt(), at).forwarded());
+        assert!(p.confirm(&s.to, &s.class, at + 30 * SEC));
+    }
+    // Today a pump over ten other area codes puts the region under alert.
+    let start = midnight(1) + 8 * HOUR;
+    for i in 0..60u64 {
+        let s = send(&format!("+1{}{}{:04}", 201 + i % 10, 300 + i, i), "US")
+            .ip(&format!("198.51.100.{i}"));
+        p.decide(&s.attempt(), start - HOUR + i * MIN);
+    }
+    // A campaign in exchanges 290-294 of the area code: two of its five
+    // people answer.
+    let person =
+        |k: u64| send(&format!("+1416{}0000", 290 + k), "US").ip(&format!("203.0.113.{k}"));
+    for k in 0..5 {
+        let s = person(k);
+        let d = p.decide(&s.attempt(), start + k * MIN);
+        assert!(d.forwarded(), "person {k}: {:?}", d.verdict);
+        if k < 2 {
+            assert!(p.confirm(&s.to, &s.class, start + k * MIN + 40 * SEC));
+        }
+    }
+    // Past their grace: three unanswered beside two answered this hour is
+    // a campaign's bad luck one time in seventeen, not an excess.
+    let d = p.decide(&person(5).attempt(), start + 12 * MIN);
+    assert!(d.forwarded(), "{:?}", d.verdict);
+    // Four more left unanswered (seven beside two: one time in three
+    // thousand) are an excess: the range is blocked.
+    for k in 6..9 {
+        assert!(p
+            .decide(&person(k).attempt(), start + 13 * MIN + k * SEC)
+            .forwarded());
+    }
+    let d = p.decide(&person(9).attempt(), start + 20 * MIN);
+    assert_eq!(rule(&d), "adaptive:alert:prefix:6", "{:?}", d.verdict);
+    assert!(
+        detail_of(&d).starts_with("prefix:6=+141629: 7 unconfirmed and 2 confirmed sends in 1h"),
+        "{}",
+        detail_of(&d)
+    );
+}
