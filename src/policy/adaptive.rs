@@ -241,6 +241,9 @@ struct Trip {
     /// distinct numbers are all the evidence (no conversion can weigh
     /// them), as a carrier NAT's busy hour shows as many.
     brief: bool,
+    /// Tripped on the day's figures alone (a broad key's day carries an
+    /// attack that ended hours ago), not this hour's or a surge's.
+    day_only: bool,
     kind: String,
     figures: String,
 }
@@ -730,6 +733,7 @@ impl Adaptive {
                 r.trips.push(Trip {
                     signal: "regions",
                     brief: scope == Scope::ClientIp && !flows,
+                    day_only: false,
                     kind: scope.kind(),
                     key: key.to_string(),
                     figures: format!(
@@ -1251,7 +1255,8 @@ impl Adaptive {
             );
             return step;
         }
-        let why = match broad.iter().find(|t| t.key == keys.get(alerted.index)) {
+        let trip = broad.iter().find(|t| t.key == keys.get(alerted.index));
+        let why = match trip {
             Some(t) => format!("{} under alert: {}", t.key, t.figures),
             None => format!("{} under alert", keys.get(alerted.index)),
         };
@@ -1290,6 +1295,18 @@ impl Adaptive {
             None => return pass!(trace, "{why}; {}", notes.join("; ")),
             Some(Range::Carrying(i)) => (i, figures_of(i), true),
             Some(Range::Unknown(i)) => (i, "no confirmed send under it recently".to_string(), true),
+            // Old evidence under an excess only the day's figures still
+            // show: the attack that left both may be hours over.
+            Some(Range::Old(i)) if trip.is_some_and(|t| t.day_only) => {
+                let step = pass!(
+                    trace,
+                    "{why}; {}: {}, none this hour: old evidence under the day's excess only; {}",
+                    keys.get(i),
+                    figures_of(i),
+                    notes.join("; ")
+                );
+                return step;
+            }
             Some(Range::Old(i)) => (i, format!("{}, none this hour", figures_of(i)), false),
         };
         let key = keys.get(key_index).to_string();
@@ -1534,6 +1551,7 @@ impl Adaptive {
                 return Some(Trip {
                     signal: "unconfirmed",
                     brief: false,
+                    day_only: i > 0,
                     kind: scope.kind(),
                     key: key.to_string(),
                     figures: format!(
@@ -1584,6 +1602,7 @@ impl Adaptive {
         (unconfirmed > allowed).then(|| Trip {
             signal: "surge",
             brief: false,
+            day_only: false,
             kind: scope.kind(),
             key: key.to_string(),
             figures: format!(
@@ -1627,6 +1646,7 @@ impl Adaptive {
                 return Some(Trip {
                     signal: "distinct",
                     brief: scope == Scope::ClientIp && !judged(i),
+                    day_only: false,
                     kind: scope.kind(),
                     key: key.to_string(),
                     figures: format!(

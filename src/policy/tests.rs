@@ -1705,3 +1705,39 @@ fn under_an_alert_a_range_whose_people_confirm_now_is_blocked_only_on_an_unlikel
         detail_of(&d)
     );
 }
+
+#[test]
+fn old_evidence_under_an_excess_only_the_days_figures_show_stops_nobody() {
+    let p = policy(&format!("{UNCONFIRMED_ONLY}dispersed_ratio = 0\n"));
+    // Yesterday 60 people signed up, four in five answering.
+    for i in 0..60u64 {
+        assert!(sign_up(&p, midnight(0) + 8 * HOUR + i * MIN, 0, i, |i| i
+            % 5
+            != 0));
+    }
+    // Today a slow pump, ten numbers an hour from midnight (never past
+    // the hour's floor), two to each of 60 ranges (+1 2xx 7) six hours
+    // apart, never answered: the region's day passes its floor of 100.
+    for i in 0..120u64 {
+        let s = send(&format!("+1{}7{}{:05}", 201 + i % 60, i / 60, i), "US").ip(&format!(
+            "198.51.{}.{}",
+            i / 250,
+            i % 250
+        ));
+        p.decide(&s.attempt(), midnight(1) + i * 6 * MIN);
+    }
+    let start = midnight(1) + 9 * HOUR;
+    // Two hours after it ended only the region's day still shows it. A
+    // new number in a range the pump left two old unanswered sends goes.
+    let now = start + 5 * HOUR;
+    let person = send("+12057500000", "US").ip("192.0.2.50");
+    let explained = p.explain_live(&person.attempt(), now).explained();
+    assert!(
+        explained.contains("in 1d > max(")
+            && explained.contains(
+                "prefix:5=+12057: 0 unconfirmed and 0 confirmed sends in 1h, 2 and 0 in 1d, none this hour: old evidence under the day's excess only"
+            ),
+        "{explained}"
+    );
+    assert!(p.decide(&person.attempt(), now).forwarded());
+}
