@@ -2050,7 +2050,6 @@ fn usual_fresh_per_hour(c: &Conversion, now: Millis) -> Option<f64> {
         .reduce(f64::min)
 }
 
-/// The unanswered share of `(sent, confirmed)`, from `NORM_SAMPLE` sends.
 /// The chance of at least `k` of `n` independent trials succeeding, each
 /// with chance `q` (in logarithms: no factorial overflows).
 fn binomial_tail(n: u64, k: u64, q: f64) -> f64 {
@@ -2070,12 +2069,19 @@ fn binomial_tail(n: u64, k: u64, q: f64) -> f64 {
         .sum();
     let mut tail = 0.0;
     for j in k..=n {
-        tail += (ln_c + j as f64 * lq + (n - j) as f64 * lp).exp();
+        let term = (ln_c + j as f64 * lq + (n - j) as f64 * lp).exp();
+        tail += term;
+        // Past the most likely count the terms only shrink: a busy range's
+        // thousands of sends end here, not at n.
+        if j as f64 > n as f64 * q && term <= tail * 1e-12 {
+            break;
+        }
         ln_c += ((n - j) as f64).ln() - ((j + 1) as f64).ln();
     }
     tail.min(1.0)
 }
 
+/// The unanswered share of `(sent, confirmed)`, from `NORM_SAMPLE` sends.
 fn share((sent, confirmed): (u64, u64)) -> Option<f64> {
     (sent >= NORM_SAMPLE).then(|| sent.saturating_sub(confirmed) as f64 / sent as f64)
 }
@@ -2266,5 +2272,6 @@ mod figure_tests {
         assert!(close(binomial_tail(10_000, 0, 0.2), 1.0));
         let half = binomial_tail(10_001, 5_001, 0.5);
         assert!((half - 0.5).abs() < 1e-6, "{half}");
+        assert!(binomial_tail(1_000_000, 300_000, 0.2) < 1e-300);
     }
 }
