@@ -581,10 +581,7 @@ impl Adaptive {
     /// confirmation.
     fn awaited(&self, store: &dyn Store, e164: &str, now: Millis) -> bool {
         let mut awaited = false;
-        store.pending(e164, false, &mut |p| {
-            awaited =
-                p.sent_at > 0 && p.confirmed_at == 0 && now.saturating_sub(p.sent_at) < self.grace;
-        });
+        store.pending(e164, false, &mut |p| awaited = p.awaits(now, self.grace));
         awaited
     }
 
@@ -620,15 +617,13 @@ impl Adaptive {
         if now.saturating_sub(stopped) >= self.grace {
             return None;
         }
-        let within =
-            |t: Option<Millis>, span: Millis| t.is_some_and(|t| now.saturating_sub(t) < span);
         // The number that opened the door goes through it again within
         // its grace (its block, then its range, judge it in one send).
         let mut probing = String::with_capacity(40);
         pair(&mut probing, "probing", e164);
-        if !within(store.pair_seen(&probing, now, false), self.grace) {
+        if !within(store.pair_seen(&probing, now, false), now, self.grace) {
             pair(&mut key, "probe", scope);
-            if within(store.pair_seen(&key, now, false), self.alert) {
+            if within(store.pair_seen(&key, now, false), now, self.alert) {
                 return None;
             }
             store.pair_seen(&key, now, true);
@@ -1183,8 +1178,7 @@ impl Adaptive {
         now: Millis,
     ) -> Option<(&'d Dest, bool)> {
         let mut pair_key = String::with_capacity(80);
-        let recent =
-            |raised: Option<Millis>| raised.is_some_and(|t| now.saturating_sub(t) < self.alert);
+        let recent = |raised: Option<Millis>| within(raised, now, self.alert);
         for d in dests.iter().filter(|d| d.broad && seen.fresh) {
             let key = seen.keys.get(d.index);
             pair(&mut pair_key, "alert", key);
@@ -1767,7 +1761,7 @@ impl Adaptive {
         // awaited once, not twice.
         let mut again = false;
         store.pending(&a.to.e164, true, &mut |p| {
-            again = p.sent_at > 0 && p.confirmed_at == 0 && now.saturating_sub(p.sent_at) < grace;
+            again = p.awaits(now, grace);
             p.sent_at = now;
             p.confirmed_at = 0;
             p.client_ip = a.end_user_ip.then_some(a.client_ip);
@@ -1791,9 +1785,7 @@ impl Adaptive {
         // again (a probe): its ranges and region counted it then, as a new
         // number sent; it is the same attempt to reach one person.
         pair(&mut pair_key, "counted", &a.to.e164);
-        let counted = store
-            .pair_seen(&pair_key, now, false)
-            .is_some_and(|t| now.saturating_sub(t) < grace);
+        let counted = within(store.pair_seen(&pair_key, now, false), now, grace);
         // The number's block had another new number forwarded this hour.
         let mut local = false;
         for (i, (scope, key)) in seen.keys.iter().enumerate() {
@@ -2048,6 +2040,11 @@ fn usual_fresh_per_hour(c: &Conversion, now: Millis) -> Option<f64> {
         .filter(|(n, _)| *n >= NORM_SAMPLE)
         .map(|(n, hours)| n as f64 / hours)
         .reduce(f64::min)
+}
+
+/// Whether `t` (a time a pair was seen, if ever) is less than `span` ago.
+fn within(t: Option<Millis>, now: Millis, span: Millis) -> bool {
+    t.is_some_and(|t| now.saturating_sub(t) < span)
 }
 
 /// The chance of at least `k` of `n` independent trials succeeding, each

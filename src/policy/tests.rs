@@ -1583,6 +1583,16 @@ fn a_person_who_asks_again_after_a_stop_gets_one_probe_per_half_hour_and_the_sto
     stopped(&late, minute(42));
 }
 
+/// The hour before `until`, a new number a minute over area codes 201-210,
+/// a new exchange each time, each from its own address, never answered.
+fn pump_over_ten_area_codes(p: &Policy, until: Millis) {
+    for i in 0..60u64 {
+        let s = send(&format!("+1{}{}{:04}", 201 + i % 10, 300 + i, i), "US")
+            .ip(&format!("198.51.100.{i}"));
+        p.decide(&s.attempt(), until - HOUR + i * MIN);
+    }
+}
+
 #[test]
 fn a_person_who_asks_again_in_a_range_an_alert_blocked_gets_its_one_probe() {
     let p = policy(&format!("{UNCONFIRMED_ONLY}dispersed_ratio = 0\n"));
@@ -1590,11 +1600,7 @@ fn a_person_who_asks_again_in_a_range_an_alert_blocked_gets_its_one_probe() {
     // A pump over ten area codes, a new exchange each time, never
     // answered: the region goes under alert.
     let start = T0 + 2 * HOUR;
-    for i in 0..60u64 {
-        let s = send(&format!("+1{}{}{:04}", 201 + i % 10, 300 + i, i), "US")
-            .ip(&format!("198.51.100.{i}"));
-        p.decide(&s.attempt(), start - HOUR + i * MIN);
-    }
+    pump_over_ten_area_codes(&p, start);
     // Area code 206 carries the pump's unanswered sends: under the
     // region's alert it is blocked for new numbers.
     let person = send("+12065550999", "US").ip("192.0.2.77");
@@ -1669,11 +1675,7 @@ fn under_an_alert_a_range_whose_people_confirm_now_is_blocked_only_on_an_unlikel
     }
     // Today a pump over ten other area codes puts the region under alert.
     let start = midnight(1) + 8 * HOUR;
-    for i in 0..60u64 {
-        let s = send(&format!("+1{}{}{:04}", 201 + i % 10, 300 + i, i), "US")
-            .ip(&format!("198.51.100.{i}"));
-        p.decide(&s.attempt(), start - HOUR + i * MIN);
-    }
+    pump_over_ten_area_codes(&p, start);
     // A campaign in exchanges 290-294 of the area code: two of its five
     // people answer.
     let person =

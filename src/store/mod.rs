@@ -606,6 +606,11 @@ pub struct Pending {
 }
 
 impl Pending {
+    /// A send went out less than `grace` ago and awaits its confirmation.
+    pub fn awaits(&self, now: Millis, grace: Millis) -> bool {
+        self.sent_at > 0 && self.confirmed_at == 0 && now.saturating_sub(self.sent_at) < grace
+    }
+
     pub fn user(&self) -> Option<&str> {
         self.origin.as_ref().and_then(|o| o.user.as_deref())
     }
