@@ -1783,9 +1783,12 @@ impl Adaptive {
         let region = a.class.region.as_ref().map_or("none", |r| r.as_str());
         // Stopped as dispersed pumping within the grace and asked for
         // again (a probe): its ranges and region counted it then, as a new
-        // number sent; it is the same attempt to reach one person.
-        pair(&mut pair_key, "counted", &a.to.e164);
-        let counted = within(store.pair_seen(&pair_key, now, false), now, grace);
+        // number sent; it is the same attempt to reach one person. (Only a
+        // new number is ever stopped so: others are not looked up.)
+        let counted = seen.fresh && {
+            pair(&mut pair_key, "counted", &a.to.e164);
+            within(store.pair_seen(&pair_key, now, false), now, grace)
+        };
         // The number's block had another new number forwarded this hour.
         let mut local = false;
         for (i, (scope, key)) in seen.keys.iter().enumerate() {
